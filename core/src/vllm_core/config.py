@@ -1,0 +1,105 @@
+"""Engine configuration: one frozen pydantic model per concern, composed into ``EngineConfig``.
+
+Values discovered at run time (the resolved dtype, the number of KV blocks) live in result
+objects of their own (``ModelInfo``, ``KVCacheSpec``), never written back here.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+DType = Literal["auto", "float32", "bfloat16", "float16", "half", "float", "bf16", "fp16", "fp32"]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", protected_namespaces=())
+
+
+class ModelConfig(_Frozen):
+    """What to load and how."""
+
+    model: str
+    """Path to a Hugging Face model directory, a ``.gguf`` file, or a dummy-config directory."""
+    tokenizer: str | None = None
+    """Tokenizer path; defaults to ``model``."""
+    dtype: DType = "auto"
+    """Weight and activation dtype; ``auto`` takes the model's own, float32 when it has none."""
+    max_model_len: int | None = Field(default=None, gt=0)
+    """Longest sequence (prompt + output); defaults to the model's context length."""
+    load_format: str = "auto"
+    """Name of a registered model loader (``auto``, ``safetensors``, ``gguf``, ``dummy``)."""
+    seed: int = 0
+    """Seed of the engine's global random generator (dummy weights, unseeded sampling)."""
+    skip_tokenizer_init: bool = False
+    """Do not load a tokenizer: prompts must be token ids and outputs carry no text."""
+
+
+class CacheConfig(_Frozen):
+    """Paged KV cache sizing and prefix caching."""
+
+    block_size: int = Field(default=16, gt=0)
+    """Tokens per KV block."""
+    enable_prefix_caching: bool = True
+    """Reuse KV blocks of identical prompt prefixes (hash chain of full blocks)."""
+    kv_cache_memory_bytes: int | None = Field(default=None, gt=0)
+    """Exact KV cache size in bytes; overrides the platform's default sizing."""
+    num_gpu_blocks_override: int | None = Field(default=None, gt=0)
+    """Exact number of KV blocks; overrides every other sizing rule."""
+    gpu_memory_utilization: float = Field(default=0.9, gt=0.0, le=1.0)
+    """Fraction of device memory the engine may use (accelerator platforms)."""
+    cpu_kv_cache_fraction: float = Field(default=0.25, gt=0.0, le=0.9)
+    """On CPU platforms: fraction of free memory for the KV cache (at most ``cpu_kv_cache_max_bytes``)."""
+    cpu_kv_cache_max_bytes: int = Field(default=4 << 30, gt=0)
+    """Upper bound of the default CPU KV cache size (4 GiB, as vLLM's CPU backend)."""
+
+
+class SchedulerConfig(_Frozen):
+    """Continuous batching limits."""
+
+    max_num_seqs: int = Field(default=256, gt=0)
+    """Most requests in one step."""
+    max_num_batched_tokens: int | None = Field(default=None, gt=0)
+    """Token budget of one step (prefill chunks plus decodes); default 8192."""
+    enable_chunked_prefill: bool = True
+    """Split long prompts across steps to fit the token budget."""
+
+
+class ParallelConfig(_Frozen):
+    """How the model is spread over devices (tensor parallel comes later)."""
+
+    tensor_parallel_size: int = Field(default=1, ge=1, le=1)
+
+
+class DeviceConfig(_Frozen):
+    """Which platform runs the model."""
+
+    device: str | None = None
+    """Platform name to force (``VLLM_CORE_DEVICE`` when unset); None picks the best available."""
+
+
+class EngineConfig(_Frozen):
+    """Everything the engine needs, composed."""
+
+    model: ModelConfig
+    cache: CacheConfig = CacheConfig()
+    scheduler: SchedulerConfig = SchedulerConfig()
+    parallel: ParallelConfig = ParallelConfig()
+    device: DeviceConfig = DeviceConfig()
+
+    @model_validator(mode="after")
+    def _check(self) -> EngineConfig:
+        sc = self.scheduler
+        if (
+            not sc.enable_chunked_prefill
+            and sc.max_num_batched_tokens is not None
+            and self.model.max_model_len is not None
+            and sc.max_num_batched_tokens < self.model.max_model_len
+        ):
+            raise ValueError(
+                f"max_num_batched_tokens ({sc.max_num_batched_tokens}) is smaller than "
+                f"max_model_len ({self.model.max_model_len}) with chunked prefill off; "
+                "raise max_num_batched_tokens or enable chunked prefill"
+            )
+        return self

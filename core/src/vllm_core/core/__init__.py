@@ -1,0 +1,1 @@
+"""Scheduling and KV-cache block management."""

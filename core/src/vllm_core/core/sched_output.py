@@ -1,0 +1,53 @@
+"""What the scheduler hands the model runner for one step, and what comes back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from vllm_core.sampling_params import SamplingParams
+
+
+@dataclass
+class ScheduledRequest:
+    """One request's share of a step: a prefill chunk or one decode token."""
+
+    req_id: str
+    token_ids: list[int]
+    """Tokens fed this step (their KV is written; the last one's logits are used if ``sample``)."""
+    start_pos: int
+    """Position of ``token_ids[0]`` = tokens already in the KV cache."""
+    block_ids: list[int]
+    """All KV blocks of the request, in position order."""
+    sampling_params: SamplingParams
+    sample: bool
+    """True when this chunk ends at the last known token, so a new token is sampled."""
+    num_output_tokens: int
+    """Tokens generated so far (min_tokens masking)."""
+    eos_token_id: int | None
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.token_ids)
+
+
+@dataclass
+class SchedulerOutput:
+    """The step's batch, in the order the runner lays out its rows."""
+
+    scheduled: list[ScheduledRequest]
+    num_scheduled_tokens: int
+    finished_req_ids: set[str] = field(default_factory=set)
+    """Requests finished or aborted since the last step: the runner drops their state."""
+    preempted_req_ids: set[str] = field(default_factory=set)
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.scheduled
+
+
+@dataclass
+class ModelRunnerOutput:
+    """Sampled tokens of one step, aligned with ``SchedulerOutput.scheduled``."""
+
+    sampled_token_ids: list[int | None]
+    """The new token per scheduled request; None for a prefill chunk that samples nothing."""

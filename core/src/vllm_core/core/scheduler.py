@@ -1,0 +1,185 @@
+"""Continuous-batching scheduler: token budget, decodes first, chunked prefill, preemption.
+
+Each step fills a token budget (``max_num_batched_tokens``). Running requests go first, in
+arrival order: a decode costs one token, an unfinished prefill its next chunk. Then waiting
+requests are admitted while budget, ``max_num_seqs`` and free KV blocks last; prompts longer
+than the budget are split across steps (chunked prefill). When a running request needs a block
+and none is free, the most recently admitted running request is preempted: its blocks are freed
+and it goes back to the head of the queue to be recomputed later (its prompt plus the tokens
+it already produced, so it continues with exactly the same tokens).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Iterable
+
+from vllm_core.config import SchedulerConfig
+from vllm_core.core.kv_cache_manager import KVCacheManager
+from vllm_core.core.sched_output import ModelRunnerOutput, ScheduledRequest, SchedulerOutput
+from vllm_core.core.stop import check_stop
+from vllm_core.request import Request, RequestStatus
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_NUM_BATCHED_TOKENS = 8192
+
+
+class Scheduler:
+    """Decides, every step, which requests run and how many tokens each computes."""
+
+    def __init__(
+        self,
+        config: SchedulerConfig,
+        kv_cache_manager: KVCacheManager,
+        max_model_len: int,
+    ) -> None:
+        self.max_num_seqs = config.max_num_seqs
+        self.max_num_batched_tokens = config.max_num_batched_tokens or max(
+            DEFAULT_MAX_NUM_BATCHED_TOKENS, max_model_len if not config.enable_chunked_prefill else 0
+        )
+        self.chunked_prefill = config.enable_chunked_prefill
+        self.max_model_len = max_model_len
+        self.kv = kv_cache_manager
+        self.requests: dict[str, Request] = {}
+        self.waiting: deque[Request] = deque()
+        self.running: list[Request] = []
+        self._finished_ids: set[str] = set()
+        self.num_preemptions = 0
+
+    # ----------------------------------------------------------------- requests in and out
+    def add_request(self, request: Request) -> None:
+        if request.request_id in self.requests:
+            raise ValueError(f"request id {request.request_id!r} is already in the engine")
+        self.requests[request.request_id] = request
+        self.waiting.append(request)
+
+    def finish_requests(self, request_ids: Iterable[str], status: RequestStatus) -> list[Request]:
+        """End requests from outside the step (abort, stop string); frees their blocks at once."""
+        done = []
+        for rid in request_ids:
+            req = self.requests.get(rid)
+            if req is None or req.is_finished:
+                continue
+            if req.status is RequestStatus.RUNNING:
+                self.running.remove(req)
+            else:
+                self.waiting.remove(req)
+            req.status = status
+            self._free(req)
+            done.append(req)
+        return done
+
+    def _free(self, request: Request) -> None:
+        self.kv.free(request)
+        self.requests.pop(request.request_id, None)
+        self._finished_ids.add(request.request_id)
+
+    @property
+    def num_running(self) -> int:
+        return len(self.running)
+
+    @property
+    def num_waiting(self) -> int:
+        return len(self.waiting)
+
+    def has_unfinished_requests(self) -> bool:
+        return bool(self.running or self.waiting)
+
+    # ----------------------------------------------------------------------------- schedule
+    def schedule(self) -> SchedulerOutput:
+        budget = self.max_num_batched_tokens
+        scheduled: list[ScheduledRequest] = []
+        preempted: set[str] = set()
+
+        i = 0
+        while i < len(self.running) and budget > 0:
+            req = self.running[i]
+            num_new = min(req.num_tokens - req.num_computed_tokens, budget)
+            while self.kv.allocate_slots(req, num_new) is None:
+                victim = self.running.pop()
+                self._preempt(victim)
+                preempted.add(victim.request_id)
+                if victim is req:
+                    break
+            if req.request_id in preempted:
+                break
+            scheduled.append(self._scheduled(req, num_new))
+            budget -= num_new
+            i += 1
+
+        while not preempted and self.waiting and budget > 0 and len(self.running) < self.max_num_seqs:
+            req = self.waiting[0]
+            hits, num_hit_tokens = self.kv.get_computed_blocks(req)
+            num_new = req.num_tokens - num_hit_tokens
+            if num_new > budget and not self.chunked_prefill:
+                break
+            num_new = min(num_new, budget)
+            if self.kv.allocate_slots(req, num_new, hits) is None:
+                break
+            self.waiting.popleft()
+            req.num_computed_tokens = num_hit_tokens
+            if req.num_cached_tokens < 0:
+                req.num_cached_tokens = num_hit_tokens
+            req.status = RequestStatus.RUNNING
+            self.running.append(req)
+            scheduled.append(self._scheduled(req, num_new))
+            budget -= num_new
+
+        finished, self._finished_ids = self._finished_ids, set()
+        return SchedulerOutput(
+            scheduled=scheduled,
+            num_scheduled_tokens=self.max_num_batched_tokens - budget,
+            finished_req_ids=finished,
+            preempted_req_ids=preempted,
+        )
+
+    def _scheduled(self, req: Request, num_new: int) -> ScheduledRequest:
+        start = req.num_computed_tokens
+        end = start + num_new
+        return ScheduledRequest(
+            req_id=req.request_id,
+            token_ids=req.all_token_ids[start:end],
+            start_pos=start,
+            block_ids=self.kv.get_block_ids(req.request_id),
+            sampling_params=req.sampling_params,
+            sample=end == req.num_tokens,
+            num_output_tokens=req.num_output_tokens,
+            eos_token_id=req.eos_token_id,
+        )
+
+    def _preempt(self, req: Request) -> None:
+        logger.debug("preempting %s (recompute)", req.request_id)
+        self.kv.free(req)
+        req.status = RequestStatus.PREEMPTED
+        req.num_computed_tokens = 0
+        req.num_preemptions += 1
+        self.num_preemptions += 1
+        self.waiting.appendleft(req)
+
+    # ----------------------------------------------------------------------- after the step
+    def update_from_output(
+        self, output: SchedulerOutput, runner_output: ModelRunnerOutput
+    ) -> list[tuple[Request, int]]:
+        """Advance computed tokens, append sampled ones, apply stop rules, free finished requests.
+
+        Returns ``(request, new_token_id)`` for every request that got a token this step.
+        """
+        updates: list[tuple[Request, int]] = []
+        for sr, token in zip(output.scheduled, runner_output.sampled_token_ids):
+            req = self.requests.get(sr.req_id)
+            if req is None or req.status is not RequestStatus.RUNNING:
+                continue  # finished or aborted while the step ran
+            req.num_computed_tokens += sr.num_tokens
+            self.kv.cache_blocks(req)
+            if token is None:
+                continue
+            req.append_output_token(token)
+            status = check_stop(req, self.max_model_len)
+            if status is not None:
+                req.status = status
+                self.running.remove(req)
+                self._free(req)
+            updates.append((req, token))
+        return updates

@@ -1,0 +1,1 @@
+"""The engine: input processing, the core step loop, output processing."""

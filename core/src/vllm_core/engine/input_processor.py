@@ -1,0 +1,70 @@
+"""Prompts in, validated ``EngineCoreRequest`` out. Bad input raises ``RequestError`` before
+anything reaches the engine core, so other requests are never affected."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Union
+
+from vllm_core.engine.core_types import EngineCoreRequest
+from vllm_core.errors import RequestError
+from vllm_core.sampling_params import SamplingParams
+
+PromptType = Union[str, dict[str, Any], list[int]]
+
+
+class InputProcessor:
+    def __init__(self, tokenizer: Any, max_model_len: int, vocab_size: int, eos_token_id: int | None) -> None:
+        self.tokenizer = tokenizer
+        self.max_model_len = max_model_len
+        self.vocab_size = vocab_size
+        self.eos_token_id = eos_token_id
+
+    def tokenize(self, prompt: PromptType) -> tuple[str | None, list[int]]:
+        """(prompt text or None, prompt token ids) for a str, ``{"prompt": ...}`` or
+        ``{"prompt_token_ids": [...]}``."""
+        if isinstance(prompt, dict):
+            if "prompt_token_ids" in prompt:
+                ids = prompt["prompt_token_ids"]
+                if not isinstance(ids, list) or not all(isinstance(t, int) and not isinstance(t, bool) for t in ids):
+                    raise RequestError("prompt_token_ids must be a list of integers")
+                return prompt.get("prompt"), list(ids)
+            if "prompt" in prompt:
+                prompt = prompt["prompt"]
+            else:
+                raise RequestError(
+                    f"a prompt dict needs 'prompt' or 'prompt_token_ids'; got keys {sorted(prompt)}"
+                )
+        if not isinstance(prompt, str):
+            raise RequestError(
+                f"prompt must be a string or a dict with 'prompt' / 'prompt_token_ids', got {type(prompt).__name__}"
+            )
+        if self.tokenizer is None:
+            raise RequestError("text prompts need a tokenizer; pass {'prompt_token_ids': [...]}")
+        return prompt, self.tokenizer.encode(prompt, add_special_tokens=True) if prompt else []
+
+    def process(self, request_id: str, prompt: PromptType, params: SamplingParams) -> tuple[str | None, EngineCoreRequest]:
+        if not isinstance(params, SamplingParams):
+            raise RequestError(f"sampling_params must be SamplingParams, got {type(params).__name__}")
+        text, ids = self.tokenize(prompt)
+        if not ids:
+            raise RequestError("the prompt is empty: give at least one token")
+        bad = next((t for t in ids if not 0 <= t < self.vocab_size), None)
+        if bad is not None:
+            raise RequestError(f"prompt token id {bad} is out of the vocabulary [0, {self.vocab_size})")
+        if len(ids) >= self.max_model_len:
+            raise RequestError(
+                f"the prompt has {len(ids)} tokens but max_model_len is {self.max_model_len}: "
+                "it must be shorter to leave room for at least one generated token; shorten the "
+                "prompt or raise max_model_len"
+            )
+        room = self.max_model_len - len(ids)
+        max_tokens = room if params.max_tokens is None else min(params.max_tokens, room)
+        return text, EngineCoreRequest(
+            request_id=request_id,
+            prompt_token_ids=ids,
+            sampling_params=params,
+            eos_token_id=self.eos_token_id,
+            max_tokens=max_tokens,
+            arrival_time=time.monotonic(),
+        )

@@ -1,0 +1,90 @@
+"""``LLMEngine``: the synchronous engine behind ``LLM`` (input processing, core, outputs)."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from typing import Any
+
+from vllm_core.config import EngineConfig
+from vllm_core.engine.engine_core import EngineCore
+from vllm_core.engine.input_processor import InputProcessor, PromptType
+from vllm_core.engine.output_processor import OutputProcessor
+from vllm_core.errors import RequestError
+from vllm_core.model_executor.model_loader.loader import load_model
+from vllm_core.outputs import RequestOutput
+from vllm_core.platforms import resolve_platform
+from vllm_core.sampling_params import SamplingParams
+
+logger = logging.getLogger(__name__)
+
+
+def eos_token_id_of(tokenizer: Any, hf_config: Any) -> int | None:
+    if tokenizer is not None and tokenizer.eos_token_id is not None:
+        return int(tokenizer.eos_token_id)
+    eos = getattr(hf_config, "eos_token_id", None)
+    if isinstance(eos, list):
+        eos = eos[0] if eos else None
+    return eos
+
+
+class LLMEngine:
+    """Accepts requests, steps the core, returns ``RequestOutput``s."""
+
+    def __init__(self, config: EngineConfig, use_tqdm: bool = True) -> None:
+        self.config = config
+        self.platform = resolve_platform(config.device.device)
+        self.platform.setup()
+        self.loaded = load_model(config.model, self.platform, use_tqdm=use_tqdm)
+        self.tokenizer = self.loaded.tokenizer
+        self.core = EngineCore(config, self.platform, self.loaded)
+        self.max_model_len = self.loaded.max_model_len
+        self.input_processor = InputProcessor(
+            self.tokenizer, self.max_model_len, self.loaded.hf_config.vocab_size,
+            eos_token_id_of(self.tokenizer, self.loaded.hf_config),
+        )
+        self.output_processor = OutputProcessor(self.tokenizer)
+        self._ids = itertools.count()
+
+    def next_request_id(self) -> str:
+        return str(next(self._ids))
+
+    def add_request(self, request_id: str, prompt: PromptType, params: SamplingParams) -> None:
+        """Validate and queue a request; a bad one raises ``RequestError`` and changes nothing."""
+        if request_id in self.output_processor.requests:
+            raise RequestError(f"request id {request_id!r} is already in use")
+        text, core_req = self.input_processor.process(request_id, prompt, params)
+        children = []
+        for i in range(params.n):
+            if params.n == 1:
+                children.append((request_id, params))
+            else:
+                seed = None if params.seed is None else params.seed + i
+                children.append((f"{i}_{request_id}", params.clone(n=1, seed=seed)))
+        self.output_processor.add_request(request_id, text, core_req.prompt_token_ids, children)
+        for child_id, child_params in children:
+            core_req.request_id, core_req.sampling_params = child_id, child_params
+            self.core.add_request(_copy(core_req))
+
+    def abort_request(self, request_ids: list[str]) -> None:
+        for rid in request_ids:
+            self.core.abort_requests(self.output_processor.abort_request(rid))
+
+    def has_unfinished_requests(self) -> bool:
+        return self.output_processor.has_unfinished_requests()
+
+    def step(self) -> list[RequestOutput]:
+        outputs = self.core.step()
+        results, to_abort = self.output_processor.process(outputs)
+        if to_abort:
+            self.core.abort_requests(to_abort)
+        return results
+
+    def get_tokenizer(self) -> Any:
+        return self.tokenizer
+
+
+def _copy(req: Any) -> Any:
+    from dataclasses import replace
+
+    return replace(req)

@@ -1,0 +1,154 @@
+"""``LLM``: offline batched generation with vLLM's Python API."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any, Union
+
+from tqdm.auto import tqdm
+
+from vllm_core.config import (
+    CacheConfig,
+    DeviceConfig,
+    EngineConfig,
+    ModelConfig,
+    SchedulerConfig,
+)
+from vllm_core.engine.input_processor import PromptType
+from vllm_core.engine.llm_engine import LLMEngine
+from vllm_core.errors import ConfigError, RequestError
+from vllm_core.outputs import RequestOutput
+from vllm_core.sampling_params import SamplingParams
+from vllm_core.tokenizers.chat import apply_chat_template
+
+logger = logging.getLogger(__name__)
+
+Conversation = list[dict[str, Any]]
+
+
+def build_engine_config(model: str | None = None, **kwargs: Any) -> EngineConfig:
+    """Sort vLLM-style keyword arguments into the config sections; unknown names are an error."""
+    sections: dict[str, tuple[type, dict[str, Any]]] = {
+        "model": (ModelConfig, {"model": model or ""}),
+        "cache": (CacheConfig, {}),
+        "scheduler": (SchedulerConfig, {}),
+        "device": (DeviceConfig, {}),
+    }
+    for key, value in kwargs.items():
+        if value is None:
+            continue
+        for _, (cls, values) in sections.items():
+            if key in cls.model_fields:
+                values[key] = value
+                break
+        else:
+            known = sorted(n for cls, _ in sections.values() for n in cls.model_fields)
+            raise ConfigError(f"unknown engine argument {key!r}; known: {', '.join(known)}")
+    try:
+        return EngineConfig(**{name: cls(**values) for name, (cls, values) in sections.items()})
+    except ValueError as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError(str(exc)) from exc
+
+
+class LLM:
+    """Load a model once, then ``generate`` or ``chat`` over batches of prompts.
+
+    ``model`` is a Hugging Face directory or a ``.gguf`` file; None runs the embedded default
+    (SmolLM2-135M-Instruct). Keyword arguments take vLLM's names: ``dtype``, ``max_model_len``,
+    ``max_num_seqs``, ``max_num_batched_tokens``, ``enable_prefix_caching``, ``block_size``,
+    ``seed``, ``load_format``, ``tokenizer``, ``device``, ``kv_cache_memory_bytes``,
+    ``num_gpu_blocks_override``, ...
+    """
+
+    def __init__(self, model: str | None = None, *, use_tqdm_on_load: bool = True, **kwargs: Any) -> None:
+        self.engine_config = build_engine_config(model, **kwargs)
+        self.llm_engine = LLMEngine(self.engine_config, use_tqdm=use_tqdm_on_load)
+
+    def get_tokenizer(self) -> Any:
+        return self.llm_engine.get_tokenizer()
+
+    def generate(
+        self,
+        prompts: PromptType | Sequence[PromptType],
+        sampling_params: SamplingParams | Sequence[SamplingParams] | None = None,
+        use_tqdm: bool = True,
+    ) -> list[RequestOutput]:
+        """Generate for every prompt; results come back in input order.
+
+        ``prompts``: a string, a list of strings, or ``{"prompt_token_ids": [...]}`` dicts.
+        ``sampling_params``: one for all prompts or one per prompt (default ``SamplingParams()``).
+        """
+        prompt_list = self._as_list(prompts)
+        params_list = self._params_for(prompt_list, sampling_params)
+        return self._run(prompt_list, params_list, use_tqdm)
+
+    def chat(
+        self,
+        messages: Conversation | Sequence[Conversation],
+        sampling_params: SamplingParams | Sequence[SamplingParams] | None = None,
+        use_tqdm: bool = True,
+        chat_template: str | None = None,
+        add_generation_prompt: bool = True,
+        tools: list[dict[str, Any]] | None = None,
+    ) -> list[RequestOutput]:
+        """Apply the chat template to one conversation or a list of them, then generate."""
+        if not isinstance(messages, list) or not messages:
+            raise RequestError("messages must be a non-empty list of messages or of conversations")
+        conversations = [messages] if isinstance(messages[0], dict) else list(messages)
+        tok = self.get_tokenizer()
+        prompts: list[PromptType] = []
+        for conv in conversations:
+            text = apply_chat_template(tok, conv, chat_template, add_generation_prompt, tools)
+            # The template already holds the special tokens (BOS): do not add them again.
+            prompts.append({"prompt": text, "prompt_token_ids": tok.encode(text, add_special_tokens=False)})
+        return self.generate(prompts, sampling_params, use_tqdm)
+
+    @staticmethod
+    def _as_list(prompts: Any) -> list[PromptType]:
+        if isinstance(prompts, (str, dict)):
+            return [prompts]
+        if isinstance(prompts, (list, tuple)):
+            if prompts and all(isinstance(t, int) and not isinstance(t, bool) for t in prompts):
+                raise RequestError("a list of ints is ambiguous; pass {'prompt_token_ids': [...]}")
+            return list(prompts)
+        raise RequestError(f"prompts must be a string, a dict or a list of them, got {type(prompts).__name__}")
+
+    @staticmethod
+    def _params_for(prompts: list[PromptType], params: Any) -> list[SamplingParams]:
+        if params is None:
+            return [SamplingParams()] * len(prompts)
+        if isinstance(params, SamplingParams):
+            return [params] * len(prompts)
+        params = list(params)
+        if len(params) != len(prompts):
+            raise RequestError(f"got {len(params)} SamplingParams for {len(prompts)} prompts")
+        return params
+
+    def _run(self, prompts: list[PromptType], params: list[SamplingParams], use_tqdm: bool) -> list[RequestOutput]:
+        engine = self.llm_engine
+        ids = [engine.next_request_id() for _ in prompts]
+        added: list[str] = []
+        try:
+            for rid, prompt, p in zip(ids, prompts, params):
+                engine.add_request(rid, prompt, p)
+                added.append(rid)
+        except Exception:
+            engine.abort_request(added)
+            raise
+        results: dict[str, RequestOutput] = {}
+        bar = tqdm(total=len(ids), desc="Processed prompts", unit="req", disable=not use_tqdm)
+        try:
+            while len(results) < len(ids):
+                for out in engine.step():
+                    if out.finished:
+                        results[out.request_id] = out
+                        bar.update(1)
+        except BaseException:
+            engine.abort_request([rid for rid in ids if rid not in results])
+            raise
+        finally:
+            bar.close()
+        return [results[rid] for rid in ids]

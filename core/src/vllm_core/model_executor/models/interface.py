@@ -1,0 +1,45 @@
+"""What a model class receives and must provide."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+
+from vllm_core.attention.backend import AttentionBackend
+from vllm_core.attention.metadata import AttentionMetadata
+from vllm_core.platforms.ops import Ops
+
+
+@dataclass(frozen=True)
+class ModelContext:
+    """Everything a model needs from the platform, passed to its constructor."""
+
+    ops: Ops
+    attention_backend: type[AttentionBackend]
+    max_positions: int
+    """Largest position the rotary table must cover."""
+
+
+class CausalLM(Protocol):
+    """The contract of a registered model class: ``cls(hf_config, ctx)``."""
+
+    def forward(
+        self, input_ids: torch.Tensor, positions: torch.Tensor, metadata: AttentionMetadata
+    ) -> torch.Tensor:
+        """input_ids, positions: [T] -> hidden states [T, hidden]."""
+        ...
+
+    def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """hidden [N, hidden] -> logits [N, vocab]."""
+        ...
+
+    def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> set[str]:
+        """Copy Hugging Face-named tensors into the parameters; returns the names loaded."""
+        ...
+
+    def attention_layers(self) -> list[Any]:
+        """The ``Attention`` modules in layer order (the runner binds their KV caches)."""
+        ...

@@ -1,0 +1,104 @@
+"""The ``Platform`` interface every hardware backend implements."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, ClassVar
+
+import torch
+
+from vllm_core.platforms.ops import Ops
+
+if TYPE_CHECKING:
+    from vllm_core.attention.backend import AttentionBackend
+    from vllm_core.config import CacheConfig
+
+
+class Platform(ABC):
+    """A place the model can run: a device, its kernels and its memory.
+
+    Subclasses are registered through ``register_platforms``. Class attributes describe the
+    platform without instantiating it; ``is_available`` probes the machine.
+    """
+
+    name: ClassVar[str]
+    """Short name used by ``--device`` and ``VLLM_CORE_DEVICE`` (``reference``, ``cpu``, ``cuda``)."""
+    device_type: ClassVar[str]
+    """torch device type (``cpu``, ``cuda``, ``xla``)."""
+    priority: ClassVar[int] = 0
+    """Higher wins among available platforms."""
+    distribution: ClassVar[str] = "vllm-core"
+    """The package that ships the platform (for messages)."""
+    dist_backend: ClassVar[str] = "gloo"
+    """torch.distributed backend for tensor parallel."""
+    is_accelerator: ClassVar[bool] = False
+    """True when the KV cache is sized from device memory (``gpu_memory_utilization``)."""
+
+    @classmethod
+    @abstractmethod
+    def is_available(cls) -> str | None:
+        """None when the platform can run here, else the reason it cannot."""
+
+    def __init__(self) -> None:
+        self._ops = self.make_ops()
+
+    # -------------------------------------------------------------------------- device
+    def device(self, index: int = 0) -> torch.device:
+        return torch.device(self.device_type, index) if self.device_type != "cpu" else torch.device("cpu")
+
+    @abstractmethod
+    def memory_info(self) -> tuple[int, int]:
+        """(free, total) bytes of the memory the KV cache lives in."""
+
+    def capabilities(self) -> frozenset[str]:
+        """Features this platform offers; attention backends declare which they require."""
+        return frozenset({self.device_type})
+
+    def supported_dtypes(self) -> tuple[torch.dtype, ...]:
+        return (torch.float32, torch.bfloat16, torch.float16)
+
+    def setup(self) -> None:
+        """Process-wide settings (threads, allocator) before the model loads."""
+
+    # ------------------------------------------------------------------------------ ops
+    def make_ops(self) -> Ops:
+        """The platform's kernels; the base ``Ops`` supplies native fallbacks."""
+        return Ops()
+
+    @property
+    def ops(self) -> Ops:
+        return self._ops
+
+    # ------------------------------------------------------------------------ attention
+    def select_attention_backend(
+        self, head_size: int, dtype: torch.dtype, forced: str | None = None
+    ) -> type[AttentionBackend]:
+        """The highest-priority registered backend whose required capabilities this platform
+        has and which supports the head size and dtype (``forced`` picks one by name)."""
+        from vllm_core.attention.selector import select_backend
+
+        return select_backend(self.capabilities(), head_size, dtype, forced)
+
+    def sampler_name(self) -> str:
+        """Registered sampler this platform prefers."""
+        return "reference"
+
+    # -------------------------------------------------------------------------- memory
+    def kv_cache_bytes(self, cache_config: CacheConfig, model_bytes: int) -> int:
+        """Default KV cache size when the user gave none.
+
+        CPU-like platforms take ``cpu_kv_cache_fraction`` of free memory, at most
+        ``cpu_kv_cache_max_bytes``; accelerators ``gpu_memory_utilization`` of the total
+        minus what is already in use (the model).
+        """
+        free, total = self.memory_info()
+        if self.is_accelerator:
+            used = total - free
+            return max(int(total * cache_config.gpu_memory_utilization) - used, 0)
+        return min(int(free * cache_config.cpu_kv_cache_fraction), cache_config.cpu_kv_cache_max_bytes)
+
+    def synchronize(self) -> None:
+        """Wait for queued device work (no-op on CPU)."""
+
+    def describe(self) -> str:
+        return f"{self.name} ({self.distribution}, device {self.device_type})"

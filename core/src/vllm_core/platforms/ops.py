@@ -1,0 +1,83 @@
+"""Named ops with their native (pure PyTorch) implementations.
+
+A platform subclasses ``Ops`` and overrides what it can do faster; whatever it leaves alone
+falls back to these definitions, which are also the oracle of the conformance kit. They follow
+Hugging Face ``transformers`` numerics (float32 accumulation of RMSNorm, neox-style rotary).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+class Ops:
+    """Kernels the model layers call. Every method has a native fallback."""
+
+    def rms_norm(self, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+        """``x * rsqrt(mean(x^2) + eps) * weight`` with float32 statistics. x: [..., hidden]."""
+        dtype = x.dtype
+        xf = x.float()
+        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
+        return weight * xf.to(dtype)
+
+    def fused_add_rms_norm(
+        self, x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``residual = x + residual``; returns ``(rms_norm(residual), residual)``."""
+        residual = x + residual
+        return self.rms_norm(residual, weight, eps), residual
+
+    def rotary_embedding(
+        self,
+        positions: torch.Tensor,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        cos_sin_cache: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Neox-style rotary embedding (rotate halves).
+
+        positions: [T] int64; q: [T, Hq, D]; k: [T, Hk, D];
+        cos_sin_cache: [max_pos, D] float32, cos in the first D/2 columns, sin in the rest.
+        """
+        cos_sin = cos_sin_cache.index_select(0, positions)
+        half = cos_sin.shape[-1] // 2
+        cos = cos_sin[:, :half].unsqueeze(1)
+        sin = cos_sin[:, half:].unsqueeze(1)
+
+        def rotate(x: torch.Tensor) -> torch.Tensor:
+            xf = x.float()
+            x1, x2 = xf[..., :half], xf[..., half:]
+            return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1).to(x.dtype)
+
+        return rotate(q), rotate(k)
+
+    def silu_and_mul(self, x: torch.Tensor) -> torch.Tensor:
+        """x: [..., 2 * d] (gate, up) -> silu(gate) * up: [..., d]."""
+        d = x.shape[-1] // 2
+        return F.silu(x[..., :d]) * x[..., d:]
+
+    def reshape_and_cache(
+        self,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        key_cache: torch.Tensor,
+        value_cache: torch.Tensor,
+        slot_mapping: torch.Tensor,
+    ) -> None:
+        """Write new KV into the paged cache.
+
+        key/value: [T, Hk, D]; key_cache/value_cache: [num_blocks, block_size, Hk, D];
+        slot_mapping: [T] int64, slot = block_id * block_size + offset; -1 skips the row.
+        """
+        num_blocks, block_size = key_cache.shape[:2]
+        valid = slot_mapping >= 0
+        if not bool(valid.all()):
+            key, value, slot_mapping = key[valid], value[valid], slot_mapping[valid]
+        key_cache.view(num_blocks * block_size, *key_cache.shape[2:]).index_copy_(0, slot_mapping, key)
+        value_cache.view(num_blocks * block_size, *value_cache.shape[2:]).index_copy_(
+            0, slot_mapping, value
+        )
+
+
+NATIVE_OPS = Ops()

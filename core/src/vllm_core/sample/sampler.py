@@ -1,0 +1,86 @@
+"""The ``Sampler`` interface and the reference sampler (a batched tensor pipeline).
+
+Pipeline: token bans (min_tokens) -> temperature -> top-k -> top-p -> min-p -> sample.
+The order follows ``transformers``' warpers. Sampling draws ``q ~ Exponential(1)`` per
+vocabulary entry and takes ``argmax(p / q)`` (equivalent to drawing from ``p``); a seeded
+request draws its noise from its own generator, so its tokens do not depend on the batch.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import ClassVar
+
+import torch
+
+from vllm_core.sample.metadata import SamplingMetadata
+
+
+class Sampler(ABC):
+    """Turns the step's logits into token ids. Registered through ``register_samplers``."""
+
+    name: ClassVar[str]
+
+    @abstractmethod
+    def __call__(
+        self, logits: torch.Tensor, metadata: SamplingMetadata, generator: torch.Generator | None
+    ) -> torch.Tensor:
+        """logits: [R, vocab] -> token ids [R] int64. ``generator`` serves unseeded rows."""
+
+
+def apply_top_k_top_p(logits: torch.Tensor, top_k: torch.Tensor | None, top_p: torch.Tensor | None) -> torch.Tensor:
+    """Mask logits outside the top-k / nucleus to -inf (in place on a sorted copy)."""
+    if top_k is None and top_p is None:
+        return logits
+    sorted_logits, order = logits.sort(dim=-1, descending=True)
+    vocab = logits.shape[-1]
+    if top_k is not None:
+        k = torch.where(top_k > 0, top_k, vocab).clamp(max=vocab)
+        ranks = torch.arange(vocab, device=logits.device).unsqueeze(0)
+        sorted_logits.masked_fill_(ranks >= k.unsqueeze(1), float("-inf"))
+    if top_p is not None:
+        probs = sorted_logits.softmax(dim=-1)
+        # Drop a token when the mass strictly before it already reaches top_p (keeps >= 1 token).
+        before = probs.cumsum(dim=-1) - probs
+        sorted_logits.masked_fill_(before >= top_p.unsqueeze(1), float("-inf"))
+    return torch.full_like(logits, float("-inf")).scatter_(-1, order, sorted_logits)
+
+
+def apply_min_p(logits: torch.Tensor, min_p: torch.Tensor) -> torch.Tensor:
+    probs = logits.softmax(dim=-1)
+    threshold = probs.amax(dim=-1, keepdim=True) * min_p.unsqueeze(1)
+    return logits.masked_fill(probs < threshold, float("-inf"))
+
+
+def exponential_noise(probs: torch.Tensor, metadata: SamplingMetadata, generator: torch.Generator | None) -> torch.Tensor:
+    q = torch.empty_like(probs)
+    q.exponential_(generator=generator)
+    for row, gen in metadata.generators.items():
+        q[row].exponential_(generator=gen)
+    return q
+
+
+class ReferenceSampler(Sampler):
+    """Plain PyTorch; the oracle of every platform's sampler."""
+
+    name: ClassVar[str] = "reference"
+
+    def __call__(
+        self, logits: torch.Tensor, metadata: SamplingMetadata, generator: torch.Generator | None
+    ) -> torch.Tensor:
+        logits = logits.float()
+        for row, ids in metadata.banned_tokens:
+            logits[row, ids] = float("-inf")
+        greedy = logits.argmax(dim=-1)
+        if metadata.all_greedy:
+            return greedy
+        temp = metadata.temperature
+        logits = logits / torch.where(temp > 0, temp, 1.0).unsqueeze(1)
+        logits = apply_top_k_top_p(logits, metadata.top_k, metadata.top_p)
+        if metadata.min_p is not None:
+            logits = apply_min_p(logits, metadata.min_p)
+        probs = logits.softmax(dim=-1)
+        sampled = (probs / exponential_noise(probs, metadata, generator)).argmax(dim=-1)
+        if metadata.all_random:
+            return sampled
+        return torch.where(temp > 0, sampled, greedy)

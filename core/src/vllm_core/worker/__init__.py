@@ -1,0 +1,1 @@
+"""Model execution: input preparation, the model runner, KV cache allocation."""
