@@ -91,15 +91,23 @@ class KVCacheManager:
         blocks.extend(new_blocks)
         return new_blocks
 
-    def cache_blocks(self, request: Request) -> None:
-        """Register the request's newly completed full blocks in the prefix cache."""
+    def cache_blocks(self, request: Request, num_computed_tokens: int | None = None) -> None:
+        """Register the request's full blocks up to ``num_computed_tokens`` (default: its
+        ``num_computed_tokens``) in the prefix cache.
+
+        The scheduler calls this with the tokens the current step *will* have computed: a
+        later request in the same step may then hit these blocks, which is safe because every
+        backend writes the whole batch's KV into the cache before any attention reads it.
+        """
         if not self.enable_caching:
             return
         blocks = self.req_blocks.get(request.request_id)
         if not blocks:
             return
         start = self.num_cached_blocks.get(request.request_id, 0)
-        num_full = min(request.num_computed_tokens // self.block_size, len(blocks))
+        if num_computed_tokens is None:
+            num_computed_tokens = request.num_computed_tokens
+        num_full = min(num_computed_tokens // self.block_size, len(blocks))
         if num_full <= start:
             return
         hashes = self._update_block_hashes(request)

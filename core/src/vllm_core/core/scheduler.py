@@ -105,6 +105,7 @@ class Scheduler:
                     break
             if req.request_id in preempted:
                 break
+            self.kv.cache_blocks(req, req.num_computed_tokens + num_new)
             scheduled.append(self._scheduled(req, num_new))
             budget -= num_new
             i += 1
@@ -124,6 +125,7 @@ class Scheduler:
                 req.num_cached_tokens = num_hit_tokens
             req.status = RequestStatus.RUNNING
             self.running.append(req)
+            self.kv.cache_blocks(req, num_hit_tokens + num_new)
             scheduled.append(self._scheduled(req, num_new))
             budget -= num_new
 
@@ -172,7 +174,6 @@ class Scheduler:
             if req is None or req.status is not RequestStatus.RUNNING:
                 continue  # finished or aborted while the step ran
             req.num_computed_tokens += sr.num_tokens
-            self.kv.cache_blocks(req)
             if token is None:
                 continue
             req.append_output_token(token)

@@ -1,0 +1,1 @@
+"""The ``vllm-core`` command line (click)."""

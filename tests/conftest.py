@@ -1,0 +1,106 @@
+"""Shared fixtures: tiny random-weight models saved as real HF checkpoints, the default model,
+and the transformers oracle."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import pytest
+import torch
+
+from vllm_core.errors import ModelLoadError
+
+ARCHS = ("llama", "mistral", "qwen2", "qwen3")
+
+
+def tiny_config(arch: str):  # type: ignore[no-untyped-def]
+    """A small config of each architecture: GQA (4 q heads, 2 kv heads), head_dim 16."""
+    from transformers import LlamaConfig, MistralConfig, Qwen2Config, Qwen3Config
+
+    common = dict(
+        vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+        initializer_range=0.1, bos_token_id=1, eos_token_id=2, rms_norm_eps=1e-5,
+    )
+    if arch == "llama":
+        return LlamaConfig(**common, tie_word_embeddings=False,
+                           rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                                         "high_freq_factor": 4.0, "original_max_position_embeddings": 64})
+    if arch == "mistral":
+        return MistralConfig(**common, sliding_window=None, tie_word_embeddings=False)
+    if arch == "qwen2":
+        return Qwen2Config(**common, tie_word_embeddings=True)
+    if arch == "qwen3":
+        return Qwen3Config(**common, head_dim=32, tie_word_embeddings=True)
+    raise ValueError(arch)
+
+
+def save_tiny_model(arch: str, path: str, seed: int = 0):  # type: ignore[no-untyped-def]
+    """Random weights, saved with safetensors (sharded, to exercise the index); returns the HF model."""
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(tiny_config(arch), dtype=torch.float32)
+    model.eval()
+    model.save_pretrained(path, safe_serialization=True, max_shard_size="100KB")
+    return model
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[str, object]]:
+    """arch -> (checkpoint dir, transformers model)."""
+    out = {}
+    for arch in ARCHS:
+        path = str(tmp_path_factory.mktemp(f"tiny-{arch}"))
+        out[arch] = (path, save_tiny_model(arch, path))
+    return out
+
+
+def hf_greedy(model, prompt_ids: list[int], max_new_tokens: int, stop_at_eos: bool = False) -> list[int]:  # type: ignore[no-untyped-def]
+    """transformers' greedy ``generate`` on one unpadded prompt: the oracle."""
+    from transformers import GenerationConfig
+
+    eos = model.config.eos_token_id if stop_at_eos else None
+    gc = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=eos, pad_token_id=0)
+    ids = torch.tensor([prompt_ids])
+    saved = model.generation_config.eos_token_id
+    model.generation_config.eos_token_id = eos  # otherwise generate falls back to the model's EOS
+    try:
+        with torch.no_grad():
+            out = model.generate(ids, attention_mask=torch.ones_like(ids), generation_config=gc)
+    finally:
+        model.generation_config.eos_token_id = saved
+    return out[0, len(prompt_ids):].tolist()
+
+
+def random_prompts(n: int, lo: int, hi: int, vocab: int, seed: int = 0, prefix: list[int] | None = None) -> list[list[int]]:
+    rng = random.Random(seed)
+    return [(prefix or []) + [rng.randrange(3, vocab) for _ in range(rng.randint(lo, hi))] for _ in range(n)]
+
+
+def installed_platforms() -> list[str]:
+    from vllm_core.plugins import registry
+
+    return registry.platforms().names()
+
+
+@pytest.fixture(scope="session")
+def default_model_path() -> str:
+    from vllm_core.model_executor.model_loader.default_model import default_model_path as find
+
+    try:
+        return find()
+    except ModelLoadError as exc:
+        pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="session")
+def hf_default_model(default_model_path: str):  # type: ignore[no-untyped-def]
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(
+        os.path.dirname(default_model_path), gguf_file=os.path.basename(default_model_path), dtype=torch.float32
+    )
+    model.eval()
+    return model
