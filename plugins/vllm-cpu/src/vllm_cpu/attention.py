@@ -1,0 +1,150 @@
+"""``CPUAttentionBackend``: paged attention on the CPU, decodes batched, prefills through SDPA.
+
+Same KV layout as the reference backend (``kv_cache[0]`` keys, ``kv_cache[1]`` values, each
+``[num_blocks, block_size, num_kv_heads, head_size]``). Scores, softmax and the weighted sum of
+values run in float32 whatever the cache dtype, as in the reference; the result is cast back.
+
+- Decode rows (the leading ``metadata.num_decodes``, one token each) run as one batch: their
+  blocks are gathered into ``[num_decodes, max_len, Hk, D]``, positions past each row's
+  ``seq_len`` are masked, and the query heads of one KV head attend as a group (no repeated KV).
+- Prefill rows (whole prompts or chunks, possibly after prefix-cached context) run one request
+  at a time through ``scaled_dot_product_attention``: plain causal when the chunk starts at
+  position 0, else a causal mask shifted by the context length.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+
+from vllm_core.attention.backend import AttentionBackend
+from vllm_core.attention.metadata import AttentionMetadata
+
+SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
+def gather_decode_kv(
+    cache: torch.Tensor, block_tables: torch.Tensor, max_len: int
+) -> torch.Tensor:
+    """[num_blocks, block_size, Hk, D] + block_tables [B, n] -> [B, max_len, Hk, D] (float32).
+
+    Tokens past a row's own length come from padding blocks and must be masked by the caller.
+    """
+    block_size = cache.shape[1]
+    n_blocks = -(-max_len // block_size)
+    blocks = block_tables[:, :n_blocks].long()
+    return cache[blocks].flatten(1, 2)[:, :max_len].float()
+
+
+def decode_attention(
+    query: torch.Tensor,
+    key_cache: torch.Tensor,
+    value_cache: torch.Tensor,
+    block_tables: torch.Tensor,
+    seq_lens: torch.Tensor,
+    max_len: int,
+    scale: float,
+) -> torch.Tensor:
+    """One new token per row. query: [B, Hq, D]; seq_lens: [B] -> [B, Hq, D] float32."""
+    batch, num_heads, head_size = query.shape
+    num_kv_heads = key_cache.shape[2]
+    group = num_heads // num_kv_heads
+    k = gather_decode_kv(key_cache, block_tables, max_len).permute(0, 2, 3, 1)  # [B, Hk, D, S]
+    v = gather_decode_kv(value_cache, block_tables, max_len).transpose(1, 2)  # [B, Hk, S, D]
+    q = query.float().view(batch, num_kv_heads, group, head_size)  # [B, Hk, G, D]
+    scores = torch.matmul(q, k) * scale  # [B, Hk, G, S]
+    pad = torch.arange(max_len, device=query.device).unsqueeze(0) >= seq_lens.unsqueeze(1)
+    scores.masked_fill_(pad[:, None, None, :], float("-inf"))
+    probs = torch.softmax(scores, dim=-1)
+    return torch.matmul(probs, v).view(batch, num_heads, head_size)
+
+
+def prefill_attention(
+    query: torch.Tensor,
+    key_cache: torch.Tensor,
+    value_cache: torch.Tensor,
+    block_ids: torch.Tensor,
+    seq_len: int,
+    scale: float,
+) -> torch.Tensor:
+    """One request's chunk: its last ``q_len`` positions attend causally to ``seq_len`` cached
+    tokens. query: [q_len, Hq, D]; block_ids: [>= ceil(seq_len / block_size)] -> [q_len, Hq, D]
+    float32."""
+    q_len = query.shape[0]
+    block_size = key_cache.shape[1]
+    blocks = block_ids[: -(-seq_len // block_size)].long()
+    k = key_cache.index_select(0, blocks).flatten(0, 1)[:seq_len]
+    v = value_cache.index_select(0, blocks).flatten(0, 1)[:seq_len]
+    q = query.float().transpose(0, 1).unsqueeze(0)  # [1, Hq, L, D]
+    k = k.float().transpose(0, 1).unsqueeze(0)  # [1, Hk, S, D]
+    v = v.float().transpose(0, 1).unsqueeze(0)
+    gqa = q.shape[1] != k.shape[1]
+    context = seq_len - q_len
+    if context == 0:
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale, enable_gqa=gqa)
+    else:
+        # Query i sits at position context + i and sees keys 0 ..= context + i.
+        k_pos = torch.arange(seq_len, device=query.device).unsqueeze(0)
+        q_pos = torch.arange(context, seq_len, device=query.device).unsqueeze(1)
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=k_pos <= q_pos, scale=scale, enable_gqa=gqa
+        )
+    return out.squeeze(0).transpose(0, 1)
+
+
+class CPUAttentionBackend(AttentionBackend):
+    """Vectorised paged attention for the CPU platform; agrees with the reference to float32
+    rounding."""
+
+    name: ClassVar[str] = "cpu"
+    priority: ClassVar[int] = 10
+    requires: ClassVar[frozenset[str]] = frozenset({"cpu"})
+
+    @classmethod
+    def supports(cls, head_size: int, dtype: torch.dtype) -> str | None:
+        if dtype not in SUPPORTED_DTYPES:
+            return f"dtype {dtype} is not one of {', '.join(map(str, SUPPORTED_DTYPES))}"
+        if head_size <= 0:
+            return f"head_size {head_size} is not positive"
+        return None
+
+    def forward(
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        kv_cache: torch.Tensor,
+        metadata: AttentionMetadata,
+    ) -> torch.Tensor:
+        key_cache, value_cache = kv_cache[0], kv_cache[1]
+        self.ops.reshape_and_cache(key, value, key_cache, value_cache, metadata.slot_mapping)
+        # Rows past metadata.num_tokens (padding) are left unwritten, as in the reference.
+        out = torch.empty_like(query)
+        nd = metadata.num_decodes
+        if nd:
+            max_len = max(metadata.seq_lens_cpu[:nd])
+            out[:nd] = decode_attention(
+                query[:nd],
+                key_cache,
+                value_cache,
+                metadata.block_tables[:nd],
+                metadata.seq_lens[:nd],
+                max_len,
+                self.scale,
+            ).to(query.dtype)
+        qsl = metadata.query_start_loc_cpu
+        for i in range(nd, metadata.num_reqs):
+            start, end = qsl[i], qsl[i + 1]
+            if end == start:
+                continue
+            out[start:end] = prefill_attention(
+                query[start:end],
+                key_cache,
+                value_cache,
+                metadata.block_tables[i],
+                metadata.seq_lens_cpu[i],
+                self.scale,
+            ).to(query.dtype)
+        return out

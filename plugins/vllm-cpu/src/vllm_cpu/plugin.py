@@ -1,0 +1,22 @@
+"""vllm-core hook implementations of the CPU plugin: registration only, nothing heavy imported."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from vllm_core import hookimpl
+
+
+@hookimpl
+def register_platforms(register: Callable[[type[Any]], None]) -> None:
+    from vllm_cpu.platform import CPUPlatform
+
+    register(CPUPlatform)
+
+
+@hookimpl
+def register_attention_backends(register: Callable[[type[Any]], None]) -> None:
+    from vllm_cpu.attention import CPUAttentionBackend
+
+    register(CPUAttentionBackend)

@@ -1,0 +1,108 @@
+"""The CPU plugin: discovery, platform choice, backend choice, thread setup."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+import torch
+
+from vllm_core.errors import ConfigError
+from vllm_core.plugins import loaded_plugins, reset_plugin_manager
+from vllm_core.platforms import ENV_DEVICE, probe_platforms, resolve_platform
+
+pytest.importorskip("vllm_cpu")
+
+from vllm_cpu.attention import CPUAttentionBackend  # noqa: E402
+from vllm_cpu.ops import CPUOps  # noqa: E402
+from vllm_cpu.platform import ENV_NUM_THREADS, CPUPlatform  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def fresh_plugins(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Plugins reloaded from entry points with no allow-list and no forced device."""
+    for var in (ENV_DEVICE, "VLLM_CORE_PLUGINS", "VLLM_CORE_DISABLE_PLUGIN_AUTOLOAD", ENV_NUM_THREADS):
+        monkeypatch.delenv(var, raising=False)
+    reset_plugin_manager()
+    yield
+    monkeypatch.undo()
+    reset_plugin_manager()
+
+
+@pytest.fixture
+def restore_threads() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_plugin_is_discovered_from_its_entry_point() -> None:
+    info = next(p for p in loaded_plugins() if p.name == "cpu")
+    assert info.distribution == "vllm-cpu"
+    assert info.module == "vllm_cpu.plugin"
+    assert set(info.hooks) == {"register_attention_backends", "register_platforms"}
+
+
+def test_plugin_module_imports_nothing_heavy() -> None:
+    code = "import sys, vllm_cpu.plugin; print(sorted(m for m in sys.modules if m.startswith('vllm_cpu')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "['vllm_cpu', 'vllm_cpu.plugin']"
+
+
+def test_cpu_wins_over_reference_when_installed() -> None:
+    probes = probe_platforms()
+    assert [p.name for p in probes[:2]] == ["cpu", "reference"]
+    assert probes[0].available and probes[0].distribution == "vllm-cpu"
+    platform = resolve_platform()
+    assert isinstance(platform, CPUPlatform)
+    assert isinstance(platform.ops, CPUOps)
+
+
+def test_env_device_forces_reference(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(ENV_DEVICE, "reference")
+    assert resolve_platform().name == "reference"
+    assert resolve_platform("cpu").name == "cpu"  # an explicit device beats the environment
+
+
+def test_disabled_autoload_leaves_reference(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VLLM_CORE_DISABLE_PLUGIN_AUTOLOAD", "1")
+    reset_plugin_manager()
+    assert resolve_platform().name == "reference"
+
+
+def test_attention_backend_choice_by_capability() -> None:
+    cpu = resolve_platform("cpu")
+    reference = resolve_platform("reference")
+    for dtype in (torch.float32, torch.bfloat16):
+        assert cpu.select_attention_backend(128, dtype) is CPUAttentionBackend
+        assert reference.select_attention_backend(128, dtype).name == "reference"
+    assert cpu.select_attention_backend(64, torch.float32, forced="reference").name == "reference"
+
+
+def test_memory_info_is_sane() -> None:
+    free, total = CPUPlatform().memory_info()
+    assert 0 < free <= total
+
+
+def test_setup_uses_every_usable_core(restore_threads: None) -> None:
+    torch.set_num_threads(1)
+    CPUPlatform().setup()
+    assert torch.get_num_threads() == len(os.sched_getaffinity(0))
+
+
+def test_setup_honours_num_threads_env(monkeypatch: pytest.MonkeyPatch, restore_threads: None) -> None:
+    monkeypatch.setenv(ENV_NUM_THREADS, "3")
+    CPUPlatform().setup()
+    assert torch.get_num_threads() == 3
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "many"])
+def test_setup_rejects_bad_num_threads(
+    monkeypatch: pytest.MonkeyPatch, restore_threads: None, value: str
+) -> None:
+    monkeypatch.setenv(ENV_NUM_THREADS, value)
+    with pytest.raises(ConfigError, match=ENV_NUM_THREADS):
+        CPUPlatform().setup()
