@@ -86,8 +86,9 @@ class SamplingParams:
             raise _fail("top_k", self.top_k, "an integer >= 1, or 0 / -1 to disable")
         if not is_num(self.min_p) or not 0.0 <= self.min_p <= 1.0:
             raise _fail("min_p", self.min_p, "a number in [0, 1]")
-        if self.seed is not None and not is_int(self.seed):
-            raise _fail("seed", self.seed, "an integer or None")
+        # The range torch.Generator.manual_seed accepts: a wider seed would fail mid-step.
+        if self.seed is not None and (not is_int(self.seed) or not -(2**63) <= self.seed < 2**64):
+            raise _fail("seed", self.seed, "an integer in [-2**63, 2**64) or None")
         if self.max_tokens is not None and (not is_int(self.max_tokens) or self.max_tokens < 1):
             raise _fail("max_tokens", self.max_tokens, "an integer >= 1 or None")
         if not is_int(self.min_tokens) or self.min_tokens < 0:

@@ -41,8 +41,10 @@ def apply_top_k_top_p(logits: torch.Tensor, top_k: torch.Tensor | None, top_p: t
     if top_p is not None:
         probs = sorted_logits.softmax(dim=-1)
         # Drop a token when the mass strictly before it already reaches top_p (keeps >= 1 token).
+        # Rows with top_p = 1 (off) drop nothing: float32 cumsum can reach 1 before the tail.
         before = probs.cumsum(dim=-1) - probs
-        sorted_logits.masked_fill_(before >= top_p.unsqueeze(1), float("-inf"))
+        p = top_p.unsqueeze(1)
+        sorted_logits.masked_fill_((before >= p) & (p < 1.0), float("-inf"))
     return torch.full_like(logits, float("-inf")).scatter_(-1, order, sorted_logits)
 
 
