@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from vllm_core.errors import ConfigError
-from vllm_core.plugins import loaded_plugins, reset_plugin_manager
 from vllm_core.platforms import ENV_DEVICE, probe_platforms, resolve_platform
+from vllm_core.plugins import loaded_plugins, reset_plugin_manager
 
 pytest.importorskip("vllm_cpu")
 

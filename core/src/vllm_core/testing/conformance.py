@@ -32,16 +32,22 @@ from vllm_core.platforms.interface import Platform
 from vllm_core.platforms.ops import NATIVE_OPS
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
-TOLERANCES: dict[torch.dtype, dict[str, float]] = {
-    torch.float32: {"atol": 1e-5, "rtol": 1e-5},
-    torch.bfloat16: {"atol": 1e-2, "rtol": 1.6e-2},
-    torch.float16: {"atol": 1e-3, "rtol": 1e-3},
+TOLERANCES: dict[torch.dtype, tuple[float, float]] = {
+    torch.float32: (1e-5, 1e-5),
+    torch.bfloat16: (1e-2, 1.6e-2),
+    torch.float16: (1e-3, 1e-3),
 }
-"""``assert_close`` tolerances per dtype (outputs of the platform vs the reference)."""
+"""(atol, rtol) per dtype: outputs of the platform vs the reference."""
 
 
-def tolerances(dtype: torch.dtype) -> dict[str, float]:
-    return TOLERANCES[dtype]
+def assert_close_to_reference(actual: torch.Tensor, expected: torch.Tensor, what: str) -> None:
+    """``actual`` (any device) matches ``expected`` within ``TOLERANCES[expected.dtype]``."""
+    atol, rtol = TOLERANCES[expected.dtype]
+
+    def message(detail: str) -> str:
+        return f"{what} differs from the reference:\n{detail}"
+
+    torch.testing.assert_close(actual.cpu(), expected, atol=atol, rtol=rtol, msg=message)
 
 
 def skip_unless_supported(platform: Platform, dtype: torch.dtype) -> None:
@@ -224,7 +230,7 @@ def assert_kv_round_trip(before: AttentionBatch, after_cache: torch.Tensor) -> N
 
 def check_attention_against_reference(platform: Platform, batch: AttentionBatch) -> None:
     """The platform's backend and the reference on copies of ``batch``: outputs agree within
-    ``tolerances(dtype)``, caches bit-exact (KV writes are copies)."""
+    ``TOLERANCES``, caches bit-exact (KV writes are copies)."""
     dtype = batch.query.dtype
     backend_cls = platform.select_attention_backend(batch.head_size, dtype)
     shape_args = (batch.kv_cache.shape[1], batch.kv_cache.shape[2], batch.num_kv_heads, batch.head_size)
@@ -240,10 +246,7 @@ def check_attention_against_reference(platform: Platform, batch: AttentionBatch)
     platform.synchronize()
     n = batch.metadata.num_tokens
     assert actual.shape == batch.query.shape and actual.dtype == dtype
-    torch.testing.assert_close(
-        actual[:n].cpu(), expected[:n], **tolerances(dtype),
-        msg=lambda m: f"attention output of {backend_cls.name!r} differs from the reference:\n{m}",
-    )
+    assert_close_to_reference(actual[:n], expected[:n], f"attention output of {backend_cls.name!r}")
     torch.testing.assert_close(
         dev.kv_cache.cpu(), ref.kv_cache, atol=0, rtol=0,
         msg=lambda m: f"KV cache written by {backend_cls.name!r} differs from the reference:\n{m}",
@@ -286,14 +289,12 @@ class AttentionConformance:
 
 
 # ---------------------------------------------------------------------------------------- ops
-def _assert_ops_close(actual: Any, expected: Any, dtype: torch.dtype, op: str) -> None:
+def _assert_ops_close(actual: Any, expected: Any, op: str) -> None:
     actual = actual if isinstance(actual, tuple) else (actual,)
     expected = expected if isinstance(expected, tuple) else (expected,)
     assert len(actual) == len(expected), f"{op} returned {len(actual)} tensors, expected {len(expected)}"
     for i, (a, e) in enumerate(zip(actual, expected)):
-        torch.testing.assert_close(
-            a.cpu(), e, **tolerances(dtype), msg=lambda m, i=i: f"{op} output {i} differs from native:\n{m}"
-        )
+        assert_close_to_reference(a, e, f"{op} output {i}")
 
 
 def rotary_cos_sin_cache(head_size: int, max_positions: int, base: float = 10000.0) -> torch.Tensor:
@@ -326,7 +327,7 @@ class OpsConformance:
         x = (torch.randn(self.NUM_TOKENS, hidden, generator=g) * 3).to(dtype)
         w = (torch.randn(hidden, generator=g) * 0.5 + 1).to(dtype)
         actual, expected = self._run(conformance_platform, "rms_norm", x, w, 1e-6)
-        _assert_ops_close(actual, expected, dtype, "rms_norm")
+        _assert_ops_close(actual, expected, "rms_norm")
 
     @pytest.mark.parametrize("hidden", [64, 1000])
     @pytest.mark.parametrize("dtype_name", list(DTYPES))
@@ -338,7 +339,7 @@ class OpsConformance:
         residual = (torch.randn(self.NUM_TOKENS, hidden, generator=g) * 2).to(dtype)
         w = (torch.randn(hidden, generator=g) * 0.5 + 1).to(dtype)
         actual, expected = self._run(conformance_platform, "fused_add_rms_norm", x, residual, w, 1e-5)
-        _assert_ops_close(actual, expected, dtype, "fused_add_rms_norm")
+        _assert_ops_close(actual, expected, "fused_add_rms_norm")
 
     @pytest.mark.parametrize("head_size", [64, 128])
     @pytest.mark.parametrize("dtype_name", list(DTYPES))
@@ -355,7 +356,7 @@ class OpsConformance:
         positions = torch.randint(0, 512, (t,), generator=g)
         cache = rotary_cos_sin_cache(head_size, 512)
         actual, expected = self._run(conformance_platform, "rotary_embedding", positions, q, k, cache)
-        _assert_ops_close(actual, expected, dtype, "rotary_embedding")
+        _assert_ops_close(actual, expected, "rotary_embedding")
 
     @pytest.mark.parametrize("d", [64, 1000])
     @pytest.mark.parametrize("dtype_name", list(DTYPES))
@@ -364,7 +365,7 @@ class OpsConformance:
         skip_unless_supported(conformance_platform, dtype)
         x = torch.randn(self.NUM_TOKENS, 2 * d, generator=torch.Generator().manual_seed(d)).to(dtype)
         actual, expected = self._run(conformance_platform, "silu_and_mul", x)
-        _assert_ops_close(actual, expected, dtype, "silu_and_mul")
+        _assert_ops_close(actual, expected, "silu_and_mul")
 
     @pytest.mark.parametrize("block_size", [8, 16])
     @pytest.mark.parametrize("dtype_name", list(DTYPES))
@@ -496,6 +497,7 @@ __all__ = [
     "EndToEndConformance",
     "OpsConformance",
     "TOLERANCES",
+    "assert_close_to_reference",
     "assert_greedy_matches_reference",
     "assert_kv_round_trip",
     "check_attention_against_reference",

@@ -5,8 +5,9 @@ Same KV layout as the reference backend (``kv_cache[0]`` keys, ``kv_cache[1]`` v
 values run in float32 whatever the cache dtype, as in the reference; the result is cast back.
 
 - Decode rows (the leading ``metadata.num_decodes``, one token each) run as one batch: their
-  blocks are gathered into ``[num_decodes, max_len, Hk, D]``, positions past each row's
-  ``seq_len`` are masked, and the query heads of one KV head attend as a group (no repeated KV).
+  blocks are gathered into ``[num_decodes, max_len, Hk, D]`` and one masked
+  ``scaled_dot_product_attention`` call (grouped query heads, KV not repeated) hides the
+  positions past each row's ``seq_len``.
 - Prefill rows (whole prompts or chunks, possibly after prefix-cached context) run one request
   at a time through ``scaled_dot_product_attention``: plain causal when the chunk starts at
   position 0, else a causal mask shifted by the context length.
@@ -48,17 +49,16 @@ def decode_attention(
     scale: float,
 ) -> torch.Tensor:
     """One new token per row. query: [B, Hq, D]; seq_lens: [B] -> [B, Hq, D] float32."""
-    batch, num_heads, head_size = query.shape
-    num_kv_heads = key_cache.shape[2]
-    group = num_heads // num_kv_heads
-    k = gather_decode_kv(key_cache, block_tables, max_len).permute(0, 2, 3, 1)  # [B, Hk, D, S]
-    v = gather_decode_kv(value_cache, block_tables, max_len).transpose(1, 2)  # [B, Hk, S, D]
-    q = query.float().view(batch, num_kv_heads, group, head_size)  # [B, Hk, G, D]
-    scores = torch.matmul(q, k) * scale  # [B, Hk, G, S]
-    pad = torch.arange(max_len, device=query.device).unsqueeze(0) >= seq_lens.unsqueeze(1)
-    scores.masked_fill_(pad[:, None, None, :], float("-inf"))
-    probs = torch.softmax(scores, dim=-1)
-    return torch.matmul(probs, v).view(batch, num_heads, head_size)
+    k = gather_decode_kv(key_cache, block_tables, max_len).transpose(1, 2)  # [B, Hk, S, D]
+    v = gather_decode_kv(value_cache, block_tables, max_len).transpose(1, 2)
+    q = query.float().unsqueeze(2)  # [B, Hq, 1, D]
+    # SDPA reads the strided K/V in place (matmul would copy them) and groups the query heads
+    # of one KV head itself; the mask hides each row's padding past its own length.
+    valid = torch.arange(max_len, device=query.device).unsqueeze(0) < seq_lens.unsqueeze(1)
+    out = F.scaled_dot_product_attention(
+        q, k, v, attn_mask=valid[:, None, None, :], scale=scale, enable_gqa=q.shape[1] != k.shape[1]
+    )
+    return out.squeeze(2)
 
 
 def prefill_attention(
