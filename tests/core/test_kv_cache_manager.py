@@ -276,16 +276,17 @@ def test_cache_blocks_does_not_recache_prefix_hits() -> None:
 
 
 # -------------------------------------------------------------------------- counters
-def test_hit_rate_counters() -> None:
+def test_hit_rate_counters_count_recorded_lookups_only() -> None:
     kv = make_manager(16)
     first = make_request(list(range(10)))
     prefill(kv, first)
-    assert (kv.prefix_queries, kv.prefix_hits) == (10, 0)
+    assert (kv.prefix_queries, kv.prefix_hits) == (0, 0)  # a lookup alone counts nothing
+    kv.record_prefix_lookup(first.num_tokens, 0)
     second = make_request(list(range(10)) + [77, 78])
-    prefill(kv, second)
+    hits, n = kv.get_computed_blocks(second)
+    kv.get_computed_blocks(second)  # a retry (e.g. no free blocks) must not count twice
+    kv.record_prefix_lookup(second.num_tokens, n)
     assert (kv.prefix_queries, kv.prefix_hits) == (22, 8)
-    prefill(kv, make_request([5] * 6))
-    assert (kv.prefix_queries, kv.prefix_hits) == (28, 8)
 
 
 def test_usage_and_reset_prefix_cache() -> None:

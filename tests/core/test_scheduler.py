@@ -609,3 +609,19 @@ def test_random_workload_matches_reference(seed: int) -> None:
         expected = reference_tokens(req.prompt_token_ids, req.max_tokens)
         n = min(req.max_tokens, 48 - req.num_prompt_tokens)
         assert req.output_token_ids == expected[:n], rid
+
+
+def test_hit_rate_counts_each_request_once_despite_retries_and_preemption() -> None:
+    sched = make_scheduler(num_blocks=5, max_num_batched_tokens=64)
+    driver = PagedDriver(sched)
+    shared = prompt_of(8)
+    first = make_request("first", shared + [1], max_tokens=6)
+    driver.add(first)
+    driver.step()
+    second = make_request("second", shared + [2], max_tokens=6)
+    driver.add(second)
+    driver.run()
+    assert sched.num_preemptions > 0 and second.num_cached_tokens == 8
+    queries = first.num_prompt_tokens + second.num_prompt_tokens
+    assert sched.kv.prefix_queries == queries
+    assert sched.kv.prefix_hits == second.num_cached_tokens

@@ -123,6 +123,7 @@ class Scheduler:
             req.num_computed_tokens = num_hit_tokens
             if req.num_cached_tokens < 0:
                 req.num_cached_tokens = num_hit_tokens
+                self.kv.record_prefix_lookup(req.num_tokens, num_hit_tokens)
             req.status = RequestStatus.RUNNING
             self.running.append(req)
             self.kv.cache_blocks(req, num_hit_tokens + num_new)
