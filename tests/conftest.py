@@ -80,9 +80,16 @@ def random_prompts(n: int, lo: int, hi: int, vocab: int, seed: int = 0, prefix: 
 
 
 def installed_platforms() -> list[str]:
+    """Platforms the end-to-end tests run on: every installed one, or those named in
+    ``VLLM_CORE_TEST_DEVICES`` (comma-separated; nox's plugin sessions set their own)."""
     from vllm_core.plugins import registry
 
-    return registry.platforms().names()
+    names = registry.platforms().names()
+    wanted = [d.strip() for d in os.environ.get("VLLM_CORE_TEST_DEVICES", "").split(",") if d.strip()]
+    missing = [d for d in wanted if d not in names]
+    if missing:
+        raise RuntimeError(f"VLLM_CORE_TEST_DEVICES names {missing}, not installed; installed: {names}")
+    return wanted or names
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,7 @@ from vllm_core import hookimpl
 from vllm_core.errors import ConfigError, PlatformNotAvailableError, PluginError
 from vllm_core.platforms import probe_platforms, resolve_platform
 from vllm_core.platforms.interface import Platform
-from vllm_core.plugins import manager, registry, register_plugin, reset_plugin_manager, unregister_plugin
+from vllm_core.plugins import manager, register_plugin, registry, reset_plugin_manager, unregister_plugin
 
 
 class EchoToolParser:

@@ -71,7 +71,7 @@ class Request:
         """Prompt tokens found in the prefix cache at first scheduling (-1: not yet scheduled)."""
         self.num_preemptions = 0
         self.stop_reason: int | str | None = None
-        self.block_hashes: list[int] = []
+        self.block_hashes: list[int] = []  # BlockHash values (vllm_core.core.block_pool)
         """Chained hashes of the full blocks of ``all_token_ids`` computed so far."""
 
     @property

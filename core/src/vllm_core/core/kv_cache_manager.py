@@ -33,7 +33,7 @@ class KVCacheManager:
         return self.pool.usage
 
     def _update_block_hashes(self, request: Request) -> list[BlockHash]:
-        hashes = request.block_hashes
+        hashes: list[BlockHash] = request.block_hashes  # type: ignore[assignment]
         tokens = request.all_token_ids
         bs = self.block_size
         while len(hashes) < len(tokens) // bs:

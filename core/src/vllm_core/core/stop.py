@@ -13,7 +13,7 @@ def check_stop(request: Request, max_model_len: int) -> RequestStatus | None:
     if request.num_output_tokens >= params.min_tokens:
         if not params.ignore_eos and last == request.eos_token_id:
             return RequestStatus.FINISHED_STOPPED
-        if last in params.stop_token_ids:
+        if last in (params.stop_token_ids or ()):
             request.stop_reason = last
             return RequestStatus.FINISHED_STOPPED
     if request.num_output_tokens >= request.max_tokens or request.num_tokens >= max_model_len:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any, Union
+from typing import Any
 
+from pydantic import BaseModel
 from tqdm.auto import tqdm
 
 from vllm_core.config import (
@@ -29,7 +30,7 @@ Conversation = list[dict[str, Any]]
 
 def build_engine_config(model: str | None = None, **kwargs: Any) -> EngineConfig:
     """Sort vLLM-style keyword arguments into the config sections; unknown names are an error."""
-    sections: dict[str, tuple[type, dict[str, Any]]] = {
+    sections: dict[str, tuple[type[BaseModel], dict[str, Any]]] = {
         "model": (ModelConfig, {"model": model or ""}),
         "cache": (CacheConfig, {}),
         "scheduler": (SchedulerConfig, {}),
@@ -46,7 +47,7 @@ def build_engine_config(model: str | None = None, **kwargs: Any) -> EngineConfig
             known = sorted(n for cls, _ in sections.values() for n in cls.model_fields)
             raise ConfigError(f"unknown engine argument {key!r}; known: {', '.join(known)}")
     try:
-        return EngineConfig(**{name: cls(**values) for name, (cls, values) in sections.items()})
+        return EngineConfig.model_validate({name: cls(**values) for name, (cls, values) in sections.items()})
     except ValueError as exc:
         if isinstance(exc, ConfigError):
             raise

@@ -46,7 +46,7 @@ class SamplingMetadata:
         for i, r in enumerate(rows):
             p = r.sampling_params
             if r.num_output_tokens < p.min_tokens:
-                ids = list(p.stop_token_ids)
+                ids = list(p.stop_token_ids or ())
                 if r.eos_token_id is not None and not p.ignore_eos:
                     ids.append(r.eos_token_id)
                 if ids:

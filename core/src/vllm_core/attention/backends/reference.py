@@ -27,7 +27,7 @@ def reference_attention(
     scale: float,
 ) -> torch.Tensor:
     """Paged causal attention for a ragged batch; the KV must already be in the cache."""
-    num_heads, head_size = query.shape[1], query.shape[2]
+    num_heads = query.shape[1]
     num_kv_heads = key_cache.shape[2]
     group = num_heads // num_kv_heads
     block_size = key_cache.shape[1]

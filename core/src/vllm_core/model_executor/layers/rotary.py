@@ -57,6 +57,7 @@ class RotaryEmbedding(nn.Module):
             cache = torch.cat((freqs.cos() * scaling, freqs.sin() * scaling), dim=-1)
         finally:
             torch.set_default_dtype(old)
+        self.cos_sin_cache: torch.Tensor
         self.register_buffer("cos_sin_cache", cache, persistent=False)
         self.ops = ops
 

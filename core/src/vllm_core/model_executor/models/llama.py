@@ -149,14 +149,17 @@ class LlamaForCausalLM(nn.Module):
         return torch.nn.functional.linear(hidden, weight)
 
     def attention_layers(self) -> list[Attention]:
-        return [layer.self_attn.attn for layer in self.model.layers]
+        return [layer.self_attn.attn for layer in self._layers()]
+
+    def _layers(self) -> list[DecoderLayer]:
+        return list(self.model.layers)  # type: ignore[arg-type]
 
     def _shard_offsets(self, fused: str) -> list[tuple[int, int]]:
-        attn = self.model.layers[0].self_attn
+        attn = self._layers()[0].self_attn
         if fused == ".qkv_proj":
-            sizes = [attn.q_size, attn.kv_size, attn.kv_size]
+            sizes: list[int] = [attn.q_size, attn.kv_size, attn.kv_size]
         else:
-            inter = self.config.intermediate_size
+            inter = int(self.config.intermediate_size)
             sizes = [inter, inter]
         offsets, start = [], 0
         for size in sizes:
@@ -198,7 +201,7 @@ class LlamaForCausalLM(nn.Module):
 
     def expected_weights(self) -> set[str]:
         """Names ``load_weights`` must have seen for the model to be complete."""
-        out = set()
+        out: set[str] = set()
         for name, _ in self.named_parameters():
             if ".qkv_proj." in name:
                 out.update(f"{name}#{i}" for i in range(3))
