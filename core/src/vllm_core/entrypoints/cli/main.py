@@ -1,4 +1,4 @@
-"""``vllm-core``: generate, chat, plugins (and commands plugins add via ``register_commands``)."""
+"""``vllm-core``: generate, chat, plugins, bench (and commands plugins add via ``register_commands``)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from vllm_core.benchmarks.cli import bench
 from vllm_core.entrypoints.cli.options import engine_options, make_llm
 
 
@@ -106,6 +107,9 @@ def plugins(as_json: bool) -> None:
     click.echo(f"selected platform: {report['selected']}")
     for kind in ("attention_backends", "samplers", "model_loaders", "models", "tool_parsers", "reasoning_parsers"):
         click.echo(f"{kind}: {', '.join(report[kind]) or '-'}")
+
+
+cli.add_command(bench)
 
 
 def build_cli() -> click.Group:
