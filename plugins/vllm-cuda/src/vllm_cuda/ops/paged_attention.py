@@ -1,0 +1,298 @@
+"""Paged attention over a ragged batch (prefill chunks and decodes together), in Triton.
+
+Two paths, same KV layout as the reference backend (``[num_blocks, block_size, Hk, D]`` for keys
+and for values):
+
+**Unified kernel** (every batch). Grid ``(num_reqs, cdiv(max_query_len, BLOCK_Q), num_kv_heads)``:
+one program takes a tile of ``BLOCK_Q`` query tokens of one request and all ``GROUP`` query heads
+that share one KV head, so each KV tile is loaded once for the whole group. Its ``BLOCK_M`` rows
+are (query token, head-in-group) pairs::
+
+    row m -> token tile_start + m // GROUP, query head kv_head * GROUP + m % GROUP
+
+It walks the request's KV in ``BLOCK_N``-token tiles, looking up each token's block in
+``block_tables``, stops at the tile's causal horizon, and keeps an online softmax in float32
+(QK and PV through ``tl.dot``). Query token ``j`` of request ``i`` sits at position
+``seq_len - query_len + j``. Programs past their request's ``query_len`` exit at once, so the
+grid depends only on ``num_reqs`` and ``max_query_len``: a decode-only batch launches the same
+shapes every step (what CUDA-graph capture needs).
+
+**Split-KV decode** (flash-decoding; a few long decodes). Single-token rows give the unified grid
+only ``num_decodes * num_kv_heads`` programs, too few to fill the GPU when contexts are long. The
+KV range is cut into ``PARTITION_SIZE`` partitions, one program per (request, KV head,
+partition) writes its partial (max, sum, unnormalised accumulator) in float32, and a second
+kernel merges the partitions of each (request, query head). Prefill rows of the same batch go
+through the unified kernel.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from vllm_core.attention.metadata import AttentionMetadata
+
+LOG2E = 1.4426950408889634
+
+PREFILL_BLOCK_M = 64
+"""Rows (query token x head-in-group pairs) of one unified-kernel program when a batch has prefills."""
+PARTITION_SIZE = 512
+"""KV tokens per split-KV partition (a multiple of every ``BLOCK_N``)."""
+SPLIT_KV_MIN_SEQ_LEN = 2048
+"""Split the KV of decode rows only when the longest sequence is at least this long ..."""
+SPLIT_KV_MAX_PROGRAMS = 128
+"""... and the unified grid would have at most this many decode programs (num_decodes x Hk),
+i.e. fewer than the SMs of a large GPU."""
+
+
+def use_split_kv(metadata: AttentionMetadata, num_kv_heads: int) -> bool:
+    """Whether the decode rows of this batch take the split-KV path (the default heuristic)."""
+    return (
+        metadata.num_decodes > 0
+        and metadata.max_seq_len >= SPLIT_KV_MIN_SEQ_LEN
+        and metadata.num_decodes * num_kv_heads <= SPLIT_KV_MAX_PROGRAMS
+    )
+
+
+@triton.jit
+def _attend_tile(
+    q, m_i, l_i, acc, k_cache_ptr, v_cache_ptr, table_ptr, kv_head, stride_cb, stride_cs, stride_ch,
+    scale, kv_start, kv_end, q_pos,
+    HEAD_SIZE: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_SIZE: tl.constexpr, CAUSAL: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+):
+    """Online softmax of ``q`` [BLOCK_M, D] over KV positions [kv_start, kv_end) of one request.
+
+    ``table_ptr`` points at the request's block table; scores are in log2 units (``scale``
+    carries log2(e)). With ``CAUSAL``, row r only sees positions <= q_pos[r].
+    Returns the updated (m_i, l_i, acc).
+    """
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, HEAD_SIZE)
+    for start_n in range(kv_start, kv_end, BLOCK_N):
+        k_pos = start_n + offs_n
+        k_valid = k_pos < kv_end
+        block = tl.load(table_ptr + k_pos // BLOCK_SIZE, mask=k_valid, other=0).to(tl.int64)
+        kv_off = block * stride_cb + (k_pos % BLOCK_SIZE) * stride_cs + kv_head * stride_ch
+        k = tl.load(k_cache_ptr + kv_off[:, None] + offs_d[None, :], mask=k_valid[:, None], other=0.0)
+        v = tl.load(v_cache_ptr + kv_off[:, None] + offs_d[None, :], mask=k_valid[:, None], other=0.0)
+        qk = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * scale
+        visible = k_valid[None, :]
+        if CAUSAL:
+            visible = visible & (k_pos[None, :] <= q_pos[:, None])
+        qk = tl.where(visible, qk, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(qk, 1))
+        # A row with nothing visible yet keeps m = -inf; subtracting 0 keeps exp2 at 0, not NaN.
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+        alpha = tl.math.exp2(m_i - m_safe)
+        p = tl.math.exp2(qk - m_safe[:, None])
+        l_i = l_i * alpha + tl.sum(p, 1)
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)
+        m_i = m_new
+    return m_i, l_i, acc
+
+
+@triton.jit
+def _unified_attention_kernel(
+    out_ptr, q_ptr, k_cache_ptr, v_cache_ptr, block_tables_ptr, seq_lens_ptr, query_start_loc_ptr,
+    scale, req_offset,
+    stride_qt, stride_qh, stride_ot, stride_oh, stride_cb, stride_cs, stride_ch, stride_bt,
+    GROUP: tl.constexpr, HEAD_SIZE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_Q: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_SIZE: tl.constexpr, DOT_PRECISION: tl.constexpr,
+):
+    req = tl.program_id(0) + req_offset
+    tile_start = tl.program_id(1) * BLOCK_Q
+    kv_head = tl.program_id(2)
+    q_begin = tl.load(query_start_loc_ptr + req)
+    q_len = tl.load(query_start_loc_ptr + req + 1) - q_begin
+    if tile_start >= q_len:
+        return
+    context_len = tl.load(seq_lens_ptr + req) - q_len
+
+    offs_m = tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, HEAD_SIZE)
+    tok = tile_start + offs_m // GROUP
+    head = kv_head * GROUP + offs_m % GROUP
+    row_valid = (offs_m < BLOCK_Q * GROUP) & (tok < q_len)
+    token = (q_begin + tok).to(tl.int64)
+    q = tl.load(q_ptr + token[:, None] * stride_qt + head[:, None] * stride_qh + offs_d[None, :],
+                mask=row_valid[:, None], other=0.0)
+
+    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, HEAD_SIZE], tl.float32)
+    # The tile's last token sees every position up to its own: nothing past that is loaded.
+    kv_end = context_len + tl.minimum(tile_start + BLOCK_Q, q_len)
+    m_i, l_i, acc = _attend_tile(
+        q, m_i, l_i, acc, k_cache_ptr, v_cache_ptr, block_tables_ptr + req.to(tl.int64) * stride_bt, kv_head,
+        stride_cb, stride_cs, stride_ch, scale, 0, kv_end, context_len + tok,
+        HEAD_SIZE, BLOCK_N, BLOCK_SIZE, True, DOT_PRECISION,
+    )
+    out = acc / tl.where(l_i == 0.0, 1.0, l_i)[:, None]
+    tl.store(out_ptr + token[:, None] * stride_ot + head[:, None] * stride_oh + offs_d[None, :],
+             out.to(out_ptr.dtype.element_ty), mask=row_valid[:, None])
+
+
+@triton.jit
+def _split_kv_decode_kernel(
+    part_m_ptr, part_l_ptr, part_acc_ptr, q_ptr, k_cache_ptr, v_cache_ptr, block_tables_ptr, seq_lens_ptr,
+    query_start_loc_ptr, scale,
+    stride_qt, stride_qh, stride_cb, stride_cs, stride_ch, stride_bt, stride_pr, stride_ph, stride_ar, stride_ah,
+    stride_ap,
+    GROUP: tl.constexpr, HEAD_SIZE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_SIZE: tl.constexpr, PARTITION_SIZE: tl.constexpr, DOT_PRECISION: tl.constexpr,
+):
+    """One (decode request, KV head, partition): the partial softmax of its GROUP query heads."""
+    req = tl.program_id(0)
+    kv_head = tl.program_id(1)
+    part = tl.program_id(2)
+    seq_len = tl.load(seq_lens_ptr + req)
+    part_start = part * PARTITION_SIZE
+    if part_start >= seq_len:
+        return
+    part_end = tl.minimum(part_start + PARTITION_SIZE, seq_len)
+
+    offs_m = tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, HEAD_SIZE)
+    head = kv_head * GROUP + offs_m
+    row_valid = offs_m < GROUP
+    token = tl.load(query_start_loc_ptr + req).to(tl.int64)
+    q = tl.load(q_ptr + token * stride_qt + head[:, None] * stride_qh + offs_d[None, :],
+                mask=row_valid[:, None], other=0.0)
+    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, HEAD_SIZE], tl.float32)
+    # The decode token is the last of its sequence: it sees the whole partition, no causal mask.
+    m_i, l_i, acc = _attend_tile(
+        q, m_i, l_i, acc, k_cache_ptr, v_cache_ptr, block_tables_ptr + req.to(tl.int64) * stride_bt, kv_head,
+        stride_cb, stride_cs, stride_ch, scale, part_start, part_end, offs_m,
+        HEAD_SIZE, BLOCK_N, BLOCK_SIZE, False, DOT_PRECISION,
+    )
+    part_off = req.to(tl.int64) * stride_pr + head * stride_ph + part
+    tl.store(part_m_ptr + part_off, m_i, mask=row_valid)
+    tl.store(part_l_ptr + part_off, l_i, mask=row_valid)
+    acc_off = req.to(tl.int64) * stride_ar + head[:, None] * stride_ah + part * stride_ap + offs_d[None, :]
+    tl.store(part_acc_ptr + acc_off, acc, mask=row_valid[:, None])
+
+
+@triton.jit
+def _split_kv_reduce_kernel(
+    out_ptr, part_m_ptr, part_l_ptr, part_acc_ptr, seq_lens_ptr, query_start_loc_ptr,
+    stride_ot, stride_oh, stride_pr, stride_ph, stride_ar, stride_ah, stride_ap,
+    HEAD_SIZE: tl.constexpr, PARTITION_SIZE: tl.constexpr, BLOCK_P: tl.constexpr,
+):
+    """One (decode request, query head): merge its partitions' partial softmaxes."""
+    req = tl.program_id(0)
+    head = tl.program_id(1)
+    num_parts = tl.cdiv(tl.load(seq_lens_ptr + req), PARTITION_SIZE)
+    offs_p = tl.arange(0, BLOCK_P)
+    offs_d = tl.arange(0, HEAD_SIZE)
+    p_valid = offs_p < num_parts
+    part_off = req.to(tl.int64) * stride_pr + head * stride_ph + offs_p
+    part_max = tl.load(part_m_ptr + part_off, mask=p_valid, other=float("-inf"))
+    part_sum = tl.load(part_l_ptr + part_off, mask=p_valid, other=0.0)
+    # Every partition below num_parts holds at least one key, so its max is finite.
+    w = tl.where(p_valid, tl.math.exp2(part_max - tl.max(part_max, 0)), 0.0)
+    acc_off = req.to(tl.int64) * stride_ar + head * stride_ah + offs_p[:, None] * stride_ap + offs_d[None, :]
+    acc = tl.load(part_acc_ptr + acc_off, mask=p_valid[:, None], other=0.0)
+    denom = tl.sum(w * part_sum, 0)
+    out = tl.sum(acc * w[:, None], 0) / tl.where(denom == 0.0, 1.0, denom)
+    token = tl.load(query_start_loc_ptr + req).to(tl.int64)
+    tl.store(out_ptr + token * stride_ot + head * stride_oh + offs_d, out.to(out_ptr.dtype.element_ty))
+
+
+_DOT_PRECISION = {torch.float32: "ieee", torch.float16: "tf32", torch.bfloat16: "tf32"}
+"""float32 inputs use exact float32 products (the reference's); 16-bit inputs ignore the option."""
+
+
+def _block_n(head_size: int) -> int:
+    return 64 if head_size <= 128 else 32
+
+
+def paged_attention(
+    query: torch.Tensor,
+    key_cache: torch.Tensor,
+    value_cache: torch.Tensor,
+    metadata: AttentionMetadata,
+    scale: float,
+    *,
+    out: torch.Tensor | None = None,
+    split_kv: bool | None = None,
+    partition_size: int = PARTITION_SIZE,
+) -> torch.Tensor:
+    """Causal paged attention for a ragged batch whose new KV is already in the cache.
+
+    query: [T, Hq, D]; key_cache/value_cache: [num_blocks, block_size, Hk, D]; returns
+    ``out`` (or a new tensor) [T, Hq, D]; rows past ``metadata.num_tokens`` are left unwritten.
+    ``split_kv`` forces the split-KV decode path on (True) or off (False); None lets
+    ``use_split_kv`` decide. ``partition_size`` must be a multiple of the KV tile (64, or 32
+    for head sizes above 128).
+    """
+    num_heads, head_size = query.shape[1:]
+    block_size, num_kv_heads = key_cache.shape[1:3]
+    group = num_heads // num_kv_heads
+    if out is None:
+        out = torch.empty_like(query)
+    num_reqs = metadata.num_reqs
+    if num_reqs == 0 or query.shape[0] == 0:
+        return out
+    if query.stride(-1) != 1:
+        query = query.contiguous()
+    if key_cache.stride() != value_cache.stride() or key_cache.stride(-1) != 1:
+        raise ValueError(f"key/value caches of strides {key_cache.stride()} / {value_cache.stride()} "
+                         "must share one layout with a contiguous head dimension")
+    block_n = _block_n(head_size)
+    if partition_size % block_n:
+        raise ValueError(f"partition_size {partition_size} is not a multiple of the KV tile {block_n}")
+    if split_kv is None:
+        split_kv = use_split_kv(metadata, num_kv_heads)
+    num_split = metadata.num_decodes if split_kv else 0
+    common = dict(
+        q_ptr=query, k_cache_ptr=key_cache, v_cache_ptr=value_cache, block_tables_ptr=metadata.block_tables,
+        seq_lens_ptr=metadata.seq_lens, query_start_loc_ptr=metadata.query_start_loc, scale=scale * LOG2E,
+        stride_qt=query.stride(0), stride_qh=query.stride(1), stride_cb=key_cache.stride(0),
+        stride_cs=key_cache.stride(1), stride_ch=key_cache.stride(2), stride_bt=metadata.block_tables.stride(0),
+        GROUP=group, HEAD_SIZE=head_size, BLOCK_N=block_n, BLOCK_SIZE=block_size,
+        DOT_PRECISION=_DOT_PRECISION[query.dtype],
+    )
+    if num_split:
+        _split_kv_decode(out, metadata, num_split, num_heads, partition_size, common)
+    if num_split < num_reqs:
+        # Decode-only batches use the smallest tile that holds one token's head group.
+        block_m = max(16, triton.next_power_of_2(group))
+        if metadata.max_query_len > 1:
+            block_m = max(block_m, PREFILL_BLOCK_M)
+        block_q = block_m // group
+        grid = (num_reqs - num_split, triton.cdiv(metadata.max_query_len, block_q), num_kv_heads)
+        _unified_attention_kernel[grid](
+            out_ptr=out, req_offset=num_split, stride_ot=out.stride(0), stride_oh=out.stride(1),
+            BLOCK_M=block_m, BLOCK_Q=block_q, num_warps=4, **common,
+        )
+    return out
+
+
+def _split_kv_decode(
+    out: torch.Tensor, metadata: AttentionMetadata, num_decodes: int, num_heads: int, partition_size: int,
+    common: dict,
+) -> None:
+    """Attention of the leading ``num_decodes`` (one-token) rows through the two split-KV kernels."""
+    num_parts = triton.cdiv(metadata.max_seq_len, partition_size)
+    head_size, num_kv_heads = common["HEAD_SIZE"], num_heads // common["GROUP"]
+    device = out.device
+    part_m = torch.empty(num_decodes, num_heads, num_parts, dtype=torch.float32, device=device)
+    part_l = torch.empty_like(part_m)
+    part_acc = torch.empty(num_decodes, num_heads, num_parts, head_size, dtype=torch.float32, device=device)
+    part_strides = dict(stride_pr=part_m.stride(0), stride_ph=part_m.stride(1), stride_ar=part_acc.stride(0),
+                        stride_ah=part_acc.stride(1), stride_ap=part_acc.stride(2))
+    _split_kv_decode_kernel[(num_decodes, num_kv_heads, num_parts)](
+        part_m_ptr=part_m, part_l_ptr=part_l, part_acc_ptr=part_acc,
+        BLOCK_M=max(16, triton.next_power_of_2(common["GROUP"])), PARTITION_SIZE=partition_size,
+        num_warps=4, **part_strides, **common,
+    )
+    _split_kv_reduce_kernel[(num_decodes, num_heads)](
+        out, part_m, part_l, part_acc, metadata.seq_lens, metadata.query_start_loc,
+        out.stride(0), out.stride(1), **part_strides,
+        HEAD_SIZE=head_size, PARTITION_SIZE=partition_size, BLOCK_P=triton.next_power_of_2(num_parts),
+        num_warps=4,
+    )
