@@ -10,7 +10,7 @@ import os
 
 import nox
 
-nox.options.sessions = ["lint", "typecheck", "core", "cpu"]
+nox.options.sessions = ["lint", "typecheck", "core", "cpu", "cuda"]
 nox.options.reuse_existing_virtualenvs = True
 
 CONSTRAINTS = ("-c", ".ci/constraints.txt")
@@ -55,3 +55,12 @@ def cpu(session: nox.Session) -> None:
     session.install(*CONSTRAINTS, "./core", "./plugins/vllm-cpu")
     session.run("pytest", "tests/plugins/cpu", "tests/e2e", *session.posargs,
                 env={**ENV, "VLLM_CORE_TEST_DEVICES": "cpu"})
+
+
+@nox.session
+def cuda(session: nox.Session) -> None:
+    """Core + vllm-cuda: Triton kernels under TRITON_INTERPRET=1 on the CPU (on a GPU machine the
+    same tests, the conformance kit and the device end-to-end tests run on the device)."""
+    install_base(session)
+    session.install(*CONSTRAINTS, "./core", "./plugins/vllm-cuda")
+    session.run("pytest", "tests/plugins/cuda", *session.posargs, env=ENV)

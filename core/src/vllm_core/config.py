@@ -34,6 +34,8 @@ class ModelConfig(_Frozen):
     """Seed of the engine's global random generator (dummy weights, unseeded sampling)."""
     skip_tokenizer_init: bool = False
     """Do not load a tokenizer: prompts must be token ids and outputs carry no text."""
+    enforce_eager: bool = False
+    """Never replay captured graphs (CUDA graphs on platforms that have them)."""
 
 
 class CacheConfig(_Frozen):

@@ -26,6 +26,16 @@ logger = logging.getLogger(__name__)
 DEFAULT_MAX_NUM_BATCHED_TOKENS = 8192
 
 
+def resolve_max_num_batched_tokens(config: SchedulerConfig, max_model_len: int) -> int:
+    """The step's token budget: as configured, else 8192 (at least max_model_len when prompts
+    cannot be chunked)."""
+    if config.max_num_batched_tokens is not None:
+        return config.max_num_batched_tokens
+    if config.enable_chunked_prefill:
+        return DEFAULT_MAX_NUM_BATCHED_TOKENS
+    return max(DEFAULT_MAX_NUM_BATCHED_TOKENS, max_model_len)
+
+
 class Scheduler:
     """Decides, every step, which requests run and how many tokens each computes."""
 
@@ -36,9 +46,7 @@ class Scheduler:
         max_model_len: int,
     ) -> None:
         self.max_num_seqs = config.max_num_seqs
-        self.max_num_batched_tokens = config.max_num_batched_tokens or max(
-            DEFAULT_MAX_NUM_BATCHED_TOKENS, max_model_len if not config.enable_chunked_prefill else 0
-        )
+        self.max_num_batched_tokens = resolve_max_num_batched_tokens(config, max_model_len)
         self.chunked_prefill = config.enable_chunked_prefill
         self.max_model_len = max_model_len
         self.kv = kv_cache_manager

@@ -10,7 +10,7 @@ import logging
 
 from vllm_core.config import EngineConfig
 from vllm_core.core.kv_cache_manager import KVCacheManager
-from vllm_core.core.scheduler import Scheduler
+from vllm_core.core.scheduler import Scheduler, resolve_max_num_batched_tokens
 from vllm_core.engine.core_types import EngineCoreOutput, EngineCoreRequest
 from vllm_core.model_executor.model_loader.loader import LoadedModel
 from vllm_core.platforms.interface import Platform
@@ -28,9 +28,17 @@ class EngineCore:
 
         self.config = config
         self.platform = platform
-        self.kv_spec = size_kv_cache(config.cache, loaded, platform)
         sampler = registry.samplers().get(platform.sampler_name())()
-        self.runner = ModelRunner(loaded, platform, self.kv_spec, sampler, config.model.seed)
+        self.runner = ModelRunner(loaded, platform, sampler, config.model.seed)
+        sc = config.scheduler
+        budget = resolve_max_num_batched_tokens(sc, loaded.max_model_len)
+        self.kv_spec = size_kv_cache(
+            config.cache, loaded, platform,
+            profile=lambda: self.runner.profile_run(budget, sc.max_num_seqs, config.cache.block_size),
+        )
+        self.runner.initialize_kv_cache(self.kv_spec)
+        if not config.model.enforce_eager:
+            self.runner.capture_graphs(sc.max_num_seqs, loaded.max_model_len)
         self.kv_cache_manager = KVCacheManager(
             self.kv_spec.num_blocks, self.kv_spec.block_size, config.cache.enable_prefix_caching
         )

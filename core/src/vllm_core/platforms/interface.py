@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
@@ -12,6 +12,7 @@ from vllm_core.platforms.ops import Ops
 if TYPE_CHECKING:
     from vllm_core.attention.backend import AttentionBackend
     from vllm_core.config import CacheConfig
+    from vllm_core.worker.graph_runner import GraphRunner
 
 
 class Platform(ABC):
@@ -99,6 +100,21 @@ class Platform(ABC):
 
     def synchronize(self) -> None:
         """Wait for queued device work (no-op on CPU)."""
+
+    def reset_peak_memory(self) -> None:
+        """Start a new peak-memory measurement (accelerators; no-op elsewhere)."""
+
+    def peak_memory_bytes(self) -> int | None:
+        """Peak bytes the framework allocated since ``reset_peak_memory``; None where unknown."""
+        return None
+
+    def current_memory_bytes(self) -> int | None:
+        """Bytes the framework holds now; None where unknown."""
+        return None
+
+    def make_graph_runner(self, model: Any, max_num_seqs: int, max_model_len: int, block_size: int) -> GraphRunner | None:
+        """A runner that replays captured graphs for decode batches, or None (eager only)."""
+        return None
 
     def describe(self) -> str:
         return f"{self.name} ({self.distribution}, device {self.device_type})"

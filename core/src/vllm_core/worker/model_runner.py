@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
 from vllm_core.config import CacheConfig
-from vllm_core.core.sched_output import ModelRunnerOutput, SchedulerOutput
+from vllm_core.core.sched_output import ModelRunnerOutput, ScheduledRequest, SchedulerOutput
 from vllm_core.errors import KVCacheTooSmallError
 from vllm_core.model_executor.model_loader.loader import LoadedModel
 from vllm_core.platforms.interface import Platform
 from vllm_core.sample.metadata import SamplingMetadata
 from vllm_core.sample.sampler import Sampler
+from vllm_core.sampling_params import SamplingParams
+from vllm_core.worker.graph_runner import GraphRunner
 from vllm_core.worker.input_batch import prepare_inputs
 
 logger = logging.getLogger(__name__)
@@ -39,26 +42,44 @@ def kv_bytes_per_block(loaded: LoadedModel, block_size: int) -> int:
 
 
 def size_kv_cache(
-    cache_config: CacheConfig, loaded: LoadedModel, platform: Platform
+    cache_config: CacheConfig,
+    loaded: LoadedModel,
+    platform: Platform,
+    profile: Callable[[], int] | None = None,
 ) -> KVCacheSpec:
-    """Blocks from ``num_gpu_blocks_override``, else ``kv_cache_memory_bytes``, else the platform."""
+    """Blocks from ``num_gpu_blocks_override``, else ``kv_cache_memory_bytes``, else the platform.
+
+    On accelerators ``profile`` runs the largest step once and returns its peak activation
+    bytes; the cache gets ``gpu_memory_utilization`` x total minus what is in use minus that peak.
+    """
     per_block = kv_bytes_per_block(loaded, cache_config.block_size)
     if cache_config.num_gpu_blocks_override is not None:
         num_blocks = cache_config.num_gpu_blocks_override
     else:
-        model_bytes = sum(p.numel() * p.element_size() for p in loaded.model.parameters())
-        budget = cache_config.kv_cache_memory_bytes or platform.kv_cache_bytes(cache_config, model_bytes)
-        num_blocks = budget // per_block
-        # More blocks than max_model_len needs per sequence times 512 sequences is wasted memory.
-        cap = 512 * -(-loaded.max_model_len // cache_config.block_size)
-        num_blocks = min(num_blocks, cap)
+        if cache_config.kv_cache_memory_bytes is not None:
+            budget = cache_config.kv_cache_memory_bytes
+        elif platform.is_accelerator and profile is not None:
+            activation = profile()
+            free, total = platform.memory_info()
+            budget = int(total * cache_config.gpu_memory_utilization) - (total - free) - activation
+            logger.info(
+                "memory: total %.2f GiB, in use %.2f GiB, activation peak %.2f GiB, KV cache %.2f GiB",
+                total / 2**30, (total - free) / 2**30, activation / 2**30, budget / 2**30,
+            )
+        else:
+            model_bytes = sum(p.numel() * p.element_size() for p in loaded.model.parameters())
+            budget = platform.kv_cache_bytes(cache_config, model_bytes)
+        num_blocks = max(budget, 0) // per_block
+        if not platform.is_accelerator:
+            # On CPU, more than 512 sequences of max_model_len is memory nobody uses.
+            num_blocks = min(num_blocks, 512 * -(-loaded.max_model_len // cache_config.block_size))
     needed = -(-loaded.max_model_len // cache_config.block_size)
     if num_blocks < needed:
         raise KVCacheTooSmallError(
             f"the KV cache holds {num_blocks} blocks of {cache_config.block_size} tokens "
             f"({num_blocks * cache_config.block_size} tokens) but one sequence of max_model_len="
             f"{loaded.max_model_len} needs {needed} blocks; raise kv_cache_memory_bytes / "
-            "num_gpu_blocks_override or lower max_model_len"
+            "num_gpu_blocks_override / gpu_memory_utilization or lower max_model_len"
         )
     return KVCacheSpec(num_blocks, cache_config.block_size, per_block)
 
@@ -66,36 +87,69 @@ def size_kv_cache(
 class ModelRunner:
     """Runs the model on one ragged batch per step and samples the next tokens."""
 
-    def __init__(
-        self,
-        loaded: LoadedModel,
-        platform: Platform,
-        kv_spec: KVCacheSpec,
-        sampler: Sampler,
-        seed: int,
-    ) -> None:
+    def __init__(self, loaded: LoadedModel, platform: Platform, sampler: Sampler, seed: int) -> None:
         self.loaded = loaded
         self.model = loaded.model
         self.platform = platform
         self.device = platform.device()
-        self.kv_spec = kv_spec
         self.sampler = sampler
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(seed)
         self.request_generators: dict[str, torch.Generator] = {}
-        self.kv_caches = self._allocate_kv_cache()
+        self.kv_spec: KVCacheSpec | None = None
+        self.kv_caches: list[torch.Tensor] = []
+        self.graph_runner: GraphRunner | None = None
+        self.block_size = 0
+        """Tokens per block of the cache the layers hold now (the scratch one while profiling)."""
 
-    def _allocate_kv_cache(self) -> list[torch.Tensor]:
+    # ------------------------------------------------------------------------ start-up
+    def _allocate(self, num_blocks: int, block_size: int) -> list[torch.Tensor]:
+        self.block_size = block_size
         caches = []
         for attn in self.model.attention_layers():  # type: ignore[operator]
-            shape = attn.impl.kv_cache_shape(
-                self.kv_spec.num_blocks, self.kv_spec.block_size, attn.num_kv_heads, attn.head_size
-            )
+            shape = attn.impl.kv_cache_shape(num_blocks, block_size, attn.num_kv_heads, attn.head_size)
             cache = torch.zeros(shape, dtype=self.loaded.dtype, device=self.device)
             attn.kv_cache = cache
             caches.append(cache)
         return caches
 
+    def initialize_kv_cache(self, kv_spec: KVCacheSpec) -> None:
+        self.kv_spec = kv_spec
+        self.kv_caches = self._allocate(kv_spec.num_blocks, kv_spec.block_size)
+
+    def profile_run(self, num_tokens: int, num_seqs: int, block_size: int) -> int:
+        """Run the largest step (``num_tokens`` over ``num_seqs`` requests, every row sampled with
+        top-k/top-p) on a scratch KV cache; returns the peak bytes beyond what was in use."""
+        num_seqs = max(1, min(num_seqs, num_tokens))
+        base, extra = divmod(num_tokens, num_seqs)
+        lens = [base + (1 if i < extra else 0) for i in range(num_seqs)]
+        blocks_per = [-(-n // block_size) for n in lens]
+        params = SamplingParams(temperature=0.8, top_p=0.9, top_k=50, max_tokens=1)
+        rows, next_block = [], 0
+        for i, n in enumerate(lens):
+            ids = list(range(next_block, next_block + blocks_per[i]))
+            next_block += blocks_per[i]
+            rows.append(ScheduledRequest(f"profile-{i}", [0] * n, 0, ids, params, True, 0, None))
+        self.platform.synchronize()
+        before = self.platform.current_memory_bytes() or 0
+        self.platform.reset_peak_memory()
+        self._allocate(next_block, block_size)
+        self.execute(SchedulerOutput(rows, num_tokens))
+        self.platform.synchronize()
+        peak = self.platform.peak_memory_bytes() or before
+        for attn in self.model.attention_layers():  # type: ignore[operator]
+            attn.kv_cache = torch.empty(0)
+        self.request_generators.clear()
+        return max(peak - before, 0)
+
+    def capture_graphs(self, max_num_seqs: int, max_model_len: int) -> None:
+        assert self.kv_spec is not None
+        self.graph_runner = self.platform.make_graph_runner(self.model, max_num_seqs, max_model_len, self.kv_spec.block_size)
+        if self.graph_runner is not None:
+            self.graph_runner.capture()
+            logger.info("captured graphs for batch sizes %s", self.graph_runner.captured_sizes)
+
+    # -------------------------------------------------------------------------- a step
     def _generator_for(self, req_id: str, seed: int) -> torch.Generator:
         gen = self.request_generators.get(req_id)
         if gen is None:
@@ -110,8 +164,10 @@ class ModelRunner:
             self.request_generators.pop(rid, None)
         if output.is_empty:
             return ModelRunnerOutput([])
-        inputs = prepare_inputs(output, self.kv_spec.block_size, self.device)
-        hidden = self.model(inputs.input_ids, inputs.positions, inputs.metadata)
+        inputs = prepare_inputs(output, self.block_size, self.device)
+        hidden = self.graph_runner.try_run(inputs) if self.graph_runner is not None else None
+        if hidden is None:
+            hidden = self.model(inputs.input_ids, inputs.positions, inputs.metadata)
         sampled: list[int | None] = [None] * len(output.scheduled)
         if not inputs.sample_rows:
             return ModelRunnerOutput(sampled)
