@@ -1,0 +1,47 @@
+"""``CUDAOps``: the platform's named ops, each a Triton kernel (native fallback otherwise)."""
+
+from __future__ import annotations
+
+import torch
+
+from vllm_core.platforms.ops import Ops
+
+
+class CUDAOps(Ops):
+    """Triton kernels for the ops models call on every layer."""
+
+    def rms_norm(self, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+        from vllm_cuda.ops.norm import rms_norm
+
+        return rms_norm(x, weight, eps)
+
+    def fused_add_rms_norm(
+        self, x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        from vllm_cuda.ops.norm import fused_add_rms_norm
+
+        return fused_add_rms_norm(x, residual, weight, eps)
+
+    def rotary_embedding(
+        self, positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor, cos_sin_cache: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        from vllm_cuda.ops.rotary import rotary_embedding
+
+        return rotary_embedding(positions, q, k, cos_sin_cache)
+
+    def silu_and_mul(self, x: torch.Tensor) -> torch.Tensor:
+        from vllm_cuda.ops.activation import silu_and_mul
+
+        return silu_and_mul(x)
+
+    def reshape_and_cache(
+        self,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        key_cache: torch.Tensor,
+        value_cache: torch.Tensor,
+        slot_mapping: torch.Tensor,
+    ) -> None:
+        from vllm_cuda.ops.kv_cache import reshape_and_cache
+
+        reshape_and_cache(key, value, key_cache, value_cache, slot_mapping)
