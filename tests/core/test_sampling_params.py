@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from vllm_core.errors import RequestError, SamplingParamsError
-from vllm_core.sampling_params import SamplingParams, SamplingType
+from vllm_core.sampling_params import BeamSearchParams, RequestOutputKind, SamplingParams, SamplingType
 
 BAD_VALUES: list[tuple[str, Any]] = [
     ("n", 0),
@@ -78,6 +78,47 @@ BAD_VALUES: list[tuple[str, Any]] = [
     ("skip_special_tokens", None),
     ("detokenize", 0),
     ("detokenize", "true"),
+    ("best_of", 0),
+    ("best_of", 1.5),
+    ("best_of", True),
+    ("presence_penalty", 2.5),
+    ("presence_penalty", -2.01),
+    ("presence_penalty", math.nan),
+    ("presence_penalty", None),
+    ("frequency_penalty", -3),
+    ("frequency_penalty", "1"),
+    ("repetition_penalty", 0),
+    ("repetition_penalty", -1.0),
+    ("repetition_penalty", math.inf),
+    ("repetition_penalty", None),
+    ("logprobs", -2),
+    ("logprobs", 1.0),
+    ("logprobs", True),
+    ("prompt_logprobs", -5),
+    ("prompt_logprobs", "3"),
+    ("spaces_between_special_tokens", 1),
+    ("spaces_between_special_tokens", None),
+    ("logit_bias", [1, 2]),
+    ("logit_bias", {-1: 1.0}),
+    ("logit_bias", {"x": 1.0}),
+    ("logit_bias", {1: math.nan}),
+    ("logit_bias", {1: math.inf}),
+    ("logit_bias", {1.5: 1.0}),
+    ("logit_bias", {1: "2"}),
+    ("allowed_token_ids", []),
+    ("allowed_token_ids", [-1]),
+    ("allowed_token_ids", 5),
+    ("allowed_token_ids", [1, "2"]),
+    ("bad_words", "word"),
+    ("bad_words", [""]),
+    ("bad_words", ["  "]),
+    ("bad_words", [3]),
+    ("truncate_prompt_tokens", 0),
+    ("truncate_prompt_tokens", -2),
+    ("truncate_prompt_tokens", 1.0),
+    ("output_kind", "delta"),
+    ("output_kind", 1),
+    ("output_kind", None),
 ]
 
 
@@ -135,6 +176,29 @@ GOOD_VALUES: list[tuple[str, Any]] = [
     ("stop_token_ids", (1,)),
     ("stop_token_ids", []),
     ("ignore_eos", True),
+    ("best_of", 1),
+    ("best_of", None),
+    ("presence_penalty", -2),
+    ("presence_penalty", 2.0),
+    ("frequency_penalty", 0.5),
+    ("repetition_penalty", 0.5),
+    ("repetition_penalty", 10),
+    ("logprobs", 0),
+    ("logprobs", -1),
+    ("logprobs", 20),
+    ("prompt_logprobs", 0),
+    ("prompt_logprobs", -1),
+    ("spaces_between_special_tokens", False),
+    ("logit_bias", {}),
+    ("logit_bias", {0: -100, 5: 3.5}),
+    ("allowed_token_ids", [0]),
+    ("allowed_token_ids", (3, 4)),
+    ("bad_words", []),
+    ("bad_words", ["hello", "two words"]),
+    ("truncate_prompt_tokens", 1),
+    ("truncate_prompt_tokens", -1),
+    ("output_kind", RequestOutputKind.DELTA),
+    ("output_kind", RequestOutputKind.FINAL_ONLY),
 ]
 
 
@@ -163,6 +227,14 @@ def test_defaults() -> None:
     assert p.include_stop_str_in_output is False
     assert p.skip_special_tokens is True
     assert p.detokenize is True
+    assert p.best_of is None and p.num_sequences == 1
+    assert (p.presence_penalty, p.frequency_penalty, p.repetition_penalty) == (0.0, 0.0, 1.0)
+    assert not p.has_penalties
+    assert p.logprobs is None and p.prompt_logprobs is None
+    assert p.spaces_between_special_tokens is True
+    assert p.logit_bias is None and p.allowed_token_ids is None and p.bad_words is None
+    assert p.truncate_prompt_tokens is None
+    assert p.output_kind is RequestOutputKind.CUMULATIVE
     assert p.sampling_type is SamplingType.RANDOM
     assert not p.is_greedy
 
@@ -219,3 +291,55 @@ def test_clone_validates_and_keeps_other_fields() -> None:
     assert p.max_tokens == 16
     with pytest.raises(SamplingParamsError, match="top_p"):
         p.clone(top_p=0)
+
+
+def test_best_of_below_n_names_n() -> None:
+    with pytest.raises(SamplingParamsError, match=r"best_of must be an integer >= n \(3\)"):
+        SamplingParams(n=3, best_of=2)
+    assert SamplingParams(n=2, best_of=5).num_sequences == 5
+    assert SamplingParams(n=2).num_sequences == 2
+
+
+def test_stop_strings_need_detokenize() -> None:
+    with pytest.raises(SamplingParamsError, match="detokenize=False"):
+        SamplingParams(stop=["x"], detokenize=False)
+    SamplingParams(stop_token_ids=[3], detokenize=False)
+
+
+def test_logit_bias_keys_become_ints_and_values_are_clamped() -> None:
+    p = SamplingParams(logit_bias={"7": 150, 3: -1000.0, 4: 2})
+    assert p.logit_bias == {7: 100.0, 3: -100.0, 4: 2.0}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "penalised"),
+    [({"presence_penalty": 0.1}, True), ({"frequency_penalty": -0.1}, True),
+     ({"repetition_penalty": 1.1}, True), ({}, False)],
+)
+def test_has_penalties(kwargs: dict[str, Any], penalised: bool) -> None:
+    assert SamplingParams(**kwargs).has_penalties is penalised
+
+
+def test_clone_keeps_tokenized_bad_words() -> None:
+    p = SamplingParams(bad_words=["x"])
+    p._bad_words_token_ids = [[5]]
+    assert p.clone(max_tokens=3).bad_words_token_ids == [[5]]
+    assert p.clone(bad_words=["y"]).bad_words_token_ids is None
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [({"beam_width": 0, "max_tokens": 4}, "beam_width"), ({"beam_width": 2, "max_tokens": 0}, "max_tokens"),
+     ({"beam_width": 2, "max_tokens": 4, "length_penalty": math.nan}, "length_penalty"),
+     ({"beam_width": 2, "max_tokens": 4, "temperature": 0.5}, "temperature")],
+)
+def test_beam_search_params_validation(kwargs: dict[str, Any], field: str) -> None:
+    with pytest.raises(SamplingParamsError, match=rf"BeamSearchParams\.{field} must be"):
+        BeamSearchParams(**kwargs)
+
+
+def test_exported_from_the_package() -> None:
+    import vllm_core
+
+    assert vllm_core.RequestOutputKind is RequestOutputKind
+    assert vllm_core.BeamSearchParams is BeamSearchParams

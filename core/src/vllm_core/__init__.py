@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-from vllm_core.outputs import CompletionOutput, RequestOutput
+from vllm_core.outputs import CompletionOutput, Logprob, RequestOutput
 from vllm_core.plugins.hookspecs import hookimpl
-from vllm_core.sampling_params import SamplingParams
+from vllm_core.sampling_params import BeamSearchParams, RequestOutputKind, SamplingParams
 
 if TYPE_CHECKING:
     from vllm_core.entrypoints.llm import LLM
@@ -28,4 +28,7 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'vllm_core' has no attribute {name!r}")
 
 
-__all__ = ["LLM", "CompletionOutput", "RequestOutput", "SamplingParams", "__version__", "hookimpl"]
+__all__ = [
+    "LLM", "BeamSearchParams", "CompletionOutput", "Logprob", "RequestOutput", "RequestOutputKind",
+    "SamplingParams", "__version__", "hookimpl",
+]

@@ -8,14 +8,23 @@ from typing import Any, Union
 
 from vllm_core.engine.core_types import EngineCoreRequest
 from vllm_core.errors import RequestError
+from vllm_core.sample.admission import DEFAULT_MAX_LOGPROBS, check_params_for_model, truncate_prompt
 from vllm_core.sampling_params import SamplingParams
 
 PromptType = Union[str, dict[str, Any], list[int]]
 
 
 class InputProcessor:
-    def __init__(self, tokenizer: Any, max_model_len: int, vocab_size: int, eos_token_id: int | None) -> None:
+    def __init__(
+        self,
+        tokenizer: Any,
+        max_model_len: int,
+        vocab_size: int,
+        eos_token_id: int | None,
+        max_logprobs: int = DEFAULT_MAX_LOGPROBS,
+    ) -> None:
         self.tokenizer = tokenizer
+        self.max_logprobs = max_logprobs
         self.max_model_len = max_model_len
         self.vocab_size = vocab_size
         self.eos_token_id = eos_token_id
@@ -47,6 +56,8 @@ class InputProcessor:
         if not isinstance(params, SamplingParams):
             raise RequestError(f"sampling_params must be SamplingParams, got {type(params).__name__}")
         text, ids = self.tokenize(prompt)
+        ids = truncate_prompt(ids, params.truncate_prompt_tokens, self.max_model_len)
+        params = check_params_for_model(params, self.vocab_size, self.tokenizer, self.max_logprobs)
         if not ids:
             raise RequestError("the prompt is empty: give at least one token")
         bad = next((t for t in ids if not 0 <= t < self.vocab_size), None)

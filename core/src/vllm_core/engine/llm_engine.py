@@ -54,6 +54,7 @@ class LLMEngine:
         if request_id in self.output_processor.requests:
             raise RequestError(f"request id {request_id!r} is already in use")
         text, core_req = self.input_processor.process(request_id, prompt, params)
+        params = core_req.sampling_params  # checked against the model (bad words tokenized)
         children = []
         for i in range(params.n):
             if params.n == 1:
