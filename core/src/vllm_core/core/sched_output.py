@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from vllm_core.sampling_params import SamplingParams
@@ -24,6 +25,10 @@ class ScheduledRequest:
     num_output_tokens: int
     """Tokens generated so far (min_tokens masking)."""
     eos_token_id: int | None
+    prompt_token_ids: Sequence[int] = ()
+    """The request's prompt, by reference (repetition penalty, prompt logprobs)."""
+    output_token_ids: Sequence[int] = ()
+    """The request's generated tokens, by reference to the live list (penalties, bad words)."""
 
     @property
     def num_tokens(self) -> int:

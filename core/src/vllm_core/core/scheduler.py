@@ -158,6 +158,8 @@ class Scheduler:
             sample=end == req.num_tokens,
             num_output_tokens=req.num_output_tokens,
             eos_token_id=req.eos_token_id,
+            prompt_token_ids=req.prompt_token_ids,
+            output_token_ids=req.output_token_ids,
         )
 
     def _preempt(self, req: Request) -> None:

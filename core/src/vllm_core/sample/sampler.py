@@ -1,7 +1,9 @@
 """The ``Sampler`` interface and the reference sampler (a batched tensor pipeline).
 
-Pipeline: token bans (min_tokens) -> temperature -> top-k -> top-p -> min-p -> sample.
-The order follows ``transformers``' warpers. Sampling draws ``q ~ Exponential(1)`` per
+Pipeline: penalties -> logit_bias / allowed_token_ids / banned tokens (bad words, min_tokens)
+-> temperature -> top-k -> top-p -> min-p -> sample. Greedy rows take the argmax after the
+processors (penalties and masks apply to them too) and skip the rest. The order follows
+``transformers``: logits processors, then warpers. Sampling draws ``q ~ Exponential(1)`` per
 vocabulary entry and takes ``argmax(p / q)`` (equivalent to drawing from ``p``); a seeded
 request draws its noise from its own generator, so its tokens do not depend on the batch.
 """
@@ -13,7 +15,9 @@ from typing import ClassVar
 
 import torch
 
+from vllm_core.sample.logits_processors import apply_allowed_tokens, apply_banned_tokens, apply_logit_bias
 from vllm_core.sample.metadata import SamplingMetadata
+from vllm_core.sample.penalties import apply_penalties
 
 
 class Sampler(ABC):
@@ -26,6 +30,30 @@ class Sampler(ABC):
         self, logits: torch.Tensor, metadata: SamplingMetadata, generator: torch.Generator | None
     ) -> torch.Tensor:
         """logits: [R, vocab] -> token ids [R] int64. ``generator`` serves unseeded rows."""
+
+
+def apply_logits_processors(logits: torch.Tensor, metadata: SamplingMetadata) -> torch.Tensor:
+    """Penalties, logit bias, allowed tokens, banned tokens: float32, never in place."""
+    logits = logits.float()
+    if metadata.penalties is not None:
+        logits = apply_penalties(logits, metadata.penalties)
+    if metadata.logit_bias is not None:
+        logits = apply_logit_bias(logits, metadata.logit_bias)
+    if metadata.allowed_tokens is not None:
+        logits = apply_allowed_tokens(logits, metadata.allowed_tokens)
+    if metadata.banned_tokens:
+        logits = apply_banned_tokens(logits, metadata.banned_tokens)
+    return logits
+
+
+def apply_warpers(logits: torch.Tensor, metadata: SamplingMetadata) -> torch.Tensor:
+    """Temperature (greedy rows: 1), top-k / top-p, min-p."""
+    temp = metadata.temperature
+    logits = logits / torch.where(temp > 0, temp, 1.0).unsqueeze(1)
+    logits = apply_top_k_top_p(logits, metadata.top_k, metadata.top_p)
+    if metadata.min_p is not None:
+        logits = apply_min_p(logits, metadata.min_p)
+    return logits
 
 
 def apply_top_k_top_p(logits: torch.Tensor, top_k: torch.Tensor | None, top_p: torch.Tensor | None) -> torch.Tensor:
@@ -70,19 +98,12 @@ class ReferenceSampler(Sampler):
     def __call__(
         self, logits: torch.Tensor, metadata: SamplingMetadata, generator: torch.Generator | None
     ) -> torch.Tensor:
-        logits = logits.float()
-        for row, ids in metadata.banned_tokens:
-            logits[row, ids] = float("-inf")
+        logits = apply_logits_processors(logits, metadata)
         greedy = logits.argmax(dim=-1)
         if metadata.all_greedy:
             return greedy
-        temp = metadata.temperature
-        logits = logits / torch.where(temp > 0, temp, 1.0).unsqueeze(1)
-        logits = apply_top_k_top_p(logits, metadata.top_k, metadata.top_p)
-        if metadata.min_p is not None:
-            logits = apply_min_p(logits, metadata.min_p)
-        probs = logits.softmax(dim=-1)
+        probs = apply_warpers(logits, metadata).softmax(dim=-1)
         sampled = (probs / exponential_noise(probs, metadata, generator)).argmax(dim=-1)
         if metadata.all_random:
             return sampled
-        return torch.where(temp > 0, sampled, greedy)
+        return torch.where(metadata.temperature > 0, sampled, greedy)
