@@ -1,0 +1,260 @@
+"""``AsyncLLM``: the asyncio engine behind the server; the engine core runs in its own process.
+
+The front end tokenizes, validates and detokenizes in the event loop; the core process only
+schedules and runs the model. Each request gets a ``RequestStream``; outputs are cumulative, so a
+slow consumer simply sees the newest state (no unbounded per-request queues). Leaving the
+``generate`` iterator early (a client disconnect) aborts the request, which frees its KV blocks
+in the core before its next step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from vllm_core.config import EngineConfig
+from vllm_core.engine.core_client import CoreClient, EngineDeadError, EngineInfo, EngineStats
+from vllm_core.engine.core_types import EngineCoreOutput
+from vllm_core.engine.input_processor import InputProcessor, PromptType
+from vllm_core.engine.output_processor import OutputProcessor
+from vllm_core.errors import RequestError
+from vllm_core.outputs import RequestOutput
+from vllm_core.sampling_params import SamplingParams
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FinishedRequestStats:
+    """Timings and sizes of one finished (or aborted) request, for the metrics."""
+
+    finish_reason: str | None
+    num_prompt_tokens: int
+    num_generation_tokens: int
+    e2e_latency: float
+    ttft: float | None
+    """Time to first token (None when aborted before it)."""
+    tpot: float | None
+    """Mean time per output token after the first (None with fewer than two tokens)."""
+
+
+class RequestStream:
+    """The newest output of one request, and an event set whenever it changes."""
+
+    def __init__(self, request_id: str, num_prompt_tokens: int) -> None:
+        self.request_id = request_id
+        self.num_prompt_tokens = num_prompt_tokens
+        self.latest: RequestOutput | None = None
+        self.error: BaseException | None = None
+        self.changed = asyncio.Event()
+        self.arrival = time.monotonic()
+        self.first_token: float | None = None
+        self.done = False
+
+    def put(self, out: RequestOutput) -> None:
+        if self.first_token is None and any(c.token_ids for c in out.outputs):
+            self.first_token = time.monotonic()
+        self.latest = out
+        self.done = out.finished
+        self.changed.set()
+
+    def fail(self, error: BaseException) -> None:
+        self.error = error
+        self.done = True
+        self.changed.set()
+
+    def stats(self, finish_reason: str | None) -> FinishedRequestStats:
+        now = time.monotonic()
+        ntok = sum(len(c.token_ids) for c in self.latest.outputs) if self.latest else 0
+        ttft = None if self.first_token is None else self.first_token - self.arrival
+        tpot = None
+        if self.first_token is not None and self.latest is not None:
+            longest = max(len(c.token_ids) for c in self.latest.outputs)
+            if longest > 1:
+                tpot = (now - self.first_token) / (longest - 1)
+        return FinishedRequestStats(finish_reason, self.num_prompt_tokens, ntok, now - self.arrival, ttft, tpot)
+
+
+class AsyncLLM:
+    """Create with ``await AsyncLLM.create(config)``; ``generate`` streams ``RequestOutput``s."""
+
+    def __init__(self, client: CoreClient, info: EngineInfo, config: EngineConfig) -> None:
+        self.client = client
+        self.info = info
+        self.config = config
+        self.tokenizer = info.tokenizer
+        self.max_model_len = info.max_model_len
+        self.input_processor = InputProcessor(self.tokenizer, info.max_model_len, info.vocab_size, info.eos_token_id)
+        self.output_processor = OutputProcessor(self.tokenizer)
+        self.streams: dict[str, RequestStream] = {}
+        self.stat_loggers: list[Callable[[FinishedRequestStats], None]] = []
+        self._calls: dict[int, asyncio.Future[Any]] = {}
+        self._ids = itertools.count()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @classmethod
+    async def create(cls, config: EngineConfig, start_timeout: float | None = None) -> AsyncLLM:
+        """Start the core process and wait (off the event loop) until the model is loaded."""
+        loop = asyncio.get_running_loop()
+        holder: list[AsyncLLM] = []
+
+        def on_message(msg: tuple[Any, ...]) -> None:
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(holder[0]._on_message, msg)
+
+        client = CoreClient(config, lambda msg: on_message(msg) if holder else None)
+        info = await asyncio.to_thread(client.start, start_timeout)
+        engine = cls(client, info, config)
+        engine._loop = loop
+        holder.append(engine)
+        return engine
+
+    # ------------------------------------------------------------------------------ requests
+    @property
+    def is_running(self) -> bool:
+        return self.client.is_alive
+
+    @property
+    def dead_reason(self) -> str | None:
+        return self.client.dead_reason
+
+    def next_request_id(self) -> str:
+        return f"req-{next(self._ids)}"
+
+    def check_alive(self) -> None:
+        if not self.client.is_alive:
+            raise EngineDeadError(self.client.dead_reason or "the engine-core process is not running")
+
+    def add_request(self, request_id: str, prompt: PromptType, params: SamplingParams) -> RequestStream:
+        """Validate and send one request to the core; a bad request raises ``RequestError``."""
+        self.check_alive()
+        if request_id in self.streams:
+            raise RequestError(f"request id {request_id!r} is already in use")
+        text, core_req = self.input_processor.process(request_id, prompt, params)
+        params = core_req.sampling_params
+        children: list[tuple[str, SamplingParams]] = []
+        for i in range(params.n):
+            if params.n == 1:
+                children.append((request_id, params))
+            else:
+                seed = None if params.seed is None else params.seed + i
+                children.append((f"{i}_{request_id}", params.clone(n=1, seed=seed)))
+        stream = RequestStream(request_id, len(core_req.prompt_token_ids))
+        self.output_processor.add_request(request_id, text, core_req.prompt_token_ids, children)
+        self.streams[request_id] = stream
+        for child_id, child_params in children:
+            self.client.add_request(replace(core_req, request_id=child_id, sampling_params=child_params))
+        return stream
+
+    def submit(
+        self, prompt: PromptType, params: SamplingParams, request_id: str | None = None
+    ) -> AsyncIterator[RequestOutput]:
+        """Validate and queue a request now (a bad one raises ``RequestError`` here), and return
+        the iterator of its outputs (see ``generate``)."""
+        rid = request_id or self.next_request_id()
+        return self._outputs(rid, self.add_request(rid, prompt, params))
+
+    async def generate(
+        self, prompt: PromptType, params: SamplingParams, request_id: str | None = None
+    ) -> AsyncIterator[RequestOutput]:
+        """Yield the request's cumulative output each time it changes, the last one finished.
+
+        Closing the iterator early (or cancelling its task) aborts the request.
+        """
+        outputs = self.submit(prompt, params, request_id)
+        try:
+            async for out in outputs:
+                yield out
+        finally:
+            await outputs.aclose()  # type: ignore[attr-defined]
+
+    async def _outputs(self, rid: str, stream: RequestStream) -> AsyncIterator[RequestOutput]:
+        try:
+            while True:
+                await stream.changed.wait()
+                stream.changed.clear()
+                if stream.error is not None:
+                    raise stream.error
+                if stream.latest is not None:
+                    yield stream.latest
+                if stream.done:
+                    return
+        finally:
+            if not stream.done:
+                self.abort(rid)
+
+    def abort(self, request_id: str) -> None:
+        """Stop a request now; its KV blocks are freed before the core's next step."""
+        stream = self.streams.pop(request_id, None)
+        core_ids = self.output_processor.abort_request(request_id)
+        self.client.abort_requests(core_ids)
+        if stream is not None and not stream.done:
+            stream.done = True
+            self._log(stream.stats("abort"))
+
+    async def get_stats(self) -> EngineStats:
+        """The core's scheduler and KV-cache counters, after every message sent before."""
+        self.check_alive()
+        assert self._loop is not None
+        fut: asyncio.Future[Any] = self._loop.create_future()
+        self._calls[self.client.call("stats")] = fut
+        value = await fut
+        if isinstance(value, BaseException):
+            raise value
+        stats: EngineStats = value
+        return stats
+
+    # ------------------------------------------------------------------------ from the core
+    def _on_message(self, msg: tuple[Any, ...]) -> None:
+        kind = msg[0]
+        if kind == "outputs":
+            self._on_outputs(msg[1])
+        elif kind == "result":
+            fut = self._calls.pop(msg[1], None)
+            if fut is not None and not fut.done():
+                fut.set_result(msg[2])
+        elif kind == "dead":
+            logger.error("%s", msg[1])
+            err = EngineDeadError(self.client.dead_reason or str(msg[1]))
+            for stream in self.streams.values():
+                stream.fail(err)
+            self.streams.clear()
+            for fut in self._calls.values():
+                if not fut.done():
+                    fut.set_exception(err)
+            self._calls.clear()
+
+    def _on_outputs(self, outputs: list[EngineCoreOutput]) -> None:
+        results, to_abort = self.output_processor.process(outputs)
+        if to_abort:
+            self.client.abort_requests(to_abort)
+        for out in results:
+            stream = self.streams.get(out.request_id)
+            if stream is None:
+                continue
+            stream.put(out)
+            if out.finished:
+                del self.streams[out.request_id]
+                reasons = [c.finish_reason for c in out.outputs]
+                self._log(stream.stats(reasons[0] if reasons else None))
+
+    def _log(self, stats: FinishedRequestStats) -> None:
+        for log in self.stat_loggers:
+            try:
+                log(stats)
+            except Exception:  # noqa: BLE001 - a metrics bug must not break serving
+                logger.exception("stat logger failed")
+
+    # ------------------------------------------------------------------------------ lifetime
+    async def shutdown(self) -> None:
+        for rid in list(self.streams):
+            stream = self.streams.get(rid)
+            self.abort(rid)
+            if stream is not None:
+                stream.fail(EngineDeadError("the server is shutting down"))
+        await asyncio.to_thread(self.client.shutdown)

@@ -1,0 +1,290 @@
+"""The engine core in its own process, and the client the front end talks to it through.
+
+As in vLLM v1, the front end (HTTP parsing, tokenizing, detokenizing) and the core (scheduling,
+running the model) live in different processes, so Python work on one side never stalls the
+other. Two ``multiprocessing`` queues (spawn context) connect them::
+
+    front end                                 core process
+    CoreClient.add_request / abort / call --> in_q  -> drained before every step
+    reader thread <-- out_q <-- ("outputs", [EngineCoreOutput]) after every step
+                               ("result", call_id, value | exception)
+                               ("dead", message) when a step raised
+
+The core blocks on ``in_q`` while it has nothing to run, and exits when the parent is gone.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import multiprocessing as mp
+import os
+import queue
+import signal
+import threading
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from vllm_core.config import EngineConfig
+from vllm_core.engine.core_types import EngineCoreOutput, EngineCoreRequest
+from vllm_core.errors import EngineError
+
+logger = logging.getLogger(__name__)
+
+_POLL_S = 0.5
+"""How often an idle side checks that the other process is still alive."""
+
+
+class EngineDeadError(EngineError):
+    """The engine-core process has died; the server must be restarted."""
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    """What the core process found while loading, sent back once it is ready."""
+
+    tokenizer: Any | None
+    hf_config: Any
+    max_model_len: int
+    vocab_size: int
+    eos_token_id: int | None
+    model_path: str
+    dtype: str
+    platform: str
+    num_kv_blocks: int
+    block_size: int
+    max_num_seqs: int
+
+
+@dataclass(frozen=True)
+class EngineStats:
+    """A snapshot of the core's scheduler and KV cache."""
+
+    num_running: int
+    num_waiting: int
+    num_kv_blocks: int
+    num_free_kv_blocks: int
+    kv_cache_usage: float
+    """Fraction of KV blocks held by requests (cached free blocks count as free)."""
+    prefix_cache_queries: int
+    """Prompt tokens looked up in the prefix cache."""
+    prefix_cache_hits: int
+    num_preemptions: int
+
+
+def _stats(core: Any) -> EngineStats:
+    sched, kv = core.scheduler, core.kv_cache_manager
+    return EngineStats(
+        num_running=sched.num_running,
+        num_waiting=sched.num_waiting,
+        num_kv_blocks=kv.pool.num_blocks,
+        num_free_kv_blocks=kv.pool.num_free_blocks,
+        kv_cache_usage=kv.usage,
+        prefix_cache_queries=kv.prefix_queries,
+        prefix_cache_hits=kv.prefix_hits,
+        num_preemptions=sched.num_preemptions,
+    )
+
+
+def _load(config: EngineConfig) -> tuple[Any, EngineInfo]:
+    from vllm_core.engine.engine_core import EngineCore
+    from vllm_core.engine.llm_engine import eos_token_id_of
+    from vllm_core.model_executor.model_loader.loader import load_model
+    from vllm_core.platforms import resolve_platform
+
+    platform = resolve_platform(config.device.device)
+    platform.setup()
+    loaded = load_model(config.model, platform, use_tqdm=False)
+    core = EngineCore(config, platform, loaded)
+    info = EngineInfo(
+        tokenizer=loaded.tokenizer,
+        hf_config=loaded.hf_config,
+        max_model_len=loaded.max_model_len,
+        vocab_size=loaded.hf_config.vocab_size,
+        eos_token_id=eos_token_id_of(loaded.tokenizer, loaded.hf_config),
+        model_path=loaded.model_path,
+        dtype=str(loaded.dtype).removeprefix("torch."),
+        platform=platform.name,
+        num_kv_blocks=core.kv_spec.num_blocks,
+        block_size=core.kv_spec.block_size,
+        max_num_seqs=config.scheduler.max_num_seqs,
+    )
+    return core, info
+
+
+def run_engine_core(config: EngineConfig, in_q: Any, out_q: Any, log_level: int) -> None:
+    """Body of the core process: load, report ready, then step while there is work."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the front end decides when to stop
+    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    parent = os.getppid()
+    try:
+        core, info = _load(config)
+    except Exception as exc:  # noqa: BLE001 - any load failure goes back to the front end
+        out_q.put(("failed", _picklable(exc)))
+        return
+    out_q.put(("ready", info))
+    try:
+        while True:
+            idle = not core.has_unfinished_requests()
+            try:
+                msgs = [in_q.get(timeout=_POLL_S)] if idle else []
+            except queue.Empty:
+                if os.getppid() != parent:
+                    return
+                continue
+            while True:
+                try:
+                    msgs.append(in_q.get_nowait())
+                except queue.Empty:
+                    break
+            for msg in msgs:
+                if msg[0] == "shutdown":
+                    return
+                _handle(core, msg, out_q)
+            if core.has_unfinished_requests():
+                outputs = core.step()
+                if outputs:
+                    out_q.put(("outputs", outputs))
+    except Exception:  # noqa: BLE001 - report, then die: the front end turns unhealthy
+        out_q.put(("dead", traceback.format_exc()))
+        raise
+
+
+def _handle(core: Any, msg: tuple[Any, ...], out_q: Any) -> None:
+    kind = msg[0]
+    if kind == "add":
+        core.add_request(msg[1])
+    elif kind == "abort":
+        core.abort_requests(msg[1])
+    elif kind == "call":
+        _, call_id, method = msg
+        try:
+            value: Any = _stats(core) if method == "stats" else getattr(core, method)()
+        except Exception as exc:  # noqa: BLE001 - the caller gets the error
+            value = _picklable(exc)
+        out_q.put(("result", call_id, value))
+    else:
+        raise EngineError(f"unknown engine-core message {kind!r}")
+
+
+def _picklable(exc: BaseException) -> BaseException:
+    import pickle
+
+    try:
+        pickle.dumps(exc)
+        return exc
+    except Exception:  # noqa: BLE001
+        return EngineError(f"{type(exc).__name__}: {exc}")
+
+
+class CoreClient:
+    """Front-end handle of the core process: send requests, receive outputs on a thread.
+
+    ``on_message`` is called from the reader thread with every message from the core; the
+    caller hands it to its own event loop. ``start()`` blocks until the model is loaded.
+    """
+
+    def __init__(self, config: EngineConfig, on_message: Callable[[tuple[Any, ...]], None]) -> None:
+        ctx = mp.get_context("spawn")
+        self.in_q: Any = ctx.Queue()
+        self.out_q: Any = ctx.Queue()
+        self.on_message = on_message
+        self.proc = ctx.Process(
+            target=run_engine_core,
+            args=(config, self.in_q, self.out_q, logging.getLogger().getEffectiveLevel()),
+            name="vllm-core-engine",
+            daemon=True,
+        )
+        self._call_ids = itertools.count()
+        self._reader: threading.Thread | None = None
+        self._closing = False
+        self.dead_reason: str | None = None
+
+    def start(self, timeout: float | None = None) -> EngineInfo:
+        self.proc.start()
+        while True:
+            try:
+                msg = self.out_q.get(timeout=_POLL_S)
+                break
+            except queue.Empty:
+                if not self.proc.is_alive():
+                    raise EngineDeadError(
+                        f"the engine-core process exited with code {self.proc.exitcode} while loading"
+                    ) from None
+                if timeout is not None:
+                    timeout -= _POLL_S
+                    if timeout <= 0:
+                        self.proc.kill()
+                        raise EngineDeadError("the engine-core process did not become ready in time") from None
+        if msg[0] == "failed":
+            self.proc.join(5)
+            raise msg[1]
+        self._reader = threading.Thread(target=self._read, name="vllm-core-engine-reader", daemon=True)
+        self._reader.start()
+        info: EngineInfo = msg[1]
+        return info
+
+    @property
+    def is_alive(self) -> bool:
+        return self.dead_reason is None and self.proc.is_alive()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                msg = self.out_q.get(timeout=_POLL_S)
+            except queue.Empty:
+                if self._closing:
+                    return
+                if not self.proc.is_alive():
+                    self.dead_reason = f"the engine-core process died (exit code {self.proc.exitcode})"
+                    self.on_message(("dead", self.dead_reason))
+                    return
+                continue
+            except (EOFError, OSError):
+                return
+            if msg[0] == "dead":
+                self.dead_reason = f"the engine core failed:\n{msg[1]}"
+            self.on_message(msg)
+            if msg[0] == "dead":
+                return
+
+    def _send(self, msg: tuple[Any, ...]) -> None:
+        if not self.is_alive:
+            raise EngineDeadError(self.dead_reason or "the engine-core process is not running")
+        self.in_q.put(msg)
+
+    def add_request(self, req: EngineCoreRequest) -> None:
+        self._send(("add", req))
+
+    def abort_requests(self, request_ids: list[str]) -> None:
+        if request_ids and self.is_alive:
+            self.in_q.put(("abort", request_ids))
+
+    def call(self, method: str) -> int:
+        """Ask the core for ``stats`` (or another no-argument method); the answer comes back as
+        ``("result", call_id, value)``. Returns the call id."""
+        call_id = next(self._call_ids)
+        self._send(("call", call_id, method))
+        return call_id
+
+    def shutdown(self, timeout: float = 5.0) -> None:
+        self._closing = True
+        if self.proc.is_alive():
+            try:
+                self.in_q.put(("shutdown",))
+            except (OSError, ValueError):
+                pass
+            self.proc.join(timeout)
+        if self.proc.is_alive():
+            self.proc.kill()
+            self.proc.join(timeout)
+        if self._reader is not None:
+            self._reader.join(timeout)
+        for q in (self.in_q, self.out_q):
+            q.cancel_join_thread()
+            q.close()
+
+
+__all__ = ["CoreClient", "EngineCoreOutput", "EngineDeadError", "EngineInfo", "EngineStats"]
