@@ -35,7 +35,7 @@ def lint(session: nox.Session) -> None:
 def typecheck(session: nox.Session) -> None:
     """mypy on the core package."""
     install_base(session)
-    session.install(*CONSTRAINTS, "mypy", "./core")
+    session.install(*CONSTRAINTS, "mypy", "./core[server]")
     session.run("mypy")
 
 
@@ -43,8 +43,8 @@ def typecheck(session: nox.Session) -> None:
 def core(session: nox.Session) -> None:
     """The core alone: unit tests, reference-platform conformance, transformers oracle."""
     install_base(session)
-    session.install(*CONSTRAINTS, "./core")
-    session.run("pytest", "tests/core", "tests/e2e", *session.posargs,
+    session.install(*CONSTRAINTS, "./core[server]", "openai", "anthropic")
+    session.run("pytest", "tests/core", "tests/e2e", "tests/server", *session.posargs,
                 env={**ENV, "VLLM_CORE_TEST_DEVICES": "reference"})
 
 

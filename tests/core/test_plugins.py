@@ -109,9 +109,9 @@ def test_unregistering_removes_the_plugin(acme: AcmePlugin) -> None:
 
 
 def test_unknown_names_list_the_choices(acme: AcmePlugin) -> None:
-    with pytest.raises(ConfigError, match=r"unknown tool parser 'hermes'; registered: echo"):
-        registry.tool_parsers().get("hermes")
-    with pytest.raises(ConfigError, match=r"unknown reasoning parser 'r1'; registered: think"):
+    with pytest.raises(ConfigError, match=r"unknown tool parser 'nope'; registered: echo, hermes, llama3_json"):
+        registry.tool_parsers().get("nope")
+    with pytest.raises(ConfigError, match=r"unknown reasoning parser 'r1'; registered: deepseek_r1, think"):
         registry.reasoning_parsers().get("r1")
 
 

@@ -48,3 +48,23 @@ def register_models(register: Callable[[str, type[Any]], None]) -> None:
     for arch, target in BUILTIN_MODELS.items():
         module, attr = target.split(":")
         register(arch, getattr(importlib.import_module(module), attr))
+
+
+@hookimpl
+def register_tool_parsers(register: Callable[[str, type[Any]], None]) -> None:
+    from vllm_core.tool_parsers.hermes import HermesToolParser
+    from vllm_core.tool_parsers.llama3_json import Llama3JsonToolParser
+    from vllm_core.tool_parsers.mistral import MistralToolParser
+    from vllm_core.tool_parsers.pythonic import PythonicToolParser
+
+    register("hermes", HermesToolParser)
+    register("llama3_json", Llama3JsonToolParser)
+    register("mistral", MistralToolParser)
+    register("pythonic", PythonicToolParser)
+
+
+@hookimpl
+def register_reasoning_parsers(register: Callable[[str, type[Any]], None]) -> None:
+    from vllm_core.reasoning.deepseek_r1 import DeepSeekR1ReasoningParser
+
+    register("deepseek_r1", DeepSeekR1ReasoningParser)

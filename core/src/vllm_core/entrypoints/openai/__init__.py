@@ -1,0 +1,1 @@
+"""The OpenAI-compatible (and Anthropic Messages) HTTP server of ``vllm-core serve``."""

@@ -1,0 +1,321 @@
+"""``POST /v1/chat/completions``: chat template, ``n`` samples, tool calls and reasoning.
+
+Tool choice: ``none`` never parses calls; ``auto`` (needs ``--enable-auto-tool-choice`` and
+``--tool-call-parser``) parses them with the server's tool parser; ``required`` and a named
+function open the call in the prompt (``{"name": ...``) and read the model's JSON continuation
+(there is no structured-output decoding yet, so a model that does not continue with JSON gets
+its text back as content).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import jinja2
+
+from vllm_core.engine.async_llm import AsyncLLM
+from vllm_core.entrypoints.openai.errors import APIError
+from vllm_core.entrypoints.openai.protocol import (
+    ChatChoice,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    ChatMessage,
+    ChatStreamChoice,
+    DeltaFunctionCall,
+    DeltaMessage,
+    DeltaToolCall,
+    FunctionCall,
+    NamedToolChoice,
+    ToolCall,
+    UsageInfo,
+    random_id,
+)
+from vllm_core.entrypoints.openai.serving_engine import (
+    SSE_DONE,
+    ServerSettings,
+    ServingBase,
+    run_to_completion,
+    sse,
+    stop_holdback,
+)
+from vllm_core.errors import RequestError
+from vllm_core.outputs import RequestOutput
+from vllm_core.reasoning.abstract import ReasoningParser, ReasoningStreamer
+from vllm_core.tokenizers.chat import apply_chat_template
+from vllm_core.tool_parsers.abstract import ParsedToolCall, ToolCallStreamer, ToolParser, make_call
+
+
+def normalize_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """OpenAI messages -> what chat templates expect: text parts joined, call arguments decoded."""
+    out = []
+    for i, m in enumerate(messages):
+        m = dict(m)
+        content = m.get("content")
+        if isinstance(content, list):
+            texts = []
+            for part in content:
+                if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
+                    raise APIError(f"messages[{i}].content: only text parts are supported, got {part!r}", 400,
+                                   f"messages[{i}].content")
+                texts.append(part["text"])
+            m["content"] = "\n".join(texts)
+        elif content is None:
+            m["content"] = ""
+        elif not isinstance(content, str):
+            raise APIError(f"messages[{i}].content must be a string or a list of parts", 400,
+                           f"messages[{i}].content")
+        calls = m.get("tool_calls")
+        if isinstance(calls, list):
+            fixed = []
+            for call in calls:
+                call = dict(call) if isinstance(call, dict) else call
+                fn = call.get("function") if isinstance(call, dict) else None
+                if isinstance(fn, dict) and isinstance(fn.get("arguments"), str):
+                    fn = dict(fn)
+                    try:
+                        fn["arguments"] = json.loads(fn["arguments"])
+                    except ValueError:
+                        pass
+                    call["function"] = fn
+                fixed.append(call)
+            m["tool_calls"] = fixed
+        out.append(m)
+    return out
+
+
+@dataclass
+class ToolMode:
+    """How this request's output is read for tool calls."""
+
+    kind: str
+    """``none``, ``auto``, ``named`` or ``required``."""
+    name: str | None = None
+    prefix: str = ""
+    """Text appended to the prompt (the opening of a forced call)."""
+    tool_names: tuple[str, ...] = ()
+
+
+def parse_forced(mode: ToolMode, text: str) -> ParsedToolCall | None:
+    """The call of a ``named`` / ``required`` request, or None while (or if) the JSON is incomplete."""
+    try:
+        if mode.kind == "named":
+            assert mode.name is not None
+            args, _ = json.JSONDecoder().raw_decode(text.lstrip())
+            return make_call(mode.name, args)
+        obj, _ = json.JSONDecoder().raw_decode(mode.prefix + text)
+        if not isinstance(obj, dict) or obj.get("name") not in mode.tool_names:
+            return None
+        return make_call(obj["name"], obj.get("arguments", obj.get("parameters")))
+    except (ValueError, AssertionError):
+        return None
+
+
+@dataclass
+class ChoiceState:
+    """Streaming state of one choice."""
+
+    reasoning: ReasoningStreamer | None
+    tools: ToolCallStreamer | None
+    content_sent: int = 0
+    calls: list[ParsedToolCall] = field(default_factory=list)
+    done: bool = False
+
+
+class ServingChat(ServingBase):
+    def __init__(self, engine: AsyncLLM, settings: ServerSettings) -> None:
+        from vllm_core.plugins import registry
+
+        super().__init__(engine, settings)
+        tok = engine.tokenizer
+        self.tool_parser_cls: type[ToolParser] | None = None
+        self.reasoning_parser_cls: type[ReasoningParser] | None = None
+        if settings.tool_call_parser:
+            self.tool_parser_cls = registry.tool_parsers().get(settings.tool_call_parser)
+        if settings.reasoning_parser:
+            self.reasoning_parser_cls = registry.reasoning_parsers().get(settings.reasoning_parser)
+        self.tokenizer = tok
+
+    # ------------------------------------------------------------------------------ request
+    def _tool_mode(self, req: ChatCompletionRequest) -> ToolMode:
+        tools = req.tools or []
+        names = tuple(t.function.name for t in tools)
+        for t in tools:
+            params = t.function.parameters
+            if params is not None and params.get("type", "object") != "object":
+                raise APIError(f"tool {t.function.name!r}: parameters must be a JSON schema of type object", 400,
+                               "tools")
+        choice = req.tool_choice
+        if choice is not None and not tools and choice != "none":
+            raise APIError("tool_choice needs tools", 400, "tool_choice")
+        if not tools or choice == "none":
+            return ToolMode("none")
+        if isinstance(choice, NamedToolChoice):
+            if choice.function.name not in names:
+                raise APIError(f"tool_choice names {choice.function.name!r}, which is not in tools: {list(names)}",
+                               400, "tool_choice")
+            prefix = '{"name": ' + json.dumps(choice.function.name) + ', "arguments": '
+            return ToolMode("named", choice.function.name, prefix, names)
+        if choice == "required":
+            return ToolMode("required", None, '{"name": "', names)
+        auto_ready = self.settings.enable_auto_tool_choice and self.tool_parser_cls is not None
+        if choice == "auto" and not auto_ready:
+            raise APIError('"auto" tool choice requires --enable-auto-tool-choice and --tool-call-parser to be set',
+                           400, "tool_choice")
+        return ToolMode("auto" if auto_ready else "none", tool_names=names)
+
+    def _prompt(self, req: ChatCompletionRequest, mode: ToolMode) -> dict[str, Any]:
+        tok = self.tokenizer
+        if tok is None:
+            raise APIError("this model has no tokenizer, so it cannot chat; use /v1/completions with token ids", 400)
+        kwargs = dict(req.chat_template_kwargs or {})
+        add_gen = req.add_generation_prompt and not req.continue_final_message
+        if req.continue_final_message:
+            kwargs["continue_final_message"] = True
+        tools = [t.model_dump(exclude_none=True) for t in req.tools] if req.tools and mode.kind != "none" else None
+        try:
+            text = apply_chat_template(tok, normalize_messages(req.messages), req.chat_template or self.settings.chat_template,
+                                       add_gen, tools, **kwargs)
+        except jinja2.TemplateError as exc:
+            raise APIError(f"the chat template failed on these messages: {exc}", 400, "messages") from exc
+        except RequestError as exc:
+            raise APIError(str(exc), 400, "messages") from exc
+        text += mode.prefix
+        return {"prompt": text, "prompt_token_ids": tok.encode(text, add_special_tokens=False)}
+
+    def submit(self, req: ChatCompletionRequest, rid: str) -> tuple[ToolMode, AsyncIterator[RequestOutput]]:
+        self.check_model(req.model)
+        self.check_n(req.n)
+        if req.logprobs or req.top_logprobs:
+            raise APIError("logprobs are not supported by this server yet", 400, "logprobs")
+        mode = self._tool_mode(req)
+        prompt = self._prompt(req, mode)
+        max_tokens = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
+        self.check_length(len(prompt["prompt_token_ids"]), max_tokens)
+        extra: dict[str, Any] = {}
+        special = (self.tool_parser_cls is not None and self.tool_parser_cls.needs_special_tokens and mode.kind == "auto") or (
+            self.reasoning_parser_cls is not None and self.reasoning_parser_cls.needs_special_tokens)
+        if special:
+            req = req.model_copy(update={"skip_special_tokens": False})
+        params = req.sampling_params(max_tokens, None, **extra)
+        return mode, self.engine.submit(prompt, params, rid)
+
+    async def create(self, req: ChatCompletionRequest) -> ChatCompletionResponse | AsyncIterator[str]:
+        rid = req.request_id or random_id("chatcmpl")
+        mode, gen = self.submit(req, rid)
+        model = req.model or self.model_name
+        if req.stream:
+            return self._stream(req, rid, model, mode, gen)
+        (out,) = await run_to_completion([gen])
+        choices = [self._choice(c.index, c.text, c.finish_reason, c.stop_reason, mode) for c in out.outputs]
+        return ChatCompletionResponse(id=rid, model=model, choices=choices, usage=_usage(out))
+
+    # --------------------------------------------------------------------------- non-stream
+    def _choice(self, index: int, text: str, finish: str | None, stop: Any, mode: ToolMode) -> ChatChoice:
+        reasoning = None
+        if self.reasoning_parser_cls is not None:
+            reasoning, rest = self.reasoning_parser_cls(self.tokenizer).extract_reasoning(text)
+            text = rest or ""
+        content: str | None = text
+        calls: list[ParsedToolCall] = []
+        if mode.kind == "auto":
+            assert self.tool_parser_cls is not None
+            ext = self.tool_parser_cls(self.tokenizer).extract_tool_calls(text)
+            content, calls = ext.content, ext.tool_calls
+        elif mode.kind in ("named", "required"):
+            call = parse_forced(mode, text)
+            if call is not None:
+                content, calls = None, [call]
+        message = ChatMessage(
+            content=content, reasoning_content=reasoning,
+            tool_calls=[ToolCall(function=FunctionCall(name=c.name, arguments=c.arguments)) for c in calls],
+        )
+        if calls and finish == "stop":
+            finish = "tool_calls"
+        return ChatChoice(index=index, message=message, finish_reason=finish, stop_reason=stop)
+
+    # ------------------------------------------------------------------------------- stream
+    async def _stream(self, req: ChatCompletionRequest, rid: str, model: str, mode: ToolMode,
+                      gen: AsyncIterator[RequestOutput]) -> AsyncIterator[str]:
+        include_usage = req.stream_options is not None and req.stream_options.include_usage
+        async for chunk in self.chunks(req, rid, model, mode, gen):
+            if chunk.choices or include_usage:
+                yield sse(chunk)
+        yield SSE_DONE
+
+    async def chunks(self, req: ChatCompletionRequest, rid: str, model: str, mode: ToolMode,
+                     gen: AsyncIterator[RequestOutput]) -> AsyncIterator[ChatCompletionChunk]:
+        """The stream as chunk objects; the last one has no choices and carries the usage."""
+        created = int(time.time())
+        holdback = stop_holdback(req.stop)
+        states: dict[int, ChoiceState] = {}
+
+        def chunk(choice: ChatStreamChoice) -> ChatCompletionChunk:
+            return ChatCompletionChunk(id=rid, created=created, model=model, choices=[choice])
+
+        for i in range(req.n):
+            states[i] = ChoiceState(
+                ReasoningStreamer(self.reasoning_parser_cls(self.tokenizer)) if self.reasoning_parser_cls else None,
+                ToolCallStreamer(self.tool_parser_cls(self.tokenizer)) if mode.kind == "auto" and self.tool_parser_cls else None,
+            )
+            yield chunk(ChatStreamChoice(index=i, delta=DeltaMessage(role="assistant", content="")))
+        last: RequestOutput | None = None
+        async for out in gen:
+            last = out
+            for c in out.outputs:
+                st = states[c.index]
+                if st.done:
+                    continue
+                finished = c.finish_reason is not None
+                visible = c.text if finished else c.text[: max(0, len(c.text) - holdback)]
+                delta = self._delta(st, visible, finished, mode)
+                if finished:
+                    st.done = True
+                    finish = "tool_calls" if st.calls and c.finish_reason == "stop" else c.finish_reason
+                    yield chunk(ChatStreamChoice(index=c.index, delta=delta or DeltaMessage(),
+                                                 finish_reason=finish, stop_reason=c.stop_reason))
+                elif delta is not None:
+                    yield chunk(ChatStreamChoice(index=c.index, delta=delta))
+        if last is not None:
+            yield ChatCompletionChunk(id=rid, created=created, model=model, choices=[], usage=_usage(last))
+
+    def _delta(self, st: ChoiceState, text: str, finished: bool, mode: ToolMode) -> DeltaMessage | None:
+        reasoning = ""
+        if st.reasoning is not None:
+            reasoning, text = st.reasoning.feed(text, finished)
+        content = ""
+        new_calls: list[ParsedToolCall] = []
+        if st.tools is not None:
+            content, new_calls = st.tools.feed(text)
+            if finished:
+                more, extra = st.tools.finish(text)
+                content, new_calls = content + more, new_calls + extra
+        elif mode.kind in ("named", "required"):
+            if not st.calls:
+                call = parse_forced(mode, text)
+                if call is not None:
+                    new_calls = [call]
+                elif finished:
+                    content = text
+        else:
+            content = text[st.content_sent:]
+            st.content_sent = len(text)
+        if not (reasoning or content or new_calls):
+            return None
+        deltas = [
+            DeltaToolCall(index=len(st.calls) + k, id=random_id("chatcmpl-tool"), type="function",
+                          function=DeltaFunctionCall(name=c.name, arguments=c.arguments))
+            for k, c in enumerate(new_calls)
+        ]
+        st.calls.extend(new_calls)
+        return DeltaMessage(content=content or None, reasoning_content=reasoning or None, tool_calls=deltas)
+
+
+def _usage(out: RequestOutput) -> UsageInfo:
+    prompt = len(out.prompt_token_ids)
+    completion = sum(len(c.token_ids) for c in out.outputs)
+    return UsageInfo(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)

@@ -1,0 +1,134 @@
+"""``POST /v1/completions``: one engine request per prompt, ``n`` samples each."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from vllm_core.entrypoints.openai.errors import APIError
+from vllm_core.entrypoints.openai.protocol import (
+    CompletionChoice,
+    CompletionRequest,
+    CompletionResponse,
+    UsageInfo,
+    random_id,
+)
+from vllm_core.entrypoints.openai.serving_engine import (
+    SSE_DONE,
+    ServingBase,
+    merge,
+    run_to_completion,
+    sse,
+    stop_holdback,
+    text_delta,
+)
+from vllm_core.outputs import RequestOutput
+
+
+class ServingCompletion(ServingBase):
+    def _prompts(self, req: CompletionRequest) -> list[dict[str, Any]]:
+        """Each prompt as ``{"prompt": text, "prompt_token_ids": ids}``."""
+        p = req.prompt
+        if isinstance(p, str):
+            raw: list[str | list[int]] = [p]
+        elif p and all(isinstance(t, int) for t in p):
+            raw = [p]  # type: ignore[list-item]
+        else:
+            raw = list(p)  # type: ignore[arg-type]
+        if not raw:
+            raise APIError("prompt must not be empty", 400, "prompt")
+        tok = self.engine.tokenizer
+        out = []
+        for item in raw:
+            if isinstance(item, str):
+                if tok is None:
+                    raise APIError("this model has no tokenizer: send prompts as token ids", 400, "prompt")
+                ids = tok.encode(item, add_special_tokens=req.add_special_tokens)
+                out.append({"prompt": item, "prompt_token_ids": ids})
+            else:
+                text = tok.decode(item) if tok is not None and req.echo else None
+                out.append({"prompt": text, "prompt_token_ids": list(item)})
+        return out
+
+    def _submit(self, req: CompletionRequest, base_id: str) -> tuple[list[dict[str, Any]], list[AsyncIterator[RequestOutput]]]:
+        self.check_model(req.model)
+        if req.suffix:
+            raise APIError("suffix is not supported", 400, "suffix")
+        prompts = self._prompts(req)
+        self.check_n(req.n, len(prompts))
+        for p in prompts:
+            self.check_length(len(p["prompt_token_ids"]), req.max_tokens)
+        params = req.sampling_params(req.max_tokens, None)
+        gens: list[AsyncIterator[RequestOutput]] = []
+        rids: list[str] = []
+        try:
+            for i, p in enumerate(prompts):
+                rid = f"{base_id}-{i}"
+                gens.append(self.engine.submit(p, params, rid))
+                rids.append(rid)
+        except BaseException:
+            for rid in rids:
+                self.engine.abort(rid)
+            raise
+        return prompts, gens
+
+    async def create(self, req: CompletionRequest) -> CompletionResponse | AsyncIterator[str]:
+        base_id = req.request_id or random_id("cmpl")
+        prompts, gens = self._submit(req, base_id)
+        model = req.model or self.model_name
+        if req.stream:
+            return self._stream(req, base_id, model, prompts, gens)
+        outs = await run_to_completion(gens)
+        choices = []
+        for i, out in enumerate(outs):
+            for c in out.outputs:
+                text = (prompts[i]["prompt"] or "") + c.text if req.echo else c.text
+                choices.append(
+                    CompletionChoice(index=i * req.n + c.index, text=text,
+                                     finish_reason=c.finish_reason, stop_reason=c.stop_reason)
+                )
+        return CompletionResponse(id=base_id, model=model, choices=choices, usage=_usage(outs))
+
+    async def _stream(
+        self, req: CompletionRequest, base_id: str, model: str, prompts: list[dict[str, Any]],
+        gens: list[AsyncIterator[RequestOutput]],
+    ) -> AsyncIterator[str]:
+        created = int(time.time())
+        sent: dict[tuple[int, int], int] = {}
+        finished: set[tuple[int, int]] = set()
+        last: dict[int, RequestOutput] = {}
+        holdback = stop_holdback(req.stop)
+
+        def chunk(index: int, text: str, finish: str | None = None, stop: Any = None) -> str:
+            choice = CompletionChoice(index=index, text=text, finish_reason=finish, stop_reason=stop)
+            return sse(CompletionResponse(id=base_id, created=created, model=model, choices=[choice]))
+
+        if req.echo:
+            for i, p in enumerate(prompts):
+                for j in range(req.n):
+                    yield chunk(i * req.n + j, p["prompt"] or "")
+        async for i, out in merge(gens):
+            last[i] = out
+            for c in out.outputs:
+                key = (i, c.index)
+                if key in finished:
+                    continue
+                done = c.finish_reason is not None
+                delta, sent[key] = text_delta(c.text, sent.get(key, 0), done, holdback)
+                if not delta and not done:
+                    continue
+                if done:
+                    finished.add(key)
+                yield chunk(i * req.n + c.index, delta, c.finish_reason, c.stop_reason)
+        if req.stream_options is not None and req.stream_options.include_usage:
+            usage = _usage([last[i] for i in sorted(last)])
+            yield sse({"id": base_id, "object": "text_completion", "created": created, "model": model,
+                       "choices": [], "usage": usage.model_dump()})
+        yield SSE_DONE
+
+
+def _usage(outs: list[RequestOutput]) -> UsageInfo:
+    prompt = sum(len(o.prompt_token_ids) for o in outs)
+    completion = sum(len(c.token_ids) for o in outs for c in o.outputs)
+    return UsageInfo(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)

@@ -1,0 +1,155 @@
+"""What every endpoint shares: the served model names, request limits, running several engine
+requests at once, and server-sent events."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel
+
+from vllm_core.engine.async_llm import AsyncLLM
+from vllm_core.entrypoints.openai.errors import APIError, sse_error
+from vllm_core.outputs import RequestOutput
+
+MAX_N = 128
+"""Most samples one request may ask for (``n`` times the number of prompts)."""
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Per-server choices made on the command line."""
+
+    served_model_names: tuple[str, ...]
+    chat_template: str | None = None
+    enable_auto_tool_choice: bool = False
+    tool_call_parser: str | None = None
+    reasoning_parser: str | None = None
+    max_n: int = MAX_N
+
+
+class ServingBase:
+    """Checks and helpers used by the completion, chat and messages endpoints."""
+
+    def __init__(self, engine: AsyncLLM, settings: ServerSettings) -> None:
+        self.engine = engine
+        self.settings = settings
+
+    @property
+    def model_name(self) -> str:
+        return self.settings.served_model_names[0]
+
+    def check_model(self, model: str | None) -> str:
+        """The name to echo back; an unknown name is a 404 as in vLLM."""
+        if not model:
+            return self.model_name
+        if model not in self.settings.served_model_names:
+            raise APIError(
+                f"The model `{model}` does not exist; served: {', '.join(self.settings.served_model_names)}",
+                404, "model",
+            )
+        return model
+
+    def check_n(self, n: int, num_prompts: int = 1) -> None:
+        if n < 1:
+            raise APIError(f"n must be >= 1, got {n}", 400, "n")
+        if n * num_prompts > self.settings.max_n:
+            raise APIError(
+                f"n * number of prompts = {n * num_prompts} exceeds this server's limit {self.settings.max_n}",
+                400, "n",
+            )
+
+    def check_length(self, num_prompt_tokens: int, max_tokens: int | None) -> None:
+        """The prompt plus ``max_tokens`` must fit the model length (vLLM's message)."""
+        limit = self.engine.max_model_len
+        if num_prompt_tokens >= limit or (max_tokens is not None and num_prompt_tokens + max_tokens > limit):
+            asked = "" if max_tokens is None else f" and {max_tokens} in the completion"
+            raise APIError(
+                f"This model's maximum context length is {limit} tokens. However, you requested "
+                f"{num_prompt_tokens + (max_tokens or 0)} tokens ({num_prompt_tokens} in the prompt{asked}). "
+                "Please reduce the length of the prompt or the completion.",
+                400, "max_tokens" if num_prompt_tokens < limit else "prompt",
+            )
+
+
+async def run_to_completion(gens: Sequence[AsyncIterator[RequestOutput]]) -> list[RequestOutput]:
+    """The final output of each generator, run concurrently; any failure cancels (aborts) the rest."""
+
+    async def last(gen: AsyncIterator[RequestOutput]) -> RequestOutput:
+        out: RequestOutput | None = None
+        async for o in gen:
+            out = o
+        assert out is not None
+        return out
+
+    tasks = [asyncio.ensure_future(last(g)) for g in gens]
+    try:
+        return list(await asyncio.gather(*tasks))
+    finally:
+        for t in tasks:
+            t.cancel()
+
+
+async def merge(gens: Sequence[AsyncIterator[RequestOutput]]) -> AsyncIterator[tuple[int, RequestOutput]]:
+    """Outputs of several generators as they come, tagged with the generator's index."""
+    if len(gens) == 1:
+        async for out in gens[0]:
+            yield 0, out
+        return
+    q: asyncio.Queue[tuple[int, RequestOutput | BaseException | None]] = asyncio.Queue()
+
+    async def pump(i: int, gen: AsyncIterator[RequestOutput]) -> None:
+        try:
+            async for out in gen:
+                await q.put((i, out))
+            await q.put((i, None))
+        except Exception as exc:  # noqa: BLE001 - handed to the consumer
+            await q.put((i, exc))
+
+    tasks = [asyncio.ensure_future(pump(i, g)) for i, g in enumerate(gens)]
+    try:
+        remaining = len(tasks)
+        while remaining:
+            i, item = await q.get()
+            if item is None:
+                remaining -= 1
+            elif isinstance(item, BaseException):
+                raise item
+            else:
+                yield i, item
+    finally:
+        for t in tasks:
+            t.cancel()
+
+
+def stop_holdback(stop: str | list[str] | None) -> int:
+    """Characters a stream must hold back: a stop string may still complete and cut them off."""
+    stops = [stop] if isinstance(stop, str) else list(stop or [])
+    return max((len(s) for s in stops), default=1) - 1
+
+
+def text_delta(text: str, sent: int, finished: bool, holdback: int) -> tuple[str, int]:
+    """The new text safe to send, and the new count of characters sent."""
+    end = len(text) if finished else max(sent, len(text) - holdback)
+    return text[sent:end], end
+
+
+def sse(payload: BaseModel | dict[str, Any]) -> str:
+    data = payload.model_dump_json(exclude_unset=False) if isinstance(payload, BaseModel) else json.dumps(payload)
+    return f"data: {data}\n\n"
+
+
+SSE_DONE = "data: [DONE]\n\n"
+
+
+async def guard_stream(events: AsyncIterator[str]) -> AsyncIterator[str]:
+    """An error after the response started becomes one error event, then ``[DONE]``."""
+    try:
+        async for ev in events:
+            yield ev
+    except Exception as exc:  # noqa: BLE001 - the status line is already sent
+        yield sse_error(exc)
+        yield SSE_DONE

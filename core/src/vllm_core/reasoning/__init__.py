@@ -1,0 +1,1 @@
+"""Built-in reasoning parsers, registered through ``register_reasoning_parsers``."""
