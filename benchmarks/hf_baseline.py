@@ -30,7 +30,7 @@ def main() -> None:
 
     cfg = AutoConfig.from_pretrained(args.config_dir)
     torch.manual_seed(args.seed)
-    model = AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16, attn_implementation="sdpa_paged").cuda().eval()
+    model = AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16, attn_implementation="paged|sdpa").cuda().eval()
     rng = random.Random(args.seed)
     prompts = [[rng.randrange(100, cfg.vocab_size - 100) for _ in range(rng.randint(*args.input_len_range))]
                for _ in range(args.num_prompts)]

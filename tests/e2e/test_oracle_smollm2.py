@@ -70,8 +70,8 @@ def test_smollm2_chat_matches_transformers(default_model_path, prompt_ids, expec
         convs, want = convs[:1], want[:1]
     engine = dict(spec["engine"])
     engine.setdefault("num_gpu_blocks_override", 512)
-    if setting == "preempt":
-        engine["num_gpu_blocks_override"] = 40
+    if setting in ("preempt", "async"):
+        engine["num_gpu_blocks_override"] = 40  # 320 tokens: two conversations at a time
     llm = LLM(default_model_path, dtype="float32", device=device, max_model_len=256,
               enable_prefix_caching=engine.pop("enable_prefix_caching", False), use_tqdm_on_load=False, **engine)
     outs = llm.chat(convs, SamplingParams(temperature=0.0, max_tokens=NEW_TOKENS), use_tqdm=False)
@@ -83,7 +83,7 @@ def test_smollm2_chat_matches_transformers(default_model_path, prompt_ids, expec
     if spec["batch"]:
         assert sum(len(e) == NEW_TOKENS for e in want) >= len(want) // 2, "most answers should run the full length"
     core = llm.llm_engine.core
-    if setting == "preempt":
+    if setting in ("preempt", "async"):
         assert core.scheduler.num_preemptions > 0
     if setting == "prefix":
         assert min(o.num_cached_tokens for o in outs[1:]) >= 32

@@ -36,6 +36,11 @@ class ModelConfig(_Frozen):
     """Do not load a tokenizer: prompts must be token ids and outputs carry no text."""
     enforce_eager: bool = False
     """Never replay captured graphs (CUDA graphs on platforms that have them)."""
+    max_logprobs: int = Field(default=20, ge=-1)
+    """Most ``logprobs`` / ``prompt_logprobs`` a request may ask for; -1: no limit."""
+    logprobs_mode: Literal["raw_logprobs", "raw_logits", "processed_logprobs", "processed_logits"] = "raw_logprobs"
+    """What sampled-token logprobs report: the model's distribution (raw) or the sampler's after
+    penalties, masks, temperature and top-k/top-p/min-p (processed); logprobs or logits."""
 
 
 class CacheConfig(_Frozen):
@@ -66,6 +71,9 @@ class SchedulerConfig(_Frozen):
     """Token budget of one step (prefill chunks plus decodes); default 8192."""
     enable_chunked_prefill: bool = True
     """Split long prompts across steps to fit the token budget."""
+    async_scheduling: bool | None = None
+    """Schedule step N+1 while step N runs on the device (its sampled tokens are fed from device
+    memory); None takes the platform's default (on for accelerators)."""
 
 
 class ParallelConfig(_Frozen):

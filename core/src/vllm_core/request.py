@@ -67,6 +67,9 @@ class Request:
         self.output_token_ids: list[int] = []
         self.all_token_ids: list[int] = list(prompt_token_ids)
         self.num_computed_tokens = 0
+        self.num_pending_tokens = 0
+        """Tokens sampled by a step still in flight (async scheduling): already counted in
+        ``num_computed_tokens`` by the scheduler, not yet in ``output_token_ids``."""
         self.num_cached_tokens = -1
         """Prompt tokens found in the prefix cache at first scheduling (-1: not yet scheduled)."""
         self.num_preemptions = 0

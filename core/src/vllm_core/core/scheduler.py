@@ -7,6 +7,12 @@ than the budget are split across steps (chunked prefill). When a running request
 and none is free, the most recently admitted running request is preempted: its blocks are freed
 and it goes back to the head of the queue to be recomputed later (its prompt plus the tokens
 it already produced, so it continues with exactly the same tokens).
+
+With ``async_scheduling`` the scheduler runs one step ahead of the results: a request sampled in
+the step still on the device has a *pending* token. The next step feeds it as a placeholder
+(``PLACEHOLDER_TOKEN_ID``; the runner takes the real id from device memory), computed tokens
+advance at scheduling time, and a request whose pending token is its last is not scheduled
+again. Token-level stops (EOS) are seen one step late; the extra token is dropped.
 """
 
 from __future__ import annotations
@@ -24,6 +30,8 @@ from vllm_core.request import Request, RequestStatus
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_NUM_BATCHED_TOKENS = 8192
+PLACEHOLDER_TOKEN_ID = -1
+"""Stands for a token sampled by the step in flight (async scheduling)."""
 
 
 def resolve_max_num_batched_tokens(config: SchedulerConfig, max_model_len: int) -> int:
@@ -49,6 +57,7 @@ class Scheduler:
         self.max_num_batched_tokens = resolve_max_num_batched_tokens(config, max_model_len)
         self.chunked_prefill = config.enable_chunked_prefill
         self.max_model_len = max_model_len
+        self.async_scheduling = bool(config.async_scheduling)
         self.kv = kv_cache_manager
         self.requests: dict[str, Request] = {}
         self.waiting: deque[Request] = deque()
@@ -104,7 +113,10 @@ class Scheduler:
         i = 0
         while i < len(self.running) and budget > 0:
             req = self.running[i]
-            num_new = min(req.num_tokens - req.num_computed_tokens, budget)
+            if req.num_pending_tokens and self._last_token_in_flight(req):
+                i += 1
+                continue
+            num_new = min(req.num_tokens + req.num_pending_tokens - req.num_computed_tokens, budget)
             while self.kv.allocate_slots(req, num_new) is None:
                 victim = self.running.pop()
                 self._preempt(victim)
@@ -113,15 +125,14 @@ class Scheduler:
                     break
             if req.request_id in preempted:
                 break
-            self.kv.cache_blocks(req, req.num_computed_tokens + num_new)
-            scheduled.append(self._scheduled(req, num_new))
+            scheduled.append(self._schedule_chunk(req, num_new))
             budget -= num_new
             i += 1
 
         while not preempted and self.waiting and budget > 0 and len(self.running) < self.max_num_seqs:
             req = self.waiting[0]
             hits, num_hit_tokens = self.kv.get_computed_blocks(req)
-            num_new = req.num_tokens - num_hit_tokens
+            num_new = req.num_tokens + req.num_pending_tokens - num_hit_tokens
             if num_new > budget and not self.chunked_prefill:
                 break
             num_new = min(num_new, budget)
@@ -134,8 +145,7 @@ class Scheduler:
                 self.kv.record_prefix_lookup(req.num_tokens, num_hit_tokens)
             req.status = RequestStatus.RUNNING
             self.running.append(req)
-            self.kv.cache_blocks(req, num_hit_tokens + num_new)
-            scheduled.append(self._scheduled(req, num_new))
+            scheduled.append(self._schedule_chunk(req, num_new))
             budget -= num_new
 
         finished, self._finished_ids = self._finished_ids, set()
@@ -146,21 +156,37 @@ class Scheduler:
             preempted_req_ids=preempted,
         )
 
-    def _scheduled(self, req: Request, num_new: int) -> ScheduledRequest:
+    def _last_token_in_flight(self, req: Request) -> bool:
+        """True when the token the device is sampling now ends the request by length."""
+        return (
+            req.num_output_tokens + req.num_pending_tokens >= req.max_tokens
+            or req.num_tokens + req.num_pending_tokens >= self.max_model_len
+        )
+
+    def _schedule_chunk(self, req: Request, num_new: int) -> ScheduledRequest:
+        """The request's share of this step (its blocks are allocated); caches the full blocks
+        of known tokens it completes and, in async mode, advances the request right away."""
         start = req.num_computed_tokens
         end = start + num_new
-        return ScheduledRequest(
+        known = req.all_token_ids[start:end]
+        sample = end == req.num_tokens + req.num_pending_tokens
+        self.kv.cache_blocks(req, min(end, req.num_tokens))
+        sr = ScheduledRequest(
             req_id=req.request_id,
-            token_ids=req.all_token_ids[start:end],
+            token_ids=known + [PLACEHOLDER_TOKEN_ID] * (num_new - len(known)),
             start_pos=start,
             block_ids=self.kv.get_block_ids(req.request_id),
             sampling_params=req.sampling_params,
-            sample=end == req.num_tokens,
-            num_output_tokens=req.num_output_tokens,
+            sample=sample,
+            num_output_tokens=req.num_output_tokens + req.num_pending_tokens,
             eos_token_id=req.eos_token_id,
             prompt_token_ids=req.prompt_token_ids,
             output_token_ids=req.output_token_ids,
         )
+        if self.async_scheduling:
+            req.num_computed_tokens = end
+            req.num_pending_tokens += int(sample)
+        return sr
 
     def _preempt(self, req: Request) -> None:
         logger.debug("preempting %s (recompute)", req.request_id)
@@ -182,16 +208,25 @@ class Scheduler:
         updates: list[tuple[Request, int]] = []
         for sr, token in zip(output.scheduled, runner_output.sampled_token_ids):
             req = self.requests.get(sr.req_id)
-            if req is None or req.status is not RequestStatus.RUNNING:
-                continue  # finished or aborted while the step ran
-            req.num_computed_tokens += sr.num_tokens
+            if req is None or req.is_finished:
+                continue  # finished or aborted while the step ran: its token is dropped
+            if not self.async_scheduling:
+                if req.status is not RequestStatus.RUNNING:
+                    continue
+                req.num_computed_tokens += sr.num_tokens
             if token is None:
                 continue
+            if self.async_scheduling:
+                req.num_pending_tokens -= 1
             req.append_output_token(token)
+            self.kv.cache_blocks(req, min(req.num_computed_tokens, req.num_tokens))
             status = check_stop(req, self.max_model_len)
             if status is not None:
+                if req.status is RequestStatus.RUNNING:
+                    self.running.remove(req)
+                else:
+                    self.waiting.remove(req)
                 req.status = status
-                self.running.remove(req)
                 self._free(req)
             updates.append((req, token))
         return updates

@@ -15,7 +15,8 @@ from vllm_core.engine.core_types import EngineCoreOutput, EngineCoreRequest
 from vllm_core.model_executor.model_loader.loader import LoadedModel
 from vllm_core.platforms.interface import Platform
 from vllm_core.request import Request, RequestStatus
-from vllm_core.worker.model_runner import ModelRunner, size_kv_cache
+from vllm_core.core.sched_output import ModelRunnerOutput, SchedulerOutput
+from vllm_core.worker.model_runner import ModelRunner, PendingRunnerOutput, size_kv_cache
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +31,7 @@ class EngineCore:
         self.platform = platform
         sampler = registry.samplers().get(platform.sampler_name())()
         self.runner = ModelRunner(loaded, platform, sampler, config.model.seed)
+        self.runner.logprobs_mode = config.model.logprobs_mode
         sc = config.scheduler
         budget = resolve_max_num_batched_tokens(sc, loaded.max_model_len)
         self.kv_spec = size_kv_cache(
@@ -42,7 +44,11 @@ class EngineCore:
         self.kv_cache_manager = KVCacheManager(
             self.kv_spec.num_blocks, self.kv_spec.block_size, config.cache.enable_prefix_caching
         )
-        self.scheduler = Scheduler(config.scheduler, self.kv_cache_manager, loaded.max_model_len)
+        async_scheduling = sc.async_scheduling if sc.async_scheduling is not None else platform.async_scheduling
+        self.scheduler = Scheduler(
+            sc.model_copy(update={"async_scheduling": async_scheduling}), self.kv_cache_manager, loaded.max_model_len
+        )
+        self._in_flight: tuple[SchedulerOutput, PendingRunnerOutput] | None = None
         max_conc = self.kv_spec.num_tokens / loaded.max_model_len
         logger.info(
             "KV cache: %d blocks of %d tokens (%.1f MiB); %.1fx concurrency at max_model_len=%d",
@@ -62,16 +68,44 @@ class EngineCore:
         self.scheduler.finish_requests(request_ids, RequestStatus.FINISHED_ABORTED)
 
     def has_unfinished_requests(self) -> bool:
-        return self.scheduler.has_unfinished_requests()
+        return self.scheduler.has_unfinished_requests() or self._in_flight is not None
 
     def step(self) -> list[EngineCoreOutput]:
+        """Schedule, run, update. With async scheduling the step launched here is collected by
+        the next call, and this call returns the previous step's tokens: the host schedules and
+        prepares step N+1 while the device runs step N."""
         sched_out = self.scheduler.schedule()
-        runner_out = self.runner.execute(sched_out)
-        updates = self.scheduler.update_from_output(sched_out, runner_out)
-        return [
+        if not self.scheduler.async_scheduling:
+            runner_out = self.runner.execute(sched_out)
+            return self._outputs(self.scheduler.update_from_output(sched_out, runner_out), runner_out)
+        pending = self.runner.execute_async(sched_out)
+        launched = None if sched_out.is_empty else (sched_out, pending)
+        previous, self._in_flight = self._in_flight, launched
+        if previous is None:
+            return []
+        prev_out, pending = previous
+        runner_out = pending.get()
+        return self._outputs(self.scheduler.update_from_output(prev_out, runner_out), runner_out)
+
+    def _outputs(
+        self, updates: list[tuple[Request, int]], runner_out: ModelRunnerOutput
+    ) -> list[EngineCoreOutput]:
+        return make_core_outputs(updates, runner_out)
+
+
+def make_core_outputs(updates: list[tuple[Request, int]], runner_out: ModelRunnerOutput) -> list[EngineCoreOutput]:
+    """One output per request that got a token, with its logprobs; plus token-less outputs
+    carrying the prompt logprobs of prefill chunks that sampled nothing."""
+    logprobs = runner_out.logprobs or {}
+    prompt = dict(runner_out.prompt_logprobs or {})
+    outs = []
+    for req, token in updates:
+        lp = logprobs.get(req.request_id)
+        outs.append(
             EngineCoreOutput(
                 req.request_id, [token], req.status.finish_reason, req.stop_reason,
-                max(req.num_cached_tokens, 0),
+                max(req.num_cached_tokens, 0), None if lp is None else [lp], prompt.pop(req.request_id, None),
             )
-            for req, token in updates
-        ]
+        )
+    outs += [EngineCoreOutput(rid, [], new_prompt_logprobs=chunk) for rid, chunk in prompt.items()]
+    return outs

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
@@ -34,6 +35,8 @@ class Platform(ABC):
     """torch.distributed backend for tensor parallel."""
     is_accelerator: ClassVar[bool] = False
     """True when the KV cache is sized from device memory (``gpu_memory_utilization``)."""
+    async_scheduling: ClassVar[bool] = False
+    """Default of ``SchedulerConfig.async_scheduling``: overlap host scheduling with device work."""
 
     @classmethod
     @abstractmethod
@@ -97,6 +100,11 @@ class Platform(ABC):
             used = total - free
             return max(int(total * cache_config.gpu_memory_utilization) - used, 0)
         return min(int(free * cache_config.cpu_kv_cache_fraction), cache_config.cpu_kv_cache_max_bytes)
+
+    def to_host_async(self, tensor: torch.Tensor) -> Callable[[], list[int]]:
+        """Start copying a small integer tensor to the host; the returned function waits for the
+        copy and gives the values. CPU platforms just read it."""
+        return tensor.tolist
 
     def synchronize(self) -> None:
         """Wait for queued device work (no-op on CPU)."""

@@ -22,6 +22,10 @@ class ModelInputs:
     """[S] int64: the token row whose hidden state gives each sampling request's logits."""
     sample_rows: list[int]
     """Index into ``scheduled`` of each sampling request."""
+    placeholder_positions: list[int]
+    """Token rows holding a placeholder (a token sampled by the step in flight)."""
+    placeholder_reqs: list[int]
+    """Index into ``scheduled`` of the request of each placeholder."""
 
 
 def prepare_inputs(output: SchedulerOutput, block_size: int, device: torch.device) -> ModelInputs:
@@ -48,6 +52,7 @@ def prepare_inputs(output: SchedulerOutput, block_size: int, device: torch.devic
     block_of_token = block_tables[req_of_token, positions // block_size].astype(np.int64)
     slot_mapping = block_of_token * block_size + positions % block_size
 
+    placeholder_positions = np.flatnonzero(input_ids < 0)
     sample_rows = [i for i, s in enumerate(scheduled) if s.sample]
     logits_indices = qsl[1:][sample_rows] - 1
     num_decodes = 0
@@ -77,4 +82,6 @@ def prepare_inputs(output: SchedulerOutput, block_size: int, device: torch.devic
         metadata=metadata,
         logits_indices=t(np.asarray(logits_indices, dtype=np.int64), torch.int64),
         sample_rows=sample_rows,
+        placeholder_positions=placeholder_positions.tolist(),
+        placeholder_reqs=req_of_token[placeholder_positions].tolist(),
     )

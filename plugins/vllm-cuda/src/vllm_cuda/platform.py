@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import torch
@@ -21,6 +22,7 @@ class CUDAPlatform(Platform):
     distribution: ClassVar[str] = "vllm-cuda"
     dist_backend: ClassVar[str] = "nccl"
     is_accelerator: ClassVar[bool] = True
+    async_scheduling: ClassVar[bool] = True
 
     @classmethod
     def is_available(cls) -> str | None:
@@ -63,6 +65,20 @@ class CUDAPlatform(Platform):
         from vllm_cuda.cuda_ops import CUDAOps
 
         return CUDAOps()
+
+    def to_host_async(self, tensor: torch.Tensor) -> Callable[[], list[int]]:
+        """Copy into pinned host memory behind the queued work; the returned function waits on
+        an event for exactly that copy (not for work launched later)."""
+        host = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
+        host.copy_(tensor, non_blocking=True)
+        done = torch.cuda.Event()
+        done.record()
+
+        def fetch() -> list[int]:
+            done.synchronize()
+            return host.tolist()
+
+        return fetch
 
     def synchronize(self) -> None:
         torch.cuda.synchronize(self.device())
