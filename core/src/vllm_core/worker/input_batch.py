@@ -9,6 +9,7 @@ import torch
 
 from vllm_core.attention.metadata import AttentionMetadata
 from vllm_core.core.sched_output import SchedulerOutput
+from vllm_core.worker.transfer import to_device
 
 
 @dataclass
@@ -62,7 +63,7 @@ def prepare_inputs(output: SchedulerOutput, block_size: int, device: torch.devic
         num_decodes += 1
 
     def t(a: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
-        return torch.from_numpy(a).to(device=device, dtype=dtype)
+        return to_device(a, device, dtype)
 
     metadata = AttentionMetadata(
         slot_mapping=t(slot_mapping, torch.int64),
