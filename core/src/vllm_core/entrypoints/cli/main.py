@@ -11,6 +11,7 @@ import click
 
 from vllm_core.benchmarks.cli import bench
 from vllm_core.entrypoints.cli.options import engine_options, make_llm
+from vllm_core.entrypoints.cli.serve import serve
 
 
 @click.group()
@@ -110,6 +111,7 @@ def plugins(as_json: bool) -> None:
 
 
 cli.add_command(bench)
+cli.add_command(serve)
 
 
 def build_cli() -> click.Group:

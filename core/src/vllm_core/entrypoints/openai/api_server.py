@@ -145,14 +145,33 @@ def build_app(
     return app
 
 
+GRACEFUL_SHUTDOWN_S = 5
+"""On SIGINT/SIGTERM, in-flight requests get this long to finish; then they are aborted."""
+
+
+def _quiet_server(config: Any) -> Any:
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn re-raises a caught SIGINT/SIGTERM after its graceful shutdown, which would kill
+        the process before the engine core is shut down; here the signal only stops serving."""
+
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            if self.should_exit:
+                self.force_exit = True
+            self.should_exit = True
+
+    return Server(config)
+
+
 async def serve_app(app: FastAPI, host: str, port: int, on_ready: Callable[[], None] | None = None,
                     log_level: str = "warning") -> None:
     """Run uvicorn until SIGINT/SIGTERM; in-flight streams are ended (aborted) on the way out."""
     import uvicorn
 
-    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5,
-                            lifespan="off")
-    server = uvicorn.Server(config)
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level,
+                            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S, lifespan="off")
+    server = _quiet_server(config)
     task = asyncio.ensure_future(server.serve())
     while not server.started and not task.done():
         await asyncio.sleep(0.05)
