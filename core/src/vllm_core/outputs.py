@@ -5,22 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from vllm_core.logprobs import Logprob, PromptLogprobs, SampleLogprobs
 
-@dataclass
-class Logprob:
-    """One candidate token at one position."""
-
-    logprob: float
-    rank: int | None = None
-    """1-based rank in the distribution (1 = most likely)."""
-    decoded_token: str | None = None
-    """The token's text (None without a tokenizer or with ``detokenize=False``)."""
-
-
-SampleLogprobs = list[dict[int, Logprob]]
-"""Per generated token: token id -> ``Logprob`` (the chosen token plus the top-k alternatives)."""
-PromptLogprobs = list[dict[int, Logprob] | None]
-"""Per prompt token (None for the first, which has no context)."""
+__all__ = ["CompletionOutput", "Logprob", "PromptLogprobs", "RequestOutput", "SampleLogprobs"]
 
 
 @dataclass

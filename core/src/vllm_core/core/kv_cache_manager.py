@@ -46,9 +46,10 @@ class KVCacheManager:
         """Longest run of cached full blocks at the start of the request's tokens.
 
         Only full blocks count, and never the block holding the last token: at least one token
-        is always computed so the step produces logits.
+        is always computed so the step produces logits. A request asking for prompt logprobs
+        gets no hits: every prompt position must go through the model.
         """
-        if not self.enable_caching:
+        if not self.enable_caching or request.sampling_params.prompt_logprobs is not None:
             return [], 0
         hashes = self._update_block_hashes(request)
         max_blocks = (request.num_tokens - 1) // self.block_size

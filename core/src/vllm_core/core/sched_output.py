@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from vllm_core.logprobs import PositionLogprobs, PromptLogprobsChunk
 from vllm_core.sampling_params import SamplingParams
 
 
@@ -56,3 +57,7 @@ class ModelRunnerOutput:
 
     sampled_token_ids: list[int | None]
     """The new token per scheduled request; None for a prefill chunk that samples nothing."""
+    logprobs: dict[str, PositionLogprobs] | None = None
+    """req_id -> the sampled token's logprobs, for requests with ``logprobs`` set."""
+    prompt_logprobs: dict[str, PromptLogprobsChunk] | None = None
+    """req_id -> the prompt logprobs of this step's chunk, for requests with ``prompt_logprobs``."""

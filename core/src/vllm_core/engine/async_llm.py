@@ -21,7 +21,7 @@ from vllm_core.config import EngineConfig
 from vllm_core.engine.core_client import CoreClient, EngineDeadError, EngineInfo, EngineStats
 from vllm_core.engine.core_types import EngineCoreOutput
 from vllm_core.engine.input_processor import InputProcessor, PromptType
-from vllm_core.engine.output_processor import OutputProcessor
+from vllm_core.engine.output_processor import OutputProcessor, fan_out
 from vllm_core.errors import RequestError
 from vllm_core.outputs import RequestOutput
 from vllm_core.sampling_params import SamplingParams
@@ -89,7 +89,9 @@ class AsyncLLM:
         self.config = config
         self.tokenizer = info.tokenizer
         self.max_model_len = info.max_model_len
-        self.input_processor = InputProcessor(self.tokenizer, info.max_model_len, info.vocab_size, info.eos_token_id)
+        self.input_processor = InputProcessor(
+            self.tokenizer, info.max_model_len, info.vocab_size, info.eos_token_id, config.model.max_logprobs
+        )
         self.output_processor = OutputProcessor(self.tokenizer)
         self.streams: dict[str, RequestStream] = {}
         self.stat_loggers: list[Callable[[FinishedRequestStats], None]] = []
@@ -137,15 +139,9 @@ class AsyncLLM:
             raise RequestError(f"request id {request_id!r} is already in use")
         text, core_req = self.input_processor.process(request_id, prompt, params)
         params = core_req.sampling_params
-        children: list[tuple[str, SamplingParams]] = []
-        for i in range(params.n):
-            if params.n == 1:
-                children.append((request_id, params))
-            else:
-                seed = None if params.seed is None else params.seed + i
-                children.append((f"{i}_{request_id}", params.clone(n=1, seed=seed)))
+        children = fan_out(request_id, params)
         stream = RequestStream(request_id, len(core_req.prompt_token_ids))
-        self.output_processor.add_request(request_id, text, core_req.prompt_token_ids, children)
+        self.output_processor.add_request(request_id, text, core_req.prompt_token_ids, children, params)
         self.streams[request_id] = stream
         for child_id, child_params in children:
             self.client.add_request(replace(core_req, request_id=child_id, sampling_params=child_params))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from vllm_core.logprobs import PositionLogprobs, PromptLogprobsChunk
 from vllm_core.sampling_params import SamplingParams
 
 
@@ -30,6 +31,9 @@ class EngineCoreOutput:
     finish_reason: str | None = None
     stop_reason: int | str | None = None
     num_cached_tokens: int = 0
+    new_logprobs: list[PositionLogprobs] | None = None
+    """One entry per new token, when the request asked for logprobs."""
+    new_prompt_logprobs: PromptLogprobsChunk | None = None
 
     @property
     def finished(self) -> bool:

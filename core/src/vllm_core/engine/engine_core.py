@@ -10,12 +10,12 @@ import logging
 
 from vllm_core.config import EngineConfig
 from vllm_core.core.kv_cache_manager import KVCacheManager
+from vllm_core.core.sched_output import ModelRunnerOutput, SchedulerOutput
 from vllm_core.core.scheduler import Scheduler, resolve_max_num_batched_tokens
 from vllm_core.engine.core_types import EngineCoreOutput, EngineCoreRequest
 from vllm_core.model_executor.model_loader.loader import LoadedModel
 from vllm_core.platforms.interface import Platform
 from vllm_core.request import Request, RequestStatus
-from vllm_core.core.sched_output import ModelRunnerOutput, SchedulerOutput
 from vllm_core.worker.model_runner import ModelRunner, PendingRunnerOutput, size_kv_cache
 
 logger = logging.getLogger(__name__)

@@ -9,7 +9,7 @@ from typing import Any
 from vllm_core.config import EngineConfig
 from vllm_core.engine.engine_core import EngineCore
 from vllm_core.engine.input_processor import InputProcessor, PromptType
-from vllm_core.engine.output_processor import OutputProcessor
+from vllm_core.engine.output_processor import OutputProcessor, fan_out
 from vllm_core.errors import RequestError
 from vllm_core.model_executor.model_loader.loader import load_model
 from vllm_core.outputs import RequestOutput
@@ -41,7 +41,7 @@ class LLMEngine:
         self.max_model_len = self.loaded.max_model_len
         self.input_processor = InputProcessor(
             self.tokenizer, self.max_model_len, self.loaded.hf_config.vocab_size,
-            eos_token_id_of(self.tokenizer, self.loaded.hf_config),
+            eos_token_id_of(self.tokenizer, self.loaded.hf_config), config.model.max_logprobs,
         )
         self.output_processor = OutputProcessor(self.tokenizer)
         self._ids = itertools.count()
@@ -55,14 +55,8 @@ class LLMEngine:
             raise RequestError(f"request id {request_id!r} is already in use")
         text, core_req = self.input_processor.process(request_id, prompt, params)
         params = core_req.sampling_params  # checked against the model (bad words tokenized)
-        children = []
-        for i in range(params.n):
-            if params.n == 1:
-                children.append((request_id, params))
-            else:
-                seed = None if params.seed is None else params.seed + i
-                children.append((f"{i}_{request_id}", params.clone(n=1, seed=seed)))
-        self.output_processor.add_request(request_id, text, core_req.prompt_token_ids, children)
+        children = fan_out(request_id, params)
+        self.output_processor.add_request(request_id, text, core_req.prompt_token_ids, children, params)
         for child_id, child_params in children:
             core_req.request_id, core_req.sampling_params = child_id, child_params
             self.core.add_request(_copy(core_req))

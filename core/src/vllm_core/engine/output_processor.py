@@ -1,17 +1,22 @@
-"""Engine-core outputs -> ``RequestOutput``: detokenize, stop strings, gather ``n`` samples.
+"""Engine-core outputs -> ``RequestOutput``: detokenize, stop strings, logprobs, gather the
+``n`` / ``best_of`` samples, and shape each output as the request's ``output_kind`` asks.
 
 A stop string can only be seen in text, so when one matches here the sequence is finished
-here and its id is returned for the caller to abort in the core (freeing its blocks).
+here and its id is returned for the caller to abort in the core (freeing its blocks). While a
+sequence runs, the last ``len(longest stop) - 1`` characters are held back from its outputs: they
+may turn out to be the start of a stop string that must not be shown.
 """
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
 from vllm_core.engine.core_types import EngineCoreOutput
+from vllm_core.logprobs import Logprob, PositionLogprobs, PromptLogprobs, PromptLogprobsChunk, SampleLogprobs
 from vllm_core.outputs import CompletionOutput, RequestOutput
-from vllm_core.sampling_params import SamplingParams
+from vllm_core.sampling_params import RequestOutputKind, SamplingParams
 from vllm_core.tokenizers.detokenizer import IncrementalDetokenizer
 
 
@@ -26,9 +31,53 @@ def find_stop_string(text: str, new_len: int, stops: list[str]) -> tuple[str, in
     return best
 
 
+def fan_out(request_id: str, params: SamplingParams) -> list[tuple[str, SamplingParams]]:
+    """The engine-core requests behind one user request: ``best_of`` (else ``n``) sequences.
+
+    Sample ``i`` of a seeded request gets ``seed + i``. When ``best_of > n`` the sequences must be
+    ranked, so each computes its sampled-token logprobs (``logprobs=0`` if none were asked for).
+    """
+    num = params.num_sequences
+    if num == 1:
+        return [(request_id, params)]
+    logprobs = params.logprobs
+    if num > params.n and logprobs is None:
+        logprobs = 0
+    return [
+        (f"{i}_{request_id}", params.clone(n=1, best_of=None, seed=None if params.seed is None else params.seed + i,
+                                           logprobs=logprobs))
+        for i in range(num)
+    ]
+
+
+class TokenTexts:
+    """Token id -> its text alone (``Logprob.decoded_token``), cached across requests."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+        self.cache: dict[int, str] = {}
+
+    def __call__(self, token_id: int) -> str:
+        text = self.cache.get(token_id)
+        if text is None:
+            text = self.cache[token_id] = self.tokenizer.decode([token_id])
+        return text
+
+
+def to_logprob_dict(pos: PositionLogprobs, num: int, texts: TokenTexts | None) -> dict[int, Logprob]:
+    """vLLM's per-position dict: the position's token (its own rank) and the top ``num``
+    alternatives (ranks 1..num); -1 keeps every alternative sent."""
+    n = len(pos.token_ids) - 1 if num == -1 else num
+    ranks = itertools.chain((pos.rank,), range(1, n + 1))
+    return {
+        tok: Logprob(lp, rank, None if texts is None else texts(tok))
+        for tok, lp, rank in zip(pos.token_ids[: n + 1], pos.logprobs[: n + 1], ranks)
+    }
+
+
 @dataclass
 class SequenceState:
-    """One of a request's ``n`` samples."""
+    """One of a request's ``n`` / ``best_of`` samples."""
 
     index: int
     params: SamplingParams
@@ -37,10 +86,31 @@ class SequenceState:
     text: str = ""
     finish_reason: str | None = None
     stop_reason: int | str | None = None
+    logprobs: SampleLogprobs | None = None
+    cumulative_logprob: float | None = None
+    sent_tokens: int = 0
+    """What DELTA outputs already carried: tokens, characters, logprob positions."""
+    sent_text: int = 0
 
-    def completion(self) -> CompletionOutput:
+    @property
+    def hold_back(self) -> int:
+        """Characters not shown yet while running: they may start a stop string."""
+        stops = self.params.stop_strings
+        if not stops or self.params.include_stop_str_in_output or self.finish_reason is not None:
+            return 0
+        return max(len(s) for s in stops) - 1
+
+    def completion(self, index: int, delta: bool, with_logprobs: bool) -> CompletionOutput:
+        text_end = max(len(self.text) - self.hold_back, self.sent_text)
+        t0, c0 = (self.sent_tokens, self.sent_text) if delta else (0, 0)
+        if delta:
+            self.sent_tokens, self.sent_text = len(self.token_ids), text_end
+        logprobs = None
+        if with_logprobs and self.logprobs is not None:
+            logprobs = self.logprobs[t0:]
         return CompletionOutput(
-            self.index, self.text, list(self.token_ids), self.finish_reason, self.stop_reason
+            index, self.text[c0:text_end], self.token_ids[t0:], self.finish_reason, self.stop_reason,
+            self.cumulative_logprob, logprobs,
         )
 
 
@@ -49,25 +119,62 @@ class RequestState:
     request_id: str
     prompt: str | None
     prompt_token_ids: list[int]
+    params: SamplingParams
+    """The user's parameters (``n``, ``output_kind``, ``logprobs``), not a child's."""
     sequences: dict[str, SequenceState]
     """Engine-core request id -> sample."""
     num_cached_tokens: int = 0
+    prompt_logprobs: PromptLogprobs | None = None
+    num_prompt_logprobs: int = 0
+    """Prompt positions filled so far (complete at len(prompt) - 1)."""
+    prompt_logprobs_sent: bool = False
 
     @property
     def finished(self) -> bool:
         return all(s.finish_reason is not None for s in self.sequences.values())
 
-    def output(self) -> RequestOutput:
-        seqs = sorted(self.sequences.values(), key=lambda s: s.index)
+    @property
+    def final_only(self) -> bool:
+        """Nothing is shown before the end: FINAL_ONLY, or best_of > n (ranking needs the end)."""
+        return self.params.output_kind is RequestOutputKind.FINAL_ONLY or self.params.num_sequences > self.params.n
+
+    def add_prompt_logprobs(self, chunk: PromptLogprobsChunk, texts: TokenTexts | None) -> None:
+        if self.prompt_logprobs is None:
+            self.prompt_logprobs = [None] * len(self.prompt_token_ids)
+        num = self.params.prompt_logprobs
+        assert num is not None
+        for i, pos in enumerate(chunk.positions, start=chunk.start):
+            if self.prompt_logprobs[i] is None:
+                self.num_prompt_logprobs += 1
+            self.prompt_logprobs[i] = to_logprob_dict(pos, num, texts)
+
+    def output(self, changed: set[int]) -> RequestOutput:
+        delta = self.params.output_kind is RequestOutputKind.DELTA
+        with_logprobs = self.params.logprobs is not None
+        seqs = list(self.sequences.values())
+        if self.params.num_sequences > self.params.n:
+            seqs.sort(key=lambda s: -float("inf") if s.cumulative_logprob is None else s.cumulative_logprob,
+                      reverse=True)
+            completions = [s.completion(i, False, with_logprobs) for i, s in enumerate(seqs[: self.params.n])]
+        else:
+            seqs.sort(key=lambda s: s.index)
+            shown = [s for s in seqs if not delta or s.index in changed]
+            completions = [s.completion(s.index, delta, with_logprobs) for s in shown]
+        prompt_logprobs = None
+        complete = self.num_prompt_logprobs >= len(self.prompt_token_ids) - 1
+        if self.prompt_logprobs is not None and complete and not (delta and self.prompt_logprobs_sent):
+            prompt_logprobs = self.prompt_logprobs
+            self.prompt_logprobs_sent = True
         return RequestOutput(
-            self.request_id, self.prompt, self.prompt_token_ids,
-            [s.completion() for s in seqs], self.finished, self.num_cached_tokens,
+            self.request_id, self.prompt, self.prompt_token_ids, completions, self.finished,
+            self.num_cached_tokens, prompt_logprobs=prompt_logprobs,
         )
 
 
 class OutputProcessor:
     def __init__(self, tokenizer: Any) -> None:
         self.tokenizer = tokenizer
+        self.texts = TokenTexts(tokenizer) if tokenizer is not None else None
         self.requests: dict[str, RequestState] = {}
         self.parent_of: dict[str, str] = {}
 
@@ -77,15 +184,22 @@ class OutputProcessor:
         prompt: str | None,
         prompt_token_ids: list[int],
         children: list[tuple[str, SamplingParams]],
+        params: SamplingParams | None = None,
     ) -> None:
+        """Track a request whose ``children`` (see ``fan_out``) run in the core; ``params`` are the
+        user's (default: the first child's, with ``n`` = the number of children)."""
+        if params is None:
+            params = children[0][1].clone(n=len(children), best_of=None)
         seqs = {}
-        for i, (child_id, params) in enumerate(children):
+        for i, (child_id, child) in enumerate(children):
             detok = None
-            if self.tokenizer is not None and params.detokenize:
-                detok = IncrementalDetokenizer(self.tokenizer, prompt_token_ids, params.skip_special_tokens)
-            seqs[child_id] = SequenceState(i, params, detok)
+            if self.tokenizer is not None and child.detokenize:
+                detok = IncrementalDetokenizer(
+                    self.tokenizer, prompt_token_ids, child.skip_special_tokens, child.spaces_between_special_tokens
+                )
+            seqs[child_id] = SequenceState(i, child, detok)
             self.parent_of[child_id] = request_id
-        self.requests[request_id] = RequestState(request_id, prompt, prompt_token_ids, seqs)
+        self.requests[request_id] = RequestState(request_id, prompt, prompt_token_ids, params, seqs)
 
     def has_unfinished_requests(self) -> bool:
         return bool(self.requests)
@@ -100,8 +214,9 @@ class OutputProcessor:
         return [cid for cid, s in state.sequences.items() if s.finish_reason is None]
 
     def process(self, outputs: list[EngineCoreOutput]) -> tuple[list[RequestOutput], list[str]]:
-        """Apply one step's outputs. Returns the changed requests and core ids to abort."""
-        changed: dict[str, RequestState] = {}
+        """Apply one step's outputs. Returns the requests with something to show and core ids
+        to abort."""
+        changed: dict[str, set[int]] = {}
         to_abort: list[str] = []
         for out in outputs:
             parent = self.parent_of.get(out.request_id)
@@ -109,31 +224,49 @@ class OutputProcessor:
                 continue
             state = self.requests[parent]
             seq = state.sequences[out.request_id]
-            if seq.finish_reason is not None:
+            if out.new_prompt_logprobs is not None and state.params.prompt_logprobs is not None:
+                state.add_prompt_logprobs(out.new_prompt_logprobs, self._texts(seq))
+            if seq.finish_reason is not None or not (out.new_token_ids or out.finished):
                 continue
             state.num_cached_tokens = max(state.num_cached_tokens, out.num_cached_tokens)
-            for token in out.new_token_ids:
-                seq.token_ids.append(token)
-                if seq.detokenizer is not None:
-                    delta = seq.detokenizer.add_token(token)
-                    seq.text += delta
-                    if self._check_stop_strings(seq, len(delta)):
-                        break
+            self._append(seq, out)
             if seq.finish_reason is None and out.finished:
                 seq.finish_reason, seq.stop_reason = out.finish_reason, out.stop_reason
                 if seq.detokenizer is not None:
                     seq.text += seq.detokenizer.flush()
             elif seq.finish_reason is not None and not out.finished:
                 to_abort.append(out.request_id)
-            changed[parent] = state
+            changed.setdefault(parent, set()).add(seq.index)
         results = []
-        for rid, state in changed.items():
-            results.append(state.output())
-            if state.finished:
+        for rid, indices in changed.items():
+            state = self.requests[rid]
+            finished = state.finished
+            if finished or not state.final_only:
+                results.append(state.output(indices))
+            if finished:
                 for child in state.sequences:
                     self.parent_of.pop(child, None)
                 del self.requests[rid]
         return results, to_abort
+
+    def _texts(self, seq: SequenceState) -> TokenTexts | None:
+        return self.texts if seq.params.detokenize else None
+
+    def _append(self, seq: SequenceState, out: EngineCoreOutput) -> None:
+        num_logprobs = seq.params.logprobs
+        for i, token in enumerate(out.new_token_ids):
+            seq.token_ids.append(token)
+            if num_logprobs is not None and out.new_logprobs is not None:
+                pos = out.new_logprobs[i]
+                seq.cumulative_logprob = (seq.cumulative_logprob or 0.0) + pos.logprobs[0]
+                if seq.logprobs is None:
+                    seq.logprobs = []
+                seq.logprobs.append(to_logprob_dict(pos, num_logprobs, self._texts(seq)))
+            if seq.detokenizer is not None:
+                delta = seq.detokenizer.add_token(token)
+                seq.text += delta
+                if self._check_stop_strings(seq, len(delta)):
+                    break
 
     @staticmethod
     def _check_stop_strings(seq: SequenceState, new_len: int) -> bool:

@@ -20,7 +20,7 @@ from vllm_core.engine.input_processor import PromptType
 from vllm_core.engine.llm_engine import LLMEngine
 from vllm_core.errors import ConfigError, RequestError
 from vllm_core.outputs import RequestOutput
-from vllm_core.sampling_params import SamplingParams
+from vllm_core.sampling_params import RequestOutputKind, SamplingParams
 from vllm_core.tokenizers.chat import apply_chat_template
 
 logger = logging.getLogger(__name__)
@@ -119,14 +119,21 @@ class LLM:
 
     @staticmethod
     def _params_for(prompts: list[PromptType], params: Any) -> list[SamplingParams]:
+        """One ``SamplingParams`` per prompt, each asking for its final output only (as vLLM's
+        ``LLM`` does: nothing streams here, and a DELTA result would hold only the last piece)."""
         if params is None:
-            return [SamplingParams()] * len(prompts)
+            params = SamplingParams()
         if isinstance(params, SamplingParams):
-            return [params] * len(prompts)
+            params = [params] * len(prompts)
         params = list(params)
         if len(params) != len(prompts):
             raise RequestError(f"got {len(params)} SamplingParams for {len(prompts)} prompts")
-        return params
+        final: dict[int, SamplingParams] = {}
+        for p in params:
+            if isinstance(p, SamplingParams) and id(p) not in final:
+                final[id(p)] = p if p.output_kind is RequestOutputKind.FINAL_ONLY else p.clone(
+                    output_kind=RequestOutputKind.FINAL_ONLY)
+        return [final.get(id(p), p) for p in params]
 
     def _run(self, prompts: list[PromptType], params: list[SamplingParams], use_tqdm: bool) -> list[RequestOutput]:
         engine = self.llm_engine

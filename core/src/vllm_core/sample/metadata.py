@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from vllm_core.core.sched_output import ScheduledRequest
+from vllm_core.worker.transfer import to_device
 
 PAD_TOKEN = -1
 """Fills the ragged token-id tensors; the processors map it to a scratch column."""
@@ -90,10 +91,10 @@ class SamplingMetadata:
         banned = _banned_tokens(rows)
         logprobs = [p.logprobs for p in params if p.logprobs is not None]
         return cls(
-            temperature=torch.tensor(temps, dtype=torch.float32, device=device),
-            top_k=torch.tensor(top_k, dtype=torch.int64, device=device) if any(top_k) else None,
-            top_p=torch.tensor(top_p, dtype=torch.float32, device=device) if any(p < 1.0 for p in top_p) else None,
-            min_p=torch.tensor(min_p, dtype=torch.float32, device=device) if any(min_p) else None,
+            temperature=to_device(torch.tensor(temps, dtype=torch.float32), device),
+            top_k=to_device(torch.tensor(top_k, dtype=torch.int64), device) if any(top_k) else None,
+            top_p=to_device(torch.tensor(top_p, dtype=torch.float32), device) if any(p < 1.0 for p in top_p) else None,
+            min_p=to_device(torch.tensor(min_p, dtype=torch.float32), device) if any(min_p) else None,
             all_greedy=all(greedy),
             all_random=not any(greedy),
             generators=generators,
@@ -152,7 +153,7 @@ def _penalties(rows: Sequence[ScheduledRequest], device: torch.device) -> Penalt
         prompt_ids = _padded([r.prompt_token_ids if rp != 1.0 else () for r, rp in zip(rows, repetition)], device)
 
     def f32(values: list[float]) -> torch.Tensor:
-        return torch.tensor(values, dtype=torch.float32, device=device)
+        return to_device(torch.tensor(values, dtype=torch.float32), device)
 
     return PenaltyTensors(
         repetition=f32(repetition),
@@ -169,9 +170,9 @@ def _logit_bias(rows: Sequence[ScheduledRequest], device: torch.device) -> Token
         return None
     r_, t_, b_ = zip(*entries)
     return TokenIndex(
-        torch.tensor(r_, dtype=torch.int64, device=device),
-        torch.tensor(t_, dtype=torch.int64, device=device),
-        torch.tensor(b_, dtype=torch.float32, device=device),
+        to_device(torch.tensor(r_, dtype=torch.int64), device),
+        to_device(torch.tensor(t_, dtype=torch.int64), device),
+        to_device(torch.tensor(b_, dtype=torch.float32), device),
     )
 
 
@@ -180,4 +181,4 @@ def _allowed_tokens(rows: Sequence[ScheduledRequest], device: torch.device) -> T
     if not entries:
         return None
     r_, t_ = zip(*entries)
-    return TokenIndex(torch.tensor(r_, dtype=torch.int64, device=device), torch.tensor(t_, dtype=torch.int64, device=device))
+    return TokenIndex(to_device(torch.tensor(r_, dtype=torch.int64), device), to_device(torch.tensor(t_, dtype=torch.int64), device))

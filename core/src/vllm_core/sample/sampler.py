@@ -29,7 +29,14 @@ class Sampler(ABC):
     def __call__(
         self, logits: torch.Tensor, metadata: SamplingMetadata, generator: torch.Generator | None
     ) -> torch.Tensor:
-        """logits: [R, vocab] -> token ids [R] int64. ``generator`` serves unseeded rows."""
+        """logits: [R, vocab] -> token ids [R] int64. ``generator`` serves unseeded rows.
+
+        Must not modify ``logits``: the runner reads raw logprobs from them afterwards."""
+
+    def processed_logits(self, logits: torch.Tensor, metadata: SamplingMetadata) -> torch.Tensor:
+        """[R, vocab] float32: the logits the sampler draws from (processors, temperature,
+        top-k/top-p, min-p), for ``processed_*`` logprobs. Override when sampling differs."""
+        return apply_warpers(apply_logits_processors(logits, metadata), metadata)
 
 
 def apply_logits_processors(logits: torch.Tensor, metadata: SamplingMetadata) -> torch.Tensor:

@@ -24,9 +24,12 @@ class IncrementalDetokenizer:
         tokenizer: Any,
         prompt_token_ids: list[int],
         skip_special_tokens: bool = True,
+        spaces_between_special_tokens: bool = True,
     ) -> None:
         self.tokenizer = tokenizer
         self.skip_special_tokens = skip_special_tokens
+        # Only slow (Python) tokenizers distinguish it; fast ones ignore the option, as in vLLM.
+        self._decode_kwargs = {} if spaces_between_special_tokens else {"spaces_between_special_tokens": False}
         context = prompt_token_ids[-_CONTEXT_TOKENS:]
         self.ids: list[int] = list(context)
         self.prefix_offset = 0
@@ -34,7 +37,7 @@ class IncrementalDetokenizer:
         self.text = ""
 
     def _decode(self, ids: list[int]) -> str:
-        return self.tokenizer.decode(ids, skip_special_tokens=self.skip_special_tokens)
+        return self.tokenizer.decode(ids, skip_special_tokens=self.skip_special_tokens, **self._decode_kwargs)
 
     def add_token(self, token_id: int) -> str:
         """Append one token; return the text it completes (possibly empty)."""

@@ -11,13 +11,16 @@ import torch
 from vllm_core.config import CacheConfig
 from vllm_core.core.sched_output import ModelRunnerOutput, ScheduledRequest, SchedulerOutput
 from vllm_core.errors import KVCacheTooSmallError
+from vllm_core.logprobs import LogprobsMode, PositionLogprobs, PromptLogprobsChunk
 from vllm_core.model_executor.model_loader.loader import LoadedModel
 from vllm_core.platforms.interface import Platform
+from vllm_core.sample.logprobs import prompt_logprobs, sample_logprobs
 from vllm_core.sample.metadata import SamplingMetadata
 from vllm_core.sample.sampler import Sampler
 from vllm_core.sampling_params import SamplingParams
 from vllm_core.worker.graph_runner import GraphRunner
 from vllm_core.worker.input_batch import prepare_inputs
+from vllm_core.worker.transfer import to_device
 
 logger = logging.getLogger(__name__)
 
@@ -84,8 +87,31 @@ def size_kv_cache(
     return KVCacheSpec(num_blocks, cache_config.block_size, per_block)
 
 
+@dataclass
+class PendingRunnerOutput:
+    """A launched step whose sampled tokens are on their way to the host."""
+
+    num_scheduled: int
+    sample_rows: list[int]
+    """Index into ``SchedulerOutput.scheduled`` of each sampled token."""
+    fetch: Callable[[], list[int]] | None
+    logprobs: dict[str, PositionLogprobs] | None = None
+    prompt_logprobs: dict[str, PromptLogprobsChunk] | None = None
+
+    def get(self) -> ModelRunnerOutput:
+        """Wait for the tokens; aligned with the scheduled requests (None: nothing sampled)."""
+        sampled: list[int | None] = [None] * self.num_scheduled
+        if self.fetch is not None:
+            for i, tok in zip(self.sample_rows, self.fetch()):
+                sampled[i] = int(tok)
+        return ModelRunnerOutput(sampled, self.logprobs, self.prompt_logprobs)
+
+
 class ModelRunner:
     """Runs the model on one ragged batch per step and samples the next tokens."""
+
+    logprobs_mode: LogprobsMode = "raw_logprobs"
+    """What sampled-token logprobs report (the engine sets it from ``ModelConfig``)."""
 
     def __init__(self, loaded: LoadedModel, platform: Platform, sampler: Sampler, seed: int) -> None:
         self.loaded = loaded
@@ -100,6 +126,9 @@ class ModelRunner:
         self.kv_caches: list[torch.Tensor] = []
         self.graph_runner: GraphRunner | None = None
         self.block_size = 0
+        self._prev_sampled = torch.empty(0, dtype=torch.int64)
+        """[num_sampled] int64 on the device: the last launched step's tokens (placeholders)."""
+        self._prev_rows: dict[str, int] = {}
         """Tokens per block of the cache the layers hold now (the scratch one while profiling)."""
 
     # ------------------------------------------------------------------------ start-up
@@ -158,19 +187,34 @@ class ModelRunner:
             self.request_generators[req_id] = gen
         return gen
 
-    @torch.inference_mode()
     def execute(self, output: SchedulerOutput) -> ModelRunnerOutput:
+        """Run one step and wait for its sampled tokens."""
+        return self.execute_async(output).get()
+
+    @torch.inference_mode()
+    def execute_async(self, output: SchedulerOutput) -> PendingRunnerOutput:
+        """Launch one step; the sampled tokens are fetched by ``get()`` on the result.
+
+        Placeholder tokens (async scheduling) are the previous step's samples: they are taken
+        from device memory, so the host never waits for them before launching this step.
+        """
         for rid in output.finished_req_ids:
             self.request_generators.pop(rid, None)
         if output.is_empty:
-            return ModelRunnerOutput([])
+            return PendingRunnerOutput(0, [], None)
         inputs = prepare_inputs(output, self.block_size, self.device)
+        if inputs.placeholder_positions:
+            src = [self._prev_rows[output.scheduled[r].req_id] for r in inputs.placeholder_reqs]
+            index = to_device(torch.tensor(inputs.placeholder_positions, dtype=torch.int64), self.device)
+            inputs.input_ids[index] = self._prev_sampled[to_device(torch.tensor(src, dtype=torch.int64), self.device)]
         hidden = self.graph_runner.try_run(inputs) if self.graph_runner is not None else None
         if hidden is None:
             hidden = self.model(inputs.input_ids, inputs.positions, inputs.metadata)
-        sampled: list[int | None] = [None] * len(output.scheduled)
+        prompt_lps = prompt_logprobs(
+            self.model.compute_logits, hidden, output.scheduled, inputs.metadata.query_start_loc_cpu  # type: ignore[arg-type]
+        )
         if not inputs.sample_rows:
-            return ModelRunnerOutput(sampled)
+            return PendingRunnerOutput(len(output.scheduled), [], None, prompt_logprobs=prompt_lps)
         logits = self.model.compute_logits(hidden.index_select(0, inputs.logits_indices))  # type: ignore[operator]
         rows = [output.scheduled[i] for i in inputs.sample_rows]
         generators = {
@@ -179,7 +223,10 @@ class ModelRunner:
             if r.sampling_params.seed is not None and not r.sampling_params.is_greedy
         }
         metadata = SamplingMetadata.build(rows, generators, self.device)
-        token_ids = self.sampler(logits, metadata, self.generator).tolist()
-        for i, tok in zip(inputs.sample_rows, token_ids):
-            sampled[i] = int(tok)
-        return ModelRunnerOutput(sampled)
+        sampled = self.sampler(logits, metadata, self.generator)
+        logprobs = sample_logprobs(logits, sampled, metadata, rows, self.sampler, self.logprobs_mode)
+        self._prev_sampled = sampled
+        self._prev_rows = {r.req_id: j for j, r in enumerate(rows)}
+        return PendingRunnerOutput(
+            len(output.scheduled), inputs.sample_rows, self.platform.to_host_async(sampled), logprobs, prompt_lps
+        )
