@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import BaseModel
 from tqdm.auto import tqdm
 
+from vllm_core.beam_search import BeamSearchOutput, beam_search
 from vllm_core.config import (
     CacheConfig,
     DeviceConfig,
@@ -20,7 +21,7 @@ from vllm_core.engine.input_processor import PromptType
 from vllm_core.engine.llm_engine import LLMEngine
 from vllm_core.errors import ConfigError, RequestError
 from vllm_core.outputs import RequestOutput
-from vllm_core.sampling_params import RequestOutputKind, SamplingParams
+from vllm_core.sampling_params import BeamSearchParams, RequestOutputKind, SamplingParams
 from vllm_core.tokenizers.chat import apply_chat_template
 
 logger = logging.getLogger(__name__)
@@ -85,6 +86,18 @@ class LLM:
         prompt_list = self._as_list(prompts)
         params_list = self._params_for(prompt_list, sampling_params)
         return self._run(prompt_list, params_list, use_tqdm)
+
+    def beam_search(
+        self,
+        prompts: PromptType | Sequence[PromptType],
+        params: BeamSearchParams,
+        use_tqdm: bool = False,
+    ) -> list[BeamSearchOutput]:
+        """The ``params.beam_width`` best beams of every prompt, best first (vLLM's API; see
+        ``vllm_core.beam_search``). Prefix caching makes the beams share their KV blocks."""
+        if not isinstance(params, BeamSearchParams):
+            raise RequestError(f"params must be BeamSearchParams, got {type(params).__name__}")
+        return beam_search(self, self._as_list(prompts), params)
 
     def chat(
         self,
