@@ -105,7 +105,10 @@ def main() -> None:
         "async_scheduling": core.scheduler.async_scheduling,
         "host_ms_per_step": {("step_total" if k == "output" else k): 1e3 * v / args.steps for k, v in phases.items()},
     }
-    print(json.dumps(res, indent=1))
+    table = prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=15, max_name_column_width=60)
+    res["top_kernels"] = table.splitlines()
+    print(json.dumps({k: v for k, v in res.items() if k != "top_kernels"}, indent=1))
+    print(table)
     if args.save_result:
         with open(args.save_result, "w") as f:
             json.dump(res, f, indent=2)

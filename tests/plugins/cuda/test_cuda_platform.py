@@ -44,3 +44,13 @@ def test_graph_buckets() -> None:
     assert batch_buckets(1) == [1]
     assert batch_buckets(40) == [1, 2, 4, 8, 16, 32, 40]
     assert batch_buckets(256)[-1] == 256 and 48 in batch_buckets(256)
+
+
+def test_split_kv_partitions_fill_the_gpu_at_small_batch() -> None:
+    from vllm_cuda.ops.paged_attention import PARTITION_SIZE, split_partition_size
+
+    # batch 1 x 8 KV heads, 1024 tokens: 32 partitions of 32 -> tile-rounded to 64 (16 partitions)
+    assert split_partition_size(1024, 8, 64) == 64
+    # many programs already: one partition per tile cap
+    assert split_partition_size(100_000, 128, 64) == PARTITION_SIZE
+    assert split_partition_size(300, 64, 64) % 64 == 0

@@ -61,6 +61,9 @@ class CUDAPlatform(Platform):
     def supported_dtypes(self) -> tuple[torch.dtype, ...]:
         return (torch.bfloat16, torch.float16, torch.float32)
 
+    def sampler_name(self) -> str:
+        return "triton"
+
     def make_ops(self) -> Ops:
         from vllm_cuda.cuda_ops import CUDAOps
 

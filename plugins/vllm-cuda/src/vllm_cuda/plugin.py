@@ -16,6 +16,13 @@ def register_platforms(register: Callable[[type[Any]], None]) -> None:
 
 
 @hookimpl
+def register_samplers(register: Callable[[type[Any]], None]) -> None:
+    from vllm_cuda.sampler import TritonSampler
+
+    register(TritonSampler)
+
+
+@hookimpl
 def register_attention_backends(register: Callable[[type[Any]], None]) -> None:
     from vllm_cuda.attention import TritonAttentionBackend
 

@@ -38,8 +38,11 @@ LOG2E = 1.4426950408889634
 PREFILL_BLOCK_M = 64
 """Rows (query token x head-in-group pairs) of one unified-kernel program when a batch has prefills."""
 PARTITION_SIZE = 512
-"""KV tokens per split-KV partition (a multiple of every ``BLOCK_N``)."""
-SPLIT_KV_MIN_SEQ_LEN = 2048
+"""Largest KV tokens per split-KV partition (a multiple of every ``BLOCK_N``)."""
+SPLIT_KV_TARGET_PROGRAMS = 256
+"""Split-KV aims at about this many programs (two per SM of an H100/H200), so that batch-1 decode
+reads the KV with the whole GPU rather than one SM per KV head."""
+SPLIT_KV_MIN_SEQ_LEN = 256
 """Split the KV of decode rows only when the longest sequence is at least this long ..."""
 SPLIT_KV_MAX_PROGRAMS = 128
 """... and the unified grid would have at most this many decode programs (num_decodes x Hk),
@@ -53,6 +56,15 @@ def use_split_kv(metadata: AttentionMetadata, num_kv_heads: int) -> bool:
         and metadata.max_seq_len >= SPLIT_KV_MIN_SEQ_LEN
         and metadata.num_decodes * num_kv_heads <= SPLIT_KV_MAX_PROGRAMS
     )
+
+
+def split_partition_size(max_seq_len: int, num_programs: int, block_n: int) -> int:
+    """KV tokens per partition: enough partitions for ~``SPLIT_KV_TARGET_PROGRAMS`` programs in
+    all, each a whole number of KV tiles and at most ``PARTITION_SIZE`` tokens."""
+    parts = max(1, -(-SPLIT_KV_TARGET_PROGRAMS // max(num_programs, 1)))
+    size = -(-max_seq_len // parts)
+    size = -(-size // block_n) * block_n
+    return max(block_n, min(size, PARTITION_SIZE))
 
 
 @triton.jit
@@ -219,7 +231,7 @@ def paged_attention(
     *,
     out: torch.Tensor | None = None,
     split_kv: bool | None = None,
-    partition_size: int = PARTITION_SIZE,
+    partition_size: int | None = None,
 ) -> torch.Tensor:
     """Causal paged attention for a ragged batch whose new KV is already in the cache.
 
@@ -227,7 +239,8 @@ def paged_attention(
     ``out`` (or a new tensor) [T, Hq, D]; rows past ``metadata.num_tokens`` are left unwritten.
     ``split_kv`` forces the split-KV decode path on (True) or off (False); None lets
     ``use_split_kv`` decide. ``partition_size`` must be a multiple of the KV tile (64, or 32
-    for head sizes above 128).
+    for head sizes above 128); None sizes partitions so the split grid has about
+    ``SPLIT_KV_TARGET_PROGRAMS`` programs (at most ``PARTITION_SIZE`` tokens each).
     """
     num_heads, head_size = query.shape[1:]
     block_size, num_kv_heads = key_cache.shape[1:3]
@@ -243,6 +256,8 @@ def paged_attention(
         raise ValueError(f"key/value caches of strides {key_cache.stride()} / {value_cache.stride()} "
                          "must share one layout with a contiguous head dimension")
     block_n = _block_n(head_size)
+    if partition_size is None:
+        partition_size = split_partition_size(metadata.max_seq_len, metadata.num_decodes * num_kv_heads, block_n)
     if partition_size % block_n:
         raise ValueError(f"partition_size {partition_size} is not a multiple of the KV tile {block_n}")
     if split_kv is None:
