@@ -2,9 +2,10 @@
 
 Tool choice: ``none`` never parses calls; ``auto`` (needs ``--enable-auto-tool-choice`` and
 ``--tool-call-parser``) parses them with the server's tool parser; ``required`` and a named
-function open the call in the prompt (``{"name": ...``) and read the model's JSON continuation
-(there is no structured-output decoding yet, so a model that does not continue with JSON gets
-its text back as content).
+function open the call in the prompt (``{"name": "f", "arguments": {"first_property": ``) and read
+the model's JSON continuation, stopping the request as soon as the call's JSON is complete. There
+is no structured-output decoding yet, so a model that does not continue with valid JSON gets its
+text back as content.
 """
 
 from __future__ import annotations
@@ -100,18 +101,30 @@ class ToolMode:
     tool_names: tuple[str, ...] = ()
 
 
+def forced_prefix(name: str | None, parameters: dict[str, Any] | None) -> str:
+    """The opening of a forced call: its name and, from the schema, the first argument's key."""
+    if name is None:
+        return '{"name": "'
+    prefix = '{"name": ' + json.dumps(name) + ', "arguments": {'
+    props = (parameters or {}).get("properties") or {}
+    if not isinstance(props, dict) or not props:
+        return prefix
+    required = [k for k in (parameters or {}).get("required") or [] if k in props]
+    key = required[0] if required else next(iter(props))
+    quote = '"' if isinstance(props[key], dict) and props[key].get("type") == "string" else ""
+    return prefix + json.dumps(key) + ": " + quote
+
+
 def parse_forced(mode: ToolMode, text: str) -> ParsedToolCall | None:
-    """The call of a ``named`` / ``required`` request, or None while (or if) the JSON is incomplete."""
+    """The call of a ``named`` / ``required`` request, or None while (or if) its JSON is incomplete."""
     try:
-        if mode.kind == "named":
-            assert mode.name is not None
-            args, _ = json.JSONDecoder().raw_decode(text.lstrip())
-            return make_call(mode.name, args)
         obj, _ = json.JSONDecoder().raw_decode(mode.prefix + text)
         if not isinstance(obj, dict) or obj.get("name") not in mode.tool_names:
             return None
+        if mode.name is not None and obj["name"] != mode.name:
+            return None
         return make_call(obj["name"], obj.get("arguments", obj.get("parameters")))
-    except (ValueError, AssertionError):
+    except ValueError:
         return None
 
 
@@ -158,10 +171,11 @@ class ServingChat(ServingBase):
             if choice.function.name not in names:
                 raise APIError(f"tool_choice names {choice.function.name!r}, which is not in tools: {list(names)}",
                                400, "tool_choice")
-            prefix = '{"name": ' + json.dumps(choice.function.name) + ', "arguments": '
+            tool = next(t for t in tools if t.function.name == choice.function.name)
+            prefix = forced_prefix(tool.function.name, tool.function.parameters)
             return ToolMode("named", choice.function.name, prefix, names)
         if choice == "required":
-            return ToolMode("required", None, '{"name": "', names)
+            return ToolMode("required", None, forced_prefix(None, None), names)
         auto_ready = self.settings.enable_auto_tool_choice and self.tool_parser_cls is not None
         if choice == "auto" and not auto_ready:
             raise APIError('"auto" tool choice requires --enable-auto-tool-choice and --tool-call-parser to be set',
@@ -210,17 +224,37 @@ class ServingChat(ServingBase):
         model = req.model or self.model_name
         if req.stream:
             return self._stream(req, rid, model, mode, gen)
-        (out,) = await run_to_completion([gen])
+        out = await self.collect(gen, mode)
         choices = [self._choice(c.index, c.text, c.finish_reason, c.stop_reason, mode) for c in out.outputs]
         return ChatCompletionResponse(id=rid, model=model, choices=choices, usage=_usage(out))
 
     # --------------------------------------------------------------------------- non-stream
+    @staticmethod
+    async def collect(gen: AsyncIterator[RequestOutput], mode: ToolMode) -> RequestOutput:
+        """The final output; a forced call ends its sample as soon as the call's JSON is complete."""
+        if mode.kind not in ("named", "required"):
+            (out,) = await run_to_completion([gen])
+            return out
+        last: RequestOutput | None = None
+        try:
+            async for out in gen:
+                last = out
+                if all(c.finish_reason is not None or parse_forced(mode, c.text) for c in out.outputs):
+                    break
+        finally:
+            await gen.aclose()  # type: ignore[attr-defined]
+        assert last is not None
+        for c in last.outputs:
+            if c.finish_reason is None:
+                c.finish_reason = "stop"
+        return last
+
     def _choice(self, index: int, text: str, finish: str | None, stop: Any, mode: ToolMode) -> ChatChoice:
         reasoning = None
         if self.reasoning_parser_cls is not None:
             reasoning, rest = self.reasoning_parser_cls(self.tokenizer).extract_reasoning(text)
             text = rest or ""
-        content: str | None = text
+        content: str | None = text if self.reasoning_parser_cls is None else (text or None)
         calls: list[ParsedToolCall] = []
         if mode.kind == "auto":
             assert self.tool_parser_cls is not None
@@ -264,22 +298,27 @@ class ServingChat(ServingBase):
             )
             yield chunk(ChatStreamChoice(index=i, delta=DeltaMessage(role="assistant", content="")))
         last: RequestOutput | None = None
-        async for out in gen:
-            last = out
-            for c in out.outputs:
-                st = states[c.index]
-                if st.done:
-                    continue
-                finished = c.finish_reason is not None
-                visible = c.text if finished else c.text[: max(0, len(c.text) - holdback)]
-                delta = self._delta(st, visible, finished, mode)
-                if finished:
-                    st.done = True
-                    finish = "tool_calls" if st.calls and c.finish_reason == "stop" else c.finish_reason
-                    yield chunk(ChatStreamChoice(index=c.index, delta=delta or DeltaMessage(),
-                                                 finish_reason=finish, stop_reason=c.stop_reason))
-                elif delta is not None:
-                    yield chunk(ChatStreamChoice(index=c.index, delta=delta))
+        try:
+            async for out in gen:
+                last = out
+                for c in out.outputs:
+                    st = states[c.index]
+                    if st.done:
+                        continue
+                    finished = c.finish_reason is not None
+                    visible = c.text if finished else c.text[: max(0, len(c.text) - holdback)]
+                    delta = self._delta(st, visible, finished, mode)
+                    if finished or (mode.kind in ("named", "required") and st.calls):
+                        st.done = True
+                        finish = "tool_calls" if st.calls and c.finish_reason in ("stop", None) else c.finish_reason
+                        yield chunk(ChatStreamChoice(index=c.index, delta=delta or DeltaMessage(),
+                                                     finish_reason=finish, stop_reason=c.stop_reason))
+                    elif delta is not None:
+                        yield chunk(ChatStreamChoice(index=c.index, delta=delta))
+                if all(st.done for st in states.values()):
+                    break  # a forced call is complete: leaving the loop aborts the rest
+        finally:
+            await gen.aclose()  # type: ignore[attr-defined]
         if last is not None:
             yield ChatCompletionChunk(id=rid, created=created, model=model, choices=[], usage=_usage(last))
 
