@@ -106,3 +106,41 @@ def test_logit_bias_allowed_tokens_and_frequency_penalty(llm: LLM) -> None:
     allowed = llm.generate(ids(p), base.clone(temperature=1.0, seed=1, allowed_token_ids=[3, 4, 500]),
                            use_tqdm=False)[0].outputs[0].token_ids
     assert set(allowed) <= {3, 4, 500}
+
+
+class WordTokenizer:
+    """Encodes the words it knows (a bad word's token ids), nothing else."""
+
+    def __init__(self, words: dict[str, list[int]]) -> None:
+        self.words = words
+
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        return list(self.words.get(text, []))
+
+
+def test_penalties_and_bad_words_see_the_token_in_flight_with_async_scheduling(tiny_models) -> None:  # type: ignore[no-untyped-def]
+    """With async scheduling the newest token is still on the device when the next step is
+    built; penalties and bad words must count it all the same."""
+    path, _ = tiny_models["llama"]
+    prompts = random_prompts(3, 5, 12, 512, seed=26)
+    params = SamplingParams(temperature=0, max_tokens=12, ignore_eos=True, repetition_penalty=1.5,
+                            frequency_penalty=2.0, presence_penalty=2.0, logit_bias={42: 6.0})
+    runs = []
+    for async_scheduling in (False, True):
+        llm = LLM(path, dtype="float32", max_model_len=128, skip_tokenizer_init=True, num_gpu_blocks_override=64,
+                  block_size=8, use_tqdm_on_load=False, async_scheduling=async_scheduling)
+        runs.append([o.outputs[0].token_ids for o in llm.generate(ids(*prompts), params, use_tqdm=False)])
+        assert runs[-1] == runs[0], f"async_scheduling={async_scheduling}: {runs}"
+        engine = llm.llm_engine
+        # a bad word made of the first two greedy tokens of the first prompt: never completed
+        first = runs[0][0][:2]
+        engine.input_processor.tokenizer = WordTokenizer({"x": first})
+        bad = params.clone(bad_words=["x"])
+        engine.add_request("bad", {"prompt_token_ids": prompts[0]}, bad)
+        out = []
+        while engine.has_unfinished_requests():
+            out += engine.step()
+        got = out[-1].outputs[0].token_ids
+        assert got[0] == first[0] and got[1] != first[1], async_scheduling
+    assert runs[0] == runs[1], runs
+    assert all(run[0] == 42 and run[1] != 42 for run in runs[0])  # the bias wins once, then the penalties

@@ -7,7 +7,7 @@ whole batch at once.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -81,14 +81,19 @@ class SamplingMetadata:
         rows: Sequence[ScheduledRequest],
         generators: dict[int, torch.Generator],
         device: torch.device,
+        pending: Callable[[str], list[int]] | None = None,
     ) -> SamplingMetadata:
+        """``pending(req_id)``: the tokens of a request sampled by the step still in flight (async
+        scheduling), not yet in its ``output_token_ids``; asked only for rows whose penalties or
+        bad words need the whole output."""
         params = [r.sampling_params for r in rows]
+        outputs = _outputs(rows, pending)
         temps = [0.0 if p.is_greedy else float(p.temperature) for p in params]
         greedy = [t == 0.0 for t in temps]
         top_k = [p.top_k for p in params]
         top_p = [p.top_p for p in params]
         min_p = [p.min_p for p in params]
-        banned = _banned_tokens(rows)
+        banned = _banned_tokens(rows, outputs)
         logprobs = [p.logprobs for p in params if p.logprobs is not None]
         return cls(
             temperature=to_device(torch.tensor(temps, dtype=torch.float32), device),
@@ -99,14 +104,27 @@ class SamplingMetadata:
             all_random=not any(greedy),
             generators=generators,
             banned_tokens=banned,
-            penalties=_penalties(rows, device) if any(p.has_penalties for p in params) else None,
+            penalties=_penalties(rows, outputs, device) if any(p.has_penalties for p in params) else None,
             logit_bias=_logit_bias(rows, device),
             allowed_tokens=_allowed_tokens(rows, device),
             max_num_logprobs=(-1 if -1 in logprobs else max(logprobs)) if logprobs else None,
         )
 
 
-def _banned_tokens(rows: Sequence[ScheduledRequest]) -> list[tuple[int, list[int]]]:
+def _outputs(rows: Sequence[ScheduledRequest], pending: Callable[[str], list[int]] | None) -> list[Sequence[int]]:
+    """Each row's generated tokens, completed with the ones in flight where they matter."""
+    outputs: list[Sequence[int]] = []
+    for r in rows:
+        out: Sequence[int] = r.output_token_ids
+        missing = r.num_output_tokens - len(out)
+        p = r.sampling_params
+        if missing > 0 and pending is not None and (p.has_penalties or p.bad_words_token_ids):
+            out = [*out, *pending(r.req_id)[-missing:]]
+        outputs.append(out)
+    return outputs
+
+
+def _banned_tokens(rows: Sequence[ScheduledRequest], outputs: list[Sequence[int]]) -> list[tuple[int, list[int]]]:
     banned = []
     for i, r in enumerate(rows):
         p = r.sampling_params
@@ -116,7 +134,7 @@ def _banned_tokens(rows: Sequence[ScheduledRequest]) -> list[tuple[int, list[int
             if r.eos_token_id is not None and not p.ignore_eos:
                 ids.append(r.eos_token_id)
         if p.bad_words_token_ids:
-            ids.extend(_bad_word_bans(p.bad_words_token_ids, r.output_token_ids))
+            ids.extend(_bad_word_bans(p.bad_words_token_ids, outputs[i]))
         if ids:
             banned.append((i, ids))
     return banned
@@ -142,12 +160,12 @@ def _padded(seqs: Sequence[Sequence[int]], device: torch.device) -> torch.Tensor
     return torch.from_numpy(out).to(device)
 
 
-def _penalties(rows: Sequence[ScheduledRequest], device: torch.device) -> PenaltyTensors:
+def _penalties(rows: Sequence[ScheduledRequest], all_outputs: list[Sequence[int]], device: torch.device) -> PenaltyTensors:
     params = [r.sampling_params for r in rows]
     uses = [p.has_penalties for p in params]
     repetition = [p.repetition_penalty for p in params]
     # Rows without penalties contribute no tokens: their ids would only cost memory.
-    outputs = [r.output_token_ids if u else () for r, u in zip(rows, uses)]
+    outputs = [out if u else () for out, u in zip(all_outputs, uses)]
     prompt_ids = None
     if any(rp != 1.0 for rp in repetition):
         prompt_ids = _padded([r.prompt_token_ids if rp != 1.0 else () for r, rp in zip(rows, repetition)], device)

@@ -187,6 +187,12 @@ class ModelRunner:
             self.request_generators[req_id] = gen
         return gen
 
+    def _pending_tokens(self, req_id: str) -> list[int]:
+        """The token the step in flight sampled for a request (waits for it): penalties and bad
+        words must count it although the scheduler has not seen it yet."""
+        row = self._prev_rows.get(req_id)
+        return [] if row is None else [int(self._prev_sampled[row])]
+
     def execute(self, output: SchedulerOutput) -> ModelRunnerOutput:
         """Run one step and wait for its sampled tokens."""
         return self.execute_async(output).get()
@@ -222,7 +228,7 @@ class ModelRunner:
             for j, r in enumerate(rows)
             if r.sampling_params.seed is not None and not r.sampling_params.is_greedy
         }
-        metadata = SamplingMetadata.build(rows, generators, self.device)
+        metadata = SamplingMetadata.build(rows, generators, self.device, pending=self._pending_tokens)
         sampled = self.sampler(logits, metadata, self.generator)
         logprobs = sample_logprobs(logits, sampled, metadata, rows, self.sampler, self.logprobs_mode)
         self._prev_sampled = sampled
