@@ -5,6 +5,7 @@ Engine and torch imports happen inside the commands so ``vllm-core --help`` stay
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -64,7 +65,7 @@ def _finish(title: str, kind: str, started: EngineStart, result: ThroughputResul
 
 @click.group()
 def bench() -> None:
-    """Benchmark the engine offline, as vLLM's bench throughput and bench latency."""
+    """Benchmark the engine offline (throughput, latency) or a running server (serve), as vLLM's bench."""
 
 
 def _lengths(name: str, length: int | None, default: int, ratio: float,
@@ -145,3 +146,61 @@ def latency(model: str | None, input_len: int, output_len: int, batch_size: int,
     except EngineError as exc:
         raise click.ClickException(str(exc)) from exc
     _finish("Latency Benchmark Result", "latency", started, result, save_result)
+
+
+@bench.command("serve")
+@click.option("--base-url", default=None, help="Server URL (default: http://HOST:PORT).")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8000, show_default=True)
+@click.option("--endpoint", default="/v1/completions", show_default=True)
+@click.option("--model", default=None, help="Served model name (default: the server's first).")
+@click.option("--dataset-name", "dataset", type=click.Choice(["random"]), default="random", show_default=True)
+@click.option("--num-prompts", type=_POSITIVE, default=1000, show_default=True)
+@click.option("--random-input-len", type=_POSITIVE, default=1024, show_default=True)
+@click.option("--random-output-len", type=_POSITIVE, default=128, show_default=True)
+@click.option("--random-range-ratio", type=click.FloatRange(0.0, 1.0, max_open=True), default=0.0, show_default=True)
+@click.option("--random-vocab-size", type=_POSITIVE, default=1000, show_default=True,
+              help="Prompt token ids are drawn from [0, N): valid for any model with at least N tokens.")
+@click.option("--request-rate", type=float, default=math.inf, show_default=True,
+              help="Requests per second, Poisson arrivals; inf sends all at once.")
+@click.option("--max-concurrency", type=_POSITIVE, default=None, help="Most requests in flight.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--api-key", default=None, envvar="VLLM_CORE_API_KEY")
+@click.option("--ignore-eos/--no-ignore-eos", default=True, show_default=True)
+@click.option("--save-result", type=click.Path(dir_okay=False), default=None, help="Write the result JSON here.")
+def serve_bench(base_url: str | None, host: str, port: int, endpoint: str, model: str | None, dataset: str,
+                num_prompts: int, random_input_len: int, random_output_len: int, random_range_ratio: float,
+                random_vocab_size: int, request_rate: float, max_concurrency: int | None, seed: int,
+                api_key: str | None, ignore_eos: bool, save_result: str | None) -> None:
+    """Load a running server as `vllm bench serve` does: throughput and TTFT / TPOT / ITL / E2EL."""
+    import asyncio
+
+    import httpx
+
+    from vllm_core.benchmarks.datasets import RandomDataset, length_range
+    from vllm_core.benchmarks.report import format_table
+    from vllm_core.benchmarks.report import save_result as write
+    from vllm_core.benchmarks.serve import ServeBenchConfig, run_serve_benchmark, summarize, table_rows
+
+    if request_rate <= 0:
+        raise click.BadParameter("must be > 0 (or inf)", param_hint="--request-rate")
+    url = base_url or f"http://{host}:{port}"
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    if model is None:
+        try:
+            models = httpx.get(f"{url}/v1/models", headers=headers, timeout=30).json()["data"]
+        except (httpx.HTTPError, KeyError, ValueError) as exc:
+            raise click.ClickException(f"cannot list models at {url}/v1/models: {exc}") from exc
+        model = models[0]["id"]
+    data = RandomDataset(length_range(random_input_len, random_range_ratio),
+                         length_range(random_output_len, random_range_ratio), seed=seed)
+    cfg = ServeBenchConfig(url, model, endpoint, request_rate, max_concurrency, seed, api_key, ignore_eos)
+    results, duration = asyncio.run(run_serve_benchmark(cfg, data.sample(num_prompts, random_vocab_size)))
+    summary = summarize(results, duration)
+    click.echo(format_table("Serving Benchmark Result", table_rows(summary, cfg)))
+    if summary["failed"]:
+        click.echo(f"errors: {summary['errors']}", err=True)
+    if save_result:
+        args = dict(click.get_current_context().params)
+        write(save_result, {"benchmark": "serve", "model": model, "num_prompts": num_prompts, **summary, "args": args})
+        click.echo(f"saved {save_result}")
