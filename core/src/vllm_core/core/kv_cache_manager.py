@@ -22,6 +22,8 @@ class KVCacheManager:
         self.enable_caching = enable_caching
         self.pool = BlockPool(num_blocks, enable_caching)
         self.req_blocks: dict[str, list[KVCacheBlock]] = {}
+        self.req_block_ids: dict[str, list[int]] = {}
+        """The same blocks as ids, kept in step so a step does not rebuild them per request."""
         self.num_cached_blocks: dict[str, int] = {}
         self.prefix_queries = 0
         """Prompt tokens looked up in the prefix cache (for the hit rate)."""
@@ -88,12 +90,16 @@ class KVCacheManager:
         if needed > self.pool.num_free_blocks - reclaimed:
             if not blocks:
                 del self.req_blocks[request.request_id]
+                self.req_block_ids.pop(request.request_id, None)
             return None
         self.pool.touch(computed_blocks)
         blocks.extend(computed_blocks)
+        ids = self.req_block_ids.setdefault(request.request_id, [])
+        ids.extend(b.block_id for b in computed_blocks)
         self.num_cached_blocks.setdefault(request.request_id, len(blocks))
         new_blocks = self.pool.get_new_blocks(max(needed, 0))
         blocks.extend(new_blocks)
+        ids.extend(b.block_id for b in new_blocks)
         return new_blocks
 
     def cache_blocks(self, request: Request, num_computed_tokens: int | None = None) -> None:
@@ -124,11 +130,14 @@ class KVCacheManager:
     def free(self, request: Request) -> None:
         """Release the request's blocks, last block first so tails are evicted before prefixes."""
         blocks = self.req_blocks.pop(request.request_id, [])
+        self.req_block_ids.pop(request.request_id, None)
         self.num_cached_blocks.pop(request.request_id, None)
         self.pool.free_blocks(reversed(blocks))
 
     def get_block_ids(self, request_id: str) -> list[int]:
-        return [b.block_id for b in self.req_blocks.get(request_id, [])]
+        """The request's block ids in position order (a copy of a list kept in step with the
+        blocks: a C-level list copy, not a walk over block objects)."""
+        return list(self.req_block_ids.get(request_id, ()))
 
     def reset_prefix_cache(self) -> bool:
         return self.pool.reset_prefix_cache()
