@@ -133,3 +133,38 @@ def test_metrics_count_tokens_and_latencies(server: RunningServer) -> None:
                  "vllm:prefix_cache_hit_rate", "vllm:prefix_cache_queries", "vllm:num_free_kv_cache_blocks"):
         assert name in after
     assert after["vllm:num_requests_running"] == 0 and after["vllm:kv_cache_usage_perc"] == 0
+
+
+def test_completion_logprobs_streaming_and_not(server: RunningServer, offline: LLM) -> None:
+    client = server.client()
+    kw = dict(model=server.model, prompt=PROMPTS[0], max_tokens=6, temperature=0, logprobs=2)
+    resp = client.completions.create(**kw)
+    lp = resp.choices[0].logprobs
+    assert len(lp.tokens) == resp.usage.completion_tokens == len(lp.token_logprobs) == len(lp.top_logprobs)
+    assert "".join(lp.tokens) == resp.choices[0].text
+    for chosen, top in zip(lp.token_logprobs, lp.top_logprobs):
+        assert chosen <= 0 and len(top) == 2 and chosen == pytest.approx(max(top.values()))  # greedy: the top one
+    assert lp.text_offset[0] == 0 and lp.text_offset[1] == len(lp.tokens[0])
+    expected = offline.generate(PROMPTS[0], SamplingParams(max_tokens=6, temperature=0, logprobs=2), use_tqdm=False)
+    ref = expected[0].outputs[0]
+    assert lp.token_logprobs == pytest.approx([ref.logprobs[i][t].logprob for i, t in enumerate(ref.token_ids)], abs=1e-4)
+    streamed = [t for c in client.completions.create(stream=True, **kw) if c.choices and c.choices[0].logprobs
+                for t in c.choices[0].logprobs.tokens]
+    assert streamed == lp.tokens
+
+
+def test_chat_logprobs_streaming_and_not(server: RunningServer) -> None:
+    client = server.client()
+    kw = dict(model=server.model, messages=[{"role": "user", "content": "Hi"}], max_tokens=5, temperature=0,
+              logprobs=True, top_logprobs=3)
+    resp = client.chat.completions.create(**kw)
+    content = resp.choices[0].logprobs.content
+    assert len(content) == resp.usage.completion_tokens
+    for item in content:
+        assert len(item.top_logprobs) == 3 and item.top_logprobs[0].token == item.token
+        assert item.logprob == pytest.approx(item.top_logprobs[0].logprob) and bytes(item.bytes).decode() == item.token
+    streamed = [i.token for c in client.chat.completions.create(stream=True, **kw)
+                if c.choices and c.choices[0].logprobs for i in c.choices[0].logprobs.content]
+    assert streamed == [i.token for i in content]
+    no_lp = client.chat.completions.create(model=server.model, messages=[{"role": "user", "content": "Hi"}], max_tokens=2)
+    assert no_lp.choices[0].logprobs is None

@@ -20,6 +20,7 @@ import jinja2
 
 from vllm_core.engine.async_llm import AsyncLLM
 from vllm_core.entrypoints.openai.errors import APIError
+from vllm_core.entrypoints.openai.logprobs import chat_logprobs
 from vllm_core.entrypoints.openai.protocol import (
     ChatChoice,
     ChatCompletionChunk,
@@ -135,6 +136,7 @@ class ChoiceState:
     reasoning: ReasoningStreamer | None
     tools: ToolCallStreamer | None
     content_sent: int = 0
+    tokens_sent: int = 0
     calls: list[ParsedToolCall] = field(default_factory=list)
     done: bool = False
 
@@ -204,13 +206,13 @@ class ServingChat(ServingBase):
     def submit(self, req: ChatCompletionRequest, rid: str) -> tuple[ToolMode, AsyncIterator[RequestOutput]]:
         self.check_model(req.model)
         self.check_n(req.n)
-        if req.logprobs or req.top_logprobs:
-            raise APIError("logprobs are not supported by this server yet", 400, "logprobs")
+        if req.top_logprobs is not None and not req.logprobs:
+            raise APIError("top_logprobs needs logprobs: true", 400, "top_logprobs")
         mode = self._tool_mode(req)
         prompt = self._prompt(req, mode)
         max_tokens = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
         self.check_length(len(prompt["prompt_token_ids"]), max_tokens)
-        extra: dict[str, Any] = {}
+        extra: dict[str, Any] = {"logprobs": req.top_logprobs or 0} if req.logprobs else {}
         special = (self.tool_parser_cls is not None and self.tool_parser_cls.needs_special_tokens and mode.kind == "auto") or (
             self.reasoning_parser_cls is not None and self.reasoning_parser_cls.needs_special_tokens)
         if special:
@@ -225,7 +227,8 @@ class ServingChat(ServingBase):
         if req.stream:
             return self._stream(req, rid, model, mode, gen)
         out = await self.collect(gen, mode)
-        choices = [self._choice(c.index, c.text, c.finish_reason, c.stop_reason, mode) for c in out.outputs]
+        choices = [self._choice(c.index, c.text, c.finish_reason, c.stop_reason, mode,
+                                self._logprobs(req, c.token_ids, c.logprobs)) for c in out.outputs]
         return ChatCompletionResponse(id=rid, model=model, choices=choices, usage=_usage(out))
 
     # --------------------------------------------------------------------------- non-stream
@@ -249,7 +252,13 @@ class ServingChat(ServingBase):
                 c.finish_reason = "stop"
         return last
 
-    def _choice(self, index: int, text: str, finish: str | None, stop: Any, mode: ToolMode) -> ChatChoice:
+    def _logprobs(self, req: ChatCompletionRequest, token_ids: list[int], logprobs: Any) -> Any:
+        if not req.logprobs or logprobs is None:
+            return None
+        return chat_logprobs(token_ids, logprobs, self.tokenizer, req.top_logprobs or 0)
+
+    def _choice(self, index: int, text: str, finish: str | None, stop: Any, mode: ToolMode,
+                logprobs: Any = None) -> ChatChoice:
         reasoning = None
         if self.reasoning_parser_cls is not None:
             reasoning, rest = self.reasoning_parser_cls(self.tokenizer).extract_reasoning(text)
@@ -270,7 +279,7 @@ class ServingChat(ServingBase):
         )
         if calls and finish == "stop":
             finish = "tool_calls"
-        return ChatChoice(index=index, message=message, finish_reason=finish, stop_reason=stop)
+        return ChatChoice(index=index, message=message, logprobs=logprobs, finish_reason=finish, stop_reason=stop)
 
     # ------------------------------------------------------------------------------- stream
     async def _stream(self, req: ChatCompletionRequest, rid: str, model: str, mode: ToolMode,
@@ -308,13 +317,18 @@ class ServingChat(ServingBase):
                     finished = c.finish_reason is not None
                     visible = c.text if finished else c.text[: max(0, len(c.text) - holdback)]
                     delta = self._delta(st, visible, finished, mode)
+                    lps = None
+                    if delta is not None or finished:
+                        lps = self._logprobs(req, c.token_ids[st.tokens_sent:],
+                                             c.logprobs[st.tokens_sent:] if c.logprobs else None)
+                        st.tokens_sent = len(c.token_ids)
                     if finished or (mode.kind in ("named", "required") and st.calls):
                         st.done = True
                         finish = "tool_calls" if st.calls and c.finish_reason in ("stop", None) else c.finish_reason
-                        yield chunk(ChatStreamChoice(index=c.index, delta=delta or DeltaMessage(),
+                        yield chunk(ChatStreamChoice(index=c.index, delta=delta or DeltaMessage(), logprobs=lps,
                                                      finish_reason=finish, stop_reason=c.stop_reason))
                     elif delta is not None:
-                        yield chunk(ChatStreamChoice(index=c.index, delta=delta))
+                        yield chunk(ChatStreamChoice(index=c.index, delta=delta, logprobs=lps))
                 if all(st.done for st in states.values()):
                     break  # a forced call is complete: leaving the loop aborts the rest
         finally:

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from vllm_core.entrypoints.openai.errors import APIError
+from vllm_core.entrypoints.openai.logprobs import completion_logprobs
 from vllm_core.entrypoints.openai.protocol import (
     CompletionChoice,
     CompletionRequest,
@@ -55,11 +56,14 @@ class ServingCompletion(ServingBase):
         self.check_model(req.model)
         if req.suffix:
             raise APIError("suffix is not supported", 400, "suffix")
+        if req.prompt_logprobs is not None:
+            raise APIError("prompt_logprobs is not supported by the server yet", 400, "prompt_logprobs")
         prompts = self._prompts(req)
         self.check_n(req.n, len(prompts))
         for p in prompts:
             self.check_length(len(p["prompt_token_ids"]), req.max_tokens)
-        params = req.sampling_params(req.max_tokens, None)
+        extra = {"logprobs": req.logprobs} if req.logprobs is not None else {}
+        params = req.sampling_params(req.max_tokens, None, **extra)
         gens: list[AsyncIterator[RequestOutput]] = []
         rids: list[str] = []
         try:
@@ -73,6 +77,11 @@ class ServingCompletion(ServingBase):
             raise
         return prompts, gens
 
+    def _logprobs(self, req: CompletionRequest, token_ids: list[int], logprobs: Any, offset: int) -> Any:
+        if req.logprobs is None or logprobs is None:
+            return None
+        return completion_logprobs(token_ids, logprobs, self.engine.tokenizer, req.logprobs, offset)
+
     async def create(self, req: CompletionRequest) -> CompletionResponse | AsyncIterator[str]:
         base_id = req.request_id or random_id("cmpl")
         prompts, gens = self._submit(req, base_id)
@@ -83,9 +92,10 @@ class ServingCompletion(ServingBase):
         choices = []
         for i, out in enumerate(outs):
             for c in out.outputs:
-                text = (prompts[i]["prompt"] or "") + c.text if req.echo else c.text
+                prefix = (prompts[i]["prompt"] or "") if req.echo else ""
                 choices.append(
-                    CompletionChoice(index=i * req.n + c.index, text=text,
+                    CompletionChoice(index=i * req.n + c.index, text=prefix + c.text,
+                                     logprobs=self._logprobs(req, c.token_ids, c.logprobs, len(prefix)),
                                      finish_reason=c.finish_reason, stop_reason=c.stop_reason)
                 )
         return CompletionResponse(id=base_id, model=model, choices=choices, usage=_usage(outs))
@@ -99,9 +109,11 @@ class ServingCompletion(ServingBase):
         finished: set[tuple[int, int]] = set()
         last: dict[int, RequestOutput] = {}
         holdback = stop_holdback(req.stop)
+        tokens_sent: dict[tuple[int, int], int] = {}
+        offsets: dict[tuple[int, int], int] = {}
 
-        def chunk(index: int, text: str, finish: str | None = None, stop: Any = None) -> str:
-            choice = CompletionChoice(index=index, text=text, finish_reason=finish, stop_reason=stop)
+        def chunk(index: int, text: str, finish: str | None = None, stop: Any = None, logprobs: Any = None) -> str:
+            choice = CompletionChoice(index=index, text=text, logprobs=logprobs, finish_reason=finish, stop_reason=stop)
             return sse(CompletionResponse(id=base_id, created=created, model=model, choices=[choice]))
 
         if req.echo:
@@ -118,9 +130,14 @@ class ServingCompletion(ServingBase):
                 delta, sent[key] = text_delta(c.text, sent.get(key, 0), done, holdback)
                 if not delta and not done:
                     continue
+                k = tokens_sent.get(key, 0)
+                tokens_sent[key] = len(c.token_ids)
+                lps = self._logprobs(req, c.token_ids[k:], c.logprobs[k:] if c.logprobs else None,
+                                     offsets.get(key, 0))
+                offsets[key] = offsets.get(key, 0) + len(delta)
                 if done:
                     finished.add(key)
-                yield chunk(i * req.n + c.index, delta, c.finish_reason, c.stop_reason)
+                yield chunk(i * req.n + c.index, delta, c.finish_reason, c.stop_reason, lps)
         if req.stream_options is not None and req.stream_options.include_usage:
             usage = _usage([last[i] for i in sorted(last)])
             yield sse({"id": base_id, "object": "text_completion", "created": created, "model": model,
