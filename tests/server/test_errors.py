@@ -122,3 +122,27 @@ def test_health_turns_503_when_the_engine_process_dies(tiny_chat_model: str) -> 
         assert httpx.get(f"{srv.url}/metrics").status_code == 200
     finally:
         srv.stop()
+
+
+def test_back_pressure_refuses_with_429(server: RunningServer) -> None:
+    import asyncio
+
+    from vllm_core.entrypoints.openai.errors import APIError
+    from vllm_core.entrypoints.openai.protocol import CompletionRequest
+    from vllm_core.entrypoints.openai.serving_completion import ServingCompletion
+    from vllm_core.entrypoints.openai.serving_engine import ServerSettings
+
+    serving = ServingCompletion(server.engine, ServerSettings((server.model,), max_pending_requests=1))
+
+    async def go() -> int:
+        serving._submit(CompletionRequest(prompt="hi", max_tokens=100, ignore_eos=True), "bp-1")
+        try:
+            serving._submit(CompletionRequest(prompt="hi"), "bp-2")
+        except APIError as exc:
+            return exc.status
+        finally:
+            server.engine.abort("bp-1-0")
+        return 200
+
+    assert asyncio.run_coroutine_threadsafe(go(), server.loop).result(30) == 429
+    assert _post(server, COMPLETIONS, json={"prompt": "hi", "max_tokens": 2}).status_code == 200

@@ -88,6 +88,8 @@ def _serve_engine_options(f: Any) -> Any:
 @click.option("--tool-call-parser", default=None, help="Registered tool parser: hermes, llama3_json, mistral, pythonic, ...")
 @click.option("--tool-parser-plugin", default=None, help="Python file registering more tool parsers (a hook plugin).")
 @click.option("--reasoning-parser", default=None, help="Registered reasoning parser, e.g. deepseek_r1.")
+@click.option("--max-pending-requests", type=click.IntRange(min=1), default=None,
+              help="Requests in flight before new ones get 429 (default: 8 x --max-num-seqs).")
 @click.option("--allowed-origins", multiple=True, help="CORS origins (repeatable; default none).")
 @click.option("--allowed-methods", multiple=True, help="CORS methods (default *).")
 @click.option("--allowed-headers", multiple=True, help="CORS headers (default *).")
@@ -96,7 +98,7 @@ def _serve_engine_options(f: Any) -> Any:
 def serve(model_arg: str | None, model: str | None, host: str, port: int, api_key: str | None,
           served_model_name: tuple[str, ...], chat_template: str | None, enable_auto_tool_choice: bool,
           tool_call_parser: str | None, tool_parser_plugin: str | None, reasoning_parser: str | None,
-          allowed_origins: tuple[str, ...], allowed_methods: tuple[str, ...],
+          max_pending_requests: int | None, allowed_origins: tuple[str, ...], allowed_methods: tuple[str, ...],
           allowed_headers: tuple[str, ...], uvicorn_log_level: str, **kwargs: Any) -> None:
     """Serve MODEL (default: the embedded SmolLM2-135M-Instruct) over the OpenAI API."""
     from vllm_core.errors import EngineError
@@ -124,6 +126,7 @@ def serve(model_arg: str | None, model: str | None, host: str, port: int, api_ke
         "enable_auto_tool_choice": enable_auto_tool_choice,
         "tool_call_parser": tool_call_parser,
         "reasoning_parser": reasoning_parser,
+        "max_pending_requests": max_pending_requests,
     }
     cors = None
     if allowed_origins:

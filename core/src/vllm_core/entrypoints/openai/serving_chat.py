@@ -206,6 +206,7 @@ class ServingChat(ServingBase):
     def submit(self, req: ChatCompletionRequest, rid: str) -> tuple[ToolMode, AsyncIterator[RequestOutput]]:
         self.check_model(req.model)
         self.check_n(req.n)
+        self.check_capacity(1)
         if req.top_logprobs is not None and not req.logprobs:
             raise APIError("top_logprobs needs logprobs: true", 400, "top_logprobs")
         mode = self._tool_mode(req)

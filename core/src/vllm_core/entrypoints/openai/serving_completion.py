@@ -60,6 +60,7 @@ class ServingCompletion(ServingBase):
             raise APIError("prompt_logprobs is not supported by the server yet", 400, "prompt_logprobs")
         prompts = self._prompts(req)
         self.check_n(req.n, len(prompts))
+        self.check_capacity(len(prompts))
         for p in prompts:
             self.check_length(len(p["prompt_token_ids"]), req.max_tokens)
         extra = {"logprobs": req.logprobs} if req.logprobs is not None else {}

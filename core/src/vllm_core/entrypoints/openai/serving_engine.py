@@ -29,6 +29,8 @@ class ServerSettings:
     tool_call_parser: str | None = None
     reasoning_parser: str | None = None
     max_n: int = MAX_N
+    max_pending_requests: int | None = None
+    """Most engine requests in flight before new ones get a 429 (default: 8 x max_num_seqs)."""
 
 
 class ServingBase:
@@ -60,6 +62,15 @@ class ServingBase:
             raise APIError(
                 f"n * number of prompts = {n * num_prompts} exceeds this server's limit {self.settings.max_n}",
                 400, "n",
+            )
+
+    def check_capacity(self, num_new: int) -> None:
+        """Back-pressure: refuse work (429) instead of queueing without bound."""
+        limit = self.settings.max_pending_requests or 8 * self.engine.info.max_num_seqs
+        in_flight = len(self.engine.streams)
+        if in_flight + num_new > limit:
+            raise APIError(
+                f"the server is at capacity ({in_flight} requests in flight, limit {limit}); retry later", 429
             )
 
     def check_length(self, num_prompt_tokens: int, max_tokens: int | None) -> None:
