@@ -172,3 +172,20 @@ def test_allowed_tokens_bound_what_is_sampled() -> None:
     logits = random_logits(1, seed=9, scale=0.1).repeat(300, 1)
     got = ReferenceSampler()(logits, SamplingMetadata.build(rows, {}, CPU), torch.Generator().manual_seed(0))
     assert set(got.tolist()) == set(allowed)
+
+
+def test_token_bitmask_matches_xgrammar() -> None:
+    xgr = pytest.importorskip("xgrammar")
+    from vllm_core.sample.structured import TokenBitmask, apply_token_bitmask
+
+    g = torch.Generator().manual_seed(0)
+    bits = torch.randint(-(2**31), 2**31 - 1, (3, (VOCAB + 31) // 32), dtype=torch.int32, generator=g)
+    logits = random_logits(5, seed=10)
+    rows = torch.tensor([0, 2, 3])
+    ours = apply_token_bitmask(logits, TokenBitmask(rows, bits))
+    expected = logits.clone()
+    sub = expected[rows]
+    xgr.apply_token_bitmask_inplace(sub, bits)
+    expected[rows] = sub
+    assert torch.equal(ours, expected)
+    assert torch.equal(ours[1], logits[1]) and torch.isinf(ours[0]).any()

@@ -13,7 +13,7 @@ __version__ = "0.1.0"
 
 from vllm_core.outputs import CompletionOutput, Logprob, RequestOutput
 from vllm_core.plugins.hookspecs import hookimpl
-from vllm_core.sampling_params import BeamSearchParams, RequestOutputKind, SamplingParams
+from vllm_core.sampling_params import BeamSearchParams, RequestOutputKind, SamplingParams, StructuredOutputsParams
 
 if TYPE_CHECKING:
     from vllm_core.entrypoints.llm import LLM
@@ -30,5 +30,5 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "LLM", "BeamSearchParams", "CompletionOutput", "Logprob", "RequestOutput", "RequestOutputKind",
-    "SamplingParams", "__version__", "hookimpl",
+    "SamplingParams", "StructuredOutputsParams", "__version__", "hookimpl",
 ]

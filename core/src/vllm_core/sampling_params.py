@@ -34,6 +34,60 @@ class RequestOutputKind(Enum):
     """Nothing until the request finishes, then everything."""
 
 
+@dataclass
+class StructuredOutputsParams:
+    """A constraint the output must satisfy (vLLM's ``StructuredOutputsParams``): exactly one of
+    ``json`` (a JSON schema), ``regex``, ``choice``, ``grammar`` (EBNF) or ``json_object``.
+    Enforced with xgrammar token bitmasks (``pip install xgrammar``)."""
+
+    json: str | dict[str, Any] | None = None
+    """A JSON schema, as a dict or its JSON text."""
+    regex: str | None = None
+    choice: list[str] | None = None
+    """The output is exactly one of these strings."""
+    grammar: str | None = None
+    """An EBNF grammar (xgrammar / GBNF syntax) with a ``root`` rule."""
+    json_object: bool | None = None
+    """Any JSON object (OpenAI's ``response_format={"type": "json_object"}``)."""
+    disable_any_whitespace: bool = False
+    """JSON without optional whitespace between tokens."""
+
+    def __post_init__(self) -> None:
+        given = [k for k in ("json", "regex", "choice", "grammar", "json_object") if getattr(self, k)]
+        if len(given) != 1:
+            raise SamplingParamsError(
+                "StructuredOutputsParams needs exactly one of json, regex, choice, grammar, json_object; "
+                f"got {given or 'none'}"
+            )
+        if self.json is not None and not isinstance(self.json, (str, dict)):
+            raise SamplingParamsError(f"StructuredOutputsParams.json must be a dict or a JSON string, got {self.json!r}")
+        for name in ("regex", "grammar"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                raise SamplingParamsError(f"StructuredOutputsParams.{name} must be a string, got {value!r}")
+        if self.choice is not None and (
+            not isinstance(self.choice, (list, tuple)) or not all(isinstance(c, str) and c for c in self.choice)
+        ):
+            raise SamplingParamsError(
+                f"StructuredOutputsParams.choice must be a list of non-empty strings, got {self.choice!r}"
+            )
+
+    def key(self) -> tuple[str, str]:
+        """(kind, spec text): what a compiled grammar is cached under."""
+        import json as _json
+
+        if self.json is not None:
+            spec = self.json if isinstance(self.json, str) else _json.dumps(self.json, sort_keys=True)
+            return ("json", spec + ("|compact" if self.disable_any_whitespace else ""))
+        if self.regex is not None:
+            return ("regex", self.regex)
+        if self.choice is not None:
+            return ("choice", _json.dumps(list(self.choice)))
+        if self.grammar is not None:
+            return ("grammar", self.grammar)
+        return ("json_object", "")
+
+
 def _fail(name: str, value: Any, must: str) -> SamplingParamsError:
     return SamplingParamsError(f"SamplingParams.{name} must be {must}, got {value!r}")
 
@@ -113,6 +167,8 @@ class SamplingParams:
     """Keep only the last k prompt tokens; -1 keeps as many as the model length allows."""
     output_kind: RequestOutputKind = RequestOutputKind.CUMULATIVE
     """What each streamed ``RequestOutput`` holds."""
+    structured_outputs: StructuredOutputsParams | None = None
+    """A JSON schema / regex / choice / grammar constraint on the output."""
     _stop_list: list[str] = field(default_factory=list, init=False, repr=False)
     _bad_words_token_ids: list[list[int]] | None = field(default=None, init=False, repr=False)
 
@@ -193,6 +249,9 @@ class SamplingParams:
             raise _fail("stop", self.stop, "empty when detokenize=False (stop strings are matched in the text)")
         if not isinstance(self.output_kind, RequestOutputKind):
             raise _fail("output_kind", self.output_kind, "a RequestOutputKind (CUMULATIVE, DELTA or FINAL_ONLY)")
+        so = self.structured_outputs
+        if so is not None and not isinstance(so, StructuredOutputsParams):
+            raise _fail("structured_outputs", so, "a StructuredOutputsParams or None")
         t = self.truncate_prompt_tokens
         if t is not None and (not _is_int(t) or (t < 1 and t != -1)):
             raise _fail("truncate_prompt_tokens", t, "an integer >= 1, -1 (the model length) or None")

@@ -63,6 +63,7 @@ class EngineCore:
                 req.eos_token_id, req.max_tokens, req.arrival_time,
             )
         )
+        self.runner.structured.add_request(req.request_id, req.sampling_params.structured_outputs)
 
     def abort_requests(self, request_ids: list[str]) -> None:
         self.scheduler.finish_requests(request_ids, RequestStatus.FINISHED_ABORTED)

@@ -56,6 +56,10 @@ def check_params_for_model(
                 f"SamplingParams.{name}={value} exceeds the engine's max_logprobs={max_logprobs}; "
                 "ask for fewer or start the engine with a larger max_logprobs (-1: no limit)"
             )
+    if params.structured_outputs is not None:
+        from vllm_core.sample.structured import check_structured
+
+        check_structured(params.structured_outputs, tokenizer, vocab_size)
     if params.bad_words:
         if tokenizer is None:
             raise RequestError("SamplingParams.bad_words needs a tokenizer (the engine runs without one)")

@@ -1,6 +1,7 @@
 """The ``Sampler`` interface and the reference sampler (a batched tensor pipeline).
 
-Pipeline: penalties -> logit_bias / allowed_token_ids / banned tokens (bad words, min_tokens)
+Pipeline: penalties -> logit_bias / allowed_token_ids / structured-output bitmask / banned tokens
+(bad words, min_tokens)
 -> temperature -> top-k -> top-p -> min-p -> sample. Greedy rows take the argmax after the
 processors (penalties and masks apply to them too) and skip the rest. The order follows
 ``transformers``: logits processors, then warpers. Sampling draws ``q ~ Exponential(1)`` per
@@ -18,6 +19,7 @@ import torch
 from vllm_core.sample.logits_processors import apply_allowed_tokens, apply_banned_tokens, apply_logit_bias
 from vllm_core.sample.metadata import SamplingMetadata
 from vllm_core.sample.penalties import apply_penalties
+from vllm_core.sample.structured import apply_token_bitmask
 
 
 class Sampler(ABC):
@@ -40,7 +42,8 @@ class Sampler(ABC):
 
 
 def apply_logits_processors(logits: torch.Tensor, metadata: SamplingMetadata) -> torch.Tensor:
-    """Penalties, logit bias, allowed tokens, banned tokens: float32, never in place."""
+    """Penalties, logit bias, allowed tokens, structured-output bitmask, banned tokens: float32,
+    never in place."""
     logits = logits.float()
     if metadata.penalties is not None:
         logits = apply_penalties(logits, metadata.penalties)
@@ -48,6 +51,8 @@ def apply_logits_processors(logits: torch.Tensor, metadata: SamplingMetadata) ->
         logits = apply_logit_bias(logits, metadata.logit_bias)
     if metadata.allowed_tokens is not None:
         logits = apply_allowed_tokens(logits, metadata.allowed_tokens)
+    if metadata.token_bitmask is not None:
+        logits = apply_token_bitmask(logits, metadata.token_bitmask)
     if metadata.banned_tokens:
         logits = apply_banned_tokens(logits, metadata.banned_tokens)
     return logits

@@ -17,6 +17,7 @@ from vllm_core.platforms.interface import Platform
 from vllm_core.sample.logprobs import prompt_logprobs, sample_logprobs
 from vllm_core.sample.metadata import SamplingMetadata
 from vllm_core.sample.sampler import Sampler
+from vllm_core.sample.structured import StructuredOutputManager
 from vllm_core.sampling_params import SamplingParams
 from vllm_core.worker.graph_runner import GraphRunner
 from vllm_core.worker.input_batch import prepare_inputs
@@ -122,6 +123,7 @@ class ModelRunner:
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(seed)
         self.request_generators: dict[str, torch.Generator] = {}
+        self.structured = StructuredOutputManager(loaded.tokenizer, loaded.hf_config.vocab_size)
         self.kv_spec: KVCacheSpec | None = None
         self.kv_caches: list[torch.Tensor] = []
         self.graph_runner: GraphRunner | None = None
@@ -206,6 +208,7 @@ class ModelRunner:
         """
         for rid in output.finished_req_ids:
             self.request_generators.pop(rid, None)
+        self.structured.finish(output.finished_req_ids)
         if output.is_empty:
             return PendingRunnerOutput(0, [], None)
         inputs = prepare_inputs(output, self.block_size, self.device)
@@ -229,8 +232,10 @@ class ModelRunner:
             if r.sampling_params.seed is not None and not r.sampling_params.is_greedy
         }
         metadata = SamplingMetadata.build(rows, generators, self.device, pending=self._pending_tokens)
+        metadata.token_bitmask = self.structured.bitmask(rows, self.device)
         sampled = self.sampler(logits, metadata, self.generator)
         logprobs = sample_logprobs(logits, sampled, metadata, rows, self.sampler, self.logprobs_mode)
+        self.structured.accept(rows, sampled)
         self._prev_sampled = sampled
         self._prev_rows = {r.req_id: j for j, r in enumerate(rows)}
         return PendingRunnerOutput(
