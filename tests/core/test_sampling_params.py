@@ -119,6 +119,8 @@ BAD_VALUES: list[tuple[str, Any]] = [
     ("output_kind", "delta"),
     ("output_kind", 1),
     ("output_kind", None),
+    ("structured_outputs", {"regex": "a"}),
+    ("structured_outputs", "json"),
 ]
 
 
