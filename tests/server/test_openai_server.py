@@ -168,3 +168,28 @@ def test_chat_logprobs_streaming_and_not(server: RunningServer) -> None:
     assert streamed == [i.token for i in content]
     no_lp = client.chat.completions.create(model=server.model, messages=[{"role": "user", "content": "Hi"}], max_tokens=2)
     assert no_lp.choices[0].logprobs is None
+
+
+def test_several_prompts_stream_per_index(server: RunningServer) -> None:
+    client = server.client()
+    full = client.completions.create(model=server.model, prompt=PROMPTS[:2], max_tokens=8, temperature=0, n=2,
+                                     seed=1)
+    texts: dict[int, str] = {}
+    for c in client.completions.create(model=server.model, prompt=PROMPTS[:2], max_tokens=8, temperature=0, n=2,
+                                       seed=1, stream=True):
+        for ch in c.choices:
+            texts[ch.index] = texts.get(ch.index, "") + ch.text
+    assert texts == {c.index: c.text for c in full.choices} and sorted(texts) == [0, 1, 2, 3]
+
+
+def test_cors_preflight(server: RunningServer) -> None:
+    from starlette.testclient import TestClient
+
+    from vllm_core.entrypoints.openai.api_server import build_app
+    from vllm_core.entrypoints.openai.serving_engine import ServerSettings
+
+    app = build_app(server.engine, ServerSettings((server.model,)), cors={"origins": ["https://example.com"]})
+    r = TestClient(app).options("/v1/completions", headers={
+        "Origin": "https://example.com", "Access-Control-Request-Method": "POST"})
+    assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "https://example.com"
+    server.engine.stat_loggers.pop()  # the extra app's metrics hook

@@ -107,8 +107,11 @@ async def run_to_completion(gens: Sequence[AsyncIterator[RequestOutput]]) -> lis
 async def merge(gens: Sequence[AsyncIterator[RequestOutput]]) -> AsyncIterator[tuple[int, RequestOutput]]:
     """Outputs of several generators as they come, tagged with the generator's index."""
     if len(gens) == 1:
-        async for out in gens[0]:
-            yield 0, out
+        try:
+            async for out in gens[0]:
+                yield 0, out
+        finally:
+            await gens[0].aclose()  # type: ignore[attr-defined]  # abort when the consumer leaves early
         return
     q: asyncio.Queue[tuple[int, RequestOutput | BaseException | None]] = asyncio.Queue()
 
@@ -134,6 +137,8 @@ async def merge(gens: Sequence[AsyncIterator[RequestOutput]]) -> AsyncIterator[t
     finally:
         for t in tasks:
             t.cancel()
+        for g in gens:
+            await g.aclose()  # type: ignore[attr-defined]
 
 
 def stop_holdback(stop: str | list[str] | None) -> int:
