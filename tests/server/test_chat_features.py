@@ -103,3 +103,20 @@ def test_anthropic_messages_text_and_stream(server: RunningServer) -> None:
 def test_anthropic_bad_request_is_a_4xx(server: RunningServer) -> None:
     r = httpx.post(f"{server.url}/v1/messages", json={"model": server.model, "messages": MSGS}, timeout=30)
     assert r.status_code == 400 and "max_tokens" in r.json()["error"]["message"]
+
+
+def test_structured_outputs_fields(server: RunningServer) -> None:
+    client = server.client()
+    for extra in ({"guided_choice": ["yes", "no"]}, {"structured_outputs": {"choice": ["yes", "no"]}}):
+        resp = client.completions.create(model=server.model, prompt="Answer:", max_tokens=5, temperature=0,
+                                         extra_body=extra)
+        assert resp.choices[0].text in ("yes", "no")
+    chat = client.chat.completions.create(model=server.model, messages=MSGS, max_tokens=8, temperature=0,
+                                          extra_body={"structured_outputs": {"regex": "[0-9]{3}"}})
+    assert len(chat.choices[0].message.content) == 3 and chat.choices[0].message.content.isdigit()
+    bad = httpx.post(f"{server.url}/v1/completions", json={"prompt": "x", "guided_choice": ["a"],
+                                                           "structured_outputs": {"regex": "a"}}, timeout=30)
+    assert bad.status_code == 400
+    bad = httpx.post(f"{server.url}/v1/chat/completions", json={
+        "messages": MSGS, "response_format": {"type": "xml"}}, timeout=30)
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "response_format"

@@ -81,3 +81,19 @@ def test_anthropic_client_forced_tool_use(default_server: RunningServer) -> None
     assert msg.stop_reason == "tool_use"
     (block,) = [b for b in msg.content if b.type == "tool_use"]
     assert block.name == "get_weather" and isinstance(block.input["city"], str)
+
+
+def test_required_tool_choice_and_json_schema_response(default_server: RunningServer) -> None:
+    client = default_server.client()
+    resp = client.chat.completions.create(
+        model="smollm2", messages=[{"role": "user", "content": "Weather in Rome?"}], tools=[WEATHER],
+        tool_choice="required", max_tokens=60, temperature=0)
+    calls = resp.choices[0].message.tool_calls
+    assert calls and all(c.function.name == "get_weather" for c in calls)
+    assert all(isinstance(json.loads(c.function.arguments)["city"], str) for c in calls)
+
+    schema = {"type": "object", "properties": {"answer": {"type": "integer"}}, "required": ["answer"]}
+    out = client.chat.completions.create(
+        model="smollm2", messages=[{"role": "user", "content": "What is 2 + 3? Answer in JSON."}], max_tokens=30,
+        temperature=0, response_format={"type": "json_schema", "json_schema": {"name": "sum", "schema": schema}})
+    assert isinstance(json.loads(out.choices[0].message.content)["answer"], int)

@@ -12,7 +12,7 @@ from typing import Any, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field
 
 from vllm_core.errors import RequestError
-from vllm_core.sampling_params import SamplingParams
+from vllm_core.sampling_params import SamplingParams, StructuredOutputsParams
 
 
 def random_id(prefix: str) -> str:
@@ -61,6 +61,27 @@ class SamplingFields(_Request):
     bad_words: list[str] | None = None
     truncate_prompt_tokens: int | None = None
     request_id: str | None = None
+    structured_outputs: dict[str, Any] | None = None
+    """vLLM's constraint: exactly one of json, regex, choice, grammar, json_object."""
+    guided_json: Union[str, dict[str, Any], None] = None
+    guided_regex: str | None = None
+    guided_choice: list[str] | None = None
+    guided_grammar: str | None = None
+
+    def structured(self) -> StructuredOutputsParams | None:
+        """The request's own structured-output constraint (new or older vLLM field names)."""
+        old = {"json": self.guided_json, "regex": self.guided_regex, "choice": self.guided_choice,
+               "grammar": self.guided_grammar}
+        old = {k: v for k, v in old.items() if v is not None}
+        if self.structured_outputs is not None and old:
+            raise RequestError("give structured_outputs or the guided_* fields, not both")
+        spec = self.structured_outputs if self.structured_outputs is not None else old
+        if not spec:
+            return None
+        try:
+            return StructuredOutputsParams(**spec)
+        except TypeError as exc:
+            raise RequestError(f"structured_outputs: {exc}") from None
 
     def sampling_params(self, max_tokens: int | None, default_max_tokens: int | None, **extra: Any) -> SamplingParams:
         """The engine's ``SamplingParams``; a field the engine does not support yet is a 400."""
@@ -91,6 +112,11 @@ class SamplingFields(_Request):
                 None if self.logit_bias is None else {_token_key(k): v for k, v in self.logit_bias.items()}, None
             ),
         }
+        own = self.structured()
+        if own is not None:
+            if "structured_outputs" in extra:
+                raise RequestError("structured_outputs cannot be combined with response_format or a forced tool_choice")
+            extra = {**extra, "structured_outputs": own}
         for name, (value, default) in {**optional, **{k: (v, None) for k, v in extra.items()}}.items():
             if value is None or value == default:
                 continue

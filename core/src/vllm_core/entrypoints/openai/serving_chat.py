@@ -2,10 +2,11 @@
 
 Tool choice: ``none`` never parses calls; ``auto`` (needs ``--enable-auto-tool-choice`` and
 ``--tool-call-parser``) parses them with the server's tool parser; ``required`` and a named
-function open the call in the prompt (``{"name": "f", "arguments": {"first_property": ``) and read
-the model's JSON continuation, stopping the request as soon as the call's JSON is complete. There
-is no structured-output decoding yet, so a model that does not continue with valid JSON gets its
-text back as content.
+function constrain the output with structured outputs (xgrammar) as vLLM does: the named
+function's parameter schema, or a non-empty list of ``{name, parameters}``. Without xgrammar they
+fall back to opening the call in the prompt (``{"name": "f", "arguments": {"first_property": ``)
+and reading the model's JSON continuation; a model that does not continue with valid JSON then
+gets its text back as content. Either way the request stops once the call's JSON is complete.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from vllm_core.entrypoints.openai.serving_engine import (
 from vllm_core.errors import RequestError
 from vllm_core.outputs import RequestOutput
 from vllm_core.reasoning.abstract import ReasoningParser, ReasoningStreamer
+from vllm_core.sampling_params import StructuredOutputsParams
 from vllm_core.tokenizers.chat import apply_chat_template
 from vllm_core.tool_parsers.abstract import ParsedToolCall, ToolCallStreamer, ToolParser, make_call
 
@@ -98,8 +100,26 @@ class ToolMode:
     """``none``, ``auto``, ``named`` or ``required``."""
     name: str | None = None
     prefix: str = ""
-    """Text appended to the prompt (the opening of a forced call)."""
+    """Text appended to the prompt (the opening of a forced call, without structured outputs)."""
     tool_names: tuple[str, ...] = ()
+    schema: dict[str, Any] | None = None
+    """JSON schema the output is constrained to (structured outputs), for forced calls."""
+
+
+def structured_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("xgrammar") is not None
+
+
+def required_schema(tools: list[Any]) -> dict[str, Any]:
+    """vLLM's schema for ``tool_choice="required"``: a non-empty list of ``{name, parameters}``."""
+    return {"type": "array", "minItems": 1, "items": {"type": "object", "anyOf": [
+        {"properties": {"name": {"type": "string", "enum": [t.function.name]},
+                        "parameters": t.function.parameters or {"type": "object"}},
+         "required": ["name", "parameters"]}
+        for t in tools
+    ]}}
 
 
 def forced_prefix(name: str | None, parameters: dict[str, Any] | None) -> str:
@@ -116,17 +136,40 @@ def forced_prefix(name: str | None, parameters: dict[str, Any] | None) -> str:
     return prefix + json.dumps(key) + ": " + quote
 
 
-def parse_forced(mode: ToolMode, text: str) -> ParsedToolCall | None:
-    """The call of a ``named`` / ``required`` request, or None while (or if) its JSON is incomplete."""
+def parse_forced(mode: ToolMode, text: str) -> list[ParsedToolCall] | None:
+    """The calls of a ``named`` / ``required`` request, or None while (or if) its JSON is incomplete."""
     try:
-        obj, _ = json.JSONDecoder().raw_decode(mode.prefix + text)
-        if not isinstance(obj, dict) or obj.get("name") not in mode.tool_names:
-            return None
-        if mode.name is not None and obj["name"] != mode.name:
-            return None
-        return make_call(obj["name"], obj.get("arguments", obj.get("parameters")))
-    except ValueError:
+        obj, _ = json.JSONDecoder().raw_decode((mode.prefix + text).lstrip())
+        if mode.schema is not None and mode.kind == "named":
+            assert mode.name is not None
+            return [make_call(mode.name, obj)]
+        items = obj if isinstance(obj, list) else [obj]
+        calls = []
+        for item in items:
+            if not isinstance(item, dict) or item.get("name") not in mode.tool_names:
+                return None
+            if mode.name is not None and item["name"] != mode.name:
+                return None
+            calls.append(make_call(item["name"], item.get("arguments", item.get("parameters"))))
+        return calls or None
+    except (ValueError, AssertionError):
         return None
+
+
+def response_format_constraint(fmt: dict[str, Any] | None) -> StructuredOutputsParams | None:
+    """OpenAI's ``response_format`` as a structured-output constraint."""
+    kind = (fmt or {}).get("type", "text")
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return StructuredOutputsParams(json_object=True)
+    if kind == "json_schema":
+        schema = ((fmt or {}).get("json_schema") or {}).get("schema")
+        if not isinstance(schema, dict):
+            raise APIError("response_format.json_schema.schema must be a JSON schema object", 400, "response_format")
+        return StructuredOutputsParams(json=schema)
+    raise APIError(f"response_format.type {kind!r} is not one of text, json_object, json_schema", 400,
+                   "response_format")
 
 
 @dataclass
@@ -174,9 +217,13 @@ class ServingChat(ServingBase):
                 raise APIError(f"tool_choice names {choice.function.name!r}, which is not in tools: {list(names)}",
                                400, "tool_choice")
             tool = next(t for t in tools if t.function.name == choice.function.name)
-            prefix = forced_prefix(tool.function.name, tool.function.parameters)
-            return ToolMode("named", choice.function.name, prefix, names)
+            if structured_available():
+                return ToolMode("named", tool.function.name, "", names, tool.function.parameters or {"type": "object"})
+            return ToolMode("named", tool.function.name, forced_prefix(tool.function.name, tool.function.parameters),
+                            names)
         if choice == "required":
+            if structured_available():
+                return ToolMode("required", None, "", names, required_schema(tools))
             return ToolMode("required", None, forced_prefix(None, None), names)
         auto_ready = self.settings.enable_auto_tool_choice and self.tool_parser_cls is not None
         if choice == "auto" and not auto_ready:
@@ -214,6 +261,13 @@ class ServingChat(ServingBase):
         max_tokens = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
         self.check_length(len(prompt["prompt_token_ids"]), max_tokens)
         extra: dict[str, Any] = {"logprobs": req.top_logprobs or 0} if req.logprobs else {}
+        constraint = response_format_constraint(req.response_format)
+        if mode.schema is not None:
+            if constraint is not None:
+                raise APIError("response_format cannot be combined with a forced tool_choice", 400, "response_format")
+            constraint = StructuredOutputsParams(json=mode.schema)
+        if constraint is not None:
+            extra["structured_outputs"] = constraint
         special = (self.tool_parser_cls is not None and self.tool_parser_cls.needs_special_tokens and mode.kind == "auto") or (
             self.reasoning_parser_cls is not None and self.reasoning_parser_cls.needs_special_tokens)
         if special:
@@ -271,9 +325,9 @@ class ServingChat(ServingBase):
             ext = self.tool_parser_cls(self.tokenizer).extract_tool_calls(text)
             content, calls = ext.content, ext.tool_calls
         elif mode.kind in ("named", "required"):
-            call = parse_forced(mode, text)
-            if call is not None:
-                content, calls = None, [call]
+            forced = parse_forced(mode, text)
+            if forced is not None:
+                content, calls = None, forced
         message = ChatMessage(
             content=content, reasoning_content=reasoning,
             tool_calls=[ToolCall(function=FunctionCall(name=c.name, arguments=c.arguments)) for c in calls],
@@ -350,9 +404,9 @@ class ServingChat(ServingBase):
                 content, new_calls = content + more, new_calls + extra
         elif mode.kind in ("named", "required"):
             if not st.calls:
-                call = parse_forced(mode, text)
-                if call is not None:
-                    new_calls = [call]
+                forced = parse_forced(mode, text)
+                if forced is not None:
+                    new_calls = forced
                 elif finished:
                     content = text
         else:
