@@ -14,7 +14,7 @@ nox.options.sessions = ["lint", "typecheck", "core", "cpu", "cuda"]
 nox.options.reuse_existing_virtualenvs = True
 
 CONSTRAINTS = ("-c", ".ci/constraints.txt")
-ORACLE_DEPS = ("transformers", "gguf", "accelerate", "pytest", "jsonschema")
+ORACLE_DEPS = ("transformers", "gguf", "accelerate", "pytest", "jsonschema", "scipy")
 ENV = {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2"), "TOKENIZERS_PARALLELISM": "false"}
 
 
