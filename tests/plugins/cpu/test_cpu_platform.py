@@ -87,16 +87,28 @@ def test_memory_info_is_sane() -> None:
     assert 0 < free <= total
 
 
-def test_setup_uses_every_usable_core(restore_threads: None) -> None:
-    torch.set_num_threads(1)
-    CPUPlatform().setup()
-    assert torch.get_num_threads() == len(os.sched_getaffinity(0))
+def test_threads_default_to_every_usable_core() -> None:
+    assert CPUPlatform().num_threads() == len(os.sched_getaffinity(0))
 
 
-def test_setup_honours_num_threads_env(monkeypatch: pytest.MonkeyPatch, restore_threads: None) -> None:
+def test_threads_honour_num_threads_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(ENV_NUM_THREADS, "3")
-    CPUPlatform().setup()
-    assert torch.get_num_threads() == 3
+    assert CPUPlatform().num_threads() == 3
+
+
+def test_setup_leaves_torch_one_thread_when_the_kernels_run(restore_threads: None) -> None:
+    platform = CPUPlatform()
+    torch.set_num_threads(2)
+    platform.setup()
+    kernels = platform.ops.kernels  # type: ignore[attr-defined]
+    assert torch.get_num_threads() == (1 if kernels is not None else platform.num_threads())
+
+
+def test_kernel_pool_takes_num_threads_env() -> None:
+    code = "from vllm_cpu.platform import CPUPlatform; k = CPUPlatform().ops.kernels; print(k and k.num_threads)"
+    env = {**os.environ, ENV_NUM_THREADS: "3"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.strip() in ("3", "None")
 
 
 @pytest.mark.parametrize("value", ["0", "-2", "many"])

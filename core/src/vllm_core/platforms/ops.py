@@ -14,6 +14,10 @@ import torch.nn.functional as F
 class Ops:
     """Kernels the model layers call. Every method has a native fallback."""
 
+    def linear(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        """``x @ weight^T + bias``. x: [..., in]; weight: [out, in] -> [..., out]."""
+        return F.linear(x, weight, bias)
+
     def rms_norm(self, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
         """``x * rsqrt(mean(x^2) + eps) * weight`` with float32 statistics. x: [..., hidden]."""
         dtype = x.dtype

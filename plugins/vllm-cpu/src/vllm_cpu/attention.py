@@ -1,16 +1,17 @@
-"""``CPUAttentionBackend``: paged attention on the CPU, decodes batched, prefills through SDPA.
+"""``CPUAttentionBackend``: paged attention on the CPU; decodes in a C kernel, prefills through SDPA.
 
 Same KV layout as the reference backend (``kv_cache[0]`` keys, ``kv_cache[1]`` values, each
 ``[num_blocks, block_size, num_kv_heads, head_size]``). Scores, softmax and the weighted sum of
 values run in float32 whatever the cache dtype, as in the reference; the result is cast back.
 
-- Decode rows (the leading ``metadata.num_decodes``, one token each) run as one batch: their
-  blocks are gathered into ``[num_decodes, max_len, Hk, D]`` and one masked
-  ``scaled_dot_product_attention`` call (grouped query heads, KV not repeated) hides the
-  positions past each row's ``seq_len``.
-- Prefill rows (whole prompts or chunks, possibly after prefix-cached context) run one request
-  at a time through ``scaled_dot_product_attention``: plain causal when the chunk starts at
-  position 0, else a causal mask shifted by the context length.
+- Decode rows (the leading ``metadata.num_decodes``, one token each) run in one call of the C
+  kernel: every (sequence, KV head) pair reads its keys and values in place, block by block, from
+  the paged cache (nothing gathered), its query heads sharing each key load. Without the kernels
+  they are gathered into ``[num_decodes, max_len, Hk, D]`` for one masked SDPA call.
+- Prefill rows (whole prompts or chunks, possibly after prefix-cached context) run through
+  ``scaled_dot_product_attention``, one request per chunk of the kernels' pool (requests in
+  parallel): plain causal on the step's own keys when the chunk starts at position 0, else over
+  the cached history with a causal mask shifted by the context length.
 """
 
 from __future__ import annotations
@@ -22,8 +23,10 @@ import torch.nn.functional as F
 
 from vllm_core.attention.backend import AttentionBackend
 from vllm_core.attention.metadata import AttentionMetadata
+from vllm_cpu.kernels import Kernels
 
 SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+KERNEL_DTYPES = (torch.float32, torch.bfloat16)
 
 
 def gather_decode_kv(
@@ -68,20 +71,26 @@ def prefill_attention(
     block_ids: torch.Tensor,
     seq_len: int,
     scale: float,
+    key: torch.Tensor | None = None,
+    value: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """One request's chunk: its last ``q_len`` positions attend causally to ``seq_len`` cached
     tokens. query: [q_len, Hq, D]; block_ids: [>= ceil(seq_len / block_size)] -> [q_len, Hq, D]
-    float32."""
+    float32. ``key``/``value`` ([q_len, Hk, D], this step's own) are used instead of reading the
+    cache back when the chunk is the whole history (no context)."""
     q_len = query.shape[0]
-    block_size = key_cache.shape[1]
-    blocks = block_ids[: -(-seq_len // block_size)].long()
-    k = key_cache.index_select(0, blocks).flatten(0, 1)[:seq_len]
-    v = value_cache.index_select(0, blocks).flatten(0, 1)[:seq_len]
+    context = seq_len - q_len
+    if context == 0 and key is not None and value is not None:
+        k, v = key, value
+    else:
+        block_size = key_cache.shape[1]
+        blocks = block_ids[: -(-seq_len // block_size)].long()
+        k = key_cache.index_select(0, blocks).flatten(0, 1)[:seq_len]
+        v = value_cache.index_select(0, blocks).flatten(0, 1)[:seq_len]
     q = query.float().transpose(0, 1).unsqueeze(0)  # [1, Hq, L, D]
     k = k.float().transpose(0, 1).unsqueeze(0)  # [1, Hk, S, D]
     v = v.float().transpose(0, 1).unsqueeze(0)
     gqa = q.shape[1] != k.shape[1]
-    context = seq_len - q_len
     if context == 0:
         out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale, enable_gqa=gqa)
     else:
@@ -92,6 +101,35 @@ def prefill_attention(
             q, k, v, attn_mask=k_pos <= q_pos, scale=scale, enable_gqa=gqa
         )
     return out.squeeze(0).transpose(0, 1)
+
+
+def paged_decode_attention(
+    kernels: Kernels,
+    query: torch.Tensor,
+    key_cache: torch.Tensor,
+    value_cache: torch.Tensor,
+    metadata: AttentionMetadata,
+    num_decodes: int,
+    scale: float,
+    out: torch.Tensor,
+) -> None:
+    """Decode rows through the C kernel: each row's keys and values are read in place from its
+    blocks (no gathered copy of the history). query: [>= num_decodes, Hq, D], rows strided, heads
+    contiguous; writes out[:num_decodes]."""
+    if query.stride(2) != 1 or query.stride(1) != query.shape[2]:
+        query = query.contiguous()
+    tables = metadata.block_tables
+    seq_lens = metadata.seq_lens
+    if tables.dtype != torch.int32 or not tables.is_contiguous():
+        tables = tables.to(torch.int32).contiguous()
+    if seq_lens.dtype != torch.int32 or not seq_lens.is_contiguous():
+        seq_lens = seq_lens.to(torch.int32).contiguous()
+    hq, d = query.shape[1], query.shape[2]
+    kernels.lib.vc_decode_attention(
+        query.data_ptr(), query.stride(0), key_cache.data_ptr(), value_cache.data_ptr(), tables.data_ptr(),
+        tables.shape[1], seq_lens.data_ptr(), out.data_ptr(), out.stride(0), num_decodes, hq, key_cache.shape[2],
+        d, key_cache.shape[1], scale, query.dtype == torch.bfloat16,
+    )
 
 
 class CPUAttentionBackend(AttentionBackend):
@@ -121,9 +159,12 @@ class CPUAttentionBackend(AttentionBackend):
         key_cache, value_cache = kv_cache[0], kv_cache[1]
         self.ops.reshape_and_cache(key, value, key_cache, value_cache, metadata.slot_mapping)
         # Rows past metadata.num_tokens (padding) are left unwritten, as in the reference.
-        out = torch.empty_like(query)
+        out = torch.empty(query.shape, dtype=query.dtype)
         nd = metadata.num_decodes
-        if nd:
+        kernels: Kernels | None = getattr(self.ops, "kernels", None)
+        if nd and kernels is not None and query.dtype in KERNEL_DTYPES and key_cache.dtype == query.dtype:
+            paged_decode_attention(kernels, query, key_cache, value_cache, metadata, nd, self.scale, out)
+        elif nd:
             max_len = max(metadata.seq_lens_cpu[:nd])
             out[:nd] = decode_attention(
                 query[:nd],
@@ -135,10 +176,11 @@ class CPUAttentionBackend(AttentionBackend):
                 self.scale,
             ).to(query.dtype)
         qsl = metadata.query_start_loc_cpu
-        for i in range(nd, metadata.num_reqs):
+        prefills = [i for i in range(nd, metadata.num_reqs) if qsl[i + 1] > qsl[i]]
+
+        def prefill(j: int) -> None:
+            i = prefills[j]
             start, end = qsl[i], qsl[i + 1]
-            if end == start:
-                continue
             out[start:end] = prefill_attention(
                 query[start:end],
                 key_cache,
@@ -146,5 +188,13 @@ class CPUAttentionBackend(AttentionBackend):
                 metadata.block_tables[i],
                 metadata.seq_lens_cpu[i],
                 self.scale,
+                key[start:end],
+                value[start:end],
             ).to(query.dtype)
+
+        if kernels is not None and len(prefills) > 1:
+            kernels.parallel(prefill, len(prefills))
+        else:
+            for j in range(len(prefills)):
+                prefill(j)
         return out

@@ -6,19 +6,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vllm_core.platforms.ops import Ops
+from vllm_core.platforms.ops import NATIVE_OPS, Ops
 
 
 class Linear(nn.Module):
-    """``y = x @ W^T + b`` with uninitialised parameters (a loader fills them)."""
+    """``y = x @ W^T + b`` with uninitialised parameters (a loader fills them); runs on the
+    platform's ``ops.linear`` (``F.linear`` when no ops are given)."""
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = False) -> None:
+    def __init__(self, in_features: int, out_features: int, bias: bool = False, ops: Ops | None = None) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.empty(out_features, in_features), requires_grad=False)
         self.bias = nn.Parameter(torch.empty(out_features), requires_grad=False) if bias else None
+        self.ops = ops or NATIVE_OPS
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.weight, self.bias)
+        return self.ops.linear(x, self.weight, self.bias)
 
 
 class RMSNorm(nn.Module):

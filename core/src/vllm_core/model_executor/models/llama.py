@@ -33,8 +33,8 @@ class DecoderAttention(nn.Module):
         self.head_dim = head_dim_of(config)
         self.q_size = self.num_heads * self.head_dim
         self.kv_size = self.num_kv_heads * self.head_dim
-        self.qkv_proj = Linear(config.hidden_size, self.q_size + 2 * self.kv_size, bias=qkv_bias)
-        self.o_proj = Linear(self.q_size, config.hidden_size, bias=getattr(config, "attention_bias", False))
+        self.qkv_proj = Linear(config.hidden_size, self.q_size + 2 * self.kv_size, bias=qkv_bias, ops=ctx.ops)
+        self.o_proj = Linear(self.q_size, config.hidden_size, bias=getattr(config, "attention_bias", False), ops=ctx.ops)
         eps = config.rms_norm_eps
         self.q_norm = RMSNorm(self.head_dim, eps, ctx.ops) if qk_norm else None
         self.k_norm = RMSNorm(self.head_dim, eps, ctx.ops) if qk_norm else None
@@ -65,8 +65,8 @@ class DecoderMLP(nn.Module):
         act = getattr(config, "hidden_act", "silu")
         if act != "silu":
             raise ModelLoadError(f"hidden_act {act!r} is not supported; supported: silu")
-        self.gate_up_proj = Linear(config.hidden_size, 2 * config.intermediate_size, bias=bias)
-        self.down_proj = Linear(config.intermediate_size, config.hidden_size, bias=bias)
+        self.gate_up_proj = Linear(config.hidden_size, 2 * config.intermediate_size, bias=bias, ops=ctx.ops)
+        self.down_proj = Linear(config.intermediate_size, config.hidden_size, bias=bias, ops=ctx.ops)
         self.act = SiluAndMul(ctx.ops)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -139,14 +139,15 @@ class LlamaForCausalLM(nn.Module):
         self.config = config
         self.model = DecoderModel(config, ctx, self.qkv_bias(config), self.qk_norm)
         self.tie_word_embeddings = bool(getattr(config, "tie_word_embeddings", False))
-        self.lm_head = None if self.tie_word_embeddings else Linear(config.hidden_size, config.vocab_size)
+        self.lm_head = None if self.tie_word_embeddings else Linear(config.hidden_size, config.vocab_size, ops=ctx.ops)
+        self.ops = ctx.ops
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, metadata: AttentionMetadata) -> torch.Tensor:
         return self.model(input_ids, positions, metadata)
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         weight = self.model.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
-        return torch.nn.functional.linear(hidden, weight)
+        return self.ops.linear(hidden, weight)
 
     def attention_layers(self) -> list[Attention]:
         return [layer.self_attn.attn for layer in self._layers()]

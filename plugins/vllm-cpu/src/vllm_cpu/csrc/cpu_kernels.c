@@ -1,0 +1,903 @@
+/*
+ * vllm-cpu kernels: a work-claiming thread pool, linear layers on packed weights (one register-
+ * blocked kernel from GEMV to GEMM, float32 and bfloat16), paged decode attention and the fused
+ * elementwise ops of a decoder layer. Plain C with AVX-512 (F, BW, VL, DQ, BF16) intrinsics,
+ * called through ctypes on tensors' data pointers; built at first use by vllm_cpu.kernels.
+ *
+ * Why a pool of our own: OpenMP's static split makes every parallel region wait at a barrier for
+ * all threads. On a shared machine a descheduled thread turns each barrier into a scheduler time
+ * slice (measured: a [8,576]x[576,3072] GEMM took 15 ms instead of 0.2 ms). Here the calling
+ * thread publishes a job of small chunks that every thread claims with a compare-and-swap, and
+ * waits only for chunks that were claimed: a worker that is not running claims nothing, and the
+ * caller does its share.
+ *
+ * Numerics: float32 accumulation everywhere; bf16 products are exact (dpbf16); results are
+ * rounded to the model dtype at the same points as the native PyTorch ops.
+ */
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <immintrin.h>
+#include <linux/futex.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+typedef uint16_t bf16;
+
+/* ------------------------------------------------------------------------------ thread pool */
+
+typedef void (*task_fn)(void *ctx, int chunk);
+
+typedef struct {
+    task_fn fn;
+    void *ctx;
+    int n_chunks;
+    _Atomic int done;
+} job_t;
+
+#define MAX_THREADS 64
+
+static struct {
+    int n_workers;
+    pthread_t threads[MAX_THREADS];
+    job_t jobs[2];              /* double buffer: job g lives in jobs[g & 1] */
+    _Atomic uint64_t state;     /* (generation << 32) | next chunk to claim */
+    _Atomic uint32_t gen32;     /* futex word: low 32 bits of the generation */
+    _Atomic int sleepers;
+    _Atomic int stop;
+    long spin_ns;
+    uint64_t gen;               /* owned by the caller thread */
+    /* stall guard (caller thread only): after a job whose last chunk kept the caller waiting
+     * far longer than a chunk takes (a worker descheduled mid-chunk by another process), run
+     * jobs on the caller alone for backoff_ns, doubling on repeated stalls */
+    long solo_until_ns, backoff_ns;
+    long stalls, n_jobs;
+    /* load guard (caller thread only): runnable threads of other processes, from
+     * /proc/loadavg every LOAD_CHECK_NS; while they would take a core, the caller runs alone */
+    _Atomic int awake;          /* workers not parked in futex_wait */
+    int loadavg_fd, busy;
+    long next_check_ns, busy_checks;
+    float others_ema;
+    int mode;                   /* 0 guarded (default), 1 always the pool, 2 always the caller alone */
+} pool;
+
+#define LOAD_CHECK_NS 20000000L  /* 20 ms */
+#define BUSY_ENTER 0.75f         /* others_ema above: caller alone */
+#define BUSY_LEAVE 0.35f         /* others_ema below: the pool again */
+
+#define STALL_MIN_NS 100000L     /* 0.1 ms */
+#define BACKOFF_MIN_NS 20000000L /* 20 ms */
+#define BACKOFF_MAX_NS 2000000000L
+
+static long now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1000000000L + ts.tv_nsec;
+}
+
+/* Claim and run chunks of generation g until none is left; returns how many ran. */
+static int run_chunks(uint64_t g) {
+    job_t *job = &pool.jobs[g & 1];
+    int ran = 0;
+    for (;;) {
+        uint64_t s = atomic_load(&pool.state);
+        if ((s >> 32) != g) break;
+        int idx = (int)(s & 0xffffffffu);
+        task_fn fn = job->fn;
+        void *ctx = job->ctx;
+        int n = job->n_chunks;
+        if (idx >= n) break;
+        if (!atomic_compare_exchange_weak(&pool.state, &s, s + 1)) continue;
+        fn(ctx, idx);
+        atomic_fetch_add(&job->done, 1);
+        ran++;
+    }
+    return ran;
+}
+
+static void *worker_main(void *arg) {
+    (void)arg;
+    uint64_t seen = atomic_load(&pool.state) >> 32;
+    while (!atomic_load(&pool.stop)) {
+        uint64_t g = atomic_load(&pool.state) >> 32;
+        if (g != seen) {
+            seen = g;
+            run_chunks(g);
+            continue;
+        }
+        /* spin a while (decode steps issue jobs every few microseconds), then sleep */
+        long t0 = now_ns();
+        int woke = 0;
+        while (now_ns() - t0 < pool.spin_ns) {
+            for (int i = 0; i < 64; i++) _mm_pause();
+            if ((atomic_load(&pool.state) >> 32) != seen || atomic_load(&pool.stop)) { woke = 1; break; }
+        }
+        if (woke) continue;
+        uint32_t w = (uint32_t)seen;
+        atomic_fetch_add(&pool.sleepers, 1);
+        atomic_fetch_sub(&pool.awake, 1);
+        if (atomic_load(&pool.gen32) == w && !atomic_load(&pool.stop))
+            syscall(SYS_futex, &pool.gen32, FUTEX_WAIT_PRIVATE, w, NULL, NULL, 0);
+        atomic_fetch_add(&pool.awake, 1);
+        atomic_fetch_sub(&pool.sleepers, 1);
+    }
+    return NULL;
+}
+
+/* Start n_threads - 1 workers (the caller is the n-th). Returns the number of threads. */
+int vc_pool_init(int n_threads, long spin_us) {
+    if (pool.n_workers > 0) return pool.n_workers + 1;
+    if (n_threads < 1) n_threads = 1;
+    if (n_threads > MAX_THREADS) n_threads = MAX_THREADS;
+    pool.spin_ns = spin_us * 1000L;
+    atomic_store(&pool.state, 0);
+    pool.loadavg_fd = open("/proc/loadavg", O_RDONLY | O_CLOEXEC);
+    for (int i = 0; i < n_threads - 1; i++) {
+        atomic_fetch_add(&pool.awake, 1);
+        if (pthread_create(&pool.threads[i], NULL, worker_main, NULL) != 0) {
+            atomic_fetch_sub(&pool.awake, 1);
+            break;
+        }
+        pool.n_workers++;
+    }
+    return pool.n_workers + 1;
+}
+
+int vc_pool_size(void) { return pool.n_workers + 1; }
+
+void vc_pool_set_spin(long spin_us) { pool.spin_ns = spin_us * 1000L; }
+
+/* 0: guarded (the caller runs alone while other processes want the cores or after a stall);
+ * 1: always the pool; 2: always the caller alone (tests of both paths, measurements). */
+void vc_pool_set_mode(int mode) {
+    pool.mode = mode;
+    pool.solo_until_ns = 0;
+    pool.busy = 0;
+}
+
+/* Runnable threads of other processes now: the "running" field of /proc/loadavg less this
+ * thread and the workers that are awake (spinning or working). -1 when unreadable. */
+static int others_runnable(void) {
+    char buf[128];
+    if (pool.loadavg_fd < 0) return -1;
+    ssize_t n = pread(pool.loadavg_fd, buf, sizeof buf - 1, 0);
+    if (n <= 0) return -1;
+    buf[n] = 0;
+    const char *p = buf;
+    for (int field = 0; field < 3 && p; field++) { /* skip the three load averages */
+        p = strchr(p, ' ');
+        if (p) p++;
+    }
+    if (!p) return -1;
+    return atoi(p) - 1 - atomic_load(&pool.awake);
+}
+
+static int machine_busy(long now) {
+    if (pool.mode) return pool.mode == 2;
+    if (now < pool.next_check_ns) return pool.busy;
+    pool.next_check_ns = now + LOAD_CHECK_NS;
+    int others = others_runnable();
+    if (others < 0) return pool.busy = 0;
+    pool.others_ema = 0.75f * pool.others_ema + 0.25f * (float)others;
+    if (pool.busy ? pool.others_ema < BUSY_LEAVE : pool.others_ema > BUSY_ENTER) pool.busy = !pool.busy;
+    pool.busy_checks += pool.busy;
+    return pool.busy;
+}
+
+/* Run fn(ctx, 0..n_chunks-1) over the pool; returns when every chunk has finished. */
+static void parallel_for(task_fn fn, void *ctx, int n_chunks) {
+    if (n_chunks <= 0) return;
+    long now = pool.n_workers ? now_ns() : 0;
+    if (pool.n_workers == 0 || n_chunks == 1 || machine_busy(now) ||
+        (pool.solo_until_ns && now < pool.solo_until_ns)) {
+        for (int i = 0; i < n_chunks; i++) fn(ctx, i);
+        return;
+    }
+    pool.n_jobs++;
+    long t0 = now;
+    uint64_t g = ++pool.gen;
+    job_t *job = &pool.jobs[g & 1];
+    job->fn = fn;
+    job->ctx = ctx;
+    job->n_chunks = n_chunks;
+    atomic_store(&job->done, 0);
+    atomic_store(&pool.state, g << 32);
+    atomic_store(&pool.gen32, (uint32_t)g);
+    if (atomic_load(&pool.sleepers) > 0)
+        syscall(SYS_futex, &pool.gen32, FUTEX_WAKE_PRIVATE, pool.n_workers, NULL, NULL, 0);
+    int ran = run_chunks(g);
+    long t1 = now_ns();
+    if (atomic_load(&job->done) < n_chunks) {
+        while (atomic_load(&job->done) < n_chunks) _mm_pause();
+        long wait = now_ns() - t1, per_chunk = (t1 - t0) / (ran > 0 ? ran : 1);
+        if (!pool.mode && wait > STALL_MIN_NS && wait > 8 * per_chunk) {
+            pool.stalls++;
+            pool.backoff_ns = pool.backoff_ns ? pool.backoff_ns * 2 : BACKOFF_MIN_NS;
+            if (pool.backoff_ns > BACKOFF_MAX_NS) pool.backoff_ns = BACKOFF_MAX_NS;
+            pool.solo_until_ns = now_ns() + pool.backoff_ns;
+            return;
+        }
+    }
+    if (pool.solo_until_ns) { /* a clean job after a solo period: the machine has room again */
+        pool.solo_until_ns = 0;
+        pool.backoff_ns /= 2;
+    }
+}
+
+/* Run a caller-supplied function (a ctypes callback: PyTorch ops that release the GIL) on
+ * chunks 0..n_chunks-1 over the pool, with the same claiming and guards as the C kernels. */
+void vc_parallel(task_fn fn, int n_chunks) { parallel_for(fn, NULL, n_chunks); }
+
+/* 1 when a job would run on the caller alone now (machine busy or backing off after a stall). */
+int vc_pool_solo(void) {
+    if (pool.n_workers == 0) return 1;
+    long now = now_ns();
+    return machine_busy(now) || (pool.solo_until_ns && now < pool.solo_until_ns);
+}
+
+/* [jobs run on the pool, stalls seen, load checks that found the machine busy, 1 while the
+ * caller runs alone, 1000 x others_ema] */
+void vc_pool_stats(long *out) {
+    out[0] = pool.n_jobs;
+    out[1] = pool.stalls;
+    out[2] = pool.busy_checks;
+    out[3] = pool.busy || (pool.solo_until_ns && now_ns() < pool.solo_until_ns);
+    out[4] = (long)(1000 * pool.others_ema);
+}
+
+/* ------------------------------------------------------------------------------ helpers */
+
+static inline __m512 bf16x16_to_f32(__m256i v) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(v), 16));
+}
+
+static inline __m512 load_bf16_f32(const bf16 *p) {
+    return bf16x16_to_f32(_mm256_loadu_si256((const __m256i *)p));
+}
+
+static inline __m512 load_bf16_f32_mask(const bf16 *p, __mmask16 m) {
+    return bf16x16_to_f32(_mm256_maskz_loadu_epi16(m, p));
+}
+
+/* float32 -> bfloat16, round to nearest even (NaN kept quiet), as torch's .to(bfloat16) */
+static inline __m256i f32_to_bf16x16(__m512 v) {
+    return (__m256i)_mm512_cvtneps_pbh(v);
+}
+
+static inline bf16 f32_to_bf16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (bf16)((u >> 16) | 0x40);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (bf16)(u >> 16);
+}
+
+static inline float bf16_to_f32(bf16 h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+static inline float round_bf16(float f) { return bf16_to_f32(f32_to_bf16(f)); }
+
+static inline __m512 round_bf16_ps(__m512 v) { return bf16x16_to_f32(f32_to_bf16x16(v)); }
+
+/* exp(x) for float32 lanes: Cephes' range reduction and polynomial (about 1 ulp). */
+static inline __m512 exp_ps(__m512 x) {
+    const __m512 hi = _mm512_set1_ps(88.3762626647949f), lo = _mm512_set1_ps(-103.972084045410f);
+    x = _mm512_min_ps(x, hi);
+    __mmask16 under = _mm512_cmp_ps_mask(x, lo, _CMP_LT_OQ);
+    __m512 fx = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    x = _mm512_fnmadd_ps(fx, _mm512_set1_ps(0.693359375f), x);
+    x = _mm512_fnmadd_ps(fx, _mm512_set1_ps(-2.12194440e-4f), x);
+    __m512 z = _mm512_mul_ps(x, x);
+    __m512 y = _mm512_set1_ps(1.9875691500E-4f);
+    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(1.3981999507E-3f));
+    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(8.3334519073E-3f));
+    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(4.1665795894E-2f));
+    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(1.6666665459E-1f));
+    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(5.0000001201E-1f));
+    y = _mm512_fmadd_ps(y, z, _mm512_add_ps(x, _mm512_set1_ps(1.0f)));
+    /* scale by 2^fx in two steps so that fx = 128 (x near the top) does not overflow the exponent */
+    __m512i n = _mm512_cvtps_epi32(fx);
+    __m512i n1 = _mm512_srai_epi32(n, 1), n2 = _mm512_sub_epi32(n, n1);
+    __m512 p1 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(n1, _mm512_set1_epi32(127)), 23));
+    __m512 p2 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(n2, _mm512_set1_epi32(127)), 23));
+    y = _mm512_mul_ps(_mm512_mul_ps(y, p1), p2);
+    return _mm512_mask_mov_ps(y, under, _mm512_setzero_ps());
+}
+
+static inline float hsum(__m512 v) { return _mm512_reduce_add_ps(v); }
+
+/* per-thread scratch of the attention kernel, grown on demand */
+static __thread float *tls_buf;
+static __thread size_t tls_cap;
+
+static float *scratch(size_t n) {
+    if (n > tls_cap) {
+        free(tls_buf);
+        tls_buf = aligned_alloc(64, ((n * sizeof(float)) + 63) & ~(size_t)63);
+        tls_cap = n;
+    }
+    return tls_buf;
+}
+
+/* ------------------------------------------------------------- linear: packed weights */
+/* One kernel for every batch size. The weight is packed once into panels of NR = 32 output
+ * features, k-major: float32 wp[panel][k][32]; bf16 wp[panel][k/2][32][2] (pairs of k for
+ * vdpbf16ps; packed by vllm_cpu.kernels.pack_weight). A micro-kernel keeps MR <= 12 rows x 32 outputs of accumulators in registers and
+ * walks one panel from start to end: per k it loads 32 weights (two vectors) and broadcasts one
+ * value per row. No horizontal sums, one sequential stream per panel (prefetcher friendly) for
+ * GEMV, and MR x 32 register blocking for GEMM. A chunk of the pool is a tile of rows times a
+ * group of panels. */
+
+#define NR 32
+#define MR_MAX 12
+#define MC 96               /* rows of one tile (8 micro-tiles of 12) */
+
+static inline long panels_of(int N) { return (N + NR - 1) / NR; }
+
+static inline __attribute__((always_inline)) void mk_f32(
+    const int MR, const float *x, long ldx, const float *wp, int K, const float *bias, float *y, long ldy, int nr) {
+    __m512 c0[MR_MAX], c1[MR_MAX];
+    for (int i = 0; i < MR; i++) c0[i] = c1[i] = _mm512_setzero_ps();
+    for (int k = 0; k < K; k++) {
+        const float *b = wp + (long)k * NR;
+        _mm_prefetch((const char *)(b + 16 * NR), _MM_HINT_T0);
+        const __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16);
+        for (int i = 0; i < MR; i++) {
+            const __m512 a = _mm512_set1_ps(x[i * ldx + k]);
+            c0[i] = _mm512_fmadd_ps(a, b0, c0[i]);
+            c1[i] = _mm512_fmadd_ps(a, b1, c1[i]);
+        }
+    }
+    const __mmask16 m0 = nr >= 16 ? 0xffff : (__mmask16)((1u << nr) - 1);
+    const __mmask16 m1 = nr >= 32 ? 0xffff : nr <= 16 ? 0 : (__mmask16)((1u << (nr - 16)) - 1);
+    __m512 bb0 = _mm512_setzero_ps(), bb1 = _mm512_setzero_ps();
+    if (bias) { bb0 = _mm512_maskz_loadu_ps(m0, bias); bb1 = _mm512_maskz_loadu_ps(m1, bias + 16); }
+    for (int i = 0; i < MR; i++) {
+        _mm512_mask_storeu_ps(y + i * ldy, m0, _mm512_add_ps(c0[i], bb0));
+        _mm512_mask_storeu_ps(y + i * ldy + 16, m1, _mm512_add_ps(c1[i], bb1));
+    }
+}
+
+static inline __attribute__((always_inline)) void mk_bf16(
+    const int MR, const bf16 *x, long ldx, const bf16 *wp, int K, const bf16 *bias, bf16 *y, long ldy, int nr) {
+    __m512 c0[MR_MAX], c1[MR_MAX];
+    for (int i = 0; i < MR; i++) c0[i] = c1[i] = _mm512_setzero_ps();
+    for (int k = 0; k < K; k += 2) {
+        const bf16 *b = wp + (long)k * NR;
+        _mm_prefetch((const char *)(b + 16 * NR), _MM_HINT_T0);
+        const __m512bh b0 = (__m512bh)_mm512_loadu_si512(b), b1 = (__m512bh)_mm512_loadu_si512(b + 32);
+        for (int i = 0; i < MR; i++) {
+            int32_t pair;
+            memcpy(&pair, x + i * ldx + k, 4);
+            const __m512bh a = (__m512bh)_mm512_set1_epi32(pair);
+            c0[i] = _mm512_dpbf16_ps(c0[i], a, b0);
+            c1[i] = _mm512_dpbf16_ps(c1[i], a, b1);
+        }
+    }
+    const __mmask16 m0 = nr >= 16 ? 0xffff : (__mmask16)((1u << nr) - 1);
+    const __mmask16 m1 = nr >= 32 ? 0xffff : nr <= 16 ? 0 : (__mmask16)((1u << (nr - 16)) - 1);
+    __m512 bb0 = _mm512_setzero_ps(), bb1 = _mm512_setzero_ps();
+    if (bias) { bb0 = load_bf16_f32_mask(bias, m0); bb1 = load_bf16_f32_mask(bias + 16, m1); }
+    for (int i = 0; i < MR; i++) {
+        _mm256_mask_storeu_epi16(y + i * ldy, m0, f32_to_bf16x16(_mm512_add_ps(c0[i], bb0)));
+        _mm256_mask_storeu_epi16(y + i * ldy + 16, m1, f32_to_bf16x16(_mm512_add_ps(c1[i], bb1)));
+    }
+}
+
+#define MK_CASES(F, ...)                                                                            \
+    switch (mr) {                                                                                   \
+    case 1: F(1, __VA_ARGS__); break; case 2: F(2, __VA_ARGS__); break;                             \
+    case 3: F(3, __VA_ARGS__); break; case 4: F(4, __VA_ARGS__); break;                             \
+    case 5: F(5, __VA_ARGS__); break; case 6: F(6, __VA_ARGS__); break;                             \
+    case 7: F(7, __VA_ARGS__); break; case 8: F(8, __VA_ARGS__); break;                             \
+    case 9: F(9, __VA_ARGS__); break; case 10: F(10, __VA_ARGS__); break;                           \
+    case 11: F(11, __VA_ARGS__); break; default: F(12, __VA_ARGS__); break;                         \
+    }
+
+typedef struct {
+    const void *x, *wp, *bias;
+    void *y;
+    int M, N, K, is_bf16, tile_m, panels_per_chunk, chunks_n;
+    long ldx, ldy;
+} packed_args;
+
+static void packed_task(void *p, int chunk) {
+    const packed_args *a = p;
+    const int tm = chunk / a->chunks_n, tn = chunk % a->chunks_n;
+    const int m0 = tm * a->tile_m, m1 = m0 + a->tile_m < a->M ? m0 + a->tile_m : a->M;
+    const long p0 = (long)tn * a->panels_per_chunk;
+    long p1 = p0 + a->panels_per_chunk;
+    if (p1 > panels_of(a->N)) p1 = panels_of(a->N);
+    const int K = a->K;
+    for (long pn = p0; pn < p1; pn++) {
+        const int n0 = (int)(pn * NR), nr = a->N - n0 < NR ? a->N - n0 : NR;
+        for (int i0 = m0; i0 < m1; i0 += MR_MAX) {
+            const int mr = m1 - i0 < MR_MAX ? m1 - i0 : MR_MAX;
+            if (a->is_bf16) {
+                const bf16 *x = (const bf16 *)a->x + (long)i0 * a->ldx;
+                const bf16 *wp = (const bf16 *)a->wp + pn * (long)K * NR;
+                const bf16 *bias = a->bias ? (const bf16 *)a->bias + n0 : NULL;
+                bf16 *y = (bf16 *)a->y + (long)i0 * a->ldy + n0;
+#define CALL_BF16(R, ...) mk_bf16(R, x, a->ldx, wp, K, bias, y, a->ldy, nr)
+                MK_CASES(CALL_BF16, 0)
+            } else {
+                const float *x = (const float *)a->x + (long)i0 * a->ldx;
+                const float *wp = (const float *)a->wp + pn * (long)K * NR;
+                const float *bias = a->bias ? (const float *)a->bias + n0 : NULL;
+                float *y = (float *)a->y + (long)i0 * a->ldy + n0;
+#define CALL_F32(R, ...) mk_f32(R, x, a->ldx, wp, K, bias, y, a->ldy, nr)
+                MK_CASES(CALL_F32, 0)
+            }
+        }
+    }
+}
+
+/* y[M, N] = x[M, K] @ w^T (+ bias) with w packed by vc_pack_*; x rows ldx apart, y rows ldy. */
+void vc_linear_packed(const void *x, long ldx, const void *wp, const void *bias, void *y, long ldy,
+                      int M, int N, int K, int is_bf16) {
+    const long panels = panels_of(N);
+    const int tile_m = M <= MC ? M : MC;
+    const int tiles_m = (M + tile_m - 1) / tile_m;
+    /* about 8 chunks per thread, at least one panel and at most 8 each */
+    long per = panels * tiles_m / (8L * vc_pool_size());
+    int ppc = per < 1 ? 1 : per > 8 ? 8 : (int)per;
+    const int chunks_n = (int)((panels + ppc - 1) / ppc);
+    packed_args a = {x, wp, bias, y, M, N, K, is_bf16, tile_m, ppc, chunks_n, ldx, ldy};
+    parallel_for(packed_task, &a, tiles_m * chunks_n);
+}
+
+/* ----------------------------------------------------------------- paged decode attention */
+/* One query token per sequence attends to its own cached tokens, read in place from the paged
+ * cache (no gather): scores q.k in float32, softmax, weighted sum of values in float32. One
+ * chunk = one (sequence, kv head) pair and its group of query heads. */
+
+typedef struct {
+    const void *q;          /* [B, Hq, D] */
+    const void *kc, *vc;    /* [num_blocks, block_size, Hk, D] */
+    const int32_t *block_tables;
+    const int32_t *seq_lens;
+    void *out;              /* [B, Hq, D] */
+    int B, Hq, Hk, D, block_size, max_blocks, is_bf16;
+    long q_stride, out_stride;   /* elements between sequences */
+    float scale;
+} attn_args;
+
+static inline float dot_f32(const float *a, const float *b, int D) {
+    __m512 acc = _mm512_setzero_ps();
+    int d = 0;
+    for (; d + 16 <= D; d += 16) acc = _mm512_fmadd_ps(_mm512_loadu_ps(a + d), _mm512_loadu_ps(b + d), acc);
+    if (d < D) {
+        __mmask16 m = (__mmask16)((1u << (D - d)) - 1);
+        acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + d), _mm512_maskz_loadu_ps(m, b + d), acc);
+    }
+    return hsum(acc);
+}
+
+static inline float dot_bf16(const float *qf, const bf16 *k, int D) {
+    __m512 acc = _mm512_setzero_ps();
+    int d = 0;
+    for (; d + 16 <= D; d += 16) acc = _mm512_fmadd_ps(_mm512_loadu_ps(qf + d), load_bf16_f32(k + d), acc);
+    if (d < D) {
+        __mmask16 m = (__mmask16)((1u << (D - d)) - 1);
+        acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, qf + d), load_bf16_f32_mask(k + d, m), acc);
+    }
+    return hsum(acc);
+}
+
+/* acc[D] += p * v[D] */
+static inline void axpy_f32(float *acc, float p, const float *v, int D) {
+    __m512 pv = _mm512_set1_ps(p);
+    int d = 0;
+    for (; d + 16 <= D; d += 16)
+        _mm512_storeu_ps(acc + d, _mm512_fmadd_ps(pv, _mm512_loadu_ps(v + d), _mm512_loadu_ps(acc + d)));
+    if (d < D) {
+        __mmask16 m = (__mmask16)((1u << (D - d)) - 1);
+        _mm512_mask_storeu_ps(acc + d, m, _mm512_fmadd_ps(pv, _mm512_maskz_loadu_ps(m, v + d), _mm512_maskz_loadu_ps(m, acc + d)));
+    }
+}
+
+static inline void axpy_bf16(float *acc, float p, const bf16 *v, int D) {
+    __m512 pv = _mm512_set1_ps(p);
+    int d = 0;
+    for (; d + 16 <= D; d += 16)
+        _mm512_storeu_ps(acc + d, _mm512_fmadd_ps(pv, load_bf16_f32(v + d), _mm512_loadu_ps(acc + d)));
+    if (d < D) {
+        __mmask16 m = (__mmask16)((1u << (D - d)) - 1);
+        _mm512_mask_storeu_ps(acc + d, m, _mm512_fmadd_ps(pv, load_bf16_f32_mask(v + d, m), _mm512_maskz_loadu_ps(m, acc + d)));
+    }
+}
+
+static void decode_attn_task(void *p, int chunk) {
+    const attn_args *a = p;
+    const int b = chunk / a->Hk, hk = chunk % a->Hk;
+    const int G = a->Hq / a->Hk, D = a->D, bs = a->block_size;
+    const int L = a->seq_lens[b];
+    const int32_t *bt = a->block_tables + (long)b * a->max_blocks;
+    const long tok_stride = (long)a->Hk * D, blk_stride = (long)bs * tok_stride;
+    /* scratch: scores [G][L], q in float32 [G][D], accumulators [G][D] */
+    float *buf = scratch((size_t)G * L + 2 * (size_t)G * D + 16);
+    float *scores = buf, *qf = buf + (size_t)G * L, *acc = qf + (size_t)G * D;
+    for (int g = 0; g < G; g++) {
+        const int h = hk * G + g;
+        for (int d = 0; d < D; d++) {
+            qf[g * D + d] = a->is_bf16 ? bf16_to_f32(((const bf16 *)a->q)[b * a->q_stride + (long)h * D + d])
+                                       : ((const float *)a->q)[b * a->q_stride + (long)h * D + d];
+        }
+    }
+    /* scores */
+    for (int t = 0; t < L; t++) {
+        const long off = (long)bt[t / bs] * blk_stride + (long)(t % bs) * tok_stride + (long)hk * D;
+        for (int g = 0; g < G; g++) {
+            float s = a->is_bf16 ? dot_bf16(qf + g * D, (const bf16 *)a->kc + off, D)
+                                 : dot_f32(qf + g * D, (const float *)a->kc + off, D);
+            scores[(long)g * L + t] = s * a->scale;
+        }
+    }
+    /* softmax per query head */
+    for (int g = 0; g < G; g++) {
+        float *s = scores + (long)g * L;
+        __m512 mx = _mm512_set1_ps(-INFINITY);
+        int t = 0;
+        for (; t + 16 <= L; t += 16) mx = _mm512_max_ps(mx, _mm512_loadu_ps(s + t));
+        float m = _mm512_reduce_max_ps(mx);
+        for (; t < L; t++) m = s[t] > m ? s[t] : m;
+        __m512 mv = _mm512_set1_ps(m), sum = _mm512_setzero_ps();
+        for (t = 0; t + 16 <= L; t += 16) {
+            __m512 e = exp_ps(_mm512_sub_ps(_mm512_loadu_ps(s + t), mv));
+            _mm512_storeu_ps(s + t, e);
+            sum = _mm512_add_ps(sum, e);
+        }
+        if (t < L) {
+            __mmask16 mk = (__mmask16)((1u << (L - t)) - 1);
+            __m512 e = exp_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(mk, s + t), mv));
+            e = _mm512_maskz_mov_ps(mk, e);
+            _mm512_mask_storeu_ps(s + t, mk, e);
+            sum = _mm512_add_ps(sum, e);
+        }
+        float inv = 1.0f / hsum(sum);
+        for (t = 0; t < L; t++) s[t] *= inv;
+        memset(acc + (long)g * D, 0, sizeof(float) * D);
+    }
+    /* weighted sum of values */
+    for (int t = 0; t < L; t++) {
+        const long off = (long)bt[t / bs] * blk_stride + (long)(t % bs) * tok_stride + (long)hk * D;
+        for (int g = 0; g < G; g++) {
+            float pr = scores[(long)g * L + t];
+            if (a->is_bf16) axpy_bf16(acc + (long)g * D, pr, (const bf16 *)a->vc + off, D);
+            else axpy_f32(acc + (long)g * D, pr, (const float *)a->vc + off, D);
+        }
+    }
+    for (int g = 0; g < G; g++) {
+        const int h = hk * G + g;
+        for (int d = 0; d < D; d++) {
+            float v = acc[(long)g * D + d];
+            if (a->is_bf16) ((bf16 *)a->out)[b * a->out_stride + (long)h * D + d] = f32_to_bf16(v);
+            else ((float *)a->out)[b * a->out_stride + (long)h * D + d] = v;
+        }
+    }
+}
+
+/* Sixteen dot products at once: lane i of the result = sum of the lanes of v[i]
+ * (unpack/shuffle tree: 45 instructions instead of 16 separate horizontal sums). */
+static inline __m512 reduce16(const __m512 *v) {
+    __m512 a[8], b[4];
+    for (int i = 0; i < 8; i++)
+        a[i] = _mm512_add_ps(_mm512_unpacklo_ps(v[2 * i], v[2 * i + 1]), _mm512_unpackhi_ps(v[2 * i], v[2 * i + 1]));
+    for (int i = 0; i < 4; i++) {
+        __m512d x = _mm512_castps_pd(a[2 * i]), y = _mm512_castps_pd(a[2 * i + 1]);
+        b[i] = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(x, y)), _mm512_castpd_ps(_mm512_unpackhi_pd(x, y)));
+    }
+    __m512 d0 = _mm512_add_ps(_mm512_shuffle_f32x4(b[0], b[1], 0x88), _mm512_shuffle_f32x4(b[0], b[1], 0xdd));
+    __m512 d1 = _mm512_add_ps(_mm512_shuffle_f32x4(b[2], b[3], 0x88), _mm512_shuffle_f32x4(b[2], b[3], 0xdd));
+    return _mm512_add_ps(_mm512_shuffle_f32x4(d0, d1, 0x88), _mm512_shuffle_f32x4(d0, d1, 0xdd));
+}
+
+static inline __m512 load_kv(const void *base, long off, int is_bf16) {
+    return is_bf16 ? load_bf16_f32((const bf16 *)base + off) : _mm512_loadu_ps((const float *)base + off);
+}
+
+/* Prefetch the next (up to) 16 tokens' rows of one head from t, so that DRAM reads of the next
+ * block overlap the arithmetic on this one (each row is D values every Hk * D: too sparse a
+ * pattern for the hardware prefetchers). */
+static inline void prefetch_rows(const void *cache, const int32_t *bt, int t, int L, int bs, long blk_stride,
+                                 long tok_stride, long head_off, int D, int is_bf16) {
+    const int end = t + 16 < L ? t + 16 : L;
+    const int es = is_bf16 ? 2 : 4;
+    for (; t < end; t++) {
+        const char *row = (const char *)cache + es * ((long)bt[t / bs] * blk_stride + (long)(t % bs) * tok_stride + head_off);
+        for (int off = 0; off < D * es; off += 64) _mm_prefetch(row + off, _MM_HINT_T0);
+    }
+}
+
+/* The same as decode_attn_task for head sizes that are a multiple of 16 (at most 256), with
+ * the query (pre-scaled) and the output accumulators in registers, sixteen keys per reduction
+ * and no per-token index arithmetic (walks block by block). */
+static void decode_attn_task_d16(void *p, int chunk) {
+    const attn_args *a = p;
+    const int b = chunk / a->Hk, hk = chunk % a->Hk;
+    const int G = a->Hq / a->Hk, D = a->D, D16 = a->D / 16, bs = a->block_size;
+    const int L = a->seq_lens[b], is_bf16 = a->is_bf16;
+    const int32_t *bt = a->block_tables + (long)b * a->max_blocks;
+    const long tok_stride = (long)a->Hk * D, blk_stride = (long)bs * tok_stride;
+    float *scores = scratch((size_t)G * (L + 16));
+    for (int g = 0; g < G; g++) {
+        const long qoff = b * a->q_stride + (long)(hk * G + g) * D;
+        __m512 qv[16];
+        const __m512 sc = _mm512_set1_ps(a->scale);
+        for (int c = 0; c < D16; c++) qv[c] = _mm512_mul_ps(load_kv(a->q, qoff + 16 * c, is_bf16), sc);
+        float *s = scores + (long)g * L;
+        __m512 mx = _mm512_set1_ps(-INFINITY);
+        for (int t0 = 0; t0 < L;) {
+            const int in_blk = t0 % bs, n = bs - in_blk < 16 ? bs - in_blk : 16;
+            const int cnt = L - t0 < n ? L - t0 : n;
+            const long base = (long)bt[t0 / bs] * blk_stride + (long)in_blk * tok_stride + (long)hk * D;
+            if (g == 0) prefetch_rows(a->kc, bt, t0 + cnt, L, bs, blk_stride, tok_stride, (long)hk * D, D, is_bf16);
+            __m512 acc[16];
+            for (int i = 0; i < 16; i++) {
+                acc[i] = _mm512_setzero_ps();
+                if (i < cnt)
+                    for (int c = 0; c < D16; c++)
+                        acc[i] = _mm512_fmadd_ps(qv[c], load_kv(a->kc, base + i * tok_stride + 16 * c, is_bf16), acc[i]);
+            }
+            const __mmask16 m = (__mmask16)((1u << cnt) - 1);
+            __m512 sv = reduce16(acc);
+            _mm512_mask_storeu_ps(s + t0, m, sv);
+            mx = _mm512_mask_max_ps(mx, m, mx, sv);
+            t0 += cnt;
+        }
+        const __m512 mv = _mm512_set1_ps(_mm512_reduce_max_ps(mx));
+        __m512 sum = _mm512_setzero_ps();
+        for (int t = 0; t < L; t += 16) {
+            const __mmask16 m = L - t >= 16 ? 0xffff : (__mmask16)((1u << (L - t)) - 1);
+            __m512 e = _mm512_maskz_mov_ps(m, exp_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, s + t), mv)));
+            _mm512_mask_storeu_ps(s + t, m, e);
+            sum = _mm512_add_ps(sum, e);
+        }
+        const float inv = 1.0f / hsum(sum);
+        __m512 o[16];
+        for (int c = 0; c < D16; c++) o[c] = _mm512_setzero_ps();
+        for (int t0 = 0; t0 < L;) {
+            const int in_blk = t0 % bs, cnt = bs - in_blk < L - t0 ? bs - in_blk : L - t0;
+            const long base = (long)bt[t0 / bs] * blk_stride + (long)in_blk * tok_stride + (long)hk * D;
+            if (g == 0) prefetch_rows(a->vc, bt, t0 + cnt, L, bs, blk_stride, tok_stride, (long)hk * D, D, is_bf16);
+            for (int i = 0; i < cnt; i++) {
+                const __m512 pv = _mm512_set1_ps(s[t0 + i]);
+                for (int c = 0; c < D16; c++)
+                    o[c] = _mm512_fmadd_ps(pv, load_kv(a->vc, base + i * tok_stride + 16 * c, is_bf16), o[c]);
+            }
+            t0 += cnt;
+        }
+        const long ooff = b * a->out_stride + (long)(hk * G + g) * D;
+        const __m512 iv = _mm512_set1_ps(inv);
+        for (int c = 0; c < D16; c++) {
+            __m512 r = _mm512_mul_ps(o[c], iv);
+            if (is_bf16) _mm256_storeu_si256((__m256i *)((bf16 *)a->out + ooff + 16 * c), f32_to_bf16x16(r));
+            else _mm512_storeu_ps((float *)a->out + ooff + 16 * c, r);
+        }
+    }
+}
+
+void vc_decode_attention(const void *q, long q_stride, const void *kc, const void *vc,
+                         const int32_t *block_tables, int max_blocks, const int32_t *seq_lens,
+                         void *out, long out_stride, int B, int Hq, int Hk, int D, int block_size,
+                         float scale, int is_bf16) {
+    attn_args a = {q, kc, vc, block_tables, seq_lens, out, B, Hq, Hk, D, block_size, max_blocks,
+                   is_bf16, q_stride, out_stride, scale};
+    parallel_for(D % 16 == 0 && D <= 256 ? decode_attn_task_d16 : decode_attn_task, &a, B * Hk);
+}
+
+/* ------------------------------------------------------------------ fused elementwise ops */
+/* Each op is a serial loop over rows [t0, t1); the exported wrappers split batches of more than
+ * 2 * ROW_CHUNK rows (prefills) over the pool and run decode-sized batches inline. */
+
+#define ROW_CHUNK 32
+
+static void rms_norm_rows(const void *x, long ldx, void *residual, const void *w, void *out, int H,
+                          float eps, int is_bf16, int t0, int t1) {
+    const int hfull = H & ~15;
+    const __mmask16 tail = (__mmask16)((1u << (H - hfull)) - 1);
+    for (int t = t0; t < t1; t++) {
+        __m512 ss = _mm512_setzero_ps();
+        if (is_bf16) {
+            const bf16 *xr = (const bf16 *)x + (long)t * ldx;
+            bf16 *rr = residual ? (bf16 *)residual + (long)t * H : NULL;
+            bf16 *o = (bf16 *)out + (long)t * H;
+            /* pass 1: sum (stored in residual) and squares */
+            for (int h = 0; h < H; h += 16) {
+                __mmask16 m = h < hfull ? 0xffff : tail;
+                __m512 v = load_bf16_f32_mask(xr + h, m);
+                if (rr) {
+                    v = round_bf16_ps(_mm512_add_ps(v, load_bf16_f32_mask(rr + h, m)));
+                    _mm256_mask_storeu_epi16(rr + h, m, f32_to_bf16x16(v));
+                }
+                ss = _mm512_fmadd_ps(v, v, ss);
+            }
+            const float r = 1.0f / sqrtf(hsum(ss) / H + eps);
+            const __m512 rv = _mm512_set1_ps(r);
+            const bf16 *src = rr ? rr : xr;
+            for (int h = 0; h < H; h += 16) {
+                __mmask16 m = h < hfull ? 0xffff : tail;
+                __m512 n = round_bf16_ps(_mm512_mul_ps(load_bf16_f32_mask(src + h, m), rv));
+                __m512 v = _mm512_mul_ps(load_bf16_f32_mask((const bf16 *)w + h, m), n);
+                _mm256_mask_storeu_epi16(o + h, m, f32_to_bf16x16(v));
+            }
+        } else {
+            const float *xr = (const float *)x + (long)t * ldx;
+            float *rr = residual ? (float *)residual + (long)t * H : NULL;
+            float *o = (float *)out + (long)t * H;
+            for (int h = 0; h < H; h += 16) {
+                __mmask16 m = h < hfull ? 0xffff : tail;
+                __m512 v = _mm512_maskz_loadu_ps(m, xr + h);
+                if (rr) {
+                    v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, rr + h));
+                    _mm512_mask_storeu_ps(rr + h, m, v);
+                }
+                ss = _mm512_fmadd_ps(v, v, ss);
+            }
+            const float r = 1.0f / sqrtf(hsum(ss) / H + eps);
+            const __m512 rv = _mm512_set1_ps(r);
+            const float *src = rr ? rr : xr;
+            for (int h = 0; h < H; h += 16) {
+                __mmask16 m = h < hfull ? 0xffff : tail;
+                __m512 n = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, src + h), rv);
+                _mm512_mask_storeu_ps(o + h, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, (const float *)w + h), n));
+            }
+        }
+    }
+}
+
+static void rotary_rows(void *q, long ld_q, void *k, long ld_k, int Hq, int Hk, int D,
+                        const int64_t *positions, const float *cos_sin, int is_bf16, int t0, int t1) {
+    const int half = D / 2;
+    for (int t = t0; t < t1; t++) {
+        const float *cs = cos_sin + positions[t] * D;
+        for (int which = 0; which < 2; which++) {
+            const int H = which ? Hk : Hq;
+            const long row = (long)t * (which ? ld_k : ld_q);
+            for (int h = 0; h < H; h++) {
+                const long off = row + (long)h * D;
+                for (int d = 0; d < half; d += 16) {
+                    const int n = half - d < 16 ? half - d : 16;
+                    const __mmask16 m = (__mmask16)((1u << n) - 1);
+                    __m512 c = _mm512_maskz_loadu_ps(m, cs + d), s = _mm512_maskz_loadu_ps(m, cs + half + d);
+                    /* products rounded before the sum, as the native op (built with
+                     * -ffp-contract=off, so no FMA contraction either) */
+                    if (is_bf16) {
+                        bf16 *p = (bf16 *)(which ? k : q) + off;
+                        __m512 x1 = load_bf16_f32_mask(p + d, m), x2 = load_bf16_f32_mask(p + half + d, m);
+                        __m512 o1 = _mm512_sub_ps(_mm512_mul_ps(x1, c), _mm512_mul_ps(x2, s));
+                        __m512 o2 = _mm512_add_ps(_mm512_mul_ps(x2, c), _mm512_mul_ps(x1, s));
+                        _mm256_mask_storeu_epi16(p + d, m, f32_to_bf16x16(o1));
+                        _mm256_mask_storeu_epi16(p + half + d, m, f32_to_bf16x16(o2));
+                    } else {
+                        float *p = (float *)(which ? k : q) + off;
+                        __m512 x1 = _mm512_maskz_loadu_ps(m, p + d), x2 = _mm512_maskz_loadu_ps(m, p + half + d);
+                        __m512 o1 = _mm512_sub_ps(_mm512_mul_ps(x1, c), _mm512_mul_ps(x2, s));
+                        __m512 o2 = _mm512_add_ps(_mm512_mul_ps(x2, c), _mm512_mul_ps(x1, s));
+                        _mm512_mask_storeu_ps(p + d, m, o1);
+                        _mm512_mask_storeu_ps(p + half + d, m, o2);
+                    }
+                }
+            }
+        }
+    }
+}
+
+static void cache_write_rows(const char *k, long ld_k, const char *v, long ld_v, char *kc, char *vc,
+                             const int64_t *slot_mapping, long row_bytes, int t0, int t1) {
+    for (int t = t0; t < t1; t++) {
+        const int64_t slot = slot_mapping[t];
+        if (slot < 0) continue;
+        memcpy(kc + slot * row_bytes, k + t * ld_k, row_bytes);
+        memcpy(vc + slot * row_bytes, v + t * ld_v, row_bytes);
+    }
+}
+
+static void silu_and_mul_rows(const void *x, void *out, int d, int is_bf16, int t0, int t1) {
+    const __m512 one = _mm512_set1_ps(1.0f);
+    for (int t = t0; t < t1; t++) {
+        for (int j = 0; j < d; j += 16) {
+            const int n = d - j < 16 ? d - j : 16;
+            const __mmask16 m = (__mmask16)((1u << n) - 1);
+            __m512 g, u;
+            if (is_bf16) {
+                const bf16 *xr = (const bf16 *)x + (long)t * 2 * d;
+                g = load_bf16_f32_mask(xr + j, m);
+                u = load_bf16_f32_mask(xr + d + j, m);
+            } else {
+                const float *xr = (const float *)x + (long)t * 2 * d;
+                g = _mm512_maskz_loadu_ps(m, xr + j);
+                u = _mm512_maskz_loadu_ps(m, xr + d + j);
+            }
+            __m512 sg = _mm512_div_ps(g, _mm512_add_ps(one, exp_ps(_mm512_sub_ps(_mm512_setzero_ps(), g))));
+            if (is_bf16) {
+                __m512 o = _mm512_mul_ps(round_bf16_ps(sg), u);
+                _mm256_mask_storeu_epi16((bf16 *)out + (long)t * d + j, m, f32_to_bf16x16(o));
+            } else {
+                _mm512_mask_storeu_ps((float *)out + (long)t * d + j, m, _mm512_mul_ps(sg, u));
+            }
+        }
+    }
+}
+
+/* the exported elementwise ops: row chunks over the pool */
+
+typedef struct {
+    int op, T;
+    const void *x, *w, *positions, *cos_sin, *slots;
+    void *y, *z, *out, *kc, *vc;
+    long ld0, ld1, row_bytes;
+    int H, Hq, Hk, D, is_bf16;
+    float eps;
+} rows_args;
+
+enum { OP_RMS, OP_ROTARY, OP_CACHE, OP_SILU };
+
+static void rows_task(void *p, int chunk) {
+    const rows_args *a = p;
+    const int t0 = chunk * ROW_CHUNK, t1 = t0 + ROW_CHUNK < a->T ? t0 + ROW_CHUNK : a->T;
+    switch (a->op) {
+    case OP_RMS: rms_norm_rows(a->x, a->ld0, a->y, a->w, a->out, a->H, a->eps, a->is_bf16, t0, t1); break;
+    case OP_ROTARY:
+        rotary_rows(a->y, a->ld0, a->z, a->ld1, a->Hq, a->Hk, a->D, a->positions, a->cos_sin, a->is_bf16, t0, t1);
+        break;
+    case OP_CACHE:
+        cache_write_rows(a->x, a->ld0, a->w, a->ld1, a->kc, a->vc, a->slots, a->row_bytes, t0, t1);
+        break;
+    case OP_SILU: silu_and_mul_rows(a->x, a->out, a->H, a->is_bf16, t0, t1); break;
+    }
+}
+
+static void run_rows(rows_args *a) {
+    const int n_chunks = (a->T + ROW_CHUNK - 1) / ROW_CHUNK;
+    if (a->T < 2 * ROW_CHUNK) {
+        for (int c = 0; c < n_chunks; c++) rows_task(a, c);
+        return;
+    }
+    parallel_for(rows_task, a, n_chunks);
+}
+
+/* out = rms_norm(x) * w; with residual: residual = x + residual (in the model dtype) first and
+ * the norm reads it. Native rounding points: sum rounded to dtype, normalised value rounded to
+ * dtype, then times the weight in dtype. */
+void vc_rms_norm(const void *x, long ldx, void *residual, const void *w, void *out, int T, int H,
+                 float eps, int is_bf16) {
+    rows_args a = {.op = OP_RMS, .T = T, .x = x, .w = w, .y = residual, .out = out, .ld0 = ldx, .H = H,
+                   .eps = eps, .is_bf16 = is_bf16};
+    run_rows(&a);
+}
+
+/* Neox rotary, in place, on q [T, Hq, D] and k [T, Hk, D] whose rows are ld_q / ld_k elements
+ * apart (views of the fused QKV projection). cos_sin: [P, D] float32, cos | sin. */
+void vc_rotary(void *q, long ld_q, void *k, long ld_k, int T, int Hq, int Hk, int D,
+               const int64_t *positions, const float *cos_sin, int is_bf16) {
+    rows_args a = {.op = OP_ROTARY, .T = T, .y = q, .z = k, .ld0 = ld_q, .ld1 = ld_k, .Hq = Hq, .Hk = Hk,
+                   .D = D, .positions = positions, .cos_sin = cos_sin, .is_bf16 = is_bf16};
+    run_rows(&a);
+}
+
+/* Copy key/value rows (row_bytes each, ld_k / ld_v bytes apart) into the paged caches at
+ * slot_mapping; slot < 0 skips the row. */
+void vc_cache_write(const char *k, long ld_k, const char *v, long ld_v, char *kc, char *vc,
+                    const int64_t *slot_mapping, int T, long row_bytes) {
+    rows_args a = {.op = OP_CACHE, .T = T, .x = k, .w = v, .ld0 = ld_k, .ld1 = ld_v, .kc = kc, .vc = vc,
+                   .slots = slot_mapping, .row_bytes = row_bytes};
+    run_rows(&a);
+}
+
+/* out[T, d] = silu(x[:, :d]) * x[:, d:] (silu rounded to dtype first, as F.silu(.) * up). */
+void vc_silu_and_mul(const void *x, void *out, int T, int d, int is_bf16) {
+    rows_args a = {.op = OP_SILU, .T = T, .x = x, .out = out, .H = d, .is_bf16 = is_bf16};
+    run_rows(&a);
+}

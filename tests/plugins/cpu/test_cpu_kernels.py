@@ -1,0 +1,237 @@
+"""The C kernels of vllm-cpu against PyTorch: linear layers on packed weights, paged decode
+attention, the fused elementwise ops at decode and at prefill sizes (row-parallel), and the pool
+(every chunk once, errors raised, grad/inference mode carried), each with the pool always used
+and with the caller alone."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from vllm_core.attention.metadata import AttentionMetadata
+from vllm_core.platforms.ops import NATIVE_OPS
+
+pytest.importorskip("vllm_cpu")
+
+from vllm_cpu.attention import decode_attention, paged_decode_attention  # noqa: E402
+from vllm_cpu.kernels import REQUIRED_CPU_FLAGS, Kernels, cpu_flags, load_kernels, pack_weight  # noqa: E402
+from vllm_cpu.ops import CPUOps  # noqa: E402
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+TOL = {torch.float32: {"rtol": 1e-5, "atol": 1e-5}, torch.bfloat16: {"rtol": 1.6e-2, "atol": 1e-2}}
+
+
+@pytest.fixture(scope="module")
+def kernels() -> Kernels:
+    missing = [f for f in REQUIRED_CPU_FLAGS if f not in cpu_flags()]
+    if missing:
+        pytest.skip(f"CPU lacks {missing}")
+    k = load_kernels(len(os.sched_getaffinity(0)))
+    assert k is not None, "the kernels must build on a CPU with AVX-512 BF16 and a C compiler"
+    return k
+
+
+@pytest.fixture(params=["pool", "alone"])
+def mode(kernels: Kernels, request: pytest.FixtureRequest) -> Iterator[str]:
+    kernels.set_pool_mode(request.param)
+    yield request.param
+    kernels.set_pool_mode("auto")
+
+
+@pytest.fixture
+def ops(kernels: Kernels, mode: str) -> CPUOps:
+    return CPUOps(kernels)
+
+
+# ----------------------------------------------------------------------------------- linear
+@pytest.mark.parametrize("dtype_name", list(DTYPES))
+@pytest.mark.parametrize("m", [1, 5, 12, 13, 64, 300])
+@pytest.mark.parametrize("n,k", [(96, 64), (100, 70), (33, 576)])
+@pytest.mark.parametrize("bias", [False, True])
+def test_linear_matches_f_linear(ops: CPUOps, dtype_name: str, m: int, n: int, k: int, bias: bool) -> None:
+    dtype = DTYPES[dtype_name]
+    g = torch.Generator().manual_seed(m * 1000 + n + k)
+    x = torch.randn(m, k, generator=g).to(dtype)
+    w = (torch.randn(n, k, generator=g) / k**0.5).to(dtype)
+    b = torch.randn(n, generator=g).to(dtype) if bias else None
+    got = ops.linear(x, w, b)
+    assert got.dtype == dtype and got.shape == (m, n)
+    if dtype == torch.bfloat16 and k % 2:
+        assert ops.packed_weight(w) is None  # bf16 pairs need an even K: F.linear ran
+    else:
+        assert ops.packed_weight(w) is not None
+    want = F.linear(x.double(), w.double(), None if b is None else b.double())
+    torch.testing.assert_close(got.double(), want, **TOL[dtype])
+
+
+def test_linear_takes_batched_and_strided_inputs(ops: CPUOps) -> None:
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(64, 32, generator=g)
+    x3 = torch.randn(2, 5, 32, generator=g)
+    torch.testing.assert_close(ops.linear(x3, w), F.linear(x3, w), rtol=1e-5, atol=1e-5)
+    wide = torch.randn(7, 80, generator=g)
+    x = wide[:, 8:40]  # rows 80 apart
+    torch.testing.assert_close(ops.linear(x, w), F.linear(x, w), rtol=1e-5, atol=1e-5)
+
+
+def test_pack_layout() -> None:
+    w = torch.arange(40 * 6, dtype=torch.float32).view(40, 6)
+    p = pack_weight(w)
+    assert p.shape == (2, 6, 32)
+    assert torch.equal(p[0, 3, 5], w[5, 3]) and torch.equal(p[1, 2, 7], w[39, 2])
+    assert torch.all(p[1, :, 8:] == 0)  # padding past N
+    wb = w.bfloat16()
+    pb = pack_weight(wb)
+    assert pb.shape == (2, 3, 32, 2)
+    assert torch.equal(pb[1, 1, 3, 1], wb[35, 3])
+
+
+def test_packing_stops_at_the_budget(kernels: Kernels, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VLLM_CPU_PACK_MAX_BYTES", str(64 * 64 * 4))
+    ops = CPUOps(kernels)
+    a, b = torch.randn(64, 64), torch.randn(64, 64)
+    assert ops.packed_weight(a) is not None
+    assert ops.packed_weight(b) is None
+    x = torch.randn(3, 64)
+    torch.testing.assert_close(ops.linear(x, b), F.linear(x, b))
+
+
+def test_packed_copy_follows_the_weight(ops: CPUOps) -> None:
+    w = torch.randn(32, 16)
+    first = ops.packed_weight(w)
+    assert ops.packed_weight(w) is first
+    del w  # a new tensor at a recycled id must not get the old packing
+    w2 = torch.randn(32, 16)
+    torch.testing.assert_close(ops.linear(torch.ones(1, 16), w2), F.linear(torch.ones(1, 16), w2))
+
+
+# --------------------------------------------------------------------------- decode attention
+def _decode_case(dtype: torch.dtype, hq: int, hk: int, d: int, bs: int, lens: list[int], seed: int):  # type: ignore[no-untyped-def]
+    g = torch.Generator().manual_seed(seed)
+    nb = 64
+    kc = torch.randn(nb, bs, hk, d, generator=g).to(dtype)
+    vc = torch.randn(nb, bs, hk, d, generator=g).to(dtype)
+    max_blocks = max(-(-n // bs) for n in lens) + 1
+    tables = torch.randperm(nb, generator=g)[: len(lens) * max_blocks].view(len(lens), max_blocks).int()
+    q = torch.randn(len(lens), hq, d, generator=g).to(dtype)
+    b = len(lens)
+    md = AttentionMetadata(
+        slot_mapping=torch.zeros(b, dtype=torch.int64), block_tables=tables,
+        seq_lens=torch.tensor(lens, dtype=torch.int32), query_start_loc=torch.arange(b + 1, dtype=torch.int32),
+        seq_lens_cpu=lens, query_start_loc_cpu=list(range(b + 1)), max_query_len=1, max_seq_len=max(lens),
+        num_decodes=b, block_size=bs,
+    )
+    return q, kc, vc, md
+
+
+@pytest.mark.parametrize("dtype_name", list(DTYPES))
+@pytest.mark.parametrize(
+    "hq,hk,d,bs,lens",
+    [
+        (9, 3, 64, 16, [1, 5, 37, 200]),  # SmolLM2's heads
+        (4, 2, 16, 8, [1, 19]),
+        (8, 8, 128, 16, [16, 17, 31, 64]),
+        (4, 1, 64, 32, [33, 95]),
+        (6, 2, 40, 16, [9, 33]),  # head size not a multiple of 16: the generic path
+    ],
+)
+def test_paged_decode_attention_matches_sdpa(
+    kernels: Kernels, mode: str, dtype_name: str, hq: int, hk: int, d: int, bs: int, lens: list[int]
+) -> None:
+    dtype = DTYPES[dtype_name]
+    q, kc, vc, md = _decode_case(dtype, hq, hk, d, bs, lens, seed=hq + d + bs)
+    out = torch.full((len(lens), hq, d), float("nan"), dtype=dtype)
+    paged_decode_attention(kernels, q, kc, vc, md, len(lens), d**-0.5, out)
+    want = decode_attention(q, kc, vc, md.block_tables, md.seq_lens, max(lens), d**-0.5)
+    torch.testing.assert_close(out.float(), want, **TOL[dtype])
+
+
+# --------------------------------------------------------------------------------- elementwise
+@pytest.mark.parametrize("dtype_name", list(DTYPES))
+@pytest.mark.parametrize("tokens", [1, 7, 200])
+def test_elementwise_ops_match_native(ops: CPUOps, dtype_name: str, tokens: int) -> None:
+    dtype = DTYPES[dtype_name]
+    g = torch.Generator().manual_seed(tokens)
+    hidden = 96
+    x = torch.randn(tokens, hidden, generator=g).to(dtype)
+    res = torch.randn(tokens, hidden, generator=g).to(dtype)
+    w = (torch.randn(hidden, generator=g) * 0.5 + 1).to(dtype)
+    torch.testing.assert_close(ops.rms_norm(x, w, 1e-6), NATIVE_OPS.rms_norm(x, w, 1e-6), **TOL[dtype])
+    got = ops.fused_add_rms_norm(x.clone(), res.clone(), w, 1e-6)
+    want = NATIVE_OPS.fused_add_rms_norm(x, res, w, 1e-6)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, **TOL[dtype])
+    gu = torch.randn(tokens, 2 * hidden, generator=g).to(dtype)
+    torch.testing.assert_close(ops.silu_and_mul(gu), NATIVE_OPS.silu_and_mul(gu), **TOL[dtype])
+
+    hq, hk, d = 6, 2, 64
+    qkv = torch.randn(tokens, (hq + 2 * hk) * d, generator=g).to(dtype)
+    q, k, v = qkv.split([hq * d, hk * d, hk * d], -1)
+    positions = torch.randint(0, 300, (tokens,), generator=g)
+    inv = 1.0 / 10000 ** (torch.arange(0, d, 2).float() / d)
+    freqs = torch.outer(torch.arange(300).float(), inv)
+    cache = torch.cat((freqs.cos(), freqs.sin()), -1)
+    want_q, want_k = NATIVE_OPS.rotary_embedding(positions, q.reshape(tokens, hq, d), k.reshape(tokens, hk, d), cache)
+    got_q, got_k = ops.rotary_embedding(positions, q.reshape(tokens, hq, d), k.reshape(tokens, hk, d), cache)
+    torch.testing.assert_close(got_q, want_q, **TOL[dtype])
+    torch.testing.assert_close(got_k, want_k, **TOL[dtype])
+
+    kc = torch.zeros(40, 8, hk, d, dtype=dtype)
+    vc = torch.zeros_like(kc)
+    slots = torch.randperm(320, generator=g)[:tokens]
+    slots[0] = -1  # skipped
+    kr, vr = got_k, v.reshape(tokens, hk, d)
+    ops.reshape_and_cache(kr, vr, kc, vc, slots)
+    kc_ref, vc_ref = torch.zeros_like(kc), torch.zeros_like(vc)
+    NATIVE_OPS.reshape_and_cache(kr, vr, kc_ref, vc_ref, slots)
+    assert torch.equal(kc, kc_ref) and torch.equal(vc, vc_ref)
+
+
+# -------------------------------------------------------------------------------------- pool
+def test_parallel_runs_every_chunk_once_and_raises(kernels: Kernels, mode: str) -> None:
+    seen: list[int] = []
+    kernels.parallel(seen.append, 50)
+    assert sorted(seen) == list(range(50))
+
+    def boom(i: int) -> None:
+        if i == 3:
+            raise ValueError("chunk 3")
+
+    with pytest.raises(ValueError, match="chunk 3"):
+        kernels.parallel(boom, 8)
+
+
+def test_parallel_chunks_see_the_callers_inference_mode(kernels: Kernels) -> None:
+    kernels.set_pool_mode("pool")
+    try:
+        modes: list[bool] = []
+        with torch.inference_mode():
+            kernels.parallel(lambda i: modes.append(torch.is_inference_mode_enabled()), 16)
+        assert modes == [True] * 16
+    finally:
+        kernels.set_pool_mode("auto")
+
+
+def test_pool_mode_is_checked(kernels: Kernels) -> None:
+    from vllm_core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="VLLM_CPU_POOL"):
+        kernels.set_pool_mode("sometimes")
+    stats = kernels.pool_stats()
+    assert set(stats) == {"jobs", "stalls", "busy_checks", "solo", "others"}
+
+
+def test_kernels_off_leaves_pytorch_ops() -> None:
+    code = (
+        "import torch; from vllm_cpu.platform import CPUPlatform; p = CPUPlatform(); p.setup(); "
+        "print(p.ops.kernels is None, torch.get_num_threads())"
+    )
+    env = {**os.environ, "VLLM_CPU_KERNELS": "0"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["True", str(len(os.sched_getaffinity(0)))]
