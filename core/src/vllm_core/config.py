@@ -46,8 +46,8 @@ class ModelConfig(_Frozen):
 class CacheConfig(_Frozen):
     """Paged KV cache sizing and prefix caching."""
 
-    block_size: int = Field(default=16, gt=0)
-    """Tokens per KV block."""
+    block_size: int | None = Field(default=None, gt=0)
+    """Tokens per KV block; None: the platform's ``default_block_size`` (16; 128 on cpu)."""
     enable_prefix_caching: bool = True
     """Reuse KV blocks of identical prompt prefixes (hash chain of full blocks)."""
     kv_cache_memory_bytes: int | None = Field(default=None, gt=0)

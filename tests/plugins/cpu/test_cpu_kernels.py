@@ -114,10 +114,10 @@ def test_packed_copy_follows_the_weight(ops: CPUOps) -> None:
 # --------------------------------------------------------------------------- decode attention
 def _decode_case(dtype: torch.dtype, hq: int, hk: int, d: int, bs: int, lens: list[int], seed: int):  # type: ignore[no-untyped-def]
     g = torch.Generator().manual_seed(seed)
-    nb = 64
+    max_blocks = max(-(-n // bs) for n in lens) + 1
+    nb = max(64, len(lens) * max_blocks)
     kc = torch.randn(nb, bs, hk, d, generator=g).to(dtype)
     vc = torch.randn(nb, bs, hk, d, generator=g).to(dtype)
-    max_blocks = max(-(-n // bs) for n in lens) + 1
     tables = torch.randperm(nb, generator=g)[: len(lens) * max_blocks].view(len(lens), max_blocks).int()
     q = torch.randn(len(lens), hq, d, generator=g).to(dtype)
     b = len(lens)
@@ -135,6 +135,9 @@ def _decode_case(dtype: torch.dtype, hq: int, hk: int, d: int, bs: int, lens: li
     "hq,hk,d,bs,lens",
     [
         (9, 3, 64, 16, [1, 5, 37, 200]),  # SmolLM2's heads
+        # enough sequences for whole-sequence tasks (every KV head in one task)
+        (9, 3, 64, 16, [1, 5, 37, 200, 16, 17, 3, 128, 64, 90]),
+        (8, 2, 128, 32, [40, 1, 77, 32, 33, 64, 5, 9, 100]),
         (4, 2, 16, 8, [1, 19]),
         (8, 8, 128, 16, [16, 17, 31, 64]),
         (4, 1, 64, 32, [33, 95]),

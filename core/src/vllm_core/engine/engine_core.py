@@ -36,7 +36,9 @@ class EngineCore:
         budget = resolve_max_num_batched_tokens(sc, loaded.max_model_len)
         self.kv_spec = size_kv_cache(
             config.cache, loaded, platform,
-            profile=lambda: self.runner.profile_run(budget, sc.max_num_seqs, config.cache.block_size),
+            profile=lambda: self.runner.profile_run(
+                budget, sc.max_num_seqs, config.cache.block_size or platform.default_block_size
+            ),
         )
         self.runner.initialize_kv_cache(self.kv_spec)
         if not config.model.enforce_eager:

@@ -37,6 +37,8 @@ class Platform(ABC):
     """True when the KV cache is sized from device memory (``gpu_memory_utilization``)."""
     async_scheduling: ClassVar[bool] = False
     """Default of ``SchedulerConfig.async_scheduling``: overlap host scheduling with device work."""
+    default_block_size: ClassVar[int] = 16
+    """Tokens per KV block when ``CacheConfig.block_size`` is left unset."""
 
     @classmethod
     @abstractmethod
@@ -100,6 +102,12 @@ class Platform(ABC):
             used = total - free
             return max(int(total * cache_config.gpu_memory_utilization) - used, 0)
         return min(int(free * cache_config.cpu_kv_cache_fraction), cache_config.cpu_kv_cache_max_bytes)
+
+    def allocate_kv_cache(self, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+        """A zero-filled tensor for one layer's KV cache (``shape`` from the attention backend's
+        ``kv_cache_shape``) on this platform's device. Platforms override it to place the cache
+        in memory that suits their kernels (large pages, a NUMA node)."""
+        return torch.zeros(shape, dtype=dtype, device=self.device())
 
     def to_host_async(self, tensor: torch.Tensor) -> Callable[[], list[int]]:
         """Start copying a small integer tensor to the host; the returned function waits for the

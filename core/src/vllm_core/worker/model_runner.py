@@ -56,7 +56,8 @@ def size_kv_cache(
     On accelerators ``profile`` runs the largest step once and returns its peak activation
     bytes; the cache gets ``gpu_memory_utilization`` x total minus what is in use minus that peak.
     """
-    per_block = kv_bytes_per_block(loaded, cache_config.block_size)
+    block_size = cache_config.block_size or platform.default_block_size
+    per_block = kv_bytes_per_block(loaded, block_size)
     if cache_config.num_gpu_blocks_override is not None:
         num_blocks = cache_config.num_gpu_blocks_override
     else:
@@ -76,16 +77,16 @@ def size_kv_cache(
         num_blocks = max(budget, 0) // per_block
         if not platform.is_accelerator:
             # On CPU, more than 512 sequences of max_model_len is memory nobody uses.
-            num_blocks = min(num_blocks, 512 * -(-loaded.max_model_len // cache_config.block_size))
-    needed = -(-loaded.max_model_len // cache_config.block_size)
+            num_blocks = min(num_blocks, 512 * -(-loaded.max_model_len // block_size))
+    needed = -(-loaded.max_model_len // block_size)
     if num_blocks < needed:
         raise KVCacheTooSmallError(
-            f"the KV cache holds {num_blocks} blocks of {cache_config.block_size} tokens "
-            f"({num_blocks * cache_config.block_size} tokens) but one sequence of max_model_len="
+            f"the KV cache holds {num_blocks} blocks of {block_size} tokens "
+            f"({num_blocks * block_size} tokens) but one sequence of max_model_len="
             f"{loaded.max_model_len} needs {needed} blocks; raise kv_cache_memory_bytes / "
             "num_gpu_blocks_override / gpu_memory_utilization or lower max_model_len"
         )
-    return KVCacheSpec(num_blocks, cache_config.block_size, per_block)
+    return KVCacheSpec(num_blocks, block_size, per_block)
 
 
 @dataclass
@@ -139,7 +140,7 @@ class ModelRunner:
         caches = []
         for attn in self.model.attention_layers():  # type: ignore[operator]
             shape = attn.impl.kv_cache_shape(num_blocks, block_size, attn.num_kv_heads, attn.head_size)
-            cache = torch.zeros(shape, dtype=self.loaded.dtype, device=self.device)
+            cache = self.platform.allocate_kv_cache(tuple(shape), self.loaded.dtype)
             attn.kv_cache = cache
             caches.append(cache)
         return caches

@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from vllm_core.errors import ConfigError
+from vllm_cpu.memory import contiguous_copy
 
 logger = logging.getLogger(__name__)
 
@@ -101,13 +102,14 @@ PANEL = 32
 
 def pack_weight(weight: torch.Tensor) -> torch.Tensor:
     """A [N, K] weight in the panel layout of ``vc_linear_packed``: float32 [P, K, 32], bfloat16
-    [P, K/2, 32, 2] (pairs of k together), P = ceil(N / 32), the last panel padded with zeros."""
+    [P, K/2, 32, 2] (pairs of k together), P = ceil(N / 32), the last panel padded with zeros; on
+    huge pages (``vllm_cpu.memory``), as every decode step streams it."""
     n, k = weight.shape
     p = -(-n // PANEL)
     w = weight if p * PANEL == n else torch.cat([weight, weight.new_zeros(p * PANEL - n, k)])
     if weight.dtype == torch.bfloat16:
-        return w.view(p, PANEL, k // 2, 2).permute(0, 2, 1, 3).contiguous()
-    return w.view(p, PANEL, k).transpose(1, 2).contiguous()
+        return contiguous_copy(w.view(p, PANEL, k // 2, 2).permute(0, 2, 1, 3))
+    return contiguous_copy(w.view(p, PANEL, k).transpose(1, 2))
 
 
 class Kernels:
