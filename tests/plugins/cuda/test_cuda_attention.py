@@ -117,6 +117,31 @@ def test_split_kv_matches_reference(
     assert_close_to_reference(actual[:n], expected[:n], "split-KV attention output")
 
 
+# Contexts past several KV tiles, so the mask-free pass over whole tiles runs before the masked
+# one: decodes (one aligned to the tile), a chunk resuming mid-block, a fresh prompt of many tiles.
+LONG_UNIFIED = {"query_lens": [1, 1, 40, 150], "context_lens": [130, 191, 129, 0], "num_padding_tokens": 2}
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("gqa_ratio", [1, 4])
+@pytest.mark.parametrize("prefill_tiles", [(64, 64), (128, 32), (128, 64)], ids=lambda t: f"m{t[0]}n{t[1]}")
+def test_unified_long_contexts(
+    device: torch.device, interpreted: bool, monkeypatch: pytest.MonkeyPatch, gqa_ratio: int,
+    prefill_tiles: tuple[int, int], dtype: torch.dtype,
+) -> None:
+    """The unified kernel (split-KV off) over long contexts, for several prefill tile shapes."""
+    skip_if_unsupported(interpreted, dtype)
+    import vllm_cuda.ops.paged_attention as pa
+
+    monkeypatch.setattr(pa, "PREFILL_BLOCK_M", prefill_tiles[0])
+    monkeypatch.setattr(pa, "PREFILL_BLOCK_N", prefill_tiles[1])
+    batch = make_attention_batch(
+        num_heads=NUM_KV_HEADS * gqa_ratio, num_kv_heads=NUM_KV_HEADS, head_size=64, block_size=16,
+        dtype=dtype, seed=11 + gqa_ratio, **LONG_UNIFIED,
+    )
+    check_triton_backend(batch, device, split_kv=False)
+
+
 def test_backend_forces_split_kv(device: torch.device) -> None:
     """``split_kv=True`` on the backend takes the split path with the default partitions."""
     batch = make_attention_batch(

@@ -17,7 +17,7 @@ pytest.importorskip("vllm_cuda")
 from vllm_cuda.ops.activation import silu_and_mul  # noqa: E402
 from vllm_cuda.ops.kv_cache import reshape_and_cache  # noqa: E402
 from vllm_cuda.ops.norm import fused_add_rms_norm, rms_norm  # noqa: E402
-from vllm_cuda.ops.rotary import rotary_embedding  # noqa: E402
+from vllm_cuda.ops.rotary import qk_norm_rotary, rotary_embedding  # noqa: E402
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 NUM_TOKENS = 5
@@ -92,6 +92,39 @@ def test_rotary_embedding(device: torch.device, dtype: torch.dtype, head_size: i
     qkv_dev = qkv.to(device)
     actual = rotary_embedding(positions.to(device), *q_and_k(qkv_dev), cache.to(device))
     assert_ops_close(actual, NATIVE_OPS.rotary_embedding(positions, *q_and_k(qkv), cache), "rotary_embedding")
+    assert torch.equal(qkv_dev.cpu(), qkv), "inputs were modified"
+
+
+@pytest.mark.parametrize("weight_dtype", [None, torch.float32], ids=["same", "f32"])
+@pytest.mark.parametrize("head_size", [64, 128])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_qk_norm_rotary(device: torch.device, dtype: torch.dtype, head_size: int, weight_dtype: torch.dtype | None) -> None:
+    """Per-head norm + rotary of strided q/k views equals the native rms_norm then rotary_embedding
+    (float32 weights promote the outputs, as rms_norm does)."""
+    g = torch.Generator().manual_seed(head_size + 7)
+    num_heads, num_kv_heads, t = 6, 2, NUM_TOKENS
+    qkv = (torch.randn(t, (num_heads + 2 * num_kv_heads) * head_size, generator=g) * 3).to(dtype)
+    sizes = [num_heads * head_size, num_kv_heads * head_size, num_kv_heads * head_size]
+
+    def q_and_k(fused: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        q, k, _ = fused.split(sizes, -1)
+        return q.view(t, num_heads, head_size), k.view(t, num_kv_heads, head_size)
+
+    q_w = (torch.randn(head_size, generator=g) * 0.5 + 1).to(weight_dtype or dtype)
+    k_w = (torch.randn(head_size, generator=g) * 0.5 + 1).to(weight_dtype or dtype)
+    positions = torch.randint(0, 512, (t,), generator=g)
+    cache = rotary_cos_sin_cache(head_size, 512)
+    qkv_dev = qkv.to(device)
+    actual = qk_norm_rotary(positions.to(device), *q_and_k(qkv_dev), q_w.to(device), k_w.to(device), 1e-6,
+                            cache.to(device))
+    expected = NATIVE_OPS.qk_norm_rotary(positions, *q_and_k(qkv), q_w, k_w, 1e-6, cache)
+    if weight_dtype is not None:
+        # Both sides round the normalised q/k to the activations' dtype before the float32 weight:
+        # the outputs are float32 but only as exact as that dtype, so they are compared in it.
+        assert all(a.dtype == e.dtype == weight_dtype for a, e in zip(actual, expected))
+        actual = tuple(a.to(dtype) for a in actual)
+        expected = tuple(e.to(dtype) for e in expected)
+    assert_ops_close(actual, expected, "qk_norm_rotary")
     assert torch.equal(qkv_dev.cpu(), qkv), "inputs were modified"
 
 

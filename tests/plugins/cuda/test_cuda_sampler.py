@@ -25,6 +25,33 @@ def test_greedy_rows_equal_argmax() -> None:
     assert out.tolist() == logits.argmax(-1).tolist()
 
 
+def test_chunked_vocabulary(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Over several vocabulary chunks (the last one partial): greedy picks the max wherever it
+    lies, the lowest index among ties across chunks, and sampled rows do not depend on the
+    chunking (the noise is drawn per (row, token))."""
+    import vllm_cuda.sampler as sampler
+
+    vocab = 5000
+    logits = torch.randn(4, vocab, generator=torch.Generator().manual_seed(1)).to(device())
+    logits[0, 4999] = 50.0  # in the last, partial chunk
+    logits[1, [700, 3000, 4100]] = 50.0  # ties in three chunks
+    greedy = gumbel_argmax(logits, torch.zeros(4, device=device()), seed=3).tolist()
+    temp = torch.full((4,), 0.8, device=device())
+    whole = gumbel_argmax(logits, temp, seed=3).tolist()
+    monkeypatch.setattr(sampler, "GUMBEL_CHUNK", 1024)
+    assert gumbel_argmax(logits, torch.zeros(4, device=device()), seed=3).tolist() == greedy
+    assert greedy == [4999, 700, *logits[2:].argmax(-1).tolist()]
+    assert gumbel_argmax(logits, temp, seed=3).tolist() == whole
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the Triton interpreter cannot widen bfloat16 loads; needs a GPU")
+def test_16bit_logits_sample_as_their_float32_values() -> None:
+    """Logits read as bfloat16 by the kernel give the tokens of the same values in float32."""
+    logits = torch.randn(8, 3000, generator=torch.Generator().manual_seed(2)).to(torch.bfloat16).to(device())
+    temp = torch.tensor([0.0, 0.5, 1.0, 0.7] * 2, device=device())
+    assert gumbel_argmax(logits, temp, seed=5).tolist() == gumbel_argmax(logits.float(), temp, seed=5).tolist()
+
+
 def test_samples_follow_the_tempered_distribution() -> None:
     torch.manual_seed(0)
     vocab, rows, temp = 6, 500, 0.7

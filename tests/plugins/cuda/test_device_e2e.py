@@ -44,3 +44,40 @@ def test_bfloat16_mostly_agrees_with_float32(tiny_models) -> None:  # type: igno
     prompts = random_prompts(8, 3, 60, 512, seed=3)
     fp32, bf16 = run(path, prompts, dtype="float32"), run(path, prompts, dtype="bfloat16")
     assert sum(a[:4] == b[:4] for a, b in zip(fp32, bf16)) >= 6
+
+
+def hf_greedy_with_top5(model, prompt: list[int], n: int) -> tuple[list[int], list[set[int]]]:  # type: ignore[no-untyped-def]
+    """transformers' greedy tokens and each position's top-5 token ids (full forward per step)."""
+    ids, tokens, tops = list(prompt), [], []
+    with torch.no_grad():
+        for _ in range(n):
+            logits = model(torch.tensor([ids], device=model.device)).logits[0, -1].float()
+            top = logits.topk(5).indices.tolist()
+            tokens.append(top[0])
+            tops.append(set(top))
+            ids.append(top[0])
+    return tokens, tops
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen3"])
+def test_bfloat16_close_to_transformers_bfloat16(tiny_models, arch: str) -> None:  # type: ignore[no-untyped-def]
+    """vLLM's ``check_logprobs_close`` rule: greedy bf16 tokens equal transformers' bf16 ones up
+    to the first divergence, where each side's token is among the other's top-5."""
+    import copy
+
+    path, hf = tiny_models[arch]
+    hf16 = copy.deepcopy(hf).to("cuda", torch.bfloat16).eval()
+    prompts = random_prompts(8, 3, 60, 512, seed=4)
+    llm = LLM(path, device="cuda", dtype="bfloat16", max_model_len=192, skip_tokenizer_init=True,
+              num_gpu_blocks_override=256, use_tqdm_on_load=False)
+    params = SamplingParams(temperature=0, max_tokens=NEW, ignore_eos=True, detokenize=False, logprobs=5)
+    outs = llm.generate([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False)
+    for prompt, out in zip(prompts, outs):
+        ours = out.outputs[0].token_ids
+        our_tops = [set(pos) for pos in out.outputs[0].logprobs or []]
+        theirs, their_tops = hf_greedy_with_top5(hf16, prompt, NEW)
+        for i, (a, b) in enumerate(zip(ours, theirs)):
+            if a != b:
+                assert a in their_tops[i], f"position {i}: our token {a} not in transformers' top-5 {their_tops[i]}"
+                assert b in our_tops[i], f"position {i}: transformers' token {b} not in our top-5 {our_tops[i]}"
+                break

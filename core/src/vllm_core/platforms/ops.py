@@ -56,6 +56,27 @@ class Ops:
 
         return rotate(q), rotate(k)
 
+    def qk_norm_rotary(
+        self,
+        positions: torch.Tensor,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        q_weight: torch.Tensor,
+        k_weight: torch.Tensor,
+        eps: float,
+        cos_sin_cache: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-head RMSNorm of q and k (Qwen3), then the rotary embedding.
+
+        Equals ``rotary_embedding(positions, rms_norm(q, q_weight, eps), rms_norm(k, k_weight,
+        eps), cos_sin_cache)``; one op so that a platform can fuse the three (they are small,
+        memory-bound launches on every layer). q: [T, Hq, D], k: [T, Hk, D] (possibly strided
+        views of a fused QKV output); q_weight, k_weight: [D].
+        """
+        return self.rotary_embedding(
+            positions, self.rms_norm(q, q_weight, eps), self.rms_norm(k, k_weight, eps), cos_sin_cache
+        )
+
     def silu_and_mul(self, x: torch.Tensor) -> torch.Tensor:
         """x: [..., 2 * d] (gate, up) -> silu(gate) * up: [..., d]."""
         d = x.shape[-1] // 2

@@ -41,6 +41,17 @@ class Sampler(ABC):
         return apply_warpers(apply_logits_processors(logits, metadata), metadata)
 
 
+def uses_logits_processors(metadata: SamplingMetadata) -> bool:
+    """Whether ``apply_logits_processors`` changes anything but the dtype for this batch."""
+    return (
+        metadata.penalties is not None
+        or metadata.logit_bias is not None
+        or metadata.allowed_tokens is not None
+        or metadata.token_bitmask is not None
+        or bool(metadata.banned_tokens)
+    )
+
+
 def apply_logits_processors(logits: torch.Tensor, metadata: SamplingMetadata) -> torch.Tensor:
     """Penalties, logit bias, allowed tokens, structured-output bitmask, banned tokens: float32,
     never in place."""

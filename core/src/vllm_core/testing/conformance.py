@@ -358,6 +358,24 @@ class OpsConformance:
         actual, expected = self._run(conformance_platform, "rotary_embedding", positions, q, k, cache)
         _assert_ops_close(actual, expected, "rotary_embedding")
 
+    @pytest.mark.parametrize("head_size", [64, 128])
+    @pytest.mark.parametrize("dtype_name", list(DTYPES))
+    def test_qk_norm_rotary(self, conformance_platform: Platform, dtype_name: str, head_size: int) -> None:
+        dtype = DTYPES[dtype_name]
+        skip_unless_supported(conformance_platform, dtype)
+        g = torch.Generator().manual_seed(head_size + 2)
+        num_heads, num_kv_heads, t = 6, 2, self.NUM_TOKENS
+        qkv = (torch.randn(t, (num_heads + 2 * num_kv_heads) * head_size, generator=g) * 3).to(dtype)
+        q, k, _ = qkv.split([num_heads * head_size, num_kv_heads * head_size, num_kv_heads * head_size], -1)
+        q = q.reshape(t, num_heads, head_size)
+        k = k.reshape(t, num_kv_heads, head_size)
+        q_w = (torch.randn(head_size, generator=g) * 0.5 + 1).to(dtype)
+        k_w = (torch.randn(head_size, generator=g) * 0.5 + 1).to(dtype)
+        positions = torch.randint(0, 512, (t,), generator=g)
+        cache = rotary_cos_sin_cache(head_size, 512)
+        actual, expected = self._run(conformance_platform, "qk_norm_rotary", positions, q, k, q_w, k_w, 1e-6, cache)
+        _assert_ops_close(actual, expected, "qk_norm_rotary")
+
     @pytest.mark.parametrize("d", [64, 1000])
     @pytest.mark.parametrize("dtype_name", list(DTYPES))
     def test_silu_and_mul(self, conformance_platform: Platform, dtype_name: str, d: int) -> None:

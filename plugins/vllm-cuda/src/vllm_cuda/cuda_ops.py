@@ -29,6 +29,20 @@ class CUDAOps(Ops):
 
         return rotary_embedding(positions, q, k, cos_sin_cache)
 
+    def qk_norm_rotary(
+        self,
+        positions: torch.Tensor,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        q_weight: torch.Tensor,
+        k_weight: torch.Tensor,
+        eps: float,
+        cos_sin_cache: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        from vllm_cuda.ops.rotary import qk_norm_rotary
+
+        return qk_norm_rotary(positions, q, k, q_weight, k_weight, eps, cos_sin_cache)
+
     def silu_and_mul(self, x: torch.Tensor) -> torch.Tensor:
         from vllm_cuda.ops.activation import silu_and_mul
 

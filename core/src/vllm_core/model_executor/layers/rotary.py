@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from vllm_core.model_executor.layers.basic import RMSNorm
 from vllm_core.platforms.ops import Ops
 
 
@@ -65,3 +66,11 @@ class RotaryEmbedding(nn.Module):
         self, positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         return self.ops.rotary_embedding(positions, q, k, self.cos_sin_cache)
+
+    def with_qk_norm(
+        self, positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor, q_norm: RMSNorm, k_norm: RMSNorm
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``forward(positions, q_norm(q), k_norm(k))`` through one op (``Ops.qk_norm_rotary``)."""
+        if q_norm.eps != k_norm.eps:
+            raise ValueError(f"q_norm eps {q_norm.eps} differs from k_norm eps {k_norm.eps}")
+        return self.ops.qk_norm_rotary(positions, q, k, q_norm.weight, k_norm.weight, q_norm.eps, self.cos_sin_cache)

@@ -27,6 +27,8 @@ through the unified kernel.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import triton
 import triton.language as tl
@@ -37,6 +39,13 @@ LOG2E = 1.4426950408889634
 
 PREFILL_BLOCK_M = 64
 """Rows (query token x head-in-group pairs) of one unified-kernel program when a batch has prefills."""
+PREFILL_BLOCK_N = 64
+"""KV tokens per tile of the unified kernel when a batch has prefills (head sizes <= 128)."""
+PREFILL_NUM_WARPS = 4
+PREFILL_NUM_STAGES = 2
+"""Launch shape of the unified kernel when a batch has prefills (decode-only batches keep 4 warps
+and Triton's default pipelining). On an H200, 2 stages run Qwen3-0.6B's prefill attention 7-9 %
+faster than 3; 8 warps or 128-row tiles run slower (``benchmarks/attn_bench.py``)."""
 PARTITION_SIZE = 512
 """Largest KV tokens per split-KV partition (a multiple of every ``BLOCK_N``)."""
 SPLIT_KV_TARGET_PROGRAMS = 256
@@ -72,31 +81,44 @@ def _attend_tile(
     q, m_i, l_i, acc, k_cache_ptr, v_cache_ptr, table_ptr, kv_head, stride_cb, stride_cs, stride_ch,
     scale, kv_start, kv_end, q_pos,
     HEAD_SIZE: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_SIZE: tl.constexpr, CAUSAL: tl.constexpr,
-    DOT_PRECISION: tl.constexpr,
+    DOT_PRECISION: tl.constexpr, MASKED: tl.constexpr,
 ):
     """Online softmax of ``q`` [BLOCK_M, D] over KV positions [kv_start, kv_end) of one request.
 
     ``table_ptr`` points at the request's block table; scores are in log2 units (``scale``
-    carries log2(e)). With ``CAUSAL``, row r only sees positions <= q_pos[r].
+    carries log2(e)). With ``CAUSAL``, row r only sees positions <= q_pos[r]. Without
+    ``MASKED`` the caller promises whole tiles that every row sees: no masks are built at all
+    (most tiles of a long prefill or decode; the masked pass does the rest).
     Returns the updated (m_i, l_i, acc).
     """
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, HEAD_SIZE)
     for start_n in range(kv_start, kv_end, BLOCK_N):
         k_pos = start_n + offs_n
-        k_valid = k_pos < kv_end
-        block = tl.load(table_ptr + k_pos // BLOCK_SIZE, mask=k_valid, other=0).to(tl.int64)
+        if MASKED:
+            k_valid = k_pos < kv_end
+            block = tl.load(table_ptr + k_pos // BLOCK_SIZE, mask=k_valid, other=0).to(tl.int64)
+        else:
+            block = tl.load(table_ptr + k_pos // BLOCK_SIZE).to(tl.int64)
         kv_off = block * stride_cb + (k_pos % BLOCK_SIZE) * stride_cs + kv_head * stride_ch
-        k = tl.load(k_cache_ptr + kv_off[:, None] + offs_d[None, :], mask=k_valid[:, None], other=0.0)
-        v = tl.load(v_cache_ptr + kv_off[:, None] + offs_d[None, :], mask=k_valid[:, None], other=0.0)
+        if MASKED:
+            k = tl.load(k_cache_ptr + kv_off[:, None] + offs_d[None, :], mask=k_valid[:, None], other=0.0)
+            v = tl.load(v_cache_ptr + kv_off[:, None] + offs_d[None, :], mask=k_valid[:, None], other=0.0)
+        else:
+            k = tl.load(k_cache_ptr + kv_off[:, None] + offs_d[None, :])
+            v = tl.load(v_cache_ptr + kv_off[:, None] + offs_d[None, :])
         qk = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * scale
-        visible = k_valid[None, :]
-        if CAUSAL:
-            visible = visible & (k_pos[None, :] <= q_pos[:, None])
-        qk = tl.where(visible, qk, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(qk, 1))
-        # A row with nothing visible yet keeps m = -inf; subtracting 0 keeps exp2 at 0, not NaN.
-        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+        if MASKED:
+            visible = k_valid[None, :]
+            if CAUSAL:
+                visible = visible & (k_pos[None, :] <= q_pos[:, None])
+            qk = tl.where(visible, qk, float("-inf"))
+            m_new = tl.maximum(m_i, tl.max(qk, 1))
+            # A row with nothing visible yet keeps m = -inf; subtracting 0 keeps exp2 at 0, not NaN.
+            m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+        else:
+            m_new = tl.maximum(m_i, tl.max(qk, 1))
+            m_safe = m_new
         alpha = tl.math.exp2(m_i - m_safe)
         p = tl.math.exp2(qk - m_safe[:, None])
         l_i = l_i * alpha + tl.sum(p, 1)
@@ -105,13 +127,15 @@ def _attend_tile(
     return m_i, l_i, acc
 
 
-@triton.jit
+# Arguments that change from step to step are not specialised (Triton would otherwise compile a
+# new variant the first time one is, say, not a multiple of 16: a 100-200 ms stall mid-run).
+@triton.jit(do_not_specialize=["req_offset", "stride_bt"])
 def _unified_attention_kernel(
     out_ptr, q_ptr, k_cache_ptr, v_cache_ptr, block_tables_ptr, seq_lens_ptr, query_start_loc_ptr,
     scale, req_offset,
     stride_qt, stride_qh, stride_ot, stride_oh, stride_cb, stride_cs, stride_ch, stride_bt,
     GROUP: tl.constexpr, HEAD_SIZE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_Q: tl.constexpr,
-    BLOCK_N: tl.constexpr, BLOCK_SIZE: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_SIZE: tl.constexpr, DOT_PRECISION: tl.constexpr, MASK_FREE_PASS: tl.constexpr,
 ):
     req = tl.program_id(0) + req_offset
     tile_start = tl.program_id(1) * BLOCK_Q
@@ -136,34 +160,47 @@ def _unified_attention_kernel(
     acc = tl.zeros([BLOCK_M, HEAD_SIZE], tl.float32)
     # The tile's last token sees every position up to its own: nothing past that is loaded.
     kv_end = context_len + tl.minimum(tile_start + BLOCK_Q, q_len)
+    table = block_tables_ptr + req.to(tl.int64) * stride_bt
+    full_end = 0
+    if MASK_FREE_PASS:
+        # Every row sees the whole tiles before the tile's first token: those go without masks.
+        full_end = (context_len + tile_start) // BLOCK_N * BLOCK_N
+        m_i, l_i, acc = _attend_tile(
+            q, m_i, l_i, acc, k_cache_ptr, v_cache_ptr, table, kv_head,
+            stride_cb, stride_cs, stride_ch, scale, 0, full_end, context_len + tok,
+            HEAD_SIZE, BLOCK_N, BLOCK_SIZE, False, DOT_PRECISION, False,
+        )
     m_i, l_i, acc = _attend_tile(
-        q, m_i, l_i, acc, k_cache_ptr, v_cache_ptr, block_tables_ptr + req.to(tl.int64) * stride_bt, kv_head,
-        stride_cb, stride_cs, stride_ch, scale, 0, kv_end, context_len + tok,
-        HEAD_SIZE, BLOCK_N, BLOCK_SIZE, True, DOT_PRECISION,
+        q, m_i, l_i, acc, k_cache_ptr, v_cache_ptr, table, kv_head,
+        stride_cb, stride_cs, stride_ch, scale, full_end, kv_end, context_len + tok,
+        HEAD_SIZE, BLOCK_N, BLOCK_SIZE, True, DOT_PRECISION, True,
     )
     out = acc / tl.where(l_i == 0.0, 1.0, l_i)[:, None]
     tl.store(out_ptr + token[:, None] * stride_ot + head[:, None] * stride_oh + offs_d[None, :],
              out.to(out_ptr.dtype.element_ty), mask=row_valid[:, None])
 
 
-@triton.jit
+_VARYING_SPLIT_ARGS = ["stride_bt", "stride_pr", "stride_ph", "stride_ar", "stride_ah", "partition_size"]
+
+
+@triton.jit(do_not_specialize=_VARYING_SPLIT_ARGS)
 def _split_kv_decode_kernel(
     part_m_ptr, part_l_ptr, part_acc_ptr, q_ptr, k_cache_ptr, v_cache_ptr, block_tables_ptr, seq_lens_ptr,
     query_start_loc_ptr, scale,
     stride_qt, stride_qh, stride_cb, stride_cs, stride_ch, stride_bt, stride_pr, stride_ph, stride_ar, stride_ah,
-    stride_ap,
+    stride_ap, partition_size,
     GROUP: tl.constexpr, HEAD_SIZE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    BLOCK_SIZE: tl.constexpr, PARTITION_SIZE: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    BLOCK_SIZE: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
     """One (decode request, KV head, partition): the partial softmax of its GROUP query heads."""
     req = tl.program_id(0)
     kv_head = tl.program_id(1)
     part = tl.program_id(2)
     seq_len = tl.load(seq_lens_ptr + req)
-    part_start = part * PARTITION_SIZE
+    part_start = part * partition_size
     if part_start >= seq_len:
         return
-    part_end = tl.minimum(part_start + PARTITION_SIZE, seq_len)
+    part_end = tl.minimum(part_start + partition_size, seq_len)
 
     offs_m = tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, HEAD_SIZE)
@@ -175,11 +212,19 @@ def _split_kv_decode_kernel(
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, HEAD_SIZE], tl.float32)
-    # The decode token is the last of its sequence: it sees the whole partition, no causal mask.
+    # The decode token is the last of its sequence: it sees the whole partition, no causal mask;
+    # only a partial last tile needs one.
+    full_end = part_start + (part_end - part_start) // BLOCK_N * BLOCK_N
+    table = block_tables_ptr + req.to(tl.int64) * stride_bt
     m_i, l_i, acc = _attend_tile(
-        q, m_i, l_i, acc, k_cache_ptr, v_cache_ptr, block_tables_ptr + req.to(tl.int64) * stride_bt, kv_head,
-        stride_cb, stride_cs, stride_ch, scale, part_start, part_end, offs_m,
-        HEAD_SIZE, BLOCK_N, BLOCK_SIZE, False, DOT_PRECISION,
+        q, m_i, l_i, acc, k_cache_ptr, v_cache_ptr, table, kv_head,
+        stride_cb, stride_cs, stride_ch, scale, part_start, full_end, offs_m,
+        HEAD_SIZE, BLOCK_N, BLOCK_SIZE, False, DOT_PRECISION, False,
+    )
+    m_i, l_i, acc = _attend_tile(
+        q, m_i, l_i, acc, k_cache_ptr, v_cache_ptr, table, kv_head,
+        stride_cb, stride_cs, stride_ch, scale, full_end, part_end, offs_m,
+        HEAD_SIZE, BLOCK_N, BLOCK_SIZE, False, DOT_PRECISION, True,
     )
     part_off = req.to(tl.int64) * stride_pr + head * stride_ph + part
     tl.store(part_m_ptr + part_off, m_i, mask=row_valid)
@@ -188,16 +233,16 @@ def _split_kv_decode_kernel(
     tl.store(part_acc_ptr + acc_off, acc, mask=row_valid[:, None])
 
 
-@triton.jit
+@triton.jit(do_not_specialize=_VARYING_SPLIT_ARGS)
 def _split_kv_reduce_kernel(
     out_ptr, part_m_ptr, part_l_ptr, part_acc_ptr, seq_lens_ptr, query_start_loc_ptr,
-    stride_ot, stride_oh, stride_pr, stride_ph, stride_ar, stride_ah, stride_ap,
-    HEAD_SIZE: tl.constexpr, PARTITION_SIZE: tl.constexpr, BLOCK_P: tl.constexpr,
+    stride_ot, stride_oh, stride_pr, stride_ph, stride_ar, stride_ah, stride_ap, partition_size,
+    HEAD_SIZE: tl.constexpr, BLOCK_P: tl.constexpr,
 ):
     """One (decode request, query head): merge its partitions' partial softmaxes."""
     req = tl.program_id(0)
     head = tl.program_id(1)
-    num_parts = tl.cdiv(tl.load(seq_lens_ptr + req), PARTITION_SIZE)
+    num_parts = tl.cdiv(tl.load(seq_lens_ptr + req), partition_size)
     offs_p = tl.arange(0, BLOCK_P)
     offs_d = tl.arange(0, HEAD_SIZE)
     p_valid = offs_p < num_parts
@@ -276,13 +321,19 @@ def paged_attention(
     if num_split < num_reqs:
         # Decode-only batches use the smallest tile that holds one token's head group.
         block_m = max(16, triton.next_power_of_2(group))
+        # Decode-only batches run one masked pass: on an H200 the extra mask-free pass slows the
+        # memory-bound decode by 10-25 %, while prefill tiles gain from it.
+        launch: dict[str, Any] = dict(num_warps=4, MASK_FREE_PASS=False)
         if metadata.max_query_len > 1:
             block_m = max(block_m, PREFILL_BLOCK_M)
+            launch = dict(num_warps=PREFILL_NUM_WARPS, num_stages=PREFILL_NUM_STAGES, MASK_FREE_PASS=True)
+            if head_size <= 128:
+                common = {**common, "BLOCK_N": PREFILL_BLOCK_N}
         block_q = block_m // group
         grid = (num_reqs - num_split, triton.cdiv(metadata.max_query_len, block_q), num_kv_heads)
         _unified_attention_kernel[grid](
             out_ptr=out, req_offset=num_split, stride_ot=out.stride(0), stride_oh=out.stride(1),
-            BLOCK_M=block_m, BLOCK_Q=block_q, num_warps=4, **common,
+            BLOCK_M=block_m, BLOCK_Q=block_q, **launch, **common,
         )
     return out
 
@@ -302,12 +353,12 @@ def _split_kv_decode(
                         stride_ah=part_acc.stride(1), stride_ap=part_acc.stride(2))
     _split_kv_decode_kernel[(num_decodes, num_kv_heads, num_parts)](
         part_m_ptr=part_m, part_l_ptr=part_l, part_acc_ptr=part_acc,
-        BLOCK_M=max(16, triton.next_power_of_2(common["GROUP"])), PARTITION_SIZE=partition_size,
+        BLOCK_M=max(16, triton.next_power_of_2(common["GROUP"])), partition_size=partition_size,
         num_warps=4, **part_strides, **common,
     )
     _split_kv_reduce_kernel[(num_decodes, num_heads)](
         out, part_m, part_l, part_acc, metadata.seq_lens, metadata.query_start_loc,
-        out.stride(0), out.stride(1), **part_strides,
-        HEAD_SIZE=head_size, PARTITION_SIZE=partition_size, BLOCK_P=triton.next_power_of_2(num_parts),
+        out.stride(0), out.stride(1), **part_strides, partition_size=partition_size,
+        HEAD_SIZE=head_size, BLOCK_P=max(16, triton.next_power_of_2(num_parts)),
         num_warps=4,
     )
