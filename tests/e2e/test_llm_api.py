@@ -226,3 +226,16 @@ def test_gguf_tokenizer_cache_round_trip(tmp_path, monkeypatch, default_model_pa
     assert first.encode(text) == second.encode(text)
     assert first.chat_template == second.chat_template
     assert first.eos_token_id == second.eos_token_id
+
+
+def test_block_size_defaults_to_the_platforms(tiny_models) -> None:  # type: ignore[no-untyped-def]
+    path, _ = tiny_models["llama"]
+    llm = LLM(path, device="reference", max_model_len=64, num_gpu_blocks_override=16, use_tqdm_on_load=False,
+              skip_tokenizer_init=True)
+    assert llm.llm_engine.core.kv_spec.block_size == llm.llm_engine.platform.default_block_size == 16
+    assert llm.llm_engine.core.kv_cache_manager.block_size == 16
+    explicit = LLM(path, device="reference", max_model_len=64, num_gpu_blocks_override=16, block_size=4,
+                   use_tqdm_on_load=False, skip_tokenizer_init=True)
+    assert explicit.llm_engine.core.kv_spec.block_size == 4
+    assert explicit.generate(ids([5, 6, 7]), GREEDY, use_tqdm=False)[0].outputs[0].token_ids == \
+        llm.generate(ids([5, 6, 7]), GREEDY, use_tqdm=False)[0].outputs[0].token_ids
