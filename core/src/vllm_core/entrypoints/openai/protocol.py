@@ -12,7 +12,7 @@ from typing import Any, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field
 
 from vllm_core.errors import RequestError
-from vllm_core.sampling_params import SamplingParams, StructuredOutputsParams
+from vllm_core.sampling_params import BeamSearchParams, SamplingParams, StructuredOutputsParams
 
 
 def random_id(prefix: str) -> str:
@@ -67,6 +67,10 @@ class SamplingFields(_Request):
     guided_regex: str | None = None
     guided_choice: list[str] | None = None
     guided_grammar: str | None = None
+    use_beam_search: bool = False
+    """vLLM's beam search instead of sampling: ``n`` beams (``best_of`` where the request has it)."""
+    length_penalty: float = 1.0
+    """Beam search ranks by cumulative logprob / length ** length_penalty."""
 
     def structured(self) -> StructuredOutputsParams | None:
         """The request's own structured-output constraint (new or older vLLM field names)."""
@@ -85,6 +89,11 @@ class SamplingFields(_Request):
 
     def sampling_params(self, max_tokens: int | None, default_max_tokens: int | None, **extra: Any) -> SamplingParams:
         """The engine's ``SamplingParams``; a field the engine does not support yet is a 400."""
+        if self.length_penalty != 1.0:
+            raise RequestError(
+                f"length_penalty={self.length_penalty} only applies with use_beam_search=true; "
+                "turn beam search on or leave length_penalty out"
+            )
         values: dict[str, Any] = {
             "n": self.n,
             "max_tokens": max_tokens if max_tokens is not None else default_max_tokens,
@@ -126,6 +135,36 @@ class SamplingFields(_Request):
         if unsupported:
             raise RequestError(f"this server does not support {', '.join(unsupported)} yet; leave it out")
         return SamplingParams(**values)
+
+    def beam_search_params(self, max_tokens: int, beam_width: int) -> BeamSearchParams:
+        """``use_beam_search``'s parameters. Beams follow the model's raw logprobs greedily, so a
+        sampling field that would change the result is a 400 rather than silently ignored."""
+        ignored = {
+            "temperature": self.temperature not in (None, 0.0),
+            "top_p": self.top_p not in (None, 1.0),
+            "top_k": self.top_k not in (None, 0, -1),
+            "min_p": self.min_p not in (None, 0.0),
+            "presence_penalty": self.presence_penalty not in (None, 0.0),
+            "frequency_penalty": self.frequency_penalty not in (None, 0.0),
+            "repetition_penalty": self.repetition_penalty not in (None, 1.0),
+            "logit_bias": bool(self.logit_bias),
+            "stop": bool(self.stop),
+            "stop_token_ids": bool(self.stop_token_ids),
+            "min_tokens": self.min_tokens != 0,
+            "allowed_token_ids": self.allowed_token_ids is not None,
+            "bad_words": bool(self.bad_words),
+            "truncate_prompt_tokens": self.truncate_prompt_tokens is not None,
+            "structured_outputs": self.structured() is not None,
+        }
+        bad = [name for name, is_set in ignored.items() if is_set]
+        if bad:
+            raise RequestError(
+                f"use_beam_search does not support {', '.join(bad)}: beams follow the model's raw logprobs "
+                "greedily (temperature 0); leave these out or turn beam search off"
+            )
+        return BeamSearchParams(beam_width=beam_width, max_tokens=max_tokens, ignore_eos=self.ignore_eos,
+                                length_penalty=self.length_penalty,
+                                include_stop_str_in_output=self.include_stop_str_in_output)
 
 
 def _token_key(key: str) -> int:

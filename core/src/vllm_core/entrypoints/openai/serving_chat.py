@@ -19,6 +19,7 @@ from typing import Any
 
 import jinja2
 
+from vllm_core.beam_search import beam_search_async
 from vllm_core.engine.async_llm import AsyncLLM
 from vllm_core.entrypoints.openai.errors import APIError
 from vllm_core.entrypoints.openai.logprobs import chat_logprobs
@@ -253,7 +254,7 @@ class ServingChat(ServingBase):
     def submit(self, req: ChatCompletionRequest, rid: str) -> tuple[ToolMode, AsyncIterator[RequestOutput]]:
         self.check_model(req.model)
         self.check_n(req.n)
-        self.check_capacity(1)
+        self.check_capacity(req.n if req.use_beam_search else 1)  # a beam search runs n requests at once
         if req.top_logprobs is not None and not req.logprobs:
             raise APIError("top_logprobs needs logprobs: true", 400, "top_logprobs")
         mode = self._tool_mode(req)
@@ -272,8 +273,25 @@ class ServingChat(ServingBase):
             self.reasoning_parser_cls is not None and self.reasoning_parser_cls.needs_special_tokens)
         if special:
             req = req.model_copy(update={"skip_special_tokens": False})
+        if req.use_beam_search:
+            return mode, self._beam_search(req, prompt, rid, max_tokens, constraint)
         params = req.sampling_params(max_tokens, None, **extra)
         return mode, self.engine.submit(prompt, params, rid)
+
+    def _beam_search(self, req: ChatCompletionRequest, prompt: dict[str, Any], rid: str, max_tokens: int | None,
+                     constraint: StructuredOutputsParams | None) -> AsyncIterator[RequestOutput]:
+        """``use_beam_search``: ``n`` beams, all returned best first (vLLM's chat semantics)."""
+        if constraint is not None:
+            raise APIError("use_beam_search cannot be combined with response_format or a forced tool_choice", 400,
+                           "use_beam_search")
+        if req.logprobs and (req.top_logprobs or 0) > 2 * req.n:
+            raise APIError(f"with use_beam_search, top_logprobs can be at most 2 * n = {2 * req.n} (the candidates "
+                           f"each step scores), got {req.top_logprobs}", 400, "top_logprobs")
+        if max_tokens is None:
+            max_tokens = self.engine.max_model_len - len(prompt["prompt_token_ids"])
+        params = req.beam_search_params(max_tokens, req.n)
+        return beam_search_async(self.engine, prompt, params, rid, req.n, req.skip_special_tokens,
+                                 req.include_stop_str_in_output)
 
     async def create(self, req: ChatCompletionRequest) -> ChatCompletionResponse | AsyncIterator[str]:
         rid = req.request_id or random_id("chatcmpl")

@@ -6,6 +6,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+from vllm_core.beam_search import beam_search_async
 from vllm_core.entrypoints.openai.errors import APIError
 from vllm_core.entrypoints.openai.logprobs import completion_logprobs
 from vllm_core.entrypoints.openai.protocol import (
@@ -59,11 +60,16 @@ class ServingCompletion(ServingBase):
         if req.prompt_logprobs is not None:
             raise APIError("prompt_logprobs is not supported by the server yet", 400, "prompt_logprobs")
         prompts = self._prompts(req)
-        self.check_n(req.n, len(prompts))
-        self.check_capacity(len(prompts))
+        self.check_n(req.n, len(prompts), req.best_of)
+        width = req.best_of or req.n
+        self.check_capacity(len(prompts) * (width if req.use_beam_search else 1))
         for p in prompts:
             self.check_length(len(p["prompt_token_ids"]), req.max_tokens)
-        extra = {"logprobs": req.logprobs} if req.logprobs is not None else {}
+        if req.use_beam_search:
+            return prompts, self._beam_search(req, prompts, base_id, width)
+        extra: dict[str, Any] = {"logprobs": req.logprobs} if req.logprobs is not None else {}
+        if req.best_of is not None:
+            extra["best_of"] = req.best_of
         params = req.sampling_params(req.max_tokens, None, **extra)
         gens: list[AsyncIterator[RequestOutput]] = []
         rids: list[str] = []
@@ -78,6 +84,22 @@ class ServingCompletion(ServingBase):
             raise
         return prompts, gens
 
+    def _beam_search(self, req: CompletionRequest, prompts: list[dict[str, Any]], base_id: str,
+                     width: int) -> list[AsyncIterator[RequestOutput]]:
+        """One beam search per prompt, ``width`` beams, the ``n`` best returned."""
+        if req.logprobs is not None and req.logprobs > 2 * width:
+            raise APIError(f"with use_beam_search, logprobs can be at most 2 * beam width = {2 * width} "
+                           f"(the candidates each step scores), got {req.logprobs}", 400, "logprobs")
+        gens = []
+        for i, p in enumerate(prompts):
+            max_tokens = req.max_tokens
+            if max_tokens is None:
+                max_tokens = self.engine.max_model_len - len(p["prompt_token_ids"])
+            params = req.beam_search_params(max_tokens, width)
+            gens.append(beam_search_async(self.engine, p, params, f"{base_id}-{i}", req.n, req.skip_special_tokens,
+                                          req.include_stop_str_in_output))
+        return gens
+
     def _logprobs(self, req: CompletionRequest, token_ids: list[int], logprobs: Any, offset: int) -> Any:
         if req.logprobs is None or logprobs is None:
             return None
@@ -87,7 +109,10 @@ class ServingCompletion(ServingBase):
         base_id = req.request_id or random_id("cmpl")
         prompts, gens = self._submit(req, base_id)
         model = req.model or self.model_name
-        if req.stream:
+        # As vLLM: choices ranked at the end (best_of > n, beam search) cannot stream; a streaming
+        # request gets the whole response as one event.
+        ranked = req.use_beam_search or (req.best_of is not None and req.best_of != req.n)
+        if req.stream and not ranked:
             return self._stream(req, base_id, model, prompts, gens)
         outs = await run_to_completion(gens)
         choices = []
@@ -99,7 +124,8 @@ class ServingCompletion(ServingBase):
                                      logprobs=self._logprobs(req, c.token_ids, c.logprobs, len(prefix)),
                                      finish_reason=c.finish_reason, stop_reason=c.stop_reason)
                 )
-        return CompletionResponse(id=base_id, model=model, choices=choices, usage=_usage(outs))
+        response = CompletionResponse(id=base_id, model=model, choices=choices, usage=_usage(outs))
+        return _one_event(response) if req.stream else response
 
     async def _stream(
         self, req: CompletionRequest, base_id: str, model: str, prompts: list[dict[str, Any]],
@@ -144,6 +170,11 @@ class ServingCompletion(ServingBase):
             yield sse({"id": base_id, "object": "text_completion", "created": created, "model": model,
                        "choices": [], "usage": usage.model_dump()})
         yield SSE_DONE
+
+
+async def _one_event(response: CompletionResponse) -> AsyncIterator[str]:
+    yield sse(response)
+    yield SSE_DONE
 
 
 def _usage(outs: list[RequestOutput]) -> UsageInfo:

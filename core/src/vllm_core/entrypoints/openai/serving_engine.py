@@ -55,13 +55,19 @@ class ServingBase:
             )
         return model
 
-    def check_n(self, n: int, num_prompts: int = 1) -> None:
+    def check_n(self, n: int, num_prompts: int = 1, best_of: int | None = None) -> None:
+        """``n`` choices per prompt, drawn from ``best_of`` sequences when given (vLLM's rule)."""
         if n < 1:
             raise APIError(f"n must be >= 1, got {n}", 400, "n")
-        if n * num_prompts > self.settings.max_n:
+        if best_of is not None and best_of < n:
+            raise APIError(f"best_of must be greater than or equal to n, got n={n} and best_of={best_of}", 400,
+                           "best_of")
+        per_prompt = best_of or n
+        if per_prompt * num_prompts > self.settings.max_n:
+            what = "best_of" if best_of is not None else "n"
             raise APIError(
-                f"n * number of prompts = {n * num_prompts} exceeds this server's limit {self.settings.max_n}",
-                400, "n",
+                f"{what} * number of prompts = {per_prompt * num_prompts} exceeds this server's limit "
+                f"{self.settings.max_n}", 400, what,
             )
 
     def check_capacity(self, num_new: int) -> None:
