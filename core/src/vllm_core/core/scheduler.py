@@ -13,13 +13,16 @@ the step still on the device has a *pending* token. The next step feeds it as a 
 (``PLACEHOLDER_TOKEN_ID``; the runner takes the real id from device memory), computed tokens
 advance at scheduling time, and a request whose pending token is its last is not scheduled
 again. Token-level stops (EOS) are seen one step late; the extra token is dropped.
+
+A waiting request that is not ``ready`` (its structured-output grammar still compiling) is
+skipped, keeping its place in the queue, so it never holds up the requests behind it or the step.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from vllm_core.config import SchedulerConfig
 from vllm_core.core.kv_cache_manager import KVCacheManager
@@ -52,7 +55,10 @@ class Scheduler:
         config: SchedulerConfig,
         kv_cache_manager: KVCacheManager,
         max_model_len: int,
+        ready: Callable[[Request], bool] | None = None,
     ) -> None:
+        """``ready(request)``: may a waiting request start now? (default: always)."""
+        self.ready = ready
         self.max_num_seqs = config.max_num_seqs
         self.max_num_batched_tokens = resolve_max_num_batched_tokens(config, max_model_len)
         self.chunked_prefill = config.enable_chunked_prefill
@@ -129,8 +135,12 @@ class Scheduler:
             budget -= num_new
             i += 1
 
+        not_ready: list[Request] = []
         while not preempted and self.waiting and budget > 0 and len(self.running) < self.max_num_seqs:
             req = self.waiting[0]
+            if self.ready is not None and not self.ready(req):
+                not_ready.append(self.waiting.popleft())
+                continue
             hits, num_hit_tokens = self.kv.get_computed_blocks(req)
             num_new = req.num_tokens + req.num_pending_tokens - num_hit_tokens
             if num_new > budget and not self.chunked_prefill:
@@ -147,6 +157,7 @@ class Scheduler:
             self.running.append(req)
             scheduled.append(self._schedule_chunk(req, num_new))
             budget -= num_new
+        self.waiting.extendleft(reversed(not_ready))
 
         finished, self._finished_ids = self._finished_ids, set()
         return SchedulerOutput(

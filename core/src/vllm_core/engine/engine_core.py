@@ -48,7 +48,8 @@ class EngineCore:
         )
         async_scheduling = sc.async_scheduling if sc.async_scheduling is not None else platform.async_scheduling
         self.scheduler = Scheduler(
-            sc.model_copy(update={"async_scheduling": async_scheduling}), self.kv_cache_manager, loaded.max_model_len
+            sc.model_copy(update={"async_scheduling": async_scheduling}), self.kv_cache_manager, loaded.max_model_len,
+            ready=lambda req: self.runner.structured.is_ready(req.request_id),
         )
         self._in_flight: tuple[SchedulerOutput, PendingRunnerOutput] | None = None
         max_conc = self.kv_spec.num_tokens / loaded.max_model_len

@@ -4,9 +4,9 @@ per step for its row, applied by the sampler before anything else draws from the
 * Admission (``check_structured``) compiles the constraint once on the front end, so a bad
   schema / regex / grammar, or one that admits no output at all, is a ``RequestError`` at once.
 * The engine core (``StructuredOutputManager``) compiles it again in a background thread as soon
-  as the request arrives (a compiled grammar is large and does not cross processes), so the
-  steps that run meanwhile are not held up; a row waits for its grammar only if it must sample
-  before the compilation ends. Grammars are cached by their spec.
+  as the request arrives (a compiled grammar is large and does not cross processes). Until it
+  is ready the scheduler leaves the request waiting (``is_ready``), so the other rows' steps run
+  on and never wait for it. Grammars are cached by their spec.
 * After sampling, the runner feeds each constrained row's token to its matcher; the next step's
   bitmask follows from the matcher's state, which is the runner's own (async scheduling safe).
 """
@@ -144,6 +144,12 @@ class StructuredOutputManager:
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="grammar")
         self._grammars[req_id] = self._pool.submit(self._compile, params)
+
+    def is_ready(self, req_id: str) -> bool:
+        """False while the request's grammar is still compiling: the scheduler leaves it waiting
+        rather than let its first sample block the step."""
+        future = self._grammars.get(req_id)
+        return future is None or future.done()
 
     def _compile(self, params: StructuredOutputsParams) -> Any:
         if self._compiler is None:
