@@ -25,6 +25,11 @@ def head_dim_of(config: Any) -> int:
     return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
 
 
+# Submodules are called through ``.forward``: these models register no hooks, and
+# ``nn.Module.__call__``'s hook checks cost about 2 us a call, 12 calls a layer. Measured on the
+# 2-core CPU: W3 (single-stream decode, SmolLM2 bf16) 14.8 -> 13.9 ms per token.
+
+
 class DecoderAttention(nn.Module):
     def __init__(self, config: Any, layer_idx: int, ctx: ModelContext, qkv_bias: bool, qk_norm: bool) -> None:
         super().__init__()
@@ -45,7 +50,7 @@ class DecoderAttention(nn.Module):
         )
 
     def forward(self, positions: torch.Tensor, hidden: torch.Tensor, metadata: AttentionMetadata) -> torch.Tensor:
-        qkv = self.qkv_proj(hidden)
+        qkv = self.qkv_proj.forward(hidden)
         q, k, v = qkv.split([self.q_size, self.kv_size, self.kv_size], dim=-1)
         t = hidden.shape[0]
         q = q.reshape(t, self.num_heads, self.head_dim)
@@ -53,9 +58,9 @@ class DecoderAttention(nn.Module):
         if self.q_norm is not None and self.k_norm is not None:
             q, k = self.rotary_emb.with_qk_norm(positions, q, k, self.q_norm, self.k_norm)
         else:
-            q, k = self.rotary_emb(positions, q, k)
-        out = self.attn(q.reshape(t, -1), k.reshape(t, -1), v.contiguous(), metadata)
-        return self.o_proj(out)
+            q, k = self.rotary_emb.forward(positions, q, k)
+        out = self.attn.forward(q.reshape(t, -1), k.reshape(t, -1), v.contiguous(), metadata)
+        return self.o_proj.forward(out)
 
 
 class DecoderMLP(nn.Module):
@@ -70,7 +75,7 @@ class DecoderMLP(nn.Module):
         self.act = SiluAndMul(ctx.ops)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(self.act(self.gate_up_proj(x)))
+        return self.down_proj.forward(self.act.forward(self.gate_up_proj.forward(x)))
 
 
 class DecoderLayer(nn.Module):
@@ -90,12 +95,12 @@ class DecoderLayer(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         if residual is None:
             residual = hidden
-            hidden = self.input_layernorm(hidden)
+            hidden = self.input_layernorm.forward(hidden)
         else:
-            hidden, residual = self.input_layernorm(hidden, residual)
-        hidden = self.self_attn(positions, hidden, metadata)
-        hidden, residual = self.post_attention_layernorm(hidden, residual)
-        return self.mlp(hidden), residual
+            hidden, residual = self.input_layernorm.forward(hidden, residual)
+        hidden = self.self_attn.forward(positions, hidden, metadata)
+        hidden, residual = self.post_attention_layernorm.forward(hidden, residual)
+        return self.mlp.forward(hidden), residual
 
 
 class DecoderModel(nn.Module):
@@ -111,7 +116,7 @@ class DecoderModel(nn.Module):
         hidden = self.embed_tokens(input_ids)
         residual = None
         for layer in self.layers:
-            hidden, residual = layer(positions, hidden, residual, metadata)
+            hidden, residual = layer.forward(positions, hidden, residual, metadata)
         hidden, _ = self.norm(hidden, residual)
         return hidden
 
