@@ -37,7 +37,7 @@ def test_zeros_are_zero_writable_and_shaped(monkeypatch: pytest.MonkeyPatch, hug
 
 
 def test_huge_pages_back_large_tensors_when_asked(monkeypatch: pytest.MonkeyPatch) -> None:
-    if not memory.hasattr_madv():
+    if not memory.has_madv_hugepage():
         pytest.skip("no MADV_HUGEPAGE here")
     monkeypatch.setenv(memory.ENV_HUGE_PAGES, "1")
     before = anon_huge_kib()

@@ -25,7 +25,7 @@ MIN_BYTES = 4 << 20
 """Smaller tensors stay on PyTorch's allocator (a huge page would be mostly empty)."""
 
 
-def hasattr_madv() -> bool:
+def has_madv_hugepage() -> bool:
     """Whether this Python and system expose ``MADV_HUGEPAGE``."""
     return hasattr(mmap, "MADV_HUGEPAGE")
 
@@ -34,7 +34,7 @@ def huge_pages_enabled() -> bool:
     """True when ``VLLM_CPU_HUGE_PAGES=1`` and this system has ``MADV_HUGEPAGE``."""
     if os.environ.get(ENV_HUGE_PAGES, "0").strip().lower() not in ("1", "on", "true", "yes"):
         return False
-    return hasattr_madv()
+    return has_madv_hugepage()
 
 
 def zeros(shape: tuple[int, ...], dtype: torch.dtype, prefault: bool = False) -> torch.Tensor:
@@ -77,5 +77,6 @@ def _populate(addr: int, nbytes: int) -> bool:
 def contiguous_copy(src: torch.Tensor) -> torch.Tensor:
     """A contiguous copy of ``src`` (any strides), on huge pages when ``zeros`` would be."""
     nbytes = src.numel() * src.element_size()
-    out = zeros(tuple(src.shape), src.dtype) if nbytes >= MIN_BYTES and huge_pages_enabled() else torch.empty(src.shape, dtype=src.dtype)
-    return out.copy_(src)
+    if nbytes >= MIN_BYTES and huge_pages_enabled():
+        return zeros(tuple(src.shape), src.dtype).copy_(src)
+    return torch.empty(src.shape, dtype=src.dtype).copy_(src)

@@ -84,7 +84,8 @@ class CPUPlatform(Platform):
         return frozenset({"cpu"})
 
     def allocate_kv_cache(self, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
-        """Zeros on huge pages (``vllm_cpu.memory``): every decode step reads the whole history."""
+        """Zeros from ``vllm_cpu.memory``: on transparent huge pages, faulted in now, when
+        ``VLLM_CPU_HUGE_PAGES=1``; else PyTorch's allocator."""
         from vllm_cpu import memory
 
         return memory.zeros(shape, dtype, prefault=True)
