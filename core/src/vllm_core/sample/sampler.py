@@ -19,6 +19,7 @@ import torch
 from vllm_core.sample.logits_processors import apply_allowed_tokens, apply_banned_tokens, apply_logit_bias
 from vllm_core.sample.metadata import SamplingMetadata
 from vllm_core.sample.penalties import apply_penalties
+from vllm_core.sample.rejection import DraftBatch, verify_drafts
 from vllm_core.sample.structured import apply_token_bitmask
 
 
@@ -34,6 +35,26 @@ class Sampler(ABC):
         """logits: [R, vocab] -> token ids [R] int64. ``generator`` serves unseeded rows.
 
         Must not modify ``logits``: the runner reads raw logprobs from them afterwards."""
+
+    def verify(
+        self,
+        logits: torch.Tensor,
+        metadata: SamplingMetadata,
+        drafts: DraftBatch,
+        generator: torch.Generator | None = None,
+    ) -> list[list[int]]:
+        """Speculative decoding: the accepted tokens of each request (``1 .. k + 1`` of them).
+
+        logits: [sum(k_i + 1), vocab], request ``i``'s ``k_i + 1`` rows in a run (one per draft,
+        then the bonus row); ``metadata`` has one row per logits row (the request's settings
+        repeated; penalties see the drafts before each row). Greedy requests accept drafts
+        equal to the argmax; random ones use rejection sampling, which keeps the target
+        distribution (``vllm_core.sample.rejection``). Draws use ``generator``, not the rows'
+        own seeded generators. Platforms may override with a fused kernel."""
+        probs = self.processed_logits(logits, metadata).softmax(dim=-1)
+        rows = torch.tensor([k + 1 for k in drafts.num_drafts], device=logits.device)
+        first_rows = torch.cumsum(rows, 0) - rows
+        return verify_drafts(probs, drafts, metadata.temperature[first_rows] <= 0, generator)
 
     def processed_logits(self, logits: torch.Tensor, metadata: SamplingMetadata) -> torch.Tensor:
         """[R, vocab] float32: the logits the sampler draws from (processors, temperature,
