@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -20,6 +22,7 @@ from vllm_cuda.ops.norm import fused_add_rms_norm, rms_norm  # noqa: E402
 from vllm_cuda.ops.rotary import qk_norm_rotary, rotary_embedding  # noqa: E402
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 NUM_TOKENS = 5
 
 
@@ -124,7 +127,17 @@ def test_qk_norm_rotary(device: torch.device, dtype: torch.dtype, head_size: int
         assert all(a.dtype == e.dtype == weight_dtype for a, e in zip(actual, expected))
         actual = tuple(a.to(dtype) for a in actual)
         expected = tuple(e.to(dtype) for e in expected)
-    assert_ops_close(actual, expected, "qk_norm_rotary")
+    if INTERPRETED and dtype is torch.bfloat16:
+        # Triton's interpreter casts float32 to bfloat16 by truncation, not round-to-nearest-even
+        # (about half of random values land one ulp off), and this kernel rounds at three points
+        # (normalised, weighted, rotated) as the native ops do: allow 3 ulps of the largest value.
+        # On a GPU the casts round as PyTorch does and the usual tolerance applies.
+        for a, e in zip(actual, expected):
+            assert a.shape == e.shape and a.dtype == e.dtype
+            ulp = 2.0 ** (math.floor(math.log2(float(e.abs().max()))) - 7)
+            torch.testing.assert_close(a.cpu(), e, atol=3 * ulp, rtol=0)
+    else:
+        assert_ops_close(actual, expected, "qk_norm_rotary")
     assert torch.equal(qkv_dev.cpu(), qkv), "inputs were modified"
 
 
