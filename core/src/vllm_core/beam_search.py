@@ -14,7 +14,6 @@ and live beams are ranked by ``cum_logprob / len(tokens) ** length_penalty``.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -172,22 +171,14 @@ def beam_search_async(engine: AsyncLLM, prompt: PromptType, params: BeamSearchPa
 async def _run_step(engine: AsyncLLM, prompts: list[list[int]], params: SamplingParams,
                     request_ids: list[str]) -> list[RequestOutput]:
     """The final output of every prompt, run concurrently; on any exit every request is closed."""
-    async def final(gen: AsyncIterator[RequestOutput]) -> RequestOutput:
-        out: RequestOutput | None = None
-        async for o in gen:
-            out = o
-        assert out is not None
-        return out
+    from vllm_core.engine.async_llm import run_to_completion
 
-    tasks: list[asyncio.Future[RequestOutput]] = []
     try:
-        for rid, tokens in zip(request_ids, prompts):
-            tasks.append(asyncio.ensure_future(final(engine.submit({"prompt_token_ids": tokens}, params, rid))))
-        return list(await asyncio.gather(*tasks))
+        return await run_to_completion(
+            [engine.submit({"prompt_token_ids": tokens}, params, rid) for rid, tokens in zip(request_ids, prompts)]
+        )
     finally:
-        for t in tasks:
-            t.cancel()
-        for rid in request_ids:  # a task cancelled before it started never closes its request
+        for rid in request_ids:  # a generator cancelled before it started never closes its request
             engine.abort(rid)
 
 

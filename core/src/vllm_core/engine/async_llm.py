@@ -13,7 +13,7 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -254,3 +254,21 @@ class AsyncLLM:
             if stream is not None:
                 stream.fail(EngineDeadError("the server is shutting down"))
         await asyncio.to_thread(self.client.shutdown)
+
+
+async def run_to_completion(gens: Sequence[AsyncIterator[RequestOutput]]) -> list[RequestOutput]:
+    """The final output of each generator, run concurrently; any failure cancels (aborts) the rest."""
+
+    async def last(gen: AsyncIterator[RequestOutput]) -> RequestOutput:
+        out: RequestOutput | None = None
+        async for o in gen:
+            out = o
+        assert out is not None
+        return out
+
+    tasks = [asyncio.ensure_future(last(g)) for g in gens]
+    try:
+        return list(await asyncio.gather(*tasks))
+    finally:
+        for t in tasks:
+            t.cancel()

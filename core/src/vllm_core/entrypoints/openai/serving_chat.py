@@ -20,7 +20,7 @@ from typing import Any
 import jinja2
 
 from vllm_core.beam_search import beam_search_async
-from vllm_core.engine.async_llm import AsyncLLM
+from vllm_core.engine.async_llm import AsyncLLM, run_to_completion
 from vllm_core.entrypoints.openai.errors import APIError
 from vllm_core.entrypoints.openai.logprobs import chat_logprobs
 from vllm_core.entrypoints.openai.protocol import (
@@ -43,7 +43,6 @@ from vllm_core.entrypoints.openai.serving_engine import (
     SSE_DONE,
     ServerSettings,
     ServingBase,
-    run_to_completion,
     sse,
     stop_holdback,
 )

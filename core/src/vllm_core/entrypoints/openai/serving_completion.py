@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from vllm_core.beam_search import beam_search_async
+from vllm_core.engine.async_llm import run_to_completion
 from vllm_core.entrypoints.openai.errors import APIError
 from vllm_core.entrypoints.openai.logprobs import completion_logprobs
 from vllm_core.entrypoints.openai.protocol import (
@@ -20,7 +21,6 @@ from vllm_core.entrypoints.openai.serving_engine import (
     SSE_DONE,
     ServingBase,
     merge,
-    run_to_completion,
     sse,
     stop_holdback,
     text_delta,

@@ -92,24 +92,6 @@ class ServingBase:
             )
 
 
-async def run_to_completion(gens: Sequence[AsyncIterator[RequestOutput]]) -> list[RequestOutput]:
-    """The final output of each generator, run concurrently; any failure cancels (aborts) the rest."""
-
-    async def last(gen: AsyncIterator[RequestOutput]) -> RequestOutput:
-        out: RequestOutput | None = None
-        async for o in gen:
-            out = o
-        assert out is not None
-        return out
-
-    tasks = [asyncio.ensure_future(last(g)) for g in gens]
-    try:
-        return list(await asyncio.gather(*tasks))
-    finally:
-        for t in tasks:
-            t.cancel()
-
-
 async def merge(gens: Sequence[AsyncIterator[RequestOutput]]) -> AsyncIterator[tuple[int, RequestOutput]]:
     """Outputs of several generators as they come, tagged with the generator's index."""
     if len(gens) == 1:

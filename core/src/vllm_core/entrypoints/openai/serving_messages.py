@@ -16,11 +16,11 @@ from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from vllm_core.engine.async_llm import AsyncLLM
+from vllm_core.engine.async_llm import AsyncLLM, run_to_completion
 from vllm_core.entrypoints.openai.errors import APIError, to_api_error
 from vllm_core.entrypoints.openai.protocol import ChatCompletionRequest, random_id
 from vllm_core.entrypoints.openai.serving_chat import ServingChat
-from vllm_core.entrypoints.openai.serving_engine import ServerSettings, run_to_completion
+from vllm_core.entrypoints.openai.serving_engine import ServerSettings
 
 _STOP = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "abort": "end_turn"}
 
