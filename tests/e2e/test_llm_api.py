@@ -239,3 +239,22 @@ def test_block_size_defaults_to_the_platforms(tiny_models) -> None:  # type: ign
     assert explicit.llm_engine.core.kv_spec.block_size == 4
     assert explicit.generate(ids([5, 6, 7]), GREEDY, use_tqdm=False)[0].outputs[0].token_ids == \
         llm.generate(ids([5, 6, 7]), GREEDY, use_tqdm=False)[0].outputs[0].token_ids
+
+
+def test_engine_start_freezes_the_startup_heap(tiny_models) -> None:  # type: ignore[no-untyped-def]
+    """Objects alive after start-up (the model's modules among them) leave the collector's
+    generations, so an oldest-generation collection while serving does not rescan them."""
+    import gc
+
+    gc.unfreeze()
+    assert gc.get_freeze_count() == 0
+    path, _ = tiny_models["llama"]
+    llm = LLM(path, dtype="float32", max_model_len=64, skip_tokenizer_init=True,
+              num_gpu_blocks_override=16, block_size=8, use_tqdm_on_load=False)
+    frozen = gc.get_freeze_count()
+    tracked = {id(o) for o in gc.get_objects()}
+    modules = list(llm.llm_engine.loaded.model.modules())
+    assert frozen > len(modules)
+    assert not any(id(m) in tracked for m in modules)
+    out = llm.generate(ids([5, 6, 7]), GREEDY, use_tqdm=False)
+    assert len(out[0].outputs[0].token_ids) == 8

@@ -6,6 +6,7 @@ detokenizing, stop strings) happens outside, so the core can move to its own pro
 
 from __future__ import annotations
 
+import gc
 import logging
 
 from vllm_core.config import EngineConfig
@@ -19,6 +20,16 @@ from vllm_core.request import Request, RequestStatus
 from vllm_core.worker.model_runner import ModelRunner, PendingRunnerOutput, size_kv_cache
 
 logger = logging.getLogger(__name__)
+
+
+def freeze_startup_heap() -> None:
+    """Collect once, then move every object alive now (imports, the model, the tokenizer) into
+    the collector's permanent generation, as vLLM does after start-up. Oldest-generation
+    collections during serving then scan only what was made since; unfrozen, one scanned the
+    whole import graph (~170 ms on the GPU benchmark machine)."""
+    gc.collect()
+    gc.freeze()
+    logger.debug("gc: %d start-up objects frozen", gc.get_freeze_count())
 
 
 class EngineCore:
@@ -58,6 +69,7 @@ class EngineCore:
             self.kv_spec.num_blocks, self.kv_spec.block_size,
             self.kv_spec.num_blocks * self.kv_spec.bytes_per_block / 2**20, max_conc, loaded.max_model_len,
         )
+        freeze_startup_heap()
 
     def add_request(self, req: EngineCoreRequest) -> None:
         self.scheduler.add_request(
