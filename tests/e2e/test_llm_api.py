@@ -234,6 +234,7 @@ def test_block_size_defaults_to_the_platforms(tiny_models) -> None:  # type: ign
               skip_tokenizer_init=True)
     assert llm.llm_engine.core.kv_spec.block_size == llm.llm_engine.platform.default_block_size == 16
     assert llm.llm_engine.core.kv_cache_manager.block_size == 16
+    assert llm.llm_engine.core.scheduler.max_num_batched_tokens == 8192  # the platform's default budget
     explicit = LLM(path, device="reference", max_model_len=64, num_gpu_blocks_override=16, block_size=4,
                    use_tqdm_on_load=False, skip_tokenizer_init=True)
     assert explicit.llm_engine.core.kv_spec.block_size == 4

@@ -238,3 +238,57 @@ def test_kernels_off_leaves_pytorch_ops() -> None:
     env = {**os.environ, "VLLM_CPU_KERNELS": "0"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
     assert out.split() == ["True", str(len(os.sched_getaffinity(0)))]
+
+
+# ----------------------------------------------------------------------------- gated MLP
+@pytest.mark.parametrize("dtype_name", list(DTYPES))
+@pytest.mark.parametrize("m", [1, 64, 191, 192, 400])
+@pytest.mark.parametrize("bias", [False, True])
+def test_silu_mlp_equals_the_three_ops(ops: CPUOps, dtype_name: str, m: int, bias: bool) -> None:
+    """Row tiles (192 rows) through gate/up, SiLU-and-mul and down give the three ops' result
+    to the bit: same kernels, same rounding points; rows past a tile boundary included."""
+    dtype = DTYPES[dtype_name]
+    g = torch.Generator().manual_seed(m)
+    hidden, inter = 96, 130
+    x = torch.randn(m, hidden, generator=g).to(dtype)
+    w_gu = (torch.randn(2 * inter, hidden, generator=g) / hidden**0.5).to(dtype)
+    w_d = (torch.randn(hidden, inter, generator=g) / inter**0.5).to(dtype)
+    b_gu = torch.randn(2 * inter, generator=g).to(dtype) if bias else None
+    b_d = torch.randn(hidden, generator=g).to(dtype) if bias else None
+    fused = ops.silu_mlp(x, w_gu, w_d, b_gu, b_d)
+    separate = ops.linear(ops.silu_and_mul(ops.linear(x, w_gu, b_gu)), w_d, b_d)
+    assert fused.shape == (m, hidden) and fused.dtype == dtype
+    assert torch.equal(fused, separate)
+    native = NATIVE_OPS.silu_mlp(x, w_gu, w_d, b_gu, b_d)
+    torch.testing.assert_close(fused.float(), native.float(), **TOL[dtype])
+
+
+def test_silu_mlp_takes_leading_dims_and_strided_rows(ops: CPUOps) -> None:
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 5, 32, generator=g)
+    w_gu, w_d = torch.randn(80, 32, generator=g) / 32**0.5, torch.randn(32, 40, generator=g) / 40**0.5
+    out = ops.silu_mlp(x, w_gu, w_d)
+    assert out.shape == (2, 5, 32)
+    torch.testing.assert_close(out, NATIVE_OPS.silu_mlp(x, w_gu, w_d), rtol=1e-5, atol=1e-5)
+    strided = torch.randn(7, 64, generator=g)[:, ::2]
+    torch.testing.assert_close(ops.silu_mlp(strided, w_gu, w_d), NATIVE_OPS.silu_mlp(strided, w_gu, w_d),
+                               rtol=1e-5, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------------- argmax
+@pytest.mark.parametrize("vocab", [1, 15, 16, 17, 1000, 49152])
+def test_argmax_rows_match_torch(kernels: Kernels, mode: str, vocab: int) -> None:
+    from vllm_cpu.sampler import CPUSampler
+
+    g = torch.Generator().manual_seed(vocab)
+    x = torch.randn(9, vocab, generator=g)
+    x[1] = float("-inf")                                   # a fully masked row: index 0
+    x[2] = torch.round(x[2])                               # many ties: the first one wins
+    x[3, vocab // 2] = x[3, vocab - 1] = float("inf")      # +inf twice: the first
+    x[4, vocab // 3] = float("nan")                        # NaN counts as largest (torch's rule)
+    x[5] = 0.0
+    x[6, -1] = 50.0                                        # the maximum in the tail lanes
+    sampler = CPUSampler(kernels)
+    assert torch.equal(sampler.argmax(x), x.argmax(dim=-1))
+    strided = torch.randn(5, vocab + 7, generator=g)[:, :vocab]
+    assert torch.equal(sampler.argmax(strided), strided.argmax(dim=-1))

@@ -68,7 +68,7 @@ def test_pack_weight_is_the_same_on_either_memory(monkeypatch: pytest.MonkeyPatc
     assert int(torch.count_nonzero(packed[-1, :, 1000 - 31 * 32:])) == 0  # padding panel
 
 
-def test_kv_cache_allocation_and_default_block_size(tiny_models) -> None:  # type: ignore[no-untyped-def]
+def test_kv_cache_allocation_and_platform_defaults(tiny_models) -> None:  # type: ignore[no-untyped-def]
     platform = CPUPlatform()
     cache = platform.allocate_kv_cache((2, 3, 128, 2, 16), torch.bfloat16)
     assert cache.shape == (2, 3, 128, 2, 16) and cache.dtype is torch.bfloat16
@@ -78,8 +78,13 @@ def test_kv_cache_allocation_and_default_block_size(tiny_models) -> None:  # typ
     prompt = [{"prompt_token_ids": list(range(5, 40))}]
     llm = LLM(path, device="cpu", max_model_len=256, num_gpu_blocks_override=8, use_tqdm_on_load=False, skip_tokenizer_init=True)
     assert llm.llm_engine.core.kv_spec.block_size == CPUPlatform.default_block_size == 128
+    # the step budget too is the platform's unless given
+    assert llm.llm_engine.core.scheduler.max_num_batched_tokens == CPUPlatform.default_max_num_batched_tokens == 2048
     small = LLM(path, device="cpu", max_model_len=256, num_gpu_blocks_override=80, block_size=8,
                 use_tqdm_on_load=False, skip_tokenizer_init=True)
     assert small.llm_engine.core.kv_spec.block_size == 8
+    budget = LLM(path, device="cpu", max_model_len=256, num_gpu_blocks_override=8, max_num_batched_tokens=96,
+                 use_tqdm_on_load=False, skip_tokenizer_init=True)
+    assert budget.llm_engine.core.scheduler.max_num_batched_tokens == 96
     assert llm.generate(prompt, greedy, use_tqdm=False)[0].outputs[0].token_ids == \
         small.generate(prompt, greedy, use_tqdm=False)[0].outputs[0].token_ids

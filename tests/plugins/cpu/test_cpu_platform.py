@@ -43,7 +43,7 @@ def test_plugin_is_discovered_from_its_entry_point() -> None:
     info = next(p for p in loaded_plugins() if p.name == "cpu")
     assert info.distribution == "vllm-cpu"
     assert info.module == "vllm_cpu.plugin"
-    assert set(info.hooks) == {"register_attention_backends", "register_platforms"}
+    assert set(info.hooks) == {"register_attention_backends", "register_platforms", "register_samplers"}
 
 
 def test_plugin_module_imports_nothing_heavy() -> None:
@@ -118,3 +118,32 @@ def test_setup_rejects_bad_num_threads(
     monkeypatch.setenv(ENV_NUM_THREADS, value)
     with pytest.raises(ConfigError, match=ENV_NUM_THREADS):
         CPUPlatform().setup()
+
+
+def test_cpu_sampler_equals_the_reference_sampler() -> None:
+    """The platform's sampler (argmax on the C kernels) gives the reference sampler's tokens:
+    greedy rows, seeded and unseeded random rows, with top-k / top-p filters, in one batch."""
+    from vllm_core.core.sched_output import ScheduledRequest
+    from vllm_core.plugins import registry
+    from vllm_core.sample.metadata import SamplingMetadata
+    from vllm_core.sample.sampler import ReferenceSampler
+    from vllm_core.sampling_params import SamplingParams
+    from vllm_cpu.platform import CPUPlatform
+
+    platform = CPUPlatform()
+    sampler = registry.samplers().get(platform.sampler_name())()
+    assert type(sampler).__name__ == "CPUSampler"
+    params = [SamplingParams(temperature=0), SamplingParams(temperature=0.8, seed=7),
+              SamplingParams(temperature=1.0, top_k=20), SamplingParams(temperature=0.7, top_p=0.9),
+              SamplingParams(temperature=0)] * 13
+    rows = [ScheduledRequest(req_id=str(i), token_ids=[1], start_pos=0, block_ids=[0], sampling_params=p,
+                             sample=True, num_output_tokens=0, eos_token_id=None) for i, p in enumerate(params)]
+    logits = torch.randn(len(rows), 3001, generator=torch.Generator().manual_seed(0)) * 4
+    out = []
+    for s in (sampler, ReferenceSampler()):
+        gens = {i: torch.Generator().manual_seed(100 + i) for i, p in enumerate(params) if p.seed is not None}
+        meta = SamplingMetadata.build(rows, gens, torch.device("cpu"))
+        out.append(s(logits.clone(), meta, torch.Generator().manual_seed(1)))
+    assert torch.equal(out[0], out[1])
+    greedy = [i for i, p in enumerate(params) if p.temperature == 0]
+    assert torch.equal(out[0][greedy], logits[greedy].argmax(dim=-1))

@@ -37,14 +37,16 @@ PLACEHOLDER_TOKEN_ID = -1
 """Stands for a token sampled by the step in flight (async scheduling)."""
 
 
-def resolve_max_num_batched_tokens(config: SchedulerConfig, max_model_len: int) -> int:
-    """The step's token budget: as configured, else 8192 (at least max_model_len when prompts
-    cannot be chunked)."""
+def resolve_max_num_batched_tokens(
+    config: SchedulerConfig, max_model_len: int, default: int = DEFAULT_MAX_NUM_BATCHED_TOKENS
+) -> int:
+    """The step's token budget: as configured, else ``default`` (the platform's; at least
+    max_model_len when prompts cannot be chunked)."""
     if config.max_num_batched_tokens is not None:
         return config.max_num_batched_tokens
     if config.enable_chunked_prefill:
-        return DEFAULT_MAX_NUM_BATCHED_TOKENS
-    return max(DEFAULT_MAX_NUM_BATCHED_TOKENS, max_model_len)
+        return default
+    return max(default, max_model_len)
 
 
 class Scheduler:

@@ -44,7 +44,8 @@ class EngineCore:
         self.runner = ModelRunner(loaded, platform, sampler, config.model.seed)
         self.runner.logprobs_mode = config.model.logprobs_mode
         sc = config.scheduler
-        budget = resolve_max_num_batched_tokens(sc, loaded.max_model_len)
+        budget = resolve_max_num_batched_tokens(sc, loaded.max_model_len, platform.default_max_num_batched_tokens)
+        sc = sc.model_copy(update={"max_num_batched_tokens": budget})
         self.kv_spec = size_kv_cache(
             config.cache, loaded, platform,
             profile=lambda: self.runner.profile_run(

@@ -39,6 +39,9 @@ class Platform(ABC):
     """Default of ``SchedulerConfig.async_scheduling``: overlap host scheduling with device work."""
     default_block_size: ClassVar[int] = 16
     """Tokens per KV block when ``CacheConfig.block_size`` is left unset."""
+    default_max_num_batched_tokens: ClassVar[int] = 8192
+    """Token budget of a step when ``SchedulerConfig.max_num_batched_tokens`` is left unset (with
+    chunked prefill off, at least ``max_model_len``)."""
 
     @classmethod
     @abstractmethod

@@ -82,6 +82,24 @@ class Ops:
         d = x.shape[-1] // 2
         return F.silu(x[..., :d]) * x[..., d:]
 
+    def silu_mlp(
+        self,
+        x: torch.Tensor,
+        gate_up_weight: torch.Tensor,
+        down_weight: torch.Tensor,
+        gate_up_bias: torch.Tensor | None = None,
+        down_bias: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The gated (SwiGLU) MLP: ``down(silu(gate) * up)`` where gate | up are the two halves of
+        ``x @ gate_up_weight^T (+ gate_up_bias)``. x: [..., hidden]; gate_up_weight:
+        [2 * inter, hidden]; down_weight: [hidden, inter] -> [..., hidden].
+
+        Equals ``linear(silu_and_mul(linear(x, gate_up_weight, gate_up_bias)), down_weight,
+        down_bias)``; one op so that a platform can keep the [tokens, 2 * inter] intermediate out
+        of main memory (the largest activation of a prefill step).
+        """
+        return self.linear(self.silu_and_mul(self.linear(x, gate_up_weight, gate_up_bias)), down_weight, down_bias)
+
     def reshape_and_cache(
         self,
         key: torch.Tensor,

@@ -139,15 +139,20 @@ class ReferenceSampler(Sampler):
 
     name: ClassVar[str] = "reference"
 
+    def argmax(self, x: torch.Tensor) -> torch.Tensor:
+        """[R, vocab] -> [R] int64: each row's first largest entry (a NaN counts as largest), as
+        ``torch.argmax``. A platform may override it with a faster kernel of the same result."""
+        return x.argmax(dim=-1)
+
     def __call__(
         self, logits: torch.Tensor, metadata: SamplingMetadata, generator: torch.Generator | None
     ) -> torch.Tensor:
         logits = apply_logits_processors(logits, metadata)
-        greedy = logits.argmax(dim=-1)
+        greedy = self.argmax(logits)
         if metadata.all_greedy:
             return greedy
         probs = apply_warpers(logits, metadata).softmax(dim=-1)
-        sampled = (probs / exponential_noise(probs, metadata, generator)).argmax(dim=-1)
+        sampled = self.argmax(probs / exponential_noise(probs, metadata, generator))
         if metadata.all_random:
             return sampled
         return torch.where(metadata.temperature > 0, sampled, greedy)

@@ -385,6 +385,22 @@ class OpsConformance:
         actual, expected = self._run(conformance_platform, "silu_and_mul", x)
         _assert_ops_close(actual, expected, "silu_and_mul")
 
+    @pytest.mark.parametrize("bias", [False, True])
+    @pytest.mark.parametrize("num_tokens", [1, 7, 300])
+    @pytest.mark.parametrize("dtype_name", list(DTYPES))
+    def test_silu_mlp(self, conformance_platform: Platform, dtype_name: str, num_tokens: int, bias: bool) -> None:
+        dtype = DTYPES[dtype_name]
+        skip_unless_supported(conformance_platform, dtype)
+        g = torch.Generator().manual_seed(num_tokens)
+        hidden, inter = 64, 200
+        x = torch.randn(num_tokens, hidden, generator=g).to(dtype)
+        w_gu = (torch.randn(2 * inter, hidden, generator=g) / hidden**0.5).to(dtype)
+        w_d = (torch.randn(hidden, inter, generator=g) / inter**0.5).to(dtype)
+        b_gu = torch.randn(2 * inter, generator=g).to(dtype) if bias else None
+        b_d = torch.randn(hidden, generator=g).to(dtype) if bias else None
+        actual, expected = self._run(conformance_platform, "silu_mlp", x, w_gu, w_d, b_gu, b_d)
+        _assert_ops_close(actual, expected, "silu_mlp")
+
     @pytest.mark.parametrize("block_size", [8, 16])
     @pytest.mark.parametrize("dtype_name", list(DTYPES))
     def test_reshape_and_cache(self, conformance_platform: Platform, dtype_name: str, block_size: int) -> None:

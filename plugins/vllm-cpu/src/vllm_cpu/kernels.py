@@ -58,6 +58,8 @@ SIGNATURES: dict[str, tuple[list[type], type | None]] = {
     "vc_rotary": ([_P, _L, _P, _L, _I, _I, _I, _I, _P, _P, _I], None),
     "vc_cache_write": ([_P, _L, _P, _L, _P, _P, _P, _I, _L], None),
     "vc_silu_and_mul": ([_P, _P, _I, _I, _I], None),
+    "vc_argmax_rows": ([_P, _L, _I, _I, _P], None),
+    "vc_silu_mlp": ([_P, _L, _P, _P, _P, _P, _P, _L, _I, _I, _I, _I, _P, _I], None),
 }
 
 

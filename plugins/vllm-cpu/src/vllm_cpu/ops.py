@@ -32,6 +32,10 @@ DEFAULT_PACK_MAX_BYTES = 4 << 30
 
 _KERNEL_DTYPES = (torch.float32, torch.bfloat16)
 
+MLP_TILE_ROWS = 192
+"""Rows per tile of ``silu_mlp``: two of the GEMM's 96-row tiles; the [192, 2 * inter]
+intermediate (2.4 MB for SmolLM2 in float32) stays in the last-level cache."""
+
 
 class CPUOps(Ops):
     """Native ops on the C kernels (or ``aten::rms_norm`` and an in-place SiLU-and-mul without
@@ -43,6 +47,7 @@ class CPUOps(Ops):
         self._packed: dict[int, tuple[weakref.ref[torch.Tensor], torch.Tensor | None]] = {}
         self._packed_bytes = 0
         self._pack_max_bytes = int(os.environ.get(ENV_PACK_MAX_BYTES, "") or DEFAULT_PACK_MAX_BYTES)
+        self._scratch_buf = torch.empty(0, dtype=torch.uint8)
 
     # ------------------------------------------------------------------------------ linear
     def linear(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
@@ -157,6 +162,45 @@ class CPUOps(Ops):
             return out
         # silu allocates the output; multiplying into it saves a second [.., d] buffer.
         return F.silu(x[..., :d]).mul_(x[..., d:])
+
+    def silu_mlp(
+        self,
+        x: torch.Tensor,
+        gate_up_weight: torch.Tensor,
+        down_weight: torch.Tensor,
+        gate_up_bias: torch.Tensor | None = None,
+        down_bias: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """One C call: row tiles of MLP_TILE_ROWS go through gate/up, SiLU-and-mul and down with
+        the intermediates in a scratch buffer that stays in cache (see ``vc_silu_mlp``)."""
+        dtype = x.dtype
+        inter, hidden = gate_up_weight.shape[0] // 2, gate_up_weight.shape[1]
+        wp_gu = self.packed_weight(gate_up_weight) if gate_up_weight.dtype == dtype else None
+        wp_d = self.packed_weight(down_weight) if down_weight.dtype == dtype else None
+        biases_ok = all(
+            b is None or (b.dtype == dtype and b.is_contiguous()) for b in (gate_up_bias, down_bias)
+        )
+        if wp_gu is None or wp_d is None or not biases_ok or x.shape[-1] != hidden or x.dim() < 1:
+            return super().silu_mlp(x, gate_up_weight, down_weight, gate_up_bias, down_bias)
+        x2 = x.reshape(-1, hidden)
+        if x2.stride(-1) != 1:
+            x2 = x2.contiguous()
+        m = x2.shape[0]
+        tile = min(m, MLP_TILE_ROWS)
+        scratch = self._scratch(tile * 3 * inter * x.element_size())
+        y = torch.empty(m, hidden, dtype=dtype)
+        self._lib.vc_silu_mlp(  # type: ignore[union-attr]
+            x2.data_ptr(), x2.stride(0), wp_gu.data_ptr(), None if gate_up_bias is None else gate_up_bias.data_ptr(),
+            wp_d.data_ptr(), None if down_bias is None else down_bias.data_ptr(), y.data_ptr(), hidden, m, hidden,
+            inter, dtype == torch.bfloat16, scratch.data_ptr(), tile,
+        )
+        return y.view(*x.shape[:-1], hidden)
+
+    def _scratch(self, nbytes: int) -> torch.Tensor:
+        """This instance's scratch bytes, grown on demand and kept (one engine per instance)."""
+        if self._scratch_buf.numel() < nbytes:
+            self._scratch_buf = torch.empty(nbytes, dtype=torch.uint8)
+        return self._scratch_buf
 
     def reshape_and_cache(
         self,

@@ -20,3 +20,10 @@ def register_attention_backends(register: Callable[[type[Any]], None]) -> None:
     from vllm_cpu.attention import CPUAttentionBackend
 
     register(CPUAttentionBackend)
+
+
+@hookimpl
+def register_samplers(register: Callable[[type[Any]], None]) -> None:
+    from vllm_cpu.sampler import CPUSampler
+
+    register(CPUSampler)

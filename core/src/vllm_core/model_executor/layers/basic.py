@@ -1,4 +1,5 @@
-"""Linear, RMSNorm, SiLU-and-mul and the vocabulary embedding, on the platform's ops."""
+"""Linear, RMSNorm and the vocabulary embedding, on the platform's ops (the gated MLP is one op:
+``Ops.silu_mlp``)."""
 
 from __future__ import annotations
 
@@ -35,15 +36,6 @@ class RMSNorm(nn.Module):
         if residual is None:
             return self.ops.rms_norm(x, self.weight, self.eps)
         return self.ops.fused_add_rms_norm(x, residual, self.weight, self.eps)
-
-
-class SiluAndMul(nn.Module):
-    def __init__(self, ops: Ops) -> None:
-        super().__init__()
-        self.ops = ops
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.ops.silu_and_mul(x)
 
 
 class VocabEmbedding(nn.Module):

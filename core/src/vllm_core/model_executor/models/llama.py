@@ -16,7 +16,7 @@ from torch import nn
 from vllm_core.attention.layer import Attention
 from vllm_core.attention.metadata import AttentionMetadata
 from vllm_core.errors import ModelLoadError
-from vllm_core.model_executor.layers.basic import Linear, RMSNorm, SiluAndMul, VocabEmbedding
+from vllm_core.model_executor.layers.basic import Linear, RMSNorm, VocabEmbedding
 from vllm_core.model_executor.layers.rotary import RotaryEmbedding
 from vllm_core.model_executor.models.interface import ModelContext
 
@@ -72,10 +72,11 @@ class DecoderMLP(nn.Module):
             raise ModelLoadError(f"hidden_act {act!r} is not supported; supported: silu")
         self.gate_up_proj = Linear(config.hidden_size, 2 * config.intermediate_size, bias=bias, ops=ctx.ops)
         self.down_proj = Linear(config.intermediate_size, config.hidden_size, bias=bias, ops=ctx.ops)
-        self.act = SiluAndMul(ctx.ops)
+        self.ops = ctx.ops
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj.forward(self.act.forward(self.gate_up_proj.forward(x)))
+        gate_up, down = self.gate_up_proj, self.down_proj
+        return self.ops.silu_mlp(x, gate_up.weight, down.weight, gate_up.bias, down.bias)
 
 
 class DecoderLayer(nn.Module):

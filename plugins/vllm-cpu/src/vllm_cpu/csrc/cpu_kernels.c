@@ -992,3 +992,70 @@ void vc_silu_and_mul(const void *x, void *out, int T, int d, int is_bf16) {
     rows_args a = {.op = OP_SILU, .T = T, .x = x, .out = out, .H = d, .is_bf16 = is_bf16};
     run_rows(&a);
 }
+
+/* ------------------------------------------------------------------------ gated MLP (SwiGLU) */
+/* y[M, H] = (silu(g) * u) @ w_down^T (+ bias_down), g | u = x @ w_gate_up^T (+ bias_gu), both
+ * weights packed. Rows go through in tiles of `tile` rows, so the [tile, 2I] intermediate and the
+ * [tile, I] product live in `scratch` (tile * 3I elements of the dtype) and stay in cache: a
+ * prefill's [T, 2I] projection (100 MB at T = 8192 for SmolLM2 in float32) is never written to
+ * memory nor allocated. Same kernels, same rounding points as the three separate ops. */
+void vc_silu_mlp(const void *x, long ldx, const void *wp_gu, const void *bias_gu, const void *wp_down,
+                 const void *bias_down, void *y, long ldy, int M, int H, int I, int is_bf16,
+                 void *scratch_buf, int tile) {
+    const int es = is_bf16 ? 2 : 4;
+    char *gu = scratch_buf, *act = (char *)scratch_buf + (size_t)tile * 2 * I * es;
+    for (int m0 = 0; m0 < M; m0 += tile) {
+        const int r = M - m0 < tile ? M - m0 : tile;
+        vc_linear_packed((const char *)x + (size_t)m0 * ldx * es, ldx, wp_gu, bias_gu, gu, 2L * I, r, 2 * I, H,
+                         is_bf16);
+        vc_silu_and_mul(gu, act, r, I, is_bf16);
+        vc_linear_packed(act, I, wp_down, bias_down, (char *)y + (size_t)m0 * ldy * es, ldy, r, H, I, is_bf16);
+    }
+}
+
+/* ------------------------------------------------------------------------------- argmax */
+/* out[r] = the first index of the largest value of row r (torch.argmax's choice on ties), -1 for
+ * a row holding a NaN (the caller asks PyTorch for those). One row per chunk. */
+typedef struct {
+    const float *x;
+    long ld;
+    int V;
+    int64_t *out;
+} argmax_args;
+
+static void argmax_task(void *p, int r) {
+    const argmax_args *a = p;
+    const float *row = a->x + (long)r * a->ld;
+    __m512 best = _mm512_set1_ps(-INFINITY);
+    __m512i bidx = _mm512_setzero_si512(), idx = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const __m512i step = _mm512_set1_epi32(16);
+    __mmask16 nan = 0;
+    int j = 0;
+    for (; j + 16 <= a->V; j += 16) {
+        const __m512 v = _mm512_loadu_ps(row + j);
+        const __mmask16 gt = _mm512_cmp_ps_mask(v, best, _CMP_GT_OQ);
+        nan |= _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+        best = _mm512_mask_mov_ps(best, gt, v);
+        bidx = _mm512_mask_mov_epi32(bidx, gt, idx);
+        idx = _mm512_add_epi32(idx, step);
+    }
+    if (j < a->V) {
+        const __mmask16 m = (__mmask16)((1u << (a->V - j)) - 1);
+        const __m512 v = _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), m, row + j);
+        const __mmask16 gt = _mm512_mask_cmp_ps_mask(m, v, best, _CMP_GT_OQ);
+        nan |= _mm512_mask_cmp_ps_mask(m, v, v, _CMP_UNORD_Q);
+        best = _mm512_mask_mov_ps(best, gt, v);
+        bidx = _mm512_mask_mov_epi32(bidx, gt, idx);
+    }
+    if (nan) { a->out[r] = -1; return; }
+    const float top = _mm512_reduce_max_ps(best);
+    const __mmask16 at_top = _mm512_cmp_ps_mask(best, _mm512_set1_ps(top), _CMP_EQ_OQ);
+    /* lanes never updated hold index 0 with -inf: only chosen when the whole row is -inf */
+    a->out[r] = at_top ? _mm512_mask_reduce_min_epi32(at_top, bidx) : 0;
+}
+
+void vc_argmax_rows(const float *x, long ld, int R, int V, int64_t *out) {
+    argmax_args a = {x, ld, V, out};
+    if (R == 1) { argmax_task(&a, 0); return; }
+    parallel_for(argmax_task, &a, R);
+}
