@@ -88,3 +88,25 @@ def test_kv_cache_allocation_and_platform_defaults(tiny_models) -> None:  # type
     assert budget.llm_engine.core.scheduler.max_num_batched_tokens == 96
     assert llm.generate(prompt, greedy, use_tqdm=False)[0].outputs[0].token_ids == \
         small.generate(prompt, greedy, use_tqdm=False)[0].outputs[0].token_ids
+
+
+def test_prefault_maps_every_page_in_on_all_cores() -> None:
+    """A prefaulted tensor is resident before its first write (pieces of POPULATE_PIECE bytes
+    faulted in on one thread per core), and reads as zeros."""
+    import resource
+
+    def rss() -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * resource.getpagesize()
+
+    shape = (5 * memory.POPULATE_PIECE // 4 + 1024,)  # five pieces and a partial sixth
+    nbytes = shape[0] * 4
+    before = rss()
+    t = memory.zeros(shape, torch.float32, prefault=True)
+    assert rss() - before >= 0.95 * nbytes
+    assert int(torch.count_nonzero(t)) == 0
+    lazy_before = rss()
+    lazy = memory.zeros(shape, torch.float32)
+    assert rss() - lazy_before < 0.1 * nbytes  # without prefault: mapped, not yet resident
+    lazy[-1] = 1.0
+    assert float(lazy.sum()) == 1.0

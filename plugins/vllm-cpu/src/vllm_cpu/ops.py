@@ -180,7 +180,7 @@ class CPUOps(Ops):
         biases_ok = all(
             b is None or (b.dtype == dtype and b.is_contiguous()) for b in (gate_up_bias, down_bias)
         )
-        if wp_gu is None or wp_d is None or not biases_ok or x.shape[-1] != hidden or x.dim() < 1:
+        if wp_gu is None or wp_d is None or not biases_ok or x.dim() == 0 or x.shape[-1] != hidden:
             return super().silu_mlp(x, gate_up_weight, down_weight, gate_up_bias, down_bias)
         x2 = x.reshape(-1, hidden)
         if x2.stride(-1) != 1:

@@ -231,7 +231,7 @@ def iter_gguf_weights(path: str, dtype: torch.dtype = torch.float32) -> Iterator
         ImportError: the ``gguf`` package is not installed.
     """
     gguf = _import_gguf()
-    reader = gguf.GGUFReader(path)
+    reader = _open_reader(path)
     arch = _architecture(reader, path)
     block_count = _field_value(reader, f"{arch}.block_count")
     num_layers = int(block_count) if block_count is not None else None
@@ -258,6 +258,22 @@ def num_gguf_tensors(path: str) -> int:
     Only reads the header (the tensor data is memory-mapped, not read); meant
     for sizing a progress bar.
     """
-    gguf = _import_gguf()
-    reader = gguf.GGUFReader(path)
+    reader = _open_reader(path, keep=True)
     return sum(1 for t in reader.tensors if t.name not in _SKIPPED_TENSORS)
+
+
+_kept_reader: dict[str, Any] = {}
+"""At most one reader, opened by ``num_gguf_tensors`` and taken by the ``iter_gguf_weights`` that
+follows: parsing the header (the tokenizer's 49k strings for SmolLM2) took ~3 s here."""
+
+
+def _open_reader(path: str, keep: bool = False) -> Any:
+    """A ``GGUFReader`` of ``path``: the kept one when there is one (taken out), else a new one;
+    with ``keep``, kept for the next call."""
+    reader = _kept_reader.pop(path, None)
+    if reader is None:
+        reader = _import_gguf().GGUFReader(path)
+    if keep:
+        _kept_reader.clear()
+        _kept_reader[path] = reader
+    return reader
