@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from vllm_core.attention.metadata import AttentionMetadata
 from vllm_core.platforms.ops import NATIVE_OPS
+from vllm_core.testing.conformance import silu_mlp_inputs
 
 pytest.importorskip("vllm_cpu")
 
@@ -248,13 +249,8 @@ def test_silu_mlp_equals_the_three_ops(ops: CPUOps, dtype_name: str, m: int, bia
     """Row tiles (192 rows) through gate/up, SiLU-and-mul and down give the three ops' result
     to the bit: same kernels, same rounding points; rows past a tile boundary included."""
     dtype = DTYPES[dtype_name]
-    g = torch.Generator().manual_seed(m)
-    hidden, inter = 96, 130
-    x = torch.randn(m, hidden, generator=g).to(dtype)
-    w_gu = (torch.randn(2 * inter, hidden, generator=g) / hidden**0.5).to(dtype)
-    w_d = (torch.randn(hidden, inter, generator=g) / inter**0.5).to(dtype)
-    b_gu = torch.randn(2 * inter, generator=g).to(dtype) if bias else None
-    b_d = torch.randn(hidden, generator=g).to(dtype) if bias else None
+    hidden = 96
+    x, w_gu, w_d, b_gu, b_d = silu_mlp_inputs(m, hidden, 130, dtype, bias, seed=m)
     fused = ops.silu_mlp(x, w_gu, w_d, b_gu, b_d)
     separate = ops.linear(ops.silu_and_mul(ops.linear(x, w_gu, b_gu)), w_d, b_d)
     assert fused.shape == (m, hidden) and fused.dtype == dtype

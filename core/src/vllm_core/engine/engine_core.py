@@ -45,7 +45,6 @@ class EngineCore:
         self.runner.logprobs_mode = config.model.logprobs_mode
         sc = config.scheduler
         budget = resolve_max_num_batched_tokens(sc, loaded.max_model_len, platform.default_max_num_batched_tokens)
-        sc = sc.model_copy(update={"max_num_batched_tokens": budget})
         self.kv_spec = size_kv_cache(
             config.cache, loaded, platform,
             profile=lambda: self.runner.profile_run(
@@ -60,7 +59,8 @@ class EngineCore:
         )
         async_scheduling = sc.async_scheduling if sc.async_scheduling is not None else platform.async_scheduling
         self.scheduler = Scheduler(
-            sc.model_copy(update={"async_scheduling": async_scheduling}), self.kv_cache_manager, loaded.max_model_len,
+            sc.model_copy(update={"async_scheduling": async_scheduling, "max_num_batched_tokens": budget}),
+            self.kv_cache_manager, loaded.max_model_len,
             ready=lambda req: self.runner.structured.is_ready(req.request_id),
         )
         self._in_flight: tuple[SchedulerOutput, PendingRunnerOutput] | None = None

@@ -304,6 +304,20 @@ def rotary_cos_sin_cache(head_size: int, max_positions: int, base: float = 10000
     return torch.cat((freqs.cos(), freqs.sin()), dim=-1)
 
 
+def silu_mlp_inputs(
+    num_tokens: int, hidden: int, inter: int, dtype: torch.dtype, bias: bool, seed: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """Random ``Ops.silu_mlp`` arguments (x, gate_up_weight, down_weight, gate_up_bias,
+    down_bias), weights scaled by 1/sqrt(fan-in) so outputs stay O(1)."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(num_tokens, hidden, generator=g).to(dtype)
+    w_gu = (torch.randn(2 * inter, hidden, generator=g) / hidden**0.5).to(dtype)
+    w_d = (torch.randn(hidden, inter, generator=g) / inter**0.5).to(dtype)
+    b_gu = torch.randn(2 * inter, generator=g).to(dtype) if bias else None
+    b_d = torch.randn(hidden, generator=g).to(dtype) if bias else None
+    return x, w_gu, w_d, b_gu, b_d
+
+
 class OpsConformance:
     """``platform.ops`` vs the native ``Ops``; inputs are cloned per call (ops may work in place)."""
 
@@ -391,14 +405,8 @@ class OpsConformance:
     def test_silu_mlp(self, conformance_platform: Platform, dtype_name: str, num_tokens: int, bias: bool) -> None:
         dtype = DTYPES[dtype_name]
         skip_unless_supported(conformance_platform, dtype)
-        g = torch.Generator().manual_seed(num_tokens)
-        hidden, inter = 64, 200
-        x = torch.randn(num_tokens, hidden, generator=g).to(dtype)
-        w_gu = (torch.randn(2 * inter, hidden, generator=g) / hidden**0.5).to(dtype)
-        w_d = (torch.randn(hidden, inter, generator=g) / inter**0.5).to(dtype)
-        b_gu = torch.randn(2 * inter, generator=g).to(dtype) if bias else None
-        b_d = torch.randn(hidden, generator=g).to(dtype) if bias else None
-        actual, expected = self._run(conformance_platform, "silu_mlp", x, w_gu, w_d, b_gu, b_d)
+        args = silu_mlp_inputs(num_tokens, 64, 200, dtype, bias, seed=num_tokens)
+        actual, expected = self._run(conformance_platform, "silu_mlp", *args)
         _assert_ops_close(actual, expected, "silu_mlp")
 
     @pytest.mark.parametrize("block_size", [8, 16])
