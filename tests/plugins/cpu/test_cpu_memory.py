@@ -110,3 +110,91 @@ def test_prefault_maps_every_page_in_on_all_cores() -> None:
     assert rss() - lazy_before < 0.1 * nbytes  # without prefault: mapped, not yet resident
     lazy[-1] = 1.0
     assert float(lazy.sum()) == 1.0
+
+
+def _rss() -> int:
+    import resource
+
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize()
+
+
+def test_reservation_hands_out_faulted_zeroed_tensors_and_releases_the_rest() -> None:
+    """Tensors come from the front of the reservation, aligned, zeroed, resident before their
+    first write and independent of each other; ``release`` stops the faulting and gives back the
+    pages nobody took, while the tensors handed out stay valid."""
+    nbytes = 3 * memory.POPULATE_PIECE + 4096
+    before = _rss()
+    r = memory.Reservation(nbytes)
+    a = r.take((1000, 3), torch.float32)
+    b = r.take((memory.POPULATE_PIECE // 2,), torch.bfloat16)  # 64-byte aligned after a's 12000 bytes
+    assert a is not None and b is not None
+    assert a.shape == (1000, 3) and b.dtype is torch.bfloat16
+    assert b.data_ptr() - a.data_ptr() == 12032 and b.data_ptr() % memory.ALIGN == 0
+    assert r.ready_bytes >= 12032 + memory.POPULATE_PIECE  # waited for its own pages
+    assert int(torch.count_nonzero(a)) == 0 and int(torch.count_nonzero(b)) == 0
+    a.fill_(1.0)
+    assert int(torch.count_nonzero(b)) == 0
+    assert r.take((nbytes,), torch.uint8) is None  # more than is left: the caller allocates itself
+    r.release()
+    assert r.take((16,), torch.uint8) is None  # released: nothing more is handed out
+    assert _rss() - before < nbytes // 2  # the untaken pages went back
+    assert float(a.sum()) == 3000.0 and int(torch.count_nonzero(b)) == 0
+    b[-1] = 2.0
+    del a, r
+    assert float(b[-1]) == 2.0  # a tensor keeps the mapping alive
+
+
+def test_reservation_faults_everything_in_when_nothing_takes() -> None:
+    nbytes = 2 * memory.POPULATE_PIECE + 8192
+    before = _rss()
+    r = memory.Reservation(nbytes)
+    t = r.take((nbytes,), torch.uint8)
+    assert t is not None and r.ready_bytes == nbytes
+    assert _rss() - before >= 0.95 * nbytes
+    r.release()
+    assert int(torch.count_nonzero(t)) == 0
+
+
+def test_engine_prepares_the_kv_cache_while_the_model_loads(tiny_models) -> None:  # type: ignore[no-untyped-def]
+    """With a byte budget (or the default sizing) the cpu platform sets it aside before the model
+    loads, the cache is carved from it, and its size is the budget; a block-count override
+    prepares nothing. Outputs equal either way."""
+    path, _ = tiny_models["llama"]
+    greedy = SamplingParams(temperature=0.0, max_tokens=6, ignore_eos=True, detokenize=False)
+    prompt = [{"prompt_token_ids": list(range(5, 40))}]
+    budget = 48 << 20
+    llm = LLM(path, device="cpu", max_model_len=256, kv_cache_memory_bytes=budget, use_tqdm_on_load=False,
+              skip_tokenizer_init=True)
+    core = llm.llm_engine.core
+    platform = llm.llm_engine.platform
+    assert platform._kv_reservation is None  # released once the cache was allocated
+    spec = core.kv_spec
+    assert spec.num_blocks == budget // spec.bytes_per_block
+    caches = core.runner.kv_caches
+    # one mapping, the layers back to back from its start
+    starts = [c.data_ptr() for c in caches]
+    assert starts == sorted(starts) and starts[1] - starts[0] == caches[0].numel() * caches[0].element_size()
+    fixed = LLM(path, device="cpu", max_model_len=256, num_gpu_blocks_override=spec.num_blocks,
+                use_tqdm_on_load=False, skip_tokenizer_init=True)
+    assert fixed.llm_engine.core.kv_spec.num_blocks == spec.num_blocks
+    assert llm.generate(prompt, greedy, use_tqdm=False)[0].outputs[0].token_ids == \
+        fixed.generate(prompt, greedy, use_tqdm=False)[0].outputs[0].token_ids
+
+
+def test_a_failed_start_releases_the_prepared_memory(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from vllm_core.errors import ModelLoadError
+
+    released = []
+    release = memory.Reservation.release
+
+    def recording_release(self: memory.Reservation) -> None:
+        released.append(self.nbytes)
+        release(self)
+
+    monkeypatch.setattr(memory.Reservation, "release", recording_release)
+    bad = tmp_path / "broken.gguf"
+    bad.write_bytes(b"not a gguf file")
+    with pytest.raises(ModelLoadError):
+        LLM(str(bad), device="cpu", kv_cache_memory_bytes=64 << 20, use_tqdm_on_load=False)
+    assert released == [64 << 20]

@@ -89,15 +89,10 @@ def _stats(core: Any) -> EngineStats:
 
 
 def _load(config: EngineConfig) -> tuple[Any, EngineInfo]:
-    from vllm_core.engine.engine_core import EngineCore
+    from vllm_core.engine.engine_core import start_engine_core
     from vllm_core.engine.llm_engine import eos_token_id_of
-    from vllm_core.model_executor.model_loader.loader import load_model
-    from vllm_core.platforms import resolve_platform
 
-    platform = resolve_platform(config.device.device)
-    platform.setup()
-    loaded = load_model(config.model, platform, use_tqdm=False)
-    core = EngineCore(config, platform, loaded)
+    platform, loaded, core = start_engine_core(config)
     info = EngineInfo(
         tokenizer=loaded.tokenizer,
         hf_config=loaded.hf_config,

@@ -14,7 +14,8 @@ from vllm_core.core.kv_cache_manager import KVCacheManager
 from vllm_core.core.sched_output import ModelRunnerOutput, SchedulerOutput
 from vllm_core.core.scheduler import Scheduler, resolve_max_num_batched_tokens
 from vllm_core.engine.core_types import EngineCoreOutput, EngineCoreRequest
-from vllm_core.model_executor.model_loader.loader import LoadedModel
+from vllm_core.model_executor.model_loader.loader import LoadedModel, load_model
+from vllm_core.platforms import resolve_platform
 from vllm_core.platforms.interface import Platform
 from vllm_core.request import Request, RequestStatus
 from vllm_core.worker.model_runner import ModelRunner, PendingRunnerOutput, size_kv_cache
@@ -32,10 +33,29 @@ def freeze_startup_heap() -> None:
     logger.debug("gc: %d start-up objects frozen", gc.get_freeze_count())
 
 
+def start_engine_core(config: EngineConfig, use_tqdm: bool = False) -> tuple[Platform, LoadedModel, EngineCore]:
+    """Resolve and set up the platform, load the model, build the core, in that order. The
+    platform learns the KV cache's config before the model loads (``prepare_kv_cache``), so it
+    can prepare that memory meanwhile; whatever it set aside and the cache did not take is
+    released once the core is built or the start failed."""
+    platform = resolve_platform(config.device.device)
+    platform.setup()
+    prepared = platform.prepare_kv_cache(config.cache)
+    try:
+        loaded = load_model(config.model, platform, use_tqdm=use_tqdm)
+        core = EngineCore(config, platform, loaded, prepared)
+    finally:
+        platform.kv_cache_allocated()
+    return platform, loaded, core
+
+
 class EngineCore:
     """Owns the KV cache, the scheduler and the model runner."""
 
-    def __init__(self, config: EngineConfig, platform: Platform, loaded: LoadedModel) -> None:
+    def __init__(
+        self, config: EngineConfig, platform: Platform, loaded: LoadedModel, prepared_kv_bytes: int | None = None
+    ) -> None:
+        """``prepared_kv_bytes``: what ``Platform.prepare_kv_cache`` set aside, the cache's budget."""
         from vllm_core.plugins import registry
 
         self.config = config
@@ -50,6 +70,7 @@ class EngineCore:
             profile=lambda: self.runner.profile_run(
                 budget, sc.max_num_seqs, config.cache.block_size or platform.default_block_size
             ),
+            prepared_bytes=prepared_kv_bytes,
         )
         self.runner.initialize_kv_cache(self.kv_spec)
         if not config.model.enforce_eager:

@@ -7,13 +7,11 @@ import logging
 from typing import Any
 
 from vllm_core.config import EngineConfig
-from vllm_core.engine.engine_core import EngineCore
+from vllm_core.engine.engine_core import start_engine_core
 from vllm_core.engine.input_processor import InputProcessor, PromptType
 from vllm_core.engine.output_processor import OutputProcessor, fan_out
 from vllm_core.errors import RequestError
-from vllm_core.model_executor.model_loader.loader import load_model
 from vllm_core.outputs import RequestOutput
-from vllm_core.platforms import resolve_platform
 from vllm_core.sampling_params import SamplingParams
 
 logger = logging.getLogger(__name__)
@@ -33,11 +31,8 @@ class LLMEngine:
 
     def __init__(self, config: EngineConfig, use_tqdm: bool = True) -> None:
         self.config = config
-        self.platform = resolve_platform(config.device.device)
-        self.platform.setup()
-        self.loaded = load_model(config.model, self.platform, use_tqdm=use_tqdm)
+        self.platform, self.loaded, self.core = start_engine_core(config, use_tqdm=use_tqdm)
         self.tokenizer = self.loaded.tokenizer
-        self.core = EngineCore(config, self.platform, self.loaded)
         self.max_model_len = self.loaded.max_model_len
         self.input_processor = InputProcessor(
             self.tokenizer, self.max_model_len, self.loaded.hf_config.vocab_size,

@@ -106,10 +106,24 @@ class Platform(ABC):
             return max(int(total * cache_config.gpu_memory_utilization) - used, 0)
         return min(int(free * cache_config.cpu_kv_cache_fraction), cache_config.cpu_kv_cache_max_bytes)
 
+    def prepare_kv_cache(self, cache_config: CacheConfig) -> int | None:
+        """Called once per engine start before the model loads. A platform that can size its KV
+        cache without the model may set that memory aside now and prepare it while the weights
+        load (the cpu plugin faults its pages in on background threads); it returns the bytes set
+        aside, which then are the cache's budget (``num_gpu_blocks_override`` still wins). None,
+        the default: nothing prepared, the cache is sized after loading as usual.
+        ``kv_cache_allocated`` always follows, also when the start fails."""
+        return None
+
+    def kv_cache_allocated(self) -> None:
+        """The engine's KV cache is allocated (or its start failed): release whatever
+        ``prepare_kv_cache`` set aside that ``allocate_kv_cache`` did not hand out."""
+
     def allocate_kv_cache(self, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
         """A zero-filled tensor for one layer's KV cache (``shape`` from the attention backend's
         ``kv_cache_shape``) on this platform's device. Platforms override it to place the cache
-        in memory that suits their kernels (large pages, a NUMA node)."""
+        in memory that suits their kernels (large pages, a NUMA node, memory prepared by
+        ``prepare_kv_cache``)."""
         return torch.zeros(shape, dtype=dtype, device=self.device())
 
     def to_host_async(self, tensor: torch.Tensor) -> Callable[[], list[int]]:

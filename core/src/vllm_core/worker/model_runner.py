@@ -50,8 +50,10 @@ def size_kv_cache(
     loaded: LoadedModel,
     platform: Platform,
     profile: Callable[[], int] | None = None,
+    prepared_bytes: int | None = None,
 ) -> KVCacheSpec:
-    """Blocks from ``num_gpu_blocks_override``, else ``kv_cache_memory_bytes``, else the platform.
+    """Blocks from ``num_gpu_blocks_override``, else the bytes the platform prepared before the
+    model loaded (``prepared_bytes``), else ``kv_cache_memory_bytes``, else the platform.
 
     On accelerators ``profile`` runs the largest step once and returns its peak activation
     bytes; the cache gets ``gpu_memory_utilization`` x total minus what is in use minus that peak.
@@ -61,7 +63,9 @@ def size_kv_cache(
     if cache_config.num_gpu_blocks_override is not None:
         num_blocks = cache_config.num_gpu_blocks_override
     else:
-        if cache_config.kv_cache_memory_bytes is not None:
+        if prepared_bytes is not None:
+            budget = prepared_bytes
+        elif cache_config.kv_cache_memory_bytes is not None:
             budget = cache_config.kv_cache_memory_bytes
         elif platform.is_accelerator and profile is not None:
             activation = profile()

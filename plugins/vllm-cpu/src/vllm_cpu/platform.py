@@ -5,7 +5,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 
@@ -13,6 +13,10 @@ from vllm_core.errors import ConfigError
 from vllm_core.platforms.interface import Platform
 from vllm_core.platforms.ops import Ops
 from vllm_core.platforms.reference import cpu_memory_info
+
+if TYPE_CHECKING:
+    from vllm_core.config import CacheConfig
+    from vllm_cpu import memory
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +81,10 @@ class CPUPlatform(Platform):
     paged in (the first 8192-token prefill of W1 faulted 2.3 GB in, ~2 s); 2048 measured W1
     float32 35.9 s against 37.4-38.0 s, alternating."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._kv_reservation: memory.Reservation | None = None
+
     @classmethod
     def is_available(cls) -> str | None:
         # Every PyTorch build runs on the CPU.
@@ -88,14 +96,39 @@ class CPUPlatform(Platform):
     def capabilities(self) -> frozenset[str]:
         return frozenset({"cpu"})
 
-    def allocate_kv_cache(self, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
-        """Zeros from ``vllm_cpu.memory``: a mapping of its own, every page faulted in now on all
-        cores (on transparent huge pages when ``VLLM_CPU_HUGE_PAGES=1``). Faulting them in as
-        blocks are first written would spread the cost over the first runs instead: the block
-        pool hands out unused blocks first, so each W1 run touched another ~1.1 GiB (217k faults
-        in a second run, against ~1k with the cache faulted in)."""
+    def prepare_kv_cache(self, cache_config: CacheConfig) -> int | None:
+        """Set the cache's budget aside (``kv_cache_memory_bytes``, else the default sizing) in a
+        ``memory.Reservation`` whose pages background threads fault in while the model loads;
+        None (nothing prepared) with ``num_gpu_blocks_override`` or a budget under 4 MiB."""
         from vllm_cpu import memory
 
+        self.kv_cache_allocated()
+        if cache_config.num_gpu_blocks_override is not None:
+            return None
+        nbytes = cache_config.kv_cache_memory_bytes or self.kv_cache_bytes(cache_config, 0)
+        if nbytes < memory.MIN_BYTES:
+            return None
+        self._kv_reservation = memory.Reservation(nbytes)
+        return nbytes
+
+    def kv_cache_allocated(self) -> None:
+        reservation, self._kv_reservation = self._kv_reservation, None
+        if reservation is not None:
+            reservation.release()
+
+    def allocate_kv_cache(self, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+        """Zeros with every page faulted in before the first step: from the reservation of
+        ``prepare_kv_cache`` when there is one, else a mapping of its own faulted in now on all
+        cores (``vllm_cpu.memory``; transparent huge pages when ``VLLM_CPU_HUGE_PAGES=1``).
+        Faulting pages in as blocks are first written would spread the cost over the first runs
+        instead: the block pool hands out unused blocks first, so each W1 run touched another
+        ~1.1 GiB (217k faults in a second run, against ~1k with the cache faulted in)."""
+        from vllm_cpu import memory
+
+        if self._kv_reservation is not None:
+            cache = self._kv_reservation.take(shape, dtype)
+            if cache is not None:
+                return cache
         return memory.zeros(shape, dtype, prefault=True)
 
     def supported_dtypes(self) -> tuple[torch.dtype, ...]:

@@ -3,8 +3,8 @@
 GGUF files written by llama.cpp's ``convert_hf_to_gguf.py`` use llama.cpp
 tensor names and layouts. This module turns them back into the parameter names
 and layouts of the Hugging Face ``transformers`` implementation, one tensor at
-a time (the file is memory-mapped by :class:`gguf.GGUFReader`; only the tensor
-being converted is materialised).
+a time (the file is memory-mapped by :class:`~.gguf_file.GGUFFile`; only the
+tensor being converted is materialised).
 
 Name map (``N`` is the decoder layer index)::
 
@@ -57,6 +57,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from vllm_core.model_executor.model_loader.gguf_file import GGUFFile, GGUFTensor
 
 __all__ = [
     "SUPPORTED_GGUF_ARCHITECTURES",
@@ -120,19 +122,16 @@ def _import_gguf() -> Any:
     return gguf
 
 
-def _field_value(reader: Any, key: str) -> Any:
+def _field_value(reader: GGUFFile, key: str) -> Any:
     """Return the value of metadata field ``key`` (``None`` if absent).
 
     Scalars are returned as Python scalars, strings as ``str`` and arrays as
     lists.
     """
-    field = reader.get_field(key)
-    if field is None:
-        return None
-    return field.contents()
+    return reader.fields.get(key)
 
 
-def _architecture(reader: Any, path: str) -> str:
+def _architecture(reader: GGUFFile, path: str) -> str:
     value = _field_value(reader, "general.architecture")
     if value is None:
         raise ValueError(f"GGUF file {path!r} has no 'general.architecture' metadata field.")
@@ -145,7 +144,7 @@ def _architecture(reader: Any, path: str) -> str:
     return arch
 
 
-def _head_count(reader: Any, key: str, layer: int) -> int:
+def _head_count(reader: GGUFFile, key: str, layer: int) -> int:
     """Read a head count that may be a scalar or a per-layer array."""
     value = _field_value(reader, key)
     if value is None:
@@ -191,8 +190,8 @@ def reverse_rope_permute(weight: torch.Tensor, n_head: int) -> torch.Tensor:
     return weight.reshape(n_head, half, 2, *rest).transpose(1, 2).reshape(weight.shape).contiguous()
 
 
-def _to_torch(tensor: Any, gguf: Any) -> torch.Tensor:
-    """Dequantize one :class:`gguf.ReaderTensor` into a PyTorch-shaped tensor.
+def _to_torch(tensor: GGUFTensor, gguf: Any) -> torch.Tensor:
+    """Dequantize one :class:`~.gguf_file.GGUFTensor` into a PyTorch-shaped tensor.
 
     F32/F16 stay in their own dtype (copied out of the memory map), BF16 is
     reinterpreted bit-for-bit, everything else goes through
@@ -200,7 +199,7 @@ def _to_torch(tensor: Any, gguf: Any) -> torch.Tensor:
     """
     qtype = tensor.tensor_type
     types = gguf.GGMLQuantizationType
-    shape = tuple(int(d) for d in reversed(tensor.shape.tolist()))
+    shape = tuple(reversed(tensor.shape))
     data = tensor.data
     if qtype == types.F32 or qtype == types.F16:
         out = torch.from_numpy(np.array(data, copy=True))
@@ -262,17 +261,17 @@ def num_gguf_tensors(path: str) -> int:
     return sum(1 for t in reader.tensors if t.name not in _SKIPPED_TENSORS)
 
 
-_kept_reader: dict[str, Any] = {}
+_kept_reader: dict[str, GGUFFile] = {}
 """At most one reader, opened by ``num_gguf_tensors`` and taken by the ``iter_gguf_weights`` that
-follows: parsing the header (the tokenizer's 49k strings for SmolLM2) took ~3 s here."""
+follows, so the header is parsed once per load."""
 
 
-def _open_reader(path: str, keep: bool = False) -> Any:
-    """A ``GGUFReader`` of ``path``: the kept one when there is one (taken out), else a new one;
+def _open_reader(path: str, keep: bool = False) -> GGUFFile:
+    """A ``GGUFFile`` of ``path``: the kept one when there is one (taken out), else a new one;
     with ``keep``, kept for the next call."""
     reader = _kept_reader.pop(path, None)
     if reader is None:
-        reader = _import_gguf().GGUFReader(path)
+        reader = GGUFFile(path)
     if keep:
         _kept_reader.clear()
         _kept_reader[path] = reader
