@@ -609,7 +609,8 @@ static inline __m512 load_kv(const void *base, long off, int is_bf16) {
 }
 
 /* Pull the rows of tokens [t, t + cnt) of the heads at head_off (span bytes each) into L1 in
- * address order just before they are used. Measured here (a 660 MB cache, 2 MiB pages): the
+ * address order just before they are used (tasks of one KV head, whose rows are not whole; tasks
+ * of whole rows prefetch the next chunk while they work, see next_chunk_lines). Measured here (a 660 MB cache, 2 MiB pages): the
  * per-head pass that follows reads 256 of every 768 bytes and draws 12 GB/s from memory alone,
  * 21 GB/s after this sweep with 128-token blocks; prefetching further ahead was slower. */
 static inline void sweep_rows(const void *cache, long base, int cnt, long tok_stride, int span, int es) {
@@ -622,12 +623,32 @@ static inline void sweep_rows(const void *cache, long base, int cnt, long tok_st
     }
 }
 
+/* The lines of the chunk that starts at token t (at most 16 tokens, within one block) when a
+ * task reads whole token rows (span == a row): the kernels spread prefetches of them over the
+ * work on the current chunk, a few per row, so memory streams while they compute. Issued all at
+ * once (sweep_rows) a burst of 192 prefetches fills the miss buffers and stalls the core: W1-like
+ * decode (64 sequences of ~224 tokens, fp32, 3 KV heads) took 1.6 ms a layer that way and 1.07
+ * ms spread (memory alone reads it in 0.5-0.8). NULL when there is no next chunk or the rows are
+ * not whole (then the caller sweeps the current chunk). Prefetching two or three chunks ahead
+ * measured no better. */
+static inline const char *next_chunk_lines(const void *cache, const int32_t *bt, int t, int L, int bs,
+                                           long blk_stride, long tok_stride, long head_off, int span, int es,
+                                           int *lines) {
+    *lines = 0;
+    if (t >= L || span != tok_stride * es) return NULL;
+    const int in_blk = t % bs, n = bs - in_blk < 16 ? bs - in_blk : 16, cnt = L - t < n ? L - t : n;
+    *lines = (int)(((long)cnt * span + 63) / 64);
+    return (const char *)cache + ((long)bt[t / bs] * blk_stride + (long)in_blk * tok_stride + head_off) * es;
+}
+
 /* Scores of G query heads (scaled, float32 in q) against cnt <= 16 keys of one head starting at
  * k + base (rows tok_stride apart); D16 is a compile-time constant in the specialised copies. */
 static inline __attribute__((always_inline)) void score16(
     const int D16, const float *q, int G, const void *k, long base, long tok_stride, int cnt, int is_bf16,
-    float *scores, long ld_scores) {
+    float *scores, long ld_scores, const char *pf, int pf_lines) {
     const __mmask16 m = (__mmask16)((1u << cnt) - 1);
+    const int per_row = (pf_lines + 16 * G - 1) / (16 * G);  /* pf_lines prefetches over 16 * G rows */
+    int pi = 0;
     for (int g = 0; g < G; g++) {
         __m512 qv[16];
         for (int c = 0; c < D16; c++) qv[c] = _mm512_loadu_ps(q + (long)g * D16 * 16 + 16 * c);
@@ -637,6 +658,7 @@ static inline __attribute__((always_inline)) void score16(
 #pragma GCC unroll 16
         for (int i = 0; i < 16; i++) {
             const long row = base + (i < cnt ? i : cnt - 1) * tok_stride;
+            for (int r = 0; r < per_row && pi < pf_lines; r++, pi++) _mm_prefetch(pf + 64L * pi, _MM_HINT_T0);
             acc[i] = _mm512_mul_ps(qv[0], load_kv(k, row, is_bf16));
 #pragma GCC unroll 16
             for (int c = 1; c < D16; c++) acc[i] = _mm512_fmadd_ps(qv[c], load_kv(k, row + 16 * c, is_bf16), acc[i]);
@@ -650,12 +672,15 @@ static inline __attribute__((always_inline)) void score16(
  * is loaded once for all G heads; otherwise head by head. */
 static inline __attribute__((always_inline)) void accumulate_values(
     const int D16, const int GC, float *o, int G, const float *p, long ld_p, const void *v, long base,
-    long tok_stride, int cnt, const int is_bf16) {
+    long tok_stride, int cnt, const int is_bf16, const char *pf, int pf_lines) {
+    const int per_row = (pf_lines + cnt - 1) / cnt;  /* pf_lines prefetches over the cnt value rows */
+    int pi = 0;
     if (GC > 0) {
         __m512 acc[4][16];
         for (int g = 0; g < GC; g++)
             for (int c = 0; c < D16; c++) acc[g][c] = _mm512_loadu_ps(o + (long)(g * D16 + c) * 16);
         for (int i = 0; i < cnt; i++) {
+            for (int r = 0; r < per_row && pi < pf_lines; r++, pi++) _mm_prefetch(pf + 64L * pi, _MM_HINT_T0);
             __m512 vv[16];
             for (int c = 0; c < D16; c++) vv[c] = load_kv(v, base + i * tok_stride + 16 * c, is_bf16);
             for (int g = 0; g < GC; g++) {
@@ -672,6 +697,8 @@ static inline __attribute__((always_inline)) void accumulate_values(
         float *og = o + (long)g * D16 * 16;
         for (int c = 0; c < D16; c++) acc[c] = _mm512_loadu_ps(og + 16 * c);
         for (int i = 0; i < cnt; i++) {
+            if (g == 0)
+                for (int r = 0; r < per_row && pi < pf_lines; r++, pi++) _mm_prefetch(pf + 64L * pi, _MM_HINT_T0);
             const __m512 pv = _mm512_set1_ps(p[g * ld_p + i]);
             for (int c = 0; c < D16; c++)
                 acc[c] = _mm512_fmadd_ps(pv, load_kv(v, base + i * tok_stride + 16 * c, is_bf16), acc[c]);
@@ -707,10 +734,16 @@ static inline __attribute__((always_inline)) void decode_attn_heads(const int D1
     for (int t0 = 0; t0 < L;) {
         const int in_blk = t0 % bs, n = bs - in_blk < 16 ? bs - in_blk : 16, cnt = L - t0 < n ? L - t0 : n;
         const long base = (long)bt[t0 / bs] * blk_stride + (long)in_blk * tok_stride;
-        sweep_rows(a->kc, base + head_off, cnt, tok_stride, span, es);
-        for (int h = 0; h < nh; h++)
+        int pf_lines = 0;
+        const char *pf = next_chunk_lines(a->kc, bt, t0 + cnt, L, bs, blk_stride, tok_stride, head_off, span, es,
+                                          &pf_lines);
+        if (!pf) sweep_rows(a->kc, base + head_off, cnt, tok_stride, span, es);
+        const int per = (pf_lines + nh - 1) / nh;
+        for (int h = 0; h < nh; h++) {
+            const int lo = h * per, n_h = pf_lines - lo < per ? pf_lines - lo : per;
             score16(D16, qf + (long)h * G * D, G, a->kc, base + (long)(hk0 + h) * D, tok_stride, cnt, is_bf16,
-                    scores + (long)h * G * Lp + t0, Lp);
+                    scores + (long)h * G * Lp + t0, Lp, pf ? pf + 64L * lo : NULL, n_h > 0 ? n_h : 0);
+        }
         t0 += cnt;
     }
     /* softmax of each query head's scores (normalised at the end) */
@@ -735,10 +768,17 @@ static inline __attribute__((always_inline)) void decode_attn_heads(const int D1
     for (int t0 = 0; t0 < L;) {
         const int in_blk = t0 % bs, n = bs - in_blk < 16 ? bs - in_blk : 16, cnt = L - t0 < n ? L - t0 : n;
         const long base = (long)bt[t0 / bs] * blk_stride + (long)in_blk * tok_stride;
-        sweep_rows(a->vc, base + head_off, cnt, tok_stride, span, es);
-        for (int h = 0; h < nh; h++)
+        int pf_lines = 0;
+        const char *pf = next_chunk_lines(a->vc, bt, t0 + cnt, L, bs, blk_stride, tok_stride, head_off, span, es,
+                                          &pf_lines);
+        if (!pf) sweep_rows(a->vc, base + head_off, cnt, tok_stride, span, es);
+        const int per = (pf_lines + nh - 1) / nh;
+        for (int h = 0; h < nh; h++) {
+            const int lo = h * per, n_h = pf_lines - lo < per ? pf_lines - lo : per;
             accumulate_values(D16, GC, o + (long)h * G * D, G, scores + (long)h * G * Lp + t0, Lp, a->vc,
-                              base + (long)(hk0 + h) * D, tok_stride, cnt, is_bf16);
+                              base + (long)(hk0 + h) * D, tok_stride, cnt, is_bf16, pf ? pf + 64L * lo : NULL,
+                              n_h > 0 ? n_h : 0);
+        }
         t0 += cnt;
     }
     for (int j = 0; j < nh * G; j++) {
