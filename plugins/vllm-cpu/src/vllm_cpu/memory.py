@@ -7,6 +7,9 @@ instead of 23 on one core, scattered 96 KB KV blocks at 24 GB/s instead of 19; b
 workloads moved within noise (W1 float32 277/292 vs 267/288 tok/s, W3 22.4 vs 22.8 ms), while
 faulting 4 GiB of huge pages in after the model had loaded took 9 s instead of 1.7 s (the kernel
 compacts memory to find them). So it is off by default.
+
+``Reservation`` sets memory aside before it is needed and faults it in on background threads:
+the cpu platform's KV cache, while the model loads.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import logging
 import mmap
 import os
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
@@ -72,8 +76,9 @@ POPULATE_PIECE = 64 << 20
 """Bytes per ``madvise`` call of ``_populate`` (a multiple of 2 MiB, so huge pages stay whole)."""
 
 
-def _madvise() -> ctypes._CFuncPtr | None:  # type: ignore[name-defined]
-    """libc's ``madvise`` through ctypes (which releases the GIL), None where there is no libc."""
+def _madvise() -> Callable[[int, int, int], int] | None:
+    """libc's ``madvise(addr, length, advice)`` through ctypes (which releases the GIL), None
+    where there is no libc."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
     except OSError:
