@@ -151,7 +151,7 @@ def test_paged_decode_attention_matches_sdpa(
     dtype = DTYPES[dtype_name]
     q, kc, vc, md = _decode_case(dtype, hq, hk, d, bs, lens, seed=hq + d + bs)
     out = torch.full((len(lens), hq, d), float("nan"), dtype=dtype)
-    paged_decode_attention(kernels, q, kc, vc, md, len(lens), d**-0.5, out)
+    paged_decode_attention(kernels.lib, q, kc, vc, md, len(lens), d**-0.5, out)
     want = decode_attention(q, kc, vc, md.block_tables, md.seq_lens, max(lens), d**-0.5)
     torch.testing.assert_close(out.float(), want, **TOL[dtype])
 

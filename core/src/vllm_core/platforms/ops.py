@@ -18,6 +18,11 @@ class Ops:
         """``x @ weight^T + bias``. x: [..., in]; weight: [out, in] -> [..., out]."""
         return F.linear(x, weight, bias)
 
+    def embedding(self, input_ids: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """Rows of ``weight`` [vocab, hidden] at ``input_ids`` (int64) -> [..., hidden]; an id
+        outside ``[0, vocab)`` raises ``IndexError``."""
+        return F.embedding(input_ids, weight)
+
     def rms_norm(self, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
         """``x * rsqrt(mean(x^2) + eps) * weight`` with float32 statistics. x: [..., hidden]."""
         dtype = x.dtype

@@ -332,6 +332,19 @@ class OpsConformance:
         platform.synchronize()
         return actual, getattr(NATIVE_OPS, op)(*cloned)
 
+    @pytest.mark.parametrize("dtype_name", list(DTYPES))
+    def test_embedding(self, conformance_platform: Platform, dtype_name: str) -> None:
+        dtype = DTYPES[dtype_name]
+        skip_unless_supported(conformance_platform, dtype)
+        g = torch.Generator().manual_seed(3)
+        table = torch.randn(300, 96, generator=g).to(dtype)
+        ids = torch.tensor([0, 299, 17, 17, 5, 128, 3])
+        actual, expected = self._run(conformance_platform, "embedding", ids, table)
+        assert torch.equal(actual.cpu(), expected), "embedding: rows differ from F.embedding's"
+        if conformance_platform.device().type == "cpu":  # on a GPU a bad id is a device-side assert
+            with pytest.raises(IndexError):
+                conformance_platform.ops.embedding(torch.tensor([1, 300]), table)
+
     @pytest.mark.parametrize("hidden", [64, 1000])
     @pytest.mark.parametrize("dtype_name", list(DTYPES))
     def test_rms_norm(self, conformance_platform: Platform, dtype_name: str, hidden: int) -> None:

@@ -1,8 +1,11 @@
-"""The ``GraphRunner`` interface: replay captured device graphs for decode batches.
+"""The ``GraphRunner`` interface: replay captured graphs for decode batches.
 
-A platform that can capture graphs (CUDA, HIP) returns one from ``Platform.make_graph_runner``;
-the model runner asks it first and runs eagerly when it declines (prefills, batches larger than
-the largest captured size, ``enforce_eager``).
+A platform that can capture graphs (CUDA graphs; the CPU platform's recorded kernel plans)
+returns one from ``Platform.make_graph_runner``; the model runner asks it first and runs eagerly
+when it declines (prefills, batches larger than the largest captured size, ``enforce_eager``).
+
+``DecodeBuffers`` holds what every such runner needs: persistent input buffers that a captured
+graph reads, the batch-size buckets, and the copy of one step's inputs into them.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from abc import ABC, abstractmethod
 
 import torch
 
+from vllm_core.attention.metadata import AttentionMetadata
 from vllm_core.worker.input_batch import ModelInputs
 
 
@@ -30,3 +34,68 @@ class GraphRunner(ABC):
     @abstractmethod
     def captured_sizes(self) -> list[int]:
         """Batch sizes with a captured graph."""
+
+
+def batch_buckets(max_num_seqs: int, limit: int | None = None) -> list[int]:
+    """1, 2, 4, 8, then every 16 up to ``max_num_seqs`` (which is always included), or up to
+    ``limit`` when that is smaller."""
+    top = max_num_seqs if limit is None else min(max_num_seqs, limit)
+    sizes = [s for s in (1, 2, 4, 8) if s <= top]
+    sizes += list(range(16, top + 1, 16))
+    if top not in sizes:
+        sizes.append(top)
+    return sorted(set(sizes))
+
+
+class DecodeBuffers:
+    """Persistent decode inputs for ``sizes[-1]`` rows, read by every captured bucket.
+
+    A batch of ``n`` decode rows is copied in by ``load`` and runs as the smallest bucket
+    ``>= n``; the padded rows are made harmless: ``slot_mapping = -1`` (the KV write skips them)
+    and ``seq_len = 1`` (their attention reads one valid slot of block 0).
+    """
+
+    def __init__(self, sizes: list[int], max_model_len: int, block_size: int, device: torch.device) -> None:
+        self.sizes = sizes
+        self.block_size = block_size
+        self.max_model_len = max_model_len
+        self.max_blocks = -(-max_model_len // block_size)
+        n = sizes[-1]
+        self.input_ids = torch.zeros(n, dtype=torch.int64, device=device)
+        self.positions = torch.zeros(n, dtype=torch.int64, device=device)
+        self.slot_mapping = torch.full((n,), -1, dtype=torch.int64, device=device)
+        self.block_tables = torch.zeros(n, self.max_blocks, dtype=torch.int32, device=device)
+        self.seq_lens = torch.ones(n, dtype=torch.int32, device=device)
+        self.query_start_loc = torch.arange(n + 1, dtype=torch.int32, device=device)
+
+    def metadata(self, bs: int) -> AttentionMetadata:
+        """The metadata a bucket of ``bs`` rows is captured with (views of the buffers)."""
+        return AttentionMetadata(
+            slot_mapping=self.slot_mapping[:bs],
+            block_tables=self.block_tables[:bs],
+            seq_lens=self.seq_lens[:bs],
+            query_start_loc=self.query_start_loc[: bs + 1],
+            seq_lens_cpu=[self.max_model_len] * bs,  # upper bounds: never read on the decode path
+            query_start_loc_cpu=list(range(bs + 1)),
+            max_query_len=1,
+            max_seq_len=self.max_model_len,
+            num_decodes=bs,
+            block_size=self.block_size,
+        )
+
+    def load(self, inputs: ModelInputs) -> int | None:
+        """Copy a pure-decode batch into the buffers and return its bucket, or None (prefill or
+        mixed rows, more rows than the largest bucket, a wider block table)."""
+        md = inputs.metadata
+        n = md.num_reqs
+        if md.num_decodes != n or n > self.sizes[-1] or md.block_tables.shape[1] > self.max_blocks:
+            return None
+        bs = next(s for s in self.sizes if s >= n)
+        self.input_ids[:n].copy_(inputs.input_ids, non_blocking=True)
+        self.positions[:n].copy_(inputs.positions, non_blocking=True)
+        self.slot_mapping[:n].copy_(md.slot_mapping, non_blocking=True)
+        self.slot_mapping[n:bs].fill_(-1)
+        self.block_tables[:n, : md.block_tables.shape[1]].copy_(md.block_tables, non_blocking=True)
+        self.seq_lens[:n].copy_(md.seq_lens, non_blocking=True)
+        self.seq_lens[n:bs].fill_(1)
+        return bs

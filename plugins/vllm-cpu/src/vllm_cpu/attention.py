@@ -16,7 +16,7 @@ values run in float32 whatever the cache dtype, as in the reference; the result 
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -104,7 +104,7 @@ def prefill_attention(
 
 
 def paged_decode_attention(
-    kernels: Kernels,
+    lib: Any,
     query: torch.Tensor,
     key_cache: torch.Tensor,
     value_cache: torch.Tensor,
@@ -115,7 +115,7 @@ def paged_decode_attention(
 ) -> None:
     """Decode rows through the C kernel: each row's keys and values are read in place from its
     blocks (no gathered copy of the history). query: [>= num_decodes, Hq, D], rows strided, heads
-    contiguous; writes out[:num_decodes]."""
+    contiguous; writes out[:num_decodes]. ``lib``: the ops' kernel library (``CPUOps.lib``)."""
     if query.stride(2) != 1 or query.stride(1) != query.shape[2]:
         query = query.contiguous()
     tables = metadata.block_tables
@@ -125,7 +125,7 @@ def paged_decode_attention(
     if seq_lens.dtype != torch.int32 or not seq_lens.is_contiguous():
         seq_lens = seq_lens.to(torch.int32).contiguous()
     hq, d = query.shape[1], query.shape[2]
-    kernels.lib.vc_decode_attention(
+    lib.vc_decode_attention(
         query.data_ptr(), query.stride(0), key_cache.data_ptr(), value_cache.data_ptr(), tables.data_ptr(),
         tables.shape[1], seq_lens.data_ptr(), out.data_ptr(), out.stride(0), num_decodes, hq, key_cache.shape[2],
         d, key_cache.shape[1], scale, query.dtype == torch.bfloat16,
@@ -162,8 +162,9 @@ class CPUAttentionBackend(AttentionBackend):
         out = torch.empty(query.shape, dtype=query.dtype)
         nd = metadata.num_decodes
         kernels: Kernels | None = getattr(self.ops, "kernels", None)
-        if nd and kernels is not None and query.dtype in KERNEL_DTYPES and key_cache.dtype == query.dtype:
-            paged_decode_attention(kernels, query, key_cache, value_cache, metadata, nd, self.scale, out)
+        lib = getattr(self.ops, "lib", None)  # CPUOps' library, or the recorder of a plan capture
+        if nd and lib is not None and query.dtype in KERNEL_DTYPES and key_cache.dtype == query.dtype:
+            paged_decode_attention(lib, query, key_cache, value_cache, metadata, nd, self.scale, out)
         elif nd:
             max_len = max(metadata.seq_lens_cpu[:nd])
             out[:nd] = decode_attention(

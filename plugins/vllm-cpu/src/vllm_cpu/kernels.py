@@ -60,7 +60,17 @@ SIGNATURES: dict[str, tuple[list[type], type | None]] = {
     "vc_silu_and_mul": ([_P, _P, _I, _I, _I], None),
     "vc_argmax_rows": ([_P, _L, _I, _I, _P], None),
     "vc_silu_mlp": ([_P, _L, _P, _P, _P, _P, _P, _L, _I, _I, _I, _I, _P, _I], None),
+    "vc_embedding": ([_P, _I, _P, _L, _L, _P], _I),
+    "vc_head_rms_norm": ([_P, _L, _P, _P, _I, _I, _I, _F, _I], None),
+    "vc_plan_max_args": ([], _I),
+    "vc_plan_kinds": ([], _I),
+    "vc_plan_run": ([_P, _I], _I),
 }
+PLAN_KINDS = (
+    "vc_linear_packed", "vc_rms_norm", "vc_rotary", "vc_cache_write", "vc_decode_attention", "vc_silu_and_mul",
+    "vc_silu_mlp", "vc_embedding", "vc_head_rms_norm",
+)
+"""The kernels a recorded plan can hold (``vllm_cpu.plan``), in the order of ``vc_plan_run``'s kinds."""
 
 
 def cpu_flags() -> set[str]:

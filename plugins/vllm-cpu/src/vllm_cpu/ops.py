@@ -43,7 +43,9 @@ class CPUOps(Ops):
 
     def __init__(self, kernels: Kernels | None = None) -> None:
         self.kernels = kernels
-        self._lib = kernels.lib if kernels is not None else None
+        self.lib = kernels.lib if kernels is not None else None
+        """The kernels' ctypes library, through which every kernel call of these ops goes (a
+        ``vllm_cpu.plan`` recorder stands in for it while a plan is captured)."""
         self._packed: dict[int, tuple[weakref.ref[torch.Tensor], torch.Tensor | None]] = {}
         self._packed_bytes = 0
         self._pack_max_bytes = int(os.environ.get(ENV_PACK_MAX_BYTES, "") or DEFAULT_PACK_MAX_BYTES)
@@ -60,7 +62,7 @@ class CPUOps(Ops):
             x2 = x2.contiguous()
         m = x2.shape[0]
         y = torch.empty(m, n, dtype=x.dtype)
-        self._lib.vc_linear_packed(  # type: ignore[union-attr]
+        self.lib.vc_linear_packed(  # type: ignore[union-attr]
             x2.data_ptr(), x2.stride(0), packed.data_ptr(), None if bias is None else bias.data_ptr(),
             y.data_ptr(), n, m, n, k, x.dtype == torch.bfloat16,
         )
@@ -74,7 +76,7 @@ class CPUOps(Ops):
             return entry[1]
         packed = None
         if (
-            self._lib is not None and weight.dtype in _KERNEL_DTYPES and weight.dim() == 2
+            self.lib is not None and weight.dtype in _KERNEL_DTYPES and weight.dim() == 2
             and weight.is_contiguous() and (weight.dtype != torch.bfloat16 or weight.shape[1] % 2 == 0)
         ):
             size = weight.numel() * weight.element_size()
@@ -89,10 +91,27 @@ class CPUOps(Ops):
         self._packed[id(weight)] = (weakref.ref(weight), packed)
         return packed
 
+    def embedding(self, input_ids: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        lib = self.lib
+        if lib is None or input_ids.dtype != torch.int64 or not input_ids.is_contiguous() or not weight.is_contiguous():
+            return F.embedding(input_ids, weight)
+        out = torch.empty(*input_ids.shape, weight.shape[1], dtype=weight.dtype)
+        row_bytes = weight.shape[1] * weight.element_size()
+        bad = lib.vc_embedding(input_ids.data_ptr(), input_ids.numel(), weight.data_ptr(), weight.shape[0], row_bytes, out.data_ptr())
+        if bad:
+            return F.embedding(input_ids, weight)  # raises IndexError naming the id
+        return out
+
+    def keep_alive(self) -> list[torch.Tensor]:
+        """Buffers of this instance that kernel calls point into besides their arguments' own
+        tensors (the scratch of ``silu_mlp``): a recorded plan holds them, as the instance may
+        replace them later."""
+        return [self._scratch_buf]
+
     # ------------------------------------------------------------------------- elementwise
     def _rows(self, x: torch.Tensor, weight: torch.Tensor) -> tuple[int, int] | None:
         """(rows, elements between rows) when the C kernels can take x, else None."""
-        if self._lib is None or x.dtype not in _KERNEL_DTYPES or weight.dtype != x.dtype or x.stride(-1) != 1:
+        if self.lib is None or x.dtype not in _KERNEL_DTYPES or weight.dtype != x.dtype or x.stride(-1) != 1:
             return None
         if x.dim() == 1:
             return 1, x.shape[0]
@@ -104,7 +123,7 @@ class CPUOps(Ops):
         rows = self._rows(x, weight)
         if rows is not None:
             out = torch.empty(x.shape, dtype=x.dtype)
-            self._lib.vc_rms_norm(  # type: ignore[union-attr]
+            self.lib.vc_rms_norm(  # type: ignore[union-attr]
                 x.data_ptr(), rows[1], None, weight.data_ptr(), out.data_ptr(), rows[0], x.shape[-1], eps,
                 x.dtype == torch.bfloat16,
             )
@@ -126,7 +145,7 @@ class CPUOps(Ops):
         out = torch.empty(x.shape, dtype=x.dtype)
         # The sum goes into residual in place: the layer passes its own buffer and keeps only the
         # returned one, so no new [T, hidden] tensor per layer.
-        self._lib.vc_rms_norm(  # type: ignore[union-attr]
+        self.lib.vc_rms_norm(  # type: ignore[union-attr]
             x.data_ptr(), rows[1], residual.data_ptr(), weight.data_ptr(), out.data_ptr(), rows[0], x.shape[-1],
             eps, x.dtype == torch.bfloat16,
         )
@@ -139,7 +158,7 @@ class CPUOps(Ops):
         k: torch.Tensor,
         cos_sin_cache: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        lib = self._lib
+        lib = self.lib
         if (
             lib is None or q.dtype not in _KERNEL_DTYPES or k.dtype != q.dtype or q.dim() != 3 or k.dim() != 3
             or q.stride(2) != 1 or k.stride(2) != 1 or q.stride(1) != q.shape[2] or k.stride(1) != k.shape[2]
@@ -154,11 +173,38 @@ class CPUOps(Ops):
         )
         return q, k
 
+    def qk_norm_rotary(
+        self,
+        positions: torch.Tensor,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        q_weight: torch.Tensor,
+        k_weight: torch.Tensor,
+        eps: float,
+        cos_sin_cache: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Three C calls: the per-head norms of q and k into new contiguous tensors, then the
+        rotary embedding on those, in place."""
+        lib = self.lib
+        if (
+            lib is None or q.dtype not in _KERNEL_DTYPES or k.dtype != q.dtype or q.dim() != 3 or k.dim() != 3
+            or q_weight.dtype != q.dtype or k_weight.dtype != q.dtype
+            or q.stride(2) != 1 or k.stride(2) != 1 or q.stride(1) != q.shape[2] or k.stride(1) != k.shape[2]
+            or positions.dtype != torch.int64 or cos_sin_cache.dtype != torch.float32
+        ):
+            return super().qk_norm_rotary(positions, q, k, q_weight, k_weight, eps, cos_sin_cache)
+        bf16 = q.dtype == torch.bfloat16
+        (t, hq, d), hk = q.shape, k.shape[1]
+        qn, kn = torch.empty(t, hq, d, dtype=q.dtype), torch.empty(t, hk, d, dtype=k.dtype)
+        lib.vc_head_rms_norm(q.data_ptr(), q.stride(0), q_weight.data_ptr(), qn.data_ptr(), t, hq, d, eps, bf16)
+        lib.vc_head_rms_norm(k.data_ptr(), k.stride(0), k_weight.data_ptr(), kn.data_ptr(), t, hk, d, eps, bf16)
+        return self.rotary_embedding(positions, qn, kn, cos_sin_cache)
+
     def silu_and_mul(self, x: torch.Tensor) -> torch.Tensor:
         d = x.shape[-1] // 2
-        if self._lib is not None and x.dtype in _KERNEL_DTYPES and x.is_contiguous():
+        if self.lib is not None and x.dtype in _KERNEL_DTYPES and x.is_contiguous():
             out = torch.empty(*x.shape[:-1], d, dtype=x.dtype)
-            self._lib.vc_silu_and_mul(x.data_ptr(), out.data_ptr(), x.numel() // x.shape[-1], d, x.dtype == torch.bfloat16)
+            self.lib.vc_silu_and_mul(x.data_ptr(), out.data_ptr(), x.numel() // x.shape[-1], d, x.dtype == torch.bfloat16)
             return out
         # silu allocates the output; multiplying into it saves a second [.., d] buffer.
         return F.silu(x[..., :d]).mul_(x[..., d:])
@@ -189,7 +235,7 @@ class CPUOps(Ops):
         tile = min(m, MLP_TILE_ROWS)
         scratch = self._scratch(tile * 3 * inter * x.element_size())
         y = torch.empty(m, hidden, dtype=dtype)
-        self._lib.vc_silu_mlp(  # type: ignore[union-attr]
+        self.lib.vc_silu_mlp(  # type: ignore[union-attr]
             x2.data_ptr(), x2.stride(0), wp_gu.data_ptr(), None if gate_up_bias is None else gate_up_bias.data_ptr(),
             wp_d.data_ptr(), None if down_bias is None else down_bias.data_ptr(), y.data_ptr(), hidden, m, hidden,
             inter, dtype == torch.bfloat16, scratch.data_ptr(), tile,
@@ -210,7 +256,7 @@ class CPUOps(Ops):
         value_cache: torch.Tensor,
         slot_mapping: torch.Tensor,
     ) -> None:
-        lib = self._lib
+        lib = self.lib
         hk, d = key.shape[1], key.shape[2]
         if (
             lib is None or key.dtype != key_cache.dtype or value.dtype != value_cache.dtype

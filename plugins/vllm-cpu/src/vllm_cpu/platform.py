@@ -5,7 +5,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
@@ -16,6 +16,7 @@ from vllm_core.platforms.reference import cpu_memory_info
 
 if TYPE_CHECKING:
     from vllm_core.config import CacheConfig
+    from vllm_core.worker.graph_runner import GraphRunner
     from vllm_cpu import memory
 
 logger = logging.getLogger(__name__)
@@ -154,6 +155,16 @@ class CPUPlatform(Platform):
     def sampler_name(self) -> str:
         """``cpu``: the reference sampler with its argmax on the C kernels."""
         return "cpu"
+
+    def make_graph_runner(self, model: Any, max_num_seqs: int, max_model_len: int, block_size: int) -> GraphRunner | None:
+        """Recorded kernel plans for decode batches up to ``VLLM_CPU_GRAPH_MAX_BATCH`` rows
+        (``vllm_cpu.graph_runner``); None without the C kernels or with the variable at 0."""
+        from vllm_cpu.graph_runner import CPUGraphRunner, max_captured_batch
+
+        limit = max_captured_batch()
+        if getattr(self.ops, "lib", None) is None or limit == 0:
+            return None
+        return CPUGraphRunner(model, self.ops, max_num_seqs, max_model_len, block_size, limit)
 
     def make_ops(self) -> Ops:
         from vllm_cpu.kernels import load_kernels

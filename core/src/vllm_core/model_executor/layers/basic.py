@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from vllm_core.platforms.ops import NATIVE_OPS, Ops
@@ -39,9 +38,13 @@ class RMSNorm(nn.Module):
 
 
 class VocabEmbedding(nn.Module):
-    def __init__(self, vocab_size: int, hidden_size: int) -> None:
+    """Token embeddings on the platform's ``ops.embedding`` (``F.embedding`` when no ops are
+    given)."""
+
+    def __init__(self, vocab_size: int, hidden_size: int, ops: Ops | None = None) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.empty(vocab_size, hidden_size), requires_grad=False)
+        self.ops = ops or NATIVE_OPS
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        return F.embedding(input_ids, self.weight)
+        return self.ops.embedding(input_ids, self.weight)

@@ -59,7 +59,9 @@ class DecoderAttention(nn.Module):
             q, k = self.rotary_emb.with_qk_norm(positions, q, k, self.q_norm, self.k_norm)
         else:
             q, k = self.rotary_emb.forward(positions, q, k)
-        out = self.attn.forward(q.reshape(t, -1), k.reshape(t, -1), v.contiguous(), metadata)
+        # v stays a strided view of qkv: backends write it to the cache row by row (a copy here
+        # would also be the one tensor op of a decode step that a recorded CPU plan cannot hold)
+        out = self.attn.forward(q.reshape(t, -1), k.reshape(t, -1), v, metadata)
         return self.o_proj.forward(out)
 
 
@@ -107,18 +109,18 @@ class DecoderLayer(nn.Module):
 class DecoderModel(nn.Module):
     def __init__(self, config: Any, ctx: ModelContext, qkv_bias: bool, qk_norm: bool) -> None:
         super().__init__()
-        self.embed_tokens = VocabEmbedding(config.vocab_size, config.hidden_size)
+        self.embed_tokens = VocabEmbedding(config.vocab_size, config.hidden_size, ctx.ops)
         self.layers = nn.ModuleList(
             DecoderLayer(config, i, ctx, qkv_bias, qk_norm) for i in range(config.num_hidden_layers)
         )
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps, ctx.ops)
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, metadata: AttentionMetadata) -> torch.Tensor:
-        hidden = self.embed_tokens(input_ids)
+        hidden = self.embed_tokens.forward(input_ids)
         residual = None
         for layer in self.layers:
             hidden, residual = layer.forward(positions, hidden, residual, metadata)
-        hidden, _ = self.norm(hidden, residual)
+        hidden, _ = self.norm.forward(hidden, residual)
         return hidden
 
 

@@ -973,7 +973,7 @@ typedef struct {
     float eps;
 } rows_args;
 
-enum { OP_RMS, OP_ROTARY, OP_CACHE, OP_SILU };
+enum { OP_RMS, OP_ROTARY, OP_CACHE, OP_SILU, OP_HEAD_RMS };
 
 static void rows_task(void *p, int chunk) {
     const rows_args *a = p;
@@ -987,6 +987,13 @@ static void rows_task(void *p, int chunk) {
         cache_write_rows(a->x, a->ld0, a->w, a->ld1, a->kc, a->vc, a->slots, a->row_bytes, t0, t1);
         break;
     case OP_SILU: silu_and_mul_rows(a->x, a->out, a->H, a->is_bf16, t0, t1); break;
+    case OP_HEAD_RMS: {
+        const int es = a->is_bf16 ? 2 : 4;
+        for (int t = t0; t < t1; t++)
+            rms_norm_rows((const char *)a->x + (size_t)t * a->ld0 * es, a->D, NULL, a->w,
+                          (char *)a->out + (size_t)t * a->Hq * a->D * es, a->D, a->eps, a->is_bf16, 0, a->Hq);
+        break;
+    }
     }
 }
 
@@ -1005,6 +1012,15 @@ static void run_rows(rows_args *a) {
 void vc_rms_norm(const void *x, long ldx, void *residual, const void *w, void *out, int T, int H,
                  float eps, int is_bf16) {
     rows_args a = {.op = OP_RMS, .T = T, .x = x, .w = w, .y = residual, .out = out, .ld0 = ldx, .H = H,
+                   .eps = eps, .is_bf16 = is_bf16};
+    run_rows(&a);
+}
+
+/* Per-head RMSNorm (Qwen3's q/k norm): x [T, Hh, D] with rows ld_x elements apart and heads
+ * contiguous -> out [T, Hh, D] contiguous; w [D]. Same rounding points as vc_rms_norm. */
+void vc_head_rms_norm(const void *x, long ld_x, const void *w, void *out, int T, int Hh, int D, float eps,
+                      int is_bf16) {
+    rows_args a = {.op = OP_HEAD_RMS, .T = T, .x = x, .w = w, .out = out, .ld0 = ld_x, .Hq = Hh, .D = D,
                    .eps = eps, .is_bf16 = is_bf16};
     run_rows(&a);
 }
@@ -1098,4 +1114,65 @@ void vc_argmax_rows(const float *x, long ld, int R, int V, int64_t *out) {
     argmax_args a = {x, ld, V, out};
     if (R == 1) { argmax_task(&a, 0); return; }
     parallel_for(argmax_task, &a, R);
+}
+
+/* ---------------------------------------------------------------------------- embedding */
+/* out[t] = table[ids[t]] (row_bytes each); a row whose id is outside [0, vocab) is zeroed.
+ * Returns how many ids were outside (the eager caller raises for those). */
+int vc_embedding(const int64_t *ids, int T, const char *table, long vocab, long row_bytes, char *out) {
+    int bad = 0;
+    for (int t = 0; t < T; t++) {
+        const int64_t id = ids[t];
+        if (id < 0 || id >= vocab) { memset(out + (size_t)t * row_bytes, 0, row_bytes); bad++; continue; }
+        memcpy(out + (size_t)t * row_bytes, table + id * row_bytes, row_bytes);
+    }
+    return bad;
+}
+
+/* ------------------------------------------------------------------------- recorded plans */
+/* A decode step recorded as the list of the calls above that it made (vllm_cpu.graph_runner),
+ * replayed by one call: the Python between them (views, allocations, argument checks, ctypes)
+ * is paid once, at capture. Each call's arguments are in the order of its function, as 64-bit
+ * integers (pointers, sizes, flags) or doubles (eps, scale). The kinds are PLAN_KINDS' order. */
+#define PLAN_MAX_ARGS 16
+typedef union { int64_t i; double f; } plan_arg;
+typedef struct { int64_t kind; plan_arg a[PLAN_MAX_ARGS]; } plan_call;
+enum { PLAN_LINEAR, PLAN_RMS_NORM, PLAN_ROTARY, PLAN_CACHE_WRITE, PLAN_DECODE_ATTENTION, PLAN_SILU_AND_MUL,
+       PLAN_SILU_MLP, PLAN_EMBEDDING, PLAN_HEAD_RMS_NORM, PLAN_KINDS };
+
+int vc_plan_max_args(void) { return PLAN_MAX_ARGS; }
+int vc_plan_kinds(void) { return PLAN_KINDS; }
+
+/* Runs calls[0 .. n-1]; returns -1 when all ran, else the index of a call of unknown kind (the
+ * calls before it ran). */
+int vc_plan_run(const plan_call *calls, int n) {
+#define P(j) ((void *)(intptr_t)c->a[j].i)
+#define L(j) ((long)c->a[j].i)
+#define I(j) ((int)c->a[j].i)
+#define F(j) ((float)c->a[j].f)
+    for (int j = 0; j < n; j++) {
+        const plan_call *c = calls + j;
+        switch (c->kind) {
+        case PLAN_LINEAR: vc_linear_packed(P(0), L(1), P(2), P(3), P(4), L(5), I(6), I(7), I(8), I(9)); break;
+        case PLAN_RMS_NORM: vc_rms_norm(P(0), L(1), P(2), P(3), P(4), I(5), I(6), F(7), I(8)); break;
+        case PLAN_ROTARY: vc_rotary(P(0), L(1), P(2), L(3), I(4), I(5), I(6), I(7), P(8), P(9), I(10)); break;
+        case PLAN_CACHE_WRITE: vc_cache_write(P(0), L(1), P(2), L(3), P(4), P(5), P(6), I(7), L(8)); break;
+        case PLAN_DECODE_ATTENTION:
+            vc_decode_attention(P(0), L(1), P(2), P(3), P(4), I(5), P(6), P(7), L(8), I(9), I(10), I(11), I(12),
+                                I(13), F(14), I(15));
+            break;
+        case PLAN_SILU_AND_MUL: vc_silu_and_mul(P(0), P(1), I(2), I(3), I(4)); break;
+        case PLAN_SILU_MLP:
+            vc_silu_mlp(P(0), L(1), P(2), P(3), P(4), P(5), P(6), L(7), I(8), I(9), I(10), I(11), P(12), I(13));
+            break;
+        case PLAN_EMBEDDING: vc_embedding(P(0), I(1), P(2), L(3), L(4), P(5)); break;
+        case PLAN_HEAD_RMS_NORM: vc_head_rms_norm(P(0), L(1), P(2), P(3), I(4), I(5), I(6), F(7), I(8)); break;
+        default: return j;
+        }
+    }
+    return -1;
+#undef P
+#undef L
+#undef I
+#undef F
 }

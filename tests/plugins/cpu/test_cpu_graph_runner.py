@@ -1,0 +1,163 @@
+"""Recorded decode plans (``vllm_cpu.plan``, ``vllm_cpu.graph_runner``): a replayed step computes
+what the eager step computes, bit for bit, KV cache writes included; steps that do arithmetic
+outside the kernels are refused and run eagerly; the engine's greedy output is the same with plans and without,
+and the same as transformers'."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+pytest.importorskip("vllm_cpu")
+
+from tests.conftest import hf_greedy, random_prompts  # noqa: E402
+from vllm_core import LLM, SamplingParams  # noqa: E402
+from vllm_core.errors import ConfigError  # noqa: E402
+from vllm_cpu.graph_runner import DEFAULT_MAX_BATCH, ENV_MAX_BATCH, CPUGraphRunner, max_captured_batch  # noqa: E402
+from vllm_cpu.kernels import loaded_kernels  # noqa: E402
+from vllm_cpu.ops import CPUOps  # noqa: E402
+from vllm_cpu.plan import NotCapturable, record  # noqa: E402
+
+
+def _kernels_or_skip() -> None:
+    if loaded_kernels() is None:
+        pytest.skip("the C kernels do not run here")
+
+
+def _llm(path: str, dtype: str = "float32", **kw):  # type: ignore[no-untyped-def]
+    return LLM(path, device="cpu", dtype=dtype, max_model_len=256, num_gpu_blocks_override=16, block_size=16,
+               use_tqdm_on_load=False, skip_tokenizer_init=True, seed=0, **kw)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_replayed_plan_equals_the_eager_step_bit_for_bit(tiny_models, dtype: str) -> None:  # type: ignore[no-untyped-def]
+    path, _ = tiny_models["llama"]
+    llm = _llm(path, dtype)
+    _kernels_or_skip()
+    runner = llm.llm_engine.core.runner
+    graphs = runner.graph_runner
+    assert isinstance(graphs, CPUGraphRunner) and graphs.captured_sizes == [1, 2, 4, 8, 16]
+    # the smaller buckets' buffers are views of the largest one's
+    assert set(graphs.plans[1].storages()) <= set(graphs.plans[16].storages())
+    buf, model = graphs.buffers, runner.model
+    g = torch.Generator().manual_seed(1)
+    for cache in runner.kv_caches:
+        cache.copy_(torch.randn(cache.shape, generator=g).to(cache.dtype))
+    n, bs = 3, 4  # three rows in the bucket of four: the padded row writes and changes nothing
+    lens = torch.tensor([5, 17, 40], dtype=torch.int32)
+    tables = torch.randperm(16, generator=g)[: n * 3].view(n, 3).int()
+    buf.input_ids[:n] = torch.randint(3, 512, (n,), generator=g)
+    buf.positions[:n] = lens - 1
+    slots = [int(tables[i, (int(lens[i]) - 1) // 16]) * 16 + (int(lens[i]) - 1) % 16 for i in range(n)]
+    buf.slot_mapping[:n] = torch.tensor(slots)
+    buf.slot_mapping[n:bs] = -1
+    buf.block_tables[:n, :3] = tables
+    buf.seq_lens[:n] = lens
+    buf.seq_lens[n:bs] = 1
+    before = [c.clone() for c in runner.kv_caches]
+    replayed = graphs.plans[bs].run().clone()
+    after_replay = [c.clone() for c in runner.kv_caches]
+    for cache, old in zip(runner.kv_caches, before, strict=True):
+        cache.copy_(old)
+    with torch.inference_mode():
+        eager = model(buf.input_ids[:bs], buf.positions[:bs], buf.metadata(bs))
+    assert torch.equal(replayed[:n], eager[:n])
+    for cache, replay_cache, old in zip(runner.kv_caches, after_replay, before, strict=True):
+        assert torch.equal(cache, replay_cache)
+        assert not torch.equal(cache, old)  # the step wrote its keys and values
+
+
+def test_plan_survives_the_ops_replacing_their_scratch(tiny_models) -> None:  # type: ignore[no-untyped-def]
+    """A prefill larger than any captured batch grows the gated MLP's scratch; the plans keep the
+    one they were recorded with."""
+    path, _ = tiny_models["llama"]
+    llm = _llm(path)
+    _kernels_or_skip()
+    runner = llm.llm_engine.core.runner
+    ops = runner.platform.ops
+    assert isinstance(ops, CPUOps)
+    recorded = ops.keep_alive()[0]
+    prompt = random_prompts(1, 230, 230, 512, seed=3)[0]
+    out = llm.generate([{"prompt_token_ids": prompt}], SamplingParams(temperature=0, max_tokens=6, ignore_eos=True),
+                       use_tqdm=False)
+    assert ops.keep_alive()[0].data_ptr() != recorded.data_ptr()  # 230 rows: a larger scratch
+    eager = _llm(path, enforce_eager=True)
+    want = eager.generate([{"prompt_token_ids": prompt}], SamplingParams(temperature=0, max_tokens=6, ignore_eos=True),
+                          use_tqdm=False)
+    assert out[0].outputs[0].token_ids == want[0].outputs[0].token_ids
+
+
+@pytest.mark.parametrize(("arch", "dtype"), [("llama", "float32"), ("qwen2", "float32"), ("qwen3", "float32"),
+                                           ("llama", "float16")])
+def test_engine_with_plans_matches_transformers_and_eager(
+    tiny_models, arch: str, dtype: str, caplog: pytest.LogCaptureFixture  # type: ignore[no-untyped-def]
+) -> None:
+    """float16 runs on PyTorch's ops here (the kernels take float32 and bfloat16): its capture is
+    refused with a warning naming the ops, and its decode steps run eagerly."""
+    path, hf = tiny_models[arch]
+    prompts = random_prompts(5, 3, 30, 512, seed=7)
+    # different lengths: the batch shrinks 5 -> 1 and steps replay the buckets 8, 4, 2 and 1
+    params = [SamplingParams(temperature=0, max_tokens=4 + 5 * i, ignore_eos=True) for i in range(5)]
+    inputs = [{"prompt_token_ids": p} for p in prompts]
+    llm = _llm(path, dtype)
+    _kernels_or_skip()
+    captured = llm.llm_engine.core.runner.graph_runner.captured_sizes
+    if dtype == "float16":
+        assert captured == [] and "decode steps run eagerly" in caplog.text and "aten." in caplog.text
+    else:
+        assert captured == [1, 2, 4, 8, 16]
+    got = [o.outputs[0].token_ids for o in llm.generate(inputs, params, use_tqdm=False)]
+    eager = _llm(path, dtype, enforce_eager=True)
+    assert eager.llm_engine.core.runner.graph_runner is None
+    assert got == [o.outputs[0].token_ids for o in eager.generate(inputs, params, use_tqdm=False)]
+    if dtype == "float32":
+        for prompt, sp, ids in zip(prompts, params, got, strict=True):
+            assert ids == hf_greedy(hf, prompt, sp.max_tokens)
+
+
+def test_steps_with_tensor_ops_outside_the_kernels_are_refused() -> None:
+    _kernels_or_skip()
+    ops = CPUOps(loaded_kernels())
+    x, w = torch.randn(4, 64), torch.randn(32, 64)
+    with torch.inference_mode():
+        ops.linear(x, w)  # packs the weight outside the recording
+
+        plan = record(ops, lambda: ops.linear(x, w))
+        assert plan.num_calls == 1
+        x.copy_(torch.randn(4, 64))  # a replay reads the inputs' memory as it is now
+        want = ops.linear(x, w)
+        assert not torch.equal(plan.output, want)
+        assert torch.equal(plan.run(), want)
+
+        with pytest.raises(NotCapturable, match=r"aten\.add"):
+            record(ops, lambda: ops.linear(x, w) + 1)
+        with pytest.raises(NotCapturable, match="vc_argmax_rows cannot be recorded"):
+            record(ops, lambda: ops.lib.vc_argmax_rows(x.data_ptr(), 64, 4, 64, None))
+    assert ops.lib is loaded_kernels().lib  # the recorder is gone after a refusal
+
+
+def test_max_batch_setting(monkeypatch: pytest.MonkeyPatch, tiny_models) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.delenv(ENV_MAX_BATCH, raising=False)
+    assert max_captured_batch() == DEFAULT_MAX_BATCH
+    for bad in ("-1", "many"):
+        monkeypatch.setenv(ENV_MAX_BATCH, bad)
+        with pytest.raises(ConfigError, match=ENV_MAX_BATCH):
+            max_captured_batch()
+    path, _ = tiny_models["llama"]
+    monkeypatch.setenv(ENV_MAX_BATCH, "0")
+    assert _llm(path).llm_engine.core.runner.graph_runner is None
+    monkeypatch.setenv(ENV_MAX_BATCH, "5")
+    llm = _llm(path, max_num_seqs=3)
+    _kernels_or_skip()
+    assert llm.llm_engine.core.runner.graph_runner.captured_sizes == [1, 2, 3]
+
+
+def test_embedding_op_matches_torch_and_rejects_bad_ids() -> None:
+    _kernels_or_skip()
+    ops = CPUOps(loaded_kernels())
+    for dtype in (torch.float32, torch.bfloat16):
+        table = torch.randn(50, 24).to(dtype)
+        ids = torch.tensor([[0, 49, 7], [7, 3, 1]])
+        assert torch.equal(ops.embedding(ids, table), torch.nn.functional.embedding(ids, table))
+        with pytest.raises(IndexError):
+            ops.embedding(torch.tensor([3, 50]), table)
