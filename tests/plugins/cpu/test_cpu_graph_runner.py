@@ -13,10 +13,13 @@ pytest.importorskip("vllm_cpu")
 from tests.conftest import hf_greedy, random_prompts  # noqa: E402
 from vllm_core import LLM, SamplingParams  # noqa: E402
 from vllm_core.errors import ConfigError  # noqa: E402
+from vllm_core.worker.graph_runner import batch_buckets  # noqa: E402
 from vllm_cpu.graph_runner import DEFAULT_MAX_BATCH, ENV_MAX_BATCH, CPUGraphRunner, max_captured_batch  # noqa: E402
 from vllm_cpu.kernels import loaded_kernels  # noqa: E402
 from vllm_cpu.ops import CPUOps  # noqa: E402
 from vllm_cpu.plan import NotCapturable, record  # noqa: E402
+
+BUCKETS = batch_buckets(256, DEFAULT_MAX_BATCH)  # the default max_num_seqs
 
 
 def _kernels_or_skip() -> None:
@@ -36,9 +39,9 @@ def test_replayed_plan_equals_the_eager_step_bit_for_bit(tiny_models, dtype: str
     _kernels_or_skip()
     runner = llm.llm_engine.core.runner
     graphs = runner.graph_runner
-    assert isinstance(graphs, CPUGraphRunner) and graphs.captured_sizes == [1, 2, 4, 8, 16]
+    assert isinstance(graphs, CPUGraphRunner) and graphs.captured_sizes == BUCKETS
     # the smaller buckets' buffers are views of the largest one's
-    assert set(graphs.plans[1].storages()) <= set(graphs.plans[16].storages())
+    assert set(graphs.plans[1].storages()) <= set(graphs.plans[BUCKETS[-1]].storages())
     buf, model = graphs.buffers, runner.model
     g = torch.Generator().manual_seed(1)
     for cache in runner.kv_caches:
@@ -105,7 +108,7 @@ def test_engine_with_plans_matches_transformers_and_eager(
     if dtype == "float16":
         assert captured == [] and "decode steps run eagerly" in caplog.text and "aten." in caplog.text
     else:
-        assert captured == [1, 2, 4, 8, 16]
+        assert captured == BUCKETS
     got = [o.outputs[0].token_ids for o in llm.generate(inputs, params, use_tqdm=False)]
     eager = _llm(path, dtype, enforce_eager=True)
     assert eager.llm_engine.core.runner.graph_runner is None

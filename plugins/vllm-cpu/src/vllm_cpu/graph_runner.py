@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import time
 from typing import Any
 
 import torch
@@ -31,7 +32,7 @@ from vllm_cpu.plan import NotCapturable, Plan, record
 logger = logging.getLogger(__name__)
 
 ENV_MAX_BATCH = "VLLM_CPU_GRAPH_MAX_BATCH"
-DEFAULT_MAX_BATCH = 16
+DEFAULT_MAX_BATCH = 64
 
 
 def max_captured_batch() -> int:
@@ -63,21 +64,23 @@ class CPUGraphRunner(GraphRunner):
 
     @torch.inference_mode()
     def capture(self) -> None:
-        buf = self.buffers
+        buf, start = self.buffers, time.perf_counter()
         for bs in reversed(buf.sizes):
             step = functools.partial(self.model, buf.input_ids[:bs], buf.positions[:bs], buf.metadata(bs))
-            step()  # packs the weights and grows scratch buffers outside the recording
             largest = self.plans.get(buf.sizes[-1])
+            if largest is None:
+                step()  # packs the weights and grows scratch buffers outside the recording
             try:
                 self.plans[bs] = record(self.ops, step, largest.allocated if largest is not None else None)
             except NotCapturable as exc:
                 logger.warning("decode steps run eagerly (no recorded plans): %s", exc)
                 self.plans.clear()
                 return
+        elapsed = time.perf_counter() - start
         held = sum({k: v for p in self.plans.values() for k, v in p.storages().items()}.values())
         logger.info(
-            "recorded decode plans for batch sizes %s (%d kernel calls a step at batch 1, %.1f MiB held)",
-            self.captured_sizes, self.plans[self.captured_sizes[0]].num_calls, held / 2**20,
+            "recorded decode plans for batch sizes %s in %.2f s (%d kernel calls a step, %.1f MiB held)",
+            self.captured_sizes, elapsed, self.plans[self.captured_sizes[0]].num_calls, held / 2**20,
         )
 
     def try_run(self, inputs: ModelInputs) -> torch.Tensor | None:
