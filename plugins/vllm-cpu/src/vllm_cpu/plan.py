@@ -1,6 +1,6 @@
 """Recorded plans: one step's kernel calls, captured once and replayed by one C call.
 
-A decode step of a small model on the CPU is ~200 kernel calls (7 a layer); between them runs
+A decode step of a small model on the CPU is ~240 kernel calls (8 a layer); between them runs
 Python: module calls, views, output allocations, argument checks, ctypes conversions, 5-10 us a
 call, ~2.5 ms of a 13 ms token for SmolLM2. ``record`` runs the step once with the ops' library
 replaced by a recorder: every kernel call is executed and appended, with its arguments, to a
