@@ -78,19 +78,18 @@ def test_unsupported_version(tmp_path: Path) -> None:
         GGUFFile(str(path))
 
 
-def test_truncated_header(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("keep", "match"),
+    [
+        (slice(None, 200), "ends inside its header|runs past the end"),  # inside the header
+        (slice(None, -48), "runs past the end of the file"),  # the tensor data, past the 32-byte padding
+    ],
+    ids=["header", "tensor-data"],
+)
+def test_truncated_file(tmp_path: Path, keep: slice, match: str) -> None:
     full = tmp_path / "all.gguf"
     _write(full)
     cut = tmp_path / "cut.gguf"
-    cut.write_bytes(full.read_bytes()[:200])
-    with pytest.raises(ValueError, match="ends inside its header|runs past the end"):
-        GGUFFile(str(cut))
-
-
-def test_truncated_tensor_data(tmp_path: Path) -> None:
-    full = tmp_path / "all.gguf"
-    _write(full)
-    cut = tmp_path / "cut.gguf"
-    cut.write_bytes(full.read_bytes()[:-48])  # past the 32-byte alignment padding
-    with pytest.raises(ValueError, match="runs past the end of the file"):
+    cut.write_bytes(full.read_bytes()[keep])
+    with pytest.raises(ValueError, match=match):
         GGUFFile(str(cut))

@@ -17,17 +17,16 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import time
 from typing import Any
 
 import torch
 from torch import nn
 
-from vllm_core.errors import ConfigError
 from vllm_core.worker.graph_runner import DecodeBuffers, GraphRunner, batch_buckets
 from vllm_core.worker.input_batch import ModelInputs
 from vllm_cpu.plan import NotCapturable, Plan, record
+from vllm_cpu.platform import int_from_env
 
 logger = logging.getLogger(__name__)
 
@@ -37,16 +36,8 @@ DEFAULT_MAX_BATCH = 64
 
 def max_captured_batch() -> int:
     """``VLLM_CPU_GRAPH_MAX_BATCH`` (0 turns plans off), else ``DEFAULT_MAX_BATCH``."""
-    raw = os.environ.get(ENV_MAX_BATCH, "").strip()
-    if not raw:
-        return DEFAULT_MAX_BATCH
-    try:
-        value = int(raw)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise ConfigError(f"{ENV_MAX_BATCH}={raw!r} is not a batch size; give a whole number >= 0 (0: no plans)")
-    return value
+    value = int_from_env(ENV_MAX_BATCH, 0, "a batch size", lambda: "give a whole number >= 0 (0: no plans)")
+    return DEFAULT_MAX_BATCH if value is None else value
 
 
 class CPUGraphRunner(GraphRunner):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import math
 import mmap
 import os
 import threading
@@ -94,6 +95,13 @@ def _populate_threads(pieces: int) -> int:
     return max(1, min(available_cores(), pieces, 8))
 
 
+def _populate_piece(madvise: Callable[[int, int, int], int] | None, addr: int, nbytes: int, start: int) -> bool:
+    """Fault in the ``POPULATE_PIECE`` of ``[addr, addr + nbytes)`` that begins at ``start``;
+    False where the kernel or libc cannot (the caller writes the pages instead)."""
+    size = min(POPULATE_PIECE, nbytes - start)
+    return madvise is not None and madvise(addr + start, size, MADV_POPULATE_WRITE) == 0
+
+
 def _populate(addr: int, nbytes: int) -> bool:
     """Fault ``[addr, addr + nbytes)`` in through ``madvise(MADV_POPULATE_WRITE)``, in pieces on
     one thread per usable core (ctypes releases the GIL); False where the kernel or libc cannot
@@ -104,7 +112,7 @@ def _populate(addr: int, nbytes: int) -> bool:
         return False
 
     def piece(start: int) -> bool:
-        return madvise(addr + start, min(POPULATE_PIECE, nbytes - start), MADV_POPULATE_WRITE) == 0
+        return _populate_piece(madvise, addr, nbytes, start)
 
     starts = range(0, nbytes, POPULATE_PIECE)
     threads = _populate_threads(len(starts))
@@ -162,9 +170,9 @@ class Reservation:
                 i = self._next_piece
                 self._next_piece += 1
             start = i * POPULATE_PIECE
-            size = min(POPULATE_PIECE, self.nbytes - start)
-            if self._madvise is None or self._madvise(self._addr + start, size, MADV_POPULATE_WRITE) != 0:
-                ctypes.memset(self._addr + start, 0, size)  # no MADV_POPULATE_WRITE: touch the pages
+            if not _populate_piece(self._madvise, self._addr, self.nbytes, start):
+                # no MADV_POPULATE_WRITE: touch the pages
+                ctypes.memset(self._addr + start, 0, min(POPULATE_PIECE, self.nbytes - start))
             with self._cond:
                 self._done[i] = True
                 while self._ready < self.nbytes and self._done[self._ready // POPULATE_PIECE]:
@@ -179,10 +187,8 @@ class Reservation:
 
     def take(self, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor | None:
         """A zeroed tensor from the next free bytes, once its pages are in (None: not enough left)."""
-        numel = 1
-        for n in shape:
-            numel *= n
-        nbytes = numel * torch.empty(0, dtype=dtype).element_size()
+        numel = math.prod(shape)
+        nbytes = numel * dtype.itemsize
         with self._cond:
             offset = -(-self._taken // ALIGN) * ALIGN
             if self._stop or offset + nbytes > self.nbytes:

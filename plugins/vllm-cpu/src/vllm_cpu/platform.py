@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
@@ -32,21 +33,28 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def num_threads_from_env() -> int | None:
-    """``VLLM_CPU_NUM_THREADS`` as a positive int, None when unset or empty."""
-    raw = os.environ.get(ENV_NUM_THREADS, "").strip()
+def int_from_env(name: str, minimum: int, expected: str, fix: Callable[[], str]) -> int | None:
+    """Environment variable ``name`` as an int ``>= minimum``, None when unset or empty; any
+    other value raises ``ConfigError``: "NAME='raw' is not <expected>; <fix()>"."""
+    raw = os.environ.get(name, "").strip()
     if not raw:
         return None
     try:
         value = int(raw)
     except ValueError:
-        value = 0
-    if value <= 0:
-        raise ConfigError(
-            f"{ENV_NUM_THREADS}={raw!r} is not a positive integer; set it to a thread count "
-            f"(this machine has {available_cores()} usable cores) or unset it to use them all"
-        )
+        value = minimum - 1
+    if value < minimum:
+        raise ConfigError(f"{name}={raw!r} is not {expected}; {fix()}")
     return value
+
+
+def num_threads_from_env() -> int | None:
+    """``VLLM_CPU_NUM_THREADS`` as a positive int, None when unset or empty."""
+    return int_from_env(
+        ENV_NUM_THREADS, 1, "a positive integer",
+        lambda: f"set it to a thread count (this machine has {available_cores()} usable cores) or unset it to use "
+        "them all",
+    )
 
 
 def keep_freed_memory() -> bool:

@@ -631,14 +631,43 @@ static inline void sweep_rows(const void *cache, long base, int cnt, long tok_st
  * ms spread (memory alone reads it in 0.5-0.8). NULL when there is no next chunk or the rows are
  * not whole (then the caller sweeps the current chunk). Prefetching two or three chunks ahead
  * measured no better. */
+static inline int chunk_len(int t, int L, int bs) {
+    const int in_blk = t % bs, n = bs - in_blk < 16 ? bs - in_blk : 16;
+    return L - t < n ? L - t : n;
+}
+
 static inline const char *next_chunk_lines(const void *cache, const int32_t *bt, int t, int L, int bs,
                                            long blk_stride, long tok_stride, long head_off, int span, int es,
                                            int *lines) {
     *lines = 0;
     if (t >= L || span != tok_stride * es) return NULL;
-    const int in_blk = t % bs, n = bs - in_blk < 16 ? bs - in_blk : 16, cnt = L - t < n ? L - t : n;
-    *lines = (int)(((long)cnt * span + 63) / 64);
-    return (const char *)cache + ((long)bt[t / bs] * blk_stride + (long)in_blk * tok_stride + head_off) * es;
+    *lines = (int)(((long)chunk_len(t, L, bs) * span + 63) / 64);
+    return (const char *)cache + ((long)bt[t / bs] * blk_stride + (long)(t % bs) * tok_stride + head_off) * es;
+}
+
+/* The chunk of tokens [t, t + cnt) of one sequence (cnt <= 16, within one block, rows from
+ * element base), with the next chunk's lines to prefetch while it is worked on; when there are
+ * none to spread (no next chunk, or rows that are not whole) the current chunk is swept in now. */
+typedef struct {
+    int cnt, pf_lines;
+    long base;
+    const char *pf;
+} kv_chunk;
+
+static inline kv_chunk chunk_at(const void *cache, const int32_t *bt, int t, int L, int bs, long blk_stride,
+                                long tok_stride, long head_off, int span, int es) {
+    kv_chunk c = {.cnt = chunk_len(t, L, bs), .base = (long)bt[t / bs] * blk_stride + (long)(t % bs) * tok_stride};
+    c.pf = next_chunk_lines(cache, bt, t + c.cnt, L, bs, blk_stride, tok_stride, head_off, span, es, &c.pf_lines);
+    if (!c.pf) sweep_rows(cache, c.base + head_off, c.cnt, tok_stride, span, es);
+    return c;
+}
+
+/* Head h's share of the chunk's prefetches when nh heads work on it in turn: *n lines from the
+ * returned address (NULL: nothing to prefetch). */
+static inline const char *prefetch_share(const kv_chunk *c, int h, int nh, int *n) {
+    const int per = (c->pf_lines + nh - 1) / nh, lo = h * per, left = c->pf_lines - lo;
+    *n = left < per ? (left > 0 ? left : 0) : per;
+    return c->pf ? c->pf + 64L * lo : NULL;
 }
 
 /* Scores of G query heads (scaled, float32 in q) against cnt <= 16 keys of one head starting at
@@ -732,19 +761,14 @@ static inline __attribute__((always_inline)) void decode_attn_heads(const int D1
     }
     const int span = nh * D * es;
     for (int t0 = 0; t0 < L;) {
-        const int in_blk = t0 % bs, n = bs - in_blk < 16 ? bs - in_blk : 16, cnt = L - t0 < n ? L - t0 : n;
-        const long base = (long)bt[t0 / bs] * blk_stride + (long)in_blk * tok_stride;
-        int pf_lines = 0;
-        const char *pf = next_chunk_lines(a->kc, bt, t0 + cnt, L, bs, blk_stride, tok_stride, head_off, span, es,
-                                          &pf_lines);
-        if (!pf) sweep_rows(a->kc, base + head_off, cnt, tok_stride, span, es);
-        const int per = (pf_lines + nh - 1) / nh;
+        const kv_chunk c = chunk_at(a->kc, bt, t0, L, bs, blk_stride, tok_stride, head_off, span, es);
         for (int h = 0; h < nh; h++) {
-            const int lo = h * per, n_h = pf_lines - lo < per ? pf_lines - lo : per;
-            score16(D16, qf + (long)h * G * D, G, a->kc, base + (long)(hk0 + h) * D, tok_stride, cnt, is_bf16,
-                    scores + (long)h * G * Lp + t0, Lp, pf ? pf + 64L * lo : NULL, n_h > 0 ? n_h : 0);
+            int n_pf;
+            const char *pf = prefetch_share(&c, h, nh, &n_pf);
+            score16(D16, qf + (long)h * G * D, G, a->kc, c.base + (long)(hk0 + h) * D, tok_stride, c.cnt, is_bf16,
+                    scores + (long)h * G * Lp + t0, Lp, pf, n_pf);
         }
-        t0 += cnt;
+        t0 += c.cnt;
     }
     /* softmax of each query head's scores (normalised at the end) */
     float inv[64 * 16];
@@ -766,20 +790,14 @@ static inline __attribute__((always_inline)) void decode_attn_heads(const int D1
         inv[j] = 1.0f / hsum(sum);
     }
     for (int t0 = 0; t0 < L;) {
-        const int in_blk = t0 % bs, n = bs - in_blk < 16 ? bs - in_blk : 16, cnt = L - t0 < n ? L - t0 : n;
-        const long base = (long)bt[t0 / bs] * blk_stride + (long)in_blk * tok_stride;
-        int pf_lines = 0;
-        const char *pf = next_chunk_lines(a->vc, bt, t0 + cnt, L, bs, blk_stride, tok_stride, head_off, span, es,
-                                          &pf_lines);
-        if (!pf) sweep_rows(a->vc, base + head_off, cnt, tok_stride, span, es);
-        const int per = (pf_lines + nh - 1) / nh;
+        const kv_chunk c = chunk_at(a->vc, bt, t0, L, bs, blk_stride, tok_stride, head_off, span, es);
         for (int h = 0; h < nh; h++) {
-            const int lo = h * per, n_h = pf_lines - lo < per ? pf_lines - lo : per;
+            int n_pf;
+            const char *pf = prefetch_share(&c, h, nh, &n_pf);
             accumulate_values(D16, GC, o + (long)h * G * D, G, scores + (long)h * G * Lp + t0, Lp, a->vc,
-                              base + (long)(hk0 + h) * D, tok_stride, cnt, is_bf16, pf ? pf + 64L * lo : NULL,
-                              n_h > 0 ? n_h : 0);
+                              c.base + (long)(hk0 + h) * D, tok_stride, c.cnt, is_bf16, pf, n_pf);
         }
-        t0 += cnt;
+        t0 += c.cnt;
     }
     for (int j = 0; j < nh * G; j++) {
         const long ooff = b * a->out_stride + (long)(hk0 * G + j) * D;
