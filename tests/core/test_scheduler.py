@@ -98,13 +98,13 @@ class PagedDriver:
             for j, tok in enumerate(sr.token_ids):
                 slots, k = self._slot(sr.block_ids, sr.start_pos + j)
                 slots[k] = tok
-        sampled: list[int | None] = []
+        sampled: list[list[int]] = []
         for sr in out.scheduled:
             req = self.requests[sr.req_id]
             end = sr.start_pos + sr.num_tokens
             if not sr.sample:
                 assert end < req.num_tokens
-                sampled.append(None)
+                sampled.append([])
                 continue
             assert end == req.num_tokens
             history = []
@@ -112,7 +112,7 @@ class PagedDriver:
                 slots, k = self._slot(sr.block_ids, pos)
                 history.append(slots[k])
             assert None not in history, f"{sr.req_id} reads KV that was never written"
-            sampled.append(self.fn(sr.req_id, history))  # type: ignore[arg-type]
+            sampled.append([self.fn(sr.req_id, history)])  # type: ignore[arg-type]
         return ModelRunnerOutput(sampled)
 
     def step(self) -> SchedulerOutput:

@@ -74,7 +74,7 @@ def test_a_compiling_grammar_does_not_stall_the_other_rows(llm) -> None:  # type
     the first step that sampled the constrained row waited for its grammar (here: until the
     safety timer released it), so the unconstrained request could not finish first."""
     engine = llm.llm_engine
-    manager = engine.core.runner.structured
+    manager = engine.core.runner.extensions.get("structured_outputs")  # the runner extension (plugin API v1)
     warm = SamplingParams(max_tokens=4, structured_outputs=StructuredOutputsParams(regex="[ab]{4}"))
     llm.generate("warm up", warm, use_tqdm=False)  # builds the core's compiler (tokenizer info)
     lock = manager._compiler._lock

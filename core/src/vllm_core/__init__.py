@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 from vllm_core.outputs import CompletionOutput, Logprob, RequestOutput
+from vllm_core.plugins.compat import PLUGIN_API_VERSION
 from vllm_core.plugins.hookspecs import hookimpl
 from vllm_core.sampling_params import BeamSearchParams, RequestOutputKind, SamplingParams, StructuredOutputsParams
 
@@ -29,6 +30,6 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "LLM", "BeamSearchParams", "CompletionOutput", "Logprob", "RequestOutput", "RequestOutputKind",
+    "LLM", "PLUGIN_API_VERSION", "BeamSearchParams", "CompletionOutput", "Logprob", "RequestOutput", "RequestOutputKind",
     "SamplingParams", "StructuredOutputsParams", "__version__", "hookimpl",
 ]

@@ -77,9 +77,67 @@ class SchedulerConfig(_Frozen):
 
 
 class ParallelConfig(_Frozen):
-    """How the model is spread over devices (tensor parallel comes later)."""
+    """How the model is spread over devices and processes (vLLM's names).
 
-    tensor_parallel_size: int = Field(default=1, ge=1, le=1)
+    This release runs a world of one (the in-process executor); sizes above 1 are refused with
+    a message until tensor and pipeline parallelism land."""
+
+    tensor_parallel_size: int = Field(default=1, ge=1)
+    """Devices each layer is split over (tensor parallelism)."""
+    pipeline_parallel_size: int = Field(default=1, ge=1)
+    """Consecutive groups of layers on different devices (pipeline parallelism)."""
+    distributed_executor_backend: Literal["uni", "mp", "ray"] | None = None
+    """How workers run: ``uni`` (in process), ``mp`` (one process per device), ``ray``
+    (across nodes); None picks ``uni`` for a world of one."""
+
+    @property
+    def world_size(self) -> int:
+        return self.tensor_parallel_size * self.pipeline_parallel_size
+
+    @model_validator(mode="after")
+    def _check(self) -> ParallelConfig:
+        if self.world_size > 1:
+            raise ValueError(
+                f"tensor_parallel_size={self.tensor_parallel_size}, pipeline_parallel_size="
+                f"{self.pipeline_parallel_size}: this release runs the model on one device (world size 1); "
+                "set both to 1 (multi-device execution is not available yet)"
+            )
+        if self.distributed_executor_backend in ("mp", "ray"):
+            raise ValueError(
+                f"distributed_executor_backend={self.distributed_executor_backend!r} is not available in this "
+                "release; leave it unset or use 'uni' (the in-process executor)"
+            )
+        return self
+
+
+class SpeculativeConfig(_Frozen):
+    """Speculative decoding (vLLM's ``speculative_config``): a proposer drafts tokens that the
+    model verifies in one step; greedy output is unchanged, sampled output keeps its distribution."""
+
+    method: str = "ngram"
+    """A registered proposer (``register_proposers``): ``ngram`` (prompt lookup) is built in."""
+    num_speculative_tokens: int = Field(gt=0, le=64)
+    """Most draft tokens per request and step."""
+    prompt_lookup_max: int | None = Field(default=None, gt=0)
+    """n-gram: longest suffix looked up in the sequence (default: ``prompt_lookup_min``, else 5)."""
+    prompt_lookup_min: int | None = Field(default=None, gt=0)
+    """n-gram: shortest suffix looked up (default: ``prompt_lookup_max``, else 5)."""
+    model: str | None = None
+    """Draft or EAGLE model of the methods that need one."""
+
+    @property
+    def lookup_range(self) -> tuple[int, int]:
+        """(min, max) n-gram length."""
+        hi = self.prompt_lookup_max or self.prompt_lookup_min or 5
+        lo = self.prompt_lookup_min or min(hi, 5)
+        return lo, hi
+
+    @model_validator(mode="after")
+    def _check(self) -> SpeculativeConfig:
+        lo, hi = self.lookup_range
+        if lo > hi:
+            raise ValueError(f"prompt_lookup_min ({lo}) is larger than prompt_lookup_max ({hi})")
+        return self
 
 
 class DeviceConfig(_Frozen):
@@ -97,6 +155,8 @@ class EngineConfig(_Frozen):
     scheduler: SchedulerConfig = SchedulerConfig()
     parallel: ParallelConfig = ParallelConfig()
     device: DeviceConfig = DeviceConfig()
+    speculative: SpeculativeConfig | None = None
+    """Speculative decoding; None: off."""
 
     @model_validator(mode="after")
     def _check(self) -> EngineConfig:

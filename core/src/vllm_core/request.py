@@ -6,6 +6,7 @@ import enum
 import time
 from typing import NewType
 
+from vllm_core.extensions.state import ExtensionState
 from vllm_core.sampling_params import SamplingParams
 
 RequestId = NewType("RequestId", str)
@@ -55,6 +56,7 @@ class Request:
         eos_token_id: int | None,
         max_tokens: int,
         arrival_time: float | None = None,
+        extensions: ExtensionState | None = None,
     ) -> None:
         self.request_id = RequestId(request_id)
         self.prompt_token_ids = prompt_token_ids
@@ -74,8 +76,12 @@ class Request:
         """Prompt tokens found in the prefix cache at first scheduling (-1: not yet scheduled)."""
         self.num_preemptions = 0
         self.stop_reason: int | str | None = None
-        self.block_hashes: list[int] = []  # BlockHash values (vllm_core.core.block_pool)
+        self.block_hashes: list[bytes] = []  # BlockHash values (vllm_core.core.block_pool)
         """Chained hashes of the full blocks of ``all_token_ids`` computed so far."""
+        self.extensions = extensions if extensions is not None else ExtensionState()
+        """Features' typed per-request state (``vllm_core.extensions``): cache salt, adapter, ..."""
+        self.spec_token_ids: list[int] = []
+        """Draft tokens proposed for the next step (speculative decoding); verified, never cached."""
 
     @property
     def num_tokens(self) -> int:

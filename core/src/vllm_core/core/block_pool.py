@@ -9,23 +9,57 @@ taken from the *head*, which evicts the least recently freed cached block first:
     head -> [b7 (hash h3)] <-> [b2] <-> [b9 (hash h1)] <-> ... <- tail
             evicted first                                  freed last
 
-A block's hash chains its parent's hash with its own token ids, so equal hashes mean equal
-whole prefixes; a hit is also confirmed by comparing the stored token ids.
+A block's hash chains its parent's hash with its own token ids and the request's *extra keys*
+(what else decides the block's KV: a ``cache_salt``, an adapter, images), so equal hashes mean
+equal whole prefixes under equal conditions; a hit is also confirmed by comparing the stored
+token ids. The hash is SHA-256 of a stable serialisation, not Python's ``hash()``: a collision
+would hand one request another's KV (vLLM moved to SHA-256 after its hash-collision advisory),
+and the value must not change between processes (``PYTHONHASHSEED``).
 """
 
 from __future__ import annotations
 
+import hashlib
+from array import array
 from collections.abc import Iterable, Sequence
 from typing import NewType
 
 from vllm_core.errors import KVCacheTooSmallError
+from vllm_core.extensions.state import BlockKey
 
-BlockHash = NewType("BlockHash", int)
+BlockHash = NewType("BlockHash", bytes)
+"""32 bytes: SHA-256 over (parent hash, token ids, extra keys)."""
+
+_ROOT = b"vllm-core-kv-block-v1"
 
 
-def hash_block_tokens(parent_hash: BlockHash | None, token_ids: Sequence[int]) -> BlockHash:
-    """Hash of one full block, chained to the hash of the block before it."""
-    return BlockHash(hash((parent_hash, tuple(token_ids))))
+def _encode_key(key: BlockKey) -> bytes:
+    """Stable, unambiguous bytes of one extra key (type tag, length, value)."""
+    if isinstance(key, bool):
+        raise TypeError(f"block hash extra keys may be str, int, bytes or tuples, got bool {key!r}")
+    if isinstance(key, int):
+        raw, tag = str(key).encode(), b"i"
+    elif isinstance(key, str):
+        raw, tag = key.encode("utf-8"), b"s"
+    elif isinstance(key, bytes):
+        raw, tag = key, b"b"
+    elif isinstance(key, tuple):
+        raw, tag = b"".join(_encode_key(k) for k in key), b"t"
+    else:
+        raise TypeError(f"block hash extra keys may be str, int, bytes or tuples, got {type(key).__name__}")
+    return tag + len(raw).to_bytes(8, "little") + raw
+
+
+def hash_block_tokens(
+    parent_hash: BlockHash | None, token_ids: Sequence[int], extra_keys: tuple[BlockKey, ...] = ()
+) -> BlockHash:
+    """SHA-256 of one full block, chained to the hash of the block before it; ``extra_keys``
+    (from the request's extensions) take part, so equal tokens under different keys differ."""
+    h = hashlib.sha256(_ROOT if parent_hash is None else parent_hash)
+    h.update(array("q", token_ids).tobytes())
+    if extra_keys:
+        h.update(_encode_key(extra_keys))
+    return BlockHash(h.digest())
 
 
 class KVCacheBlock:

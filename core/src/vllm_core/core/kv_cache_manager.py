@@ -41,7 +41,8 @@ class KVCacheManager:
         while len(hashes) < len(tokens) // bs:
             i = len(hashes)
             parent = hashes[-1] if hashes else None
-            hashes.append(hash_block_tokens(parent, tokens[i * bs : (i + 1) * bs]))
+            extra = request.extensions.block_hash_extra_keys(i)
+            hashes.append(hash_block_tokens(parent, tokens[i * bs : (i + 1) * bs], extra))
         return hashes
 
     def get_computed_blocks(self, request: Request) -> tuple[list[KVCacheBlock], int]:
@@ -75,8 +76,11 @@ class KVCacheManager:
         request: Request,
         num_new_tokens: int,
         computed_blocks: list[KVCacheBlock] | None = None,
+        num_lookahead_tokens: int = 0,
     ) -> list[KVCacheBlock] | None:
-        """Give the request enough blocks for ``num_new_tokens`` more tokens.
+        """Give the request enough blocks for ``num_new_tokens`` more tokens, plus
+        ``num_lookahead_tokens`` slots after them (draft tokens of speculative decoding: their
+        KV is written, and overwritten later when a draft is rejected).
 
         ``computed_blocks`` are prefix-cache hits (first scheduling only). Returns the newly
         allocated blocks, or None (and changes nothing) when too few blocks are free.
@@ -84,7 +88,8 @@ class KVCacheManager:
         computed_blocks = computed_blocks or []
         blocks = self.req_blocks.setdefault(request.request_id, [])
         num_computed = request.num_computed_tokens + len(computed_blocks) * self.block_size
-        needed = cdiv(num_computed + num_new_tokens, self.block_size) - len(blocks) - len(computed_blocks)
+        total = num_computed + num_new_tokens + num_lookahead_tokens
+        needed = cdiv(total, self.block_size) - len(blocks) - len(computed_blocks)
         # Hits that sit in the free queue leave it when touched: they are not free for new blocks.
         reclaimed = sum(1 for b in computed_blocks if b.ref_cnt == 0)
         if needed > self.pool.num_free_blocks - reclaimed:

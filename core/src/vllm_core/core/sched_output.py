@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from vllm_core.extensions.state import ExtensionState
 from vllm_core.logprobs import PositionLogprobs, PromptLogprobsChunk
 from vllm_core.sampling_params import SamplingParams
 
@@ -30,6 +31,11 @@ class ScheduledRequest:
     """The request's prompt, by reference (repetition penalty, prompt logprobs)."""
     output_token_ids: Sequence[int] = ()
     """The request's generated tokens, by reference to the live list (penalties, bad words)."""
+    extensions: ExtensionState = field(default_factory=ExtensionState)
+    """The request's extension state (by reference): features read their typed field."""
+    draft_token_ids: Sequence[int] = ()
+    """Draft tokens at the end of ``token_ids`` (speculative decoding): the runner samples
+    ``len(draft_token_ids) + 1`` positions and returns the accepted tokens."""
 
     @property
     def num_tokens(self) -> int:
@@ -55,9 +61,13 @@ class SchedulerOutput:
 class ModelRunnerOutput:
     """Sampled tokens of one step, aligned with ``SchedulerOutput.scheduled``."""
 
-    sampled_token_ids: list[int | None]
-    """The new token per scheduled request; None for a prefill chunk that samples nothing."""
+    sampled_token_ids: list[list[int]]
+    """The new tokens per scheduled request: one for a plain step, ``1 .. k + 1`` for a request
+    with ``k`` drafts (the accepted ones, then the correction or bonus token); empty for a
+    prefill chunk that samples nothing."""
     logprobs: dict[str, PositionLogprobs] | None = None
     """req_id -> the sampled token's logprobs, for requests with ``logprobs`` set."""
     prompt_logprobs: dict[str, PromptLogprobsChunk] | None = None
     """req_id -> the prompt logprobs of this step's chunk, for requests with ``prompt_logprobs``."""
+    draft_token_ids: dict[str, list[int]] | None = None
+    """req_id -> draft tokens proposed for its next step (speculative decoding)."""

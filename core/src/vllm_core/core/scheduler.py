@@ -14,8 +14,15 @@ the step still on the device has a *pending* token. The next step feeds it as a 
 advance at scheduling time, and a request whose pending token is its last is not scheduled
 again. Token-level stops (EOS) are seen one step late; the extra token is dropped.
 
-A waiting request that is not ``ready`` (its structured-output grammar still compiling) is
-skipped, keeping its place in the queue, so it never holds up the requests behind it or the step.
+A waiting request that is not ``ready`` (a runner extension is still preparing it) is skipped,
+keeping its place in the queue, so it never holds up the requests behind it or the step.
+
+Multi-token steps (speculative decoding): a running request may carry draft tokens proposed
+after its last step (``Request.spec_token_ids``). They are fed after its last token in
+*lookahead* slots (``allocate_slots(..., num_lookahead_tokens)``), the runner returns the
+accepted ones plus one more token, and the rejected drafts' positions are rolled back
+(``num_computed_tokens`` drops by their number). Drafts never enter the prefix cache: only
+blocks of known tokens are cached, and a rejected draft never becomes a known token.
 """
 
 from __future__ import annotations
@@ -59,7 +66,8 @@ class Scheduler:
         max_model_len: int,
         ready: Callable[[Request], bool] | None = None,
     ) -> None:
-        """``ready(request)``: may a waiting request start now? (default: always)."""
+        """``ready(request)``: may a waiting request start now? (default: always; the engine
+        asks its runner extensions)."""
         self.ready = ready
         self.max_num_seqs = config.max_num_seqs
         self.max_num_batched_tokens = resolve_max_num_batched_tokens(config, max_model_len)
@@ -125,7 +133,8 @@ class Scheduler:
                 i += 1
                 continue
             num_new = min(req.num_tokens + req.num_pending_tokens - req.num_computed_tokens, budget)
-            while self.kv.allocate_slots(req, num_new) is None:
+            drafts = self._drafts_for(req, num_new, budget - num_new)
+            while self.kv.allocate_slots(req, num_new, num_lookahead_tokens=len(drafts)) is None:
                 victim = self.running.pop()
                 self._preempt(victim)
                 preempted.add(victim.request_id)
@@ -133,8 +142,8 @@ class Scheduler:
                     break
             if req.request_id in preempted:
                 break
-            scheduled.append(self._schedule_chunk(req, num_new))
-            budget -= num_new
+            scheduled.append(self._schedule_chunk(req, num_new, drafts))
+            budget -= num_new + len(drafts)
             i += 1
 
         not_ready: list[Request] = []
@@ -176,7 +185,21 @@ class Scheduler:
             or req.num_tokens + req.num_pending_tokens >= self.max_model_len
         )
 
-    def _schedule_chunk(self, req: Request, num_new: int) -> ScheduledRequest:
+    def _drafts_for(self, req: Request, num_new: int, budget_left: int) -> list[int]:
+        """The request's draft tokens that fit this step: only after its last known token,
+        within the budget, ``max_tokens`` and ``max_model_len``; the rest are dropped."""
+        if not req.spec_token_ids:
+            return []
+        drafts, req.spec_token_ids = req.spec_token_ids, []
+        if req.num_pending_tokens or num_new != req.num_tokens - req.num_computed_tokens:
+            return []
+        k = min(
+            len(drafts), budget_left, req.max_tokens - req.num_output_tokens - 1,
+            self.max_model_len - req.num_tokens,
+        )
+        return drafts[: max(k, 0)]
+
+    def _schedule_chunk(self, req: Request, num_new: int, drafts: list[int] | None = None) -> ScheduledRequest:
         """The request's share of this step (its blocks are allocated); caches the full blocks
         of known tokens it completes and, in async mode, advances the request right away."""
         start = req.num_computed_tokens
@@ -184,9 +207,10 @@ class Scheduler:
         known = req.all_token_ids[start:end]
         sample = end == req.num_tokens + req.num_pending_tokens
         self.kv.cache_blocks(req, min(end, req.num_tokens))
+        drafts = drafts or []
         sr = ScheduledRequest(
             req_id=req.request_id,
-            token_ids=known + [PLACEHOLDER_TOKEN_ID] * (num_new - len(known)),
+            token_ids=known + [PLACEHOLDER_TOKEN_ID] * (num_new - len(known)) + drafts,
             start_pos=start,
             block_ids=self.kv.get_block_ids(req.request_id),
             sampling_params=req.sampling_params,
@@ -195,6 +219,8 @@ class Scheduler:
             eos_token_id=req.eos_token_id,
             prompt_token_ids=req.prompt_token_ids,
             output_token_ids=req.output_token_ids,
+            extensions=req.extensions,
+            draft_token_ids=drafts,
         )
         if self.async_scheduling:
             req.num_computed_tokens = end
@@ -206,6 +232,7 @@ class Scheduler:
         self.kv.free(req)
         req.status = RequestStatus.PREEMPTED
         req.num_computed_tokens = 0
+        req.spec_token_ids = []
         req.num_preemptions += 1
         self.num_preemptions += 1
         self.waiting.appendleft(req)
@@ -213,27 +240,37 @@ class Scheduler:
     # ----------------------------------------------------------------------- after the step
     def update_from_output(
         self, output: SchedulerOutput, runner_output: ModelRunnerOutput
-    ) -> list[tuple[Request, int]]:
-        """Advance computed tokens, append sampled ones, apply stop rules, free finished requests.
+    ) -> list[tuple[Request, list[int]]]:
+        """Advance computed tokens (rolling back rejected drafts), append sampled ones, apply stop
+        rules after each, free finished requests, keep the drafts proposed for the next step.
 
-        Returns ``(request, new_token_id)`` for every request that got a token this step.
+        Returns ``(request, new_token_ids)`` for every request that got tokens this step.
         """
-        updates: list[tuple[Request, int]] = []
-        for sr, token in zip(output.scheduled, runner_output.sampled_token_ids):
+        updates: list[tuple[Request, list[int]]] = []
+        drafts = runner_output.draft_token_ids or {}
+        for sr, tokens in zip(output.scheduled, runner_output.sampled_token_ids):
             req = self.requests.get(sr.req_id)
             if req is None or req.is_finished:
-                continue  # finished or aborted while the step ran: its token is dropped
+                continue  # finished or aborted while the step ran: its tokens are dropped
             if not self.async_scheduling:
                 if req.status is not RequestStatus.RUNNING:
                     continue
                 req.num_computed_tokens += sr.num_tokens
-            if token is None:
+                if sr.draft_token_ids:  # roll back the positions of rejected drafts
+                    req.num_computed_tokens -= len(sr.draft_token_ids) - max(len(tokens) - 1, 0)
+            if not tokens:
                 continue
             if self.async_scheduling:
                 req.num_pending_tokens -= 1
-            req.append_output_token(token)
+            new: list[int] = []
+            status = None
+            for token in tokens:
+                req.append_output_token(token)
+                new.append(token)
+                status = check_stop(req, self.max_model_len)
+                if status is not None:
+                    break
             self.kv.cache_blocks(req, min(req.num_computed_tokens, req.num_tokens))
-            status = check_stop(req, self.max_model_len)
             if status is not None:
                 if req.status is RequestStatus.RUNNING:
                     self.running.remove(req)
@@ -241,5 +278,7 @@ class Scheduler:
                     self.waiting.remove(req)
                 req.status = status
                 self._free(req)
-            updates.append((req, token))
+            elif sr.req_id in drafts:
+                req.spec_token_ids = drafts[sr.req_id]
+            updates.append((req, new))
         return updates

@@ -5,8 +5,9 @@ They are plain picklable dataclasses so the core can run in another process.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from vllm_core.extensions.state import ExtensionState
 from vllm_core.logprobs import PositionLogprobs, PromptLogprobsChunk
 from vllm_core.sampling_params import SamplingParams
 
@@ -20,6 +21,8 @@ class EngineCoreRequest:
     max_tokens: int
     """Output limit already bounded by the model length."""
     arrival_time: float
+    extensions: ExtensionState = field(default_factory=ExtensionState)
+    """Features' typed per-request state (cache salt, adapter, images, ...)."""
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""``EngineCore``: scheduler + model runner; token ids in, token ids out.
+"""``EngineCore``: scheduler + executor; token ids in, token ids out.
 
 ``step()`` is the whole loop: schedule, execute, update. Everything textual (tokenizing,
 detokenizing, stop strings) happens outside, so the core can move to its own process.
@@ -14,11 +14,12 @@ from vllm_core.core.kv_cache_manager import KVCacheManager
 from vllm_core.core.sched_output import ModelRunnerOutput, SchedulerOutput
 from vllm_core.core.scheduler import Scheduler, resolve_max_num_batched_tokens
 from vllm_core.engine.core_types import EngineCoreOutput, EngineCoreRequest
-from vllm_core.model_executor.model_loader.loader import LoadedModel, load_model
+from vllm_core.executor import Executor, executor_class
+from vllm_core.model_executor.model_loader.loader import LoadedModel
 from vllm_core.platforms import resolve_platform
 from vllm_core.platforms.interface import Platform
 from vllm_core.request import Request, RequestStatus
-from vllm_core.worker.model_runner import ModelRunner, PendingRunnerOutput, size_kv_cache
+from vllm_core.worker.model_runner import ModelRunner, PendingRunnerOutput
 
 logger = logging.getLogger(__name__)
 
@@ -34,55 +35,44 @@ def freeze_startup_heap() -> None:
 
 
 def start_engine_core(config: EngineConfig, use_tqdm: bool = False) -> tuple[Platform, LoadedModel, EngineCore]:
-    """Resolve and set up the platform, load the model, build the core, in that order. The
-    platform learns the KV cache's config before the model loads (``prepare_kv_cache``), so it
-    can prepare that memory meanwhile; whatever it set aside and the cache did not take is
-    released once the core is built or the start failed."""
+    """Resolve and set up the platform, start the executor (which loads the model on its
+    workers), build the core, in that order. The platform learns the KV cache's config before
+    the model loads (``prepare_kv_cache``), so it can prepare that memory meanwhile; whatever it
+    set aside and the cache did not take is released once the core is built or the start failed."""
     platform = resolve_platform(config.device.device)
     platform.setup()
     prepared = platform.prepare_kv_cache(config.cache)
     try:
-        loaded = load_model(config.model, platform, use_tqdm=use_tqdm)
-        core = EngineCore(config, platform, loaded, prepared)
+        executor = executor_class(config)(config, platform, use_tqdm=use_tqdm)
+        core = EngineCore(config, executor, prepared)
     finally:
         platform.kv_cache_allocated()
-    return platform, loaded, core
+    return platform, executor.loaded, core
 
 
 class EngineCore:
-    """Owns the KV cache, the scheduler and the model runner."""
+    """Owns the scheduler and the KV cache manager; runs steps through an ``Executor``."""
 
-    def __init__(
-        self, config: EngineConfig, platform: Platform, loaded: LoadedModel, prepared_kv_bytes: int | None = None
-    ) -> None:
+    def __init__(self, config: EngineConfig, executor: Executor, prepared_kv_bytes: int | None = None) -> None:
         """``prepared_kv_bytes``: what ``Platform.prepare_kv_cache`` set aside, the cache's budget."""
-        from vllm_core.plugins import registry
-
         self.config = config
-        self.platform = platform
-        sampler = registry.samplers().get(platform.sampler_name())()
-        self.runner = ModelRunner(loaded, platform, sampler, config.model.seed)
-        self.runner.logprobs_mode = config.model.logprobs_mode
+        self.executor = executor
+        self.platform = executor.platform
+        loaded = executor.loaded
         sc = config.scheduler
-        budget = resolve_max_num_batched_tokens(sc, loaded.max_model_len, platform.default_max_num_batched_tokens)
-        self.kv_spec = size_kv_cache(
-            config.cache, loaded, platform,
-            profile=lambda: self.runner.profile_run(
-                budget, sc.max_num_seqs, config.cache.block_size or platform.default_block_size
-            ),
-            prepared_bytes=prepared_kv_bytes,
-        )
-        self.runner.initialize_kv_cache(self.kv_spec)
-        if not config.model.enforce_eager:
-            self.runner.capture_graphs(sc.max_num_seqs, loaded.max_model_len)
+        budget = resolve_max_num_batched_tokens(sc, loaded.max_model_len, self.platform.default_max_num_batched_tokens)
+        self.kv_spec = executor.initialize(budget, prepared_kv_bytes)
         self.kv_cache_manager = KVCacheManager(
             self.kv_spec.num_blocks, self.kv_spec.block_size, config.cache.enable_prefix_caching
         )
-        async_scheduling = sc.async_scheduling if sc.async_scheduling is not None else platform.async_scheduling
+        async_scheduling = sc.async_scheduling if sc.async_scheduling is not None else self.platform.async_scheduling
+        if async_scheduling and not executor.supports_async_scheduling:
+            logger.info("async scheduling off: a runner extension needs each step's tokens before the next step")
+            async_scheduling = False
         self.scheduler = Scheduler(
             sc.model_copy(update={"async_scheduling": async_scheduling, "max_num_batched_tokens": budget}),
             self.kv_cache_manager, loaded.max_model_len,
-            ready=lambda req: self.runner.structured.is_ready(req.request_id),
+            ready=lambda req: executor.is_ready(req.request_id),
         )
         self._in_flight: tuple[SchedulerOutput, PendingRunnerOutput] | None = None
         max_conc = self.kv_spec.num_tokens / loaded.max_model_len
@@ -93,14 +83,20 @@ class EngineCore:
         )
         freeze_startup_heap()
 
+    @property
+    def runner(self) -> ModelRunner:
+        """The driver worker's model runner (in-process executors)."""
+        runner: ModelRunner = self.executor.runner  # type: ignore[attr-defined]
+        return runner
+
     def add_request(self, req: EngineCoreRequest) -> None:
         self.scheduler.add_request(
             Request(
                 req.request_id, req.prompt_token_ids, req.sampling_params,
-                req.eos_token_id, req.max_tokens, req.arrival_time,
+                req.eos_token_id, req.max_tokens, req.arrival_time, req.extensions,
             )
         )
-        self.runner.structured.add_request(req.request_id, req.sampling_params.structured_outputs)
+        self.executor.add_request(req)
 
     def abort_requests(self, request_ids: list[str]) -> None:
         self.scheduler.finish_requests(request_ids, RequestStatus.FINISHED_ABORTED)
@@ -114,9 +110,9 @@ class EngineCore:
         prepares step N+1 while the device runs step N."""
         sched_out = self.scheduler.schedule()
         if not self.scheduler.async_scheduling:
-            runner_out = self.runner.execute(sched_out)
+            runner_out = self.executor.execute_model(sched_out)
             return self._outputs(self.scheduler.update_from_output(sched_out, runner_out), runner_out)
-        pending = self.runner.execute_async(sched_out)
+        pending = self.executor.execute_model_async(sched_out)
         launched = None if sched_out.is_empty else (sched_out, pending)
         previous, self._in_flight = self._in_flight, launched
         if previous is None:
@@ -126,22 +122,22 @@ class EngineCore:
         return self._outputs(self.scheduler.update_from_output(prev_out, runner_out), runner_out)
 
     def _outputs(
-        self, updates: list[tuple[Request, int]], runner_out: ModelRunnerOutput
+        self, updates: list[tuple[Request, list[int]]], runner_out: ModelRunnerOutput
     ) -> list[EngineCoreOutput]:
         return make_core_outputs(updates, runner_out)
 
 
-def make_core_outputs(updates: list[tuple[Request, int]], runner_out: ModelRunnerOutput) -> list[EngineCoreOutput]:
-    """One output per request that got a token, with its logprobs; plus token-less outputs
+def make_core_outputs(updates: list[tuple[Request, list[int]]], runner_out: ModelRunnerOutput) -> list[EngineCoreOutput]:
+    """One output per request that got tokens, with its logprobs; plus token-less outputs
     carrying the prompt logprobs of prefill chunks that sampled nothing."""
     logprobs = runner_out.logprobs or {}
     prompt = dict(runner_out.prompt_logprobs or {})
     outs = []
-    for req, token in updates:
+    for req, tokens in updates:
         lp = logprobs.get(req.request_id)
         outs.append(
             EngineCoreOutput(
-                req.request_id, [token], req.status.finish_reason, req.stop_reason,
+                req.request_id, tokens, req.status.finish_reason, req.stop_reason,
                 max(req.num_cached_tokens, 0), None if lp is None else [lp], prompt.pop(req.request_id, None),
             )
         )

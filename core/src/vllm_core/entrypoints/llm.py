@@ -15,7 +15,9 @@ from vllm_core.config import (
     DeviceConfig,
     EngineConfig,
     ModelConfig,
+    ParallelConfig,
     SchedulerConfig,
+    SpeculativeConfig,
 )
 from vllm_core.engine.input_processor import PromptType
 from vllm_core.engine.llm_engine import LLMEngine
@@ -36,7 +38,9 @@ def build_engine_config(model: str | None = None, **kwargs: Any) -> EngineConfig
         "cache": (CacheConfig, {}),
         "scheduler": (SchedulerConfig, {}),
         "device": (DeviceConfig, {}),
+        "parallel": (ParallelConfig, {}),
     }
+    speculative = kwargs.pop("speculative_config", None)
     for key, value in kwargs.items():
         if value is None:
             continue
@@ -45,10 +49,18 @@ def build_engine_config(model: str | None = None, **kwargs: Any) -> EngineConfig
                 values[key] = value
                 break
         else:
-            known = sorted(n for cls, _ in sections.values() for n in cls.model_fields)
+            known = sorted([n for cls, _ in sections.values() for n in cls.model_fields] + ["speculative_config"])
             raise ConfigError(f"unknown engine argument {key!r}; known: {', '.join(known)}")
     try:
-        return EngineConfig.model_validate({name: cls(**values) for name, (cls, values) in sections.items()})
+        if speculative is not None and not isinstance(speculative, (dict, SpeculativeConfig)):
+            raise ConfigError(
+                f"speculative_config must be a dict such as {{'method': 'ngram', 'num_speculative_tokens': 4}}, "
+                f"got {type(speculative).__name__}"
+            )
+        built: dict[str, Any] = {name: cls(**values) for name, (cls, values) in sections.items()}
+        if speculative is not None:
+            built["speculative"] = SpeculativeConfig.model_validate(speculative)
+        return EngineConfig.model_validate(built)
     except ValueError as exc:
         if isinstance(exc, ConfigError):
             raise

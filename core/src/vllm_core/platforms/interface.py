@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
 
@@ -14,6 +15,7 @@ if TYPE_CHECKING:
     from vllm_core.attention.backend import AttentionBackend
     from vllm_core.config import CacheConfig
     from vllm_core.worker.graph_runner import GraphRunner
+    from vllm_core.worker.step_shapes import StepShapes
 
 
 class Platform(ABC):
@@ -42,6 +44,9 @@ class Platform(ABC):
     default_max_num_batched_tokens: ClassVar[int] = 8192
     """Token budget of a step when ``SchedulerConfig.max_num_batched_tokens`` is left unset (with
     chunked prefill off, at least ``max_model_len``)."""
+    inference_mode: ClassVar[Literal["inference_mode", "no_grad"]] = "inference_mode"
+    """How the runner turns autograd off around a step: ``torch.inference_mode`` (fastest where
+    supported) or ``torch.no_grad`` (backends whose tensors cannot be inference tensors, XLA)."""
 
     @classmethod
     @abstractmethod
@@ -143,6 +148,25 @@ class Platform(ABC):
 
     def current_memory_bytes(self) -> int | None:
         """Bytes the framework holds now; None where unknown."""
+        return None
+
+    def inference_context(self) -> contextlib.AbstractContextManager[Any]:
+        """The autograd mode of a step (``inference_mode``)."""
+        return torch.inference_mode() if self.inference_mode == "inference_mode" else torch.no_grad()
+
+    def make_generator(self, seed: int) -> torch.Generator:
+        """A seeded random generator for sampling, where the platform wants it (default: on
+        the device; a backend without device generators may keep them on the host)."""
+        gen = torch.Generator(device=self.device())
+        gen.manual_seed(seed)
+        return gen
+
+    def step_shapes(
+        self, max_num_seqs: int, max_num_batched_tokens: int, max_model_len: int, block_size: int
+    ) -> StepShapes | None:
+        """Fixed shapes for every step (``vllm_core.worker.step_shapes``): the runner pads each
+        step's tokens, requests and block-table width to the smallest bucket that holds it.
+        None, the default: every step has its own shape (graph runners still pad decodes)."""
         return None
 
     def make_graph_runner(self, model: Any, max_num_seqs: int, max_model_len: int, block_size: int) -> GraphRunner | None:

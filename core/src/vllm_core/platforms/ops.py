@@ -118,14 +118,21 @@ class Ops:
         key/value: [T, Hk, D]; key_cache/value_cache: [num_blocks, block_size, Hk, D];
         slot_mapping: [T] int64, slot = block_id * block_size + offset; -1 skips the row.
         """
+        # No host sync (no ``.all()`` / masking by a device tensor): skipped rows are sent to the
+        # slot of the first written row with that row's values, so the duplicate writes agree;
+        # when no row is written they rewrite slot 0 with what it holds.
         num_blocks, block_size = key_cache.shape[:2]
+        k_flat = key_cache.view(num_blocks * block_size, *key_cache.shape[2:])
+        v_flat = value_cache.view(num_blocks * block_size, *value_cache.shape[2:])
         valid = slot_mapping >= 0
-        if not bool(valid.all()):
-            key, value, slot_mapping = key[valid], value[valid], slot_mapping[valid]
-        key_cache.view(num_blocks * block_size, *key_cache.shape[2:]).index_copy_(0, slot_mapping, key)
-        value_cache.view(num_blocks * block_size, *value_cache.shape[2:]).index_copy_(
-            0, slot_mapping, value
-        )
+        first = torch.argmax(valid.to(torch.int32))
+        any_valid = valid.any()
+        target = torch.where(valid, slot_mapping, torch.where(any_valid, slot_mapping[first], 0).clamp(min=0))
+        keep = valid.view(-1, *([1] * (key.dim() - 1)))
+        k_fill = torch.where(any_valid, key[first], k_flat[0]).to(key.dtype)
+        v_fill = torch.where(any_valid, value[first], v_flat[0]).to(value.dtype)
+        k_flat.index_copy_(0, target, torch.where(keep, key, k_fill))
+        v_flat.index_copy_(0, target, torch.where(keep, value, v_fill))
 
 
 NATIVE_OPS = Ops()

@@ -68,3 +68,19 @@ def register_reasoning_parsers(register: Callable[[str, type[Any]], None]) -> No
     from vllm_core.reasoning.deepseek_r1 import DeepSeekR1ReasoningParser
 
     register("deepseek_r1", DeepSeekR1ReasoningParser)
+
+
+@hookimpl
+def register_runner_extensions(register: Callable[[type[Any]], None]) -> None:
+    from vllm_core.sample.structured import StructuredOutputs
+    from vllm_core.spec_decode.extension import SpeculativeDecoding
+
+    register(StructuredOutputs)
+    register(SpeculativeDecoding)
+
+
+@hookimpl
+def register_proposers(register: Callable[[type[Any]], None]) -> None:
+    from vllm_core.spec_decode.ngram import NgramProposer
+
+    register(NgramProposer)

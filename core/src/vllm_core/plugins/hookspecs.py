@@ -75,5 +75,19 @@ def register_reasoning_parsers(register: Callable[[str, type[Any]], None]) -> No
 
 
 @hookspec
+def register_runner_extensions(register: Callable[[type[Any]], None]) -> None:
+    """Register ``RunnerExtension`` subclasses (``vllm_core.plugins.api``) by their ``name``:
+    ``register(MyExtension)``. Each model runner asks every one to ``create`` itself for its
+    engine and calls the instances at fixed points of each step (request added / finished,
+    ready to schedule, prepare rows, logits masks, accept tokens, propose drafts)."""
+
+
+@hookspec
+def register_proposers(register: Callable[[type[Any]], None]) -> None:
+    """Register speculative-decoding ``Proposer`` subclasses by their ``method`` name, the value
+    of ``speculative_config={"method": ...}``: ``register(NgramProposer)``."""
+
+
+@hookspec
 def register_commands(cli: Any) -> None:
     """Add subcommands to the ``vllm-core`` click group: ``@cli.command() def mycmd(): ...``."""

@@ -20,6 +20,7 @@ import pluggy
 
 from vllm_core.errors import PluginError
 from vllm_core.plugins import hookspecs
+from vllm_core.plugins.compat import check_plugin_api
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +38,10 @@ class PluginInfo:
     version: str
     module: str
     hooks: tuple[str, ...] = field(default_factory=tuple)
+    api_range: str | None = None
+    """The ``VLLM_CORE_PLUGIN_API`` range the plugin declares (None: it declares none)."""
+    api_compatible: bool = True
+    """Whether the running core's ``PLUGIN_API_VERSION`` is in that range."""
 
 
 _lock = threading.Lock()
@@ -70,10 +75,10 @@ def _load_entry_point(pm: pluggy.PluginManager, ep: EntryPoint) -> PluginInfo:
             f"({ep.value}): {type(exc).__name__}: {exc}. Reinstall it, fix its dependencies, "
             f"or leave it out with {ENV_ALLOW}=<names> / {ENV_DISABLE_AUTOLOAD}=1"
         ) from exc
-    if pm.is_registered(module):
-        return PluginInfo(ep.name, dist, version, ep.value, _hooks_of(pm, module))
-    pm.register(module, name=ep.name)
-    return PluginInfo(ep.name, dist, version, ep.value, _hooks_of(pm, module))
+    api = check_plugin_api(module, ep.name, dist)
+    if not pm.is_registered(module):
+        pm.register(module, name=ep.name)
+    return PluginInfo(ep.name, dist, version, ep.value, _hooks_of(pm, module), api.declared, api.compatible)
 
 
 def _build() -> tuple[pluggy.PluginManager, list[PluginInfo]]:
@@ -81,11 +86,14 @@ def _build() -> tuple[pluggy.PluginManager, list[PluginInfo]]:
     pm.add_hookspecs(hookspecs)
     infos: list[PluginInfo] = []
     from vllm_core import __version__
+    from vllm_core.plugins.compat import PLUGIN_API_VERSION
 
     for mod_name in BUILTIN_MODULES:
         module: ModuleType = importlib.import_module(mod_name)
         pm.register(module, name=mod_name)
-        infos.append(PluginInfo("builtin", "vllm-core", __version__, mod_name, _hooks_of(pm, module)))
+        infos.append(PluginInfo(
+            "builtin", "vllm-core", __version__, mod_name, _hooks_of(pm, module), f"=={PLUGIN_API_VERSION}"
+        ))
     if _autoload_disabled():
         logger.info("plugin autoload disabled by %s", ENV_DISABLE_AUTOLOAD)
         return pm, infos
@@ -123,9 +131,12 @@ def reset_plugin_manager() -> None:
 
 
 def register_plugin(plugin: object, name: str | None = None) -> None:
-    """Register an in-process plugin object or module (tests, notebooks)."""
+    """Register an in-process plugin object or module (tests, notebooks). Its
+    ``VLLM_CORE_PLUGIN_API`` range is checked as for an installed plugin."""
     from vllm_core.plugins import registry
 
+    label = name or getattr(plugin, "__name__", type(plugin).__name__)
+    check_plugin_api(plugin, label, "in-process")
     get_plugin_manager().register(plugin, name=name)
     registry.clear_caches()
 

@@ -122,4 +122,37 @@ def reasoning_parsers() -> Registry[Any]:
     return _collect("register_reasoning_parsers", "reasoning parser", ConfigError, "", False)
 
 
+def runner_extensions() -> Registry[Any]:
+    from vllm_core.errors import ConfigError
+
+    return _collect("register_runner_extensions", "runner extension", ConfigError, "", True)
+
+
+def proposers() -> Registry[Any]:
+    from vllm_core.errors import ConfigError
+
+    return _collect_by(
+        "register_proposers", "speculative decoding method", ConfigError,
+        "install the plugin that provides it", "method",
+    )
+
+
+def _collect_by(hook: str, kind: str, error_cls: type[Exception], hint: str, attr: str) -> Registry[Any]:
+    if hook in _cache:
+        return _cache[hook]
+    from vllm_core.plugins.manager import get_plugin_manager
+
+    reg: Registry[Any] = Registry(kind, error_cls, hint)
+
+    def register(cls: Any) -> None:
+        name = getattr(cls, attr, None)
+        if not isinstance(name, str):
+            raise PluginError(f"{kind} {cls!r} has no string attribute {attr!r}")
+        reg.register(name, cls)
+
+    getattr(get_plugin_manager().hook, hook)(register=register)
+    _cache[hook] = reg
+    return reg
+
+
 RegistryGetter = Callable[[], Registry[Any]]

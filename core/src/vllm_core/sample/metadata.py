@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from vllm_core.core.sched_output import ScheduledRequest
-from vllm_core.sample.structured import TokenBitmask
+from vllm_core.sample.token_mask import TokenBitmask
 from vllm_core.worker.transfer import to_device
 
 PAD_TOKEN = -1
@@ -76,7 +76,7 @@ class SamplingMetadata:
     max_num_logprobs: int | None = None
     """Most top-k alternatives any row asks for (-1: the vocabulary); None when no row does."""
     token_bitmask: TokenBitmask | None = None
-    """Structured-output rows' allowed tokens (set by the runner, which owns the matchers)."""
+    """Allowed tokens of some rows (set by the runner from its extensions' ``logits_mask``)."""
 
     @classmethod
     def build(

@@ -20,7 +20,7 @@ from vllm_core.sample.logits_processors import apply_allowed_tokens, apply_banne
 from vllm_core.sample.metadata import SamplingMetadata
 from vllm_core.sample.penalties import apply_penalties
 from vllm_core.sample.rejection import DraftBatch, verify_drafts
-from vllm_core.sample.structured import apply_token_bitmask
+from vllm_core.sample.token_mask import apply_token_bitmask
 
 
 class Sampler(ABC):

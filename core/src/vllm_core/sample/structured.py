@@ -1,14 +1,17 @@
-"""Structured outputs with xgrammar: a grammar matcher per constrained request, a token bitmask
-per step for its row, applied by the sampler before anything else draws from the logits.
+"""Structured outputs with xgrammar, as a runner extension: a grammar matcher per constrained
+request, a token bitmask per step for its row, applied by the sampler before anything else draws
+from the logits.
 
 * Admission (``check_structured``) compiles the constraint once on the front end, so a bad
   schema / regex / grammar, or one that admits no output at all, is a ``RequestError`` at once.
-* The engine core (``StructuredOutputManager``) compiles it again in a background thread as soon
-  as the request arrives (a compiled grammar is large and does not cross processes). Until it
-  is ready the scheduler leaves the request waiting (``is_ready``), so the other rows' steps run
-  on and never wait for it. Grammars are cached by their spec.
-* After sampling, the runner feeds each constrained row's token to its matcher; the next step's
-  bitmask follows from the matcher's state, which is the runner's own (async scheduling safe).
+* In the engine core, ``StructuredOutputs`` (registered through ``register_runner_extensions``
+  like any plugin's extension) compiles it again in a background thread as soon as the request
+  arrives (a compiled grammar is large and does not cross processes). Until it is ready the
+  request is not ready to schedule (``is_ready``), so the other rows' steps run on and never
+  wait for it. Grammars are cached by their spec.
+* After sampling, the extension feeds each constrained row's token to its matcher; the next
+  step's bitmask follows from the matcher's state, which is the runner's own (async scheduling
+  safe). Constrained requests get no draft tokens (the proposers skip them).
 """
 
 from __future__ import annotations
@@ -17,16 +20,23 @@ import logging
 import threading
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
 from vllm_core.errors import RequestError
-from vllm_core.sampling_params import StructuredOutputsParams
+from vllm_core.extensions.runner import RunnerContext, RunnerExtension, SampledTokens
+from vllm_core.extensions.state import ExtensionState
+from vllm_core.sample.token_mask import TokenBitmask, apply_token_bitmask, merge_token_bitmasks
+from vllm_core.sampling_params import SamplingParams, StructuredOutputsParams
 
 if TYPE_CHECKING:
     from vllm_core.core.sched_output import ScheduledRequest
+
+__all__ = [
+    "GrammarCompiler", "StructuredOutputs", "TokenBitmask", "apply_token_bitmask", "check_structured",
+    "merge_token_bitmasks",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -106,28 +116,14 @@ def check_structured(params: StructuredOutputsParams, tokenizer: Any, vocab_size
         raise RequestError(f"the structured output constraint ({params.key()[0]}) admits no output at all")
 
 
-@dataclass
-class TokenBitmask:
-    """Allowed tokens of the constrained rows."""
-
-    rows: torch.Tensor
-    """[K] int64: rows of the step's sampling batch."""
-    bits: torch.Tensor
-    """[K, ceil(vocab / 32)] int32: bit j of word w allows token 32 * w + j."""
-
-
-def apply_token_bitmask(logits: torch.Tensor, bitmask: TokenBitmask) -> torch.Tensor:
-    """Disallowed tokens of the constrained rows -> -inf (a new tensor)."""
-    vocab = logits.shape[-1]
-    shifts = torch.arange(32, device=logits.device, dtype=torch.int32)
-    allowed = ((bitmask.bits.unsqueeze(-1) >> shifts) & 1).bool().flatten(1)[:, :vocab]
-    banned = torch.zeros_like(logits, dtype=torch.bool)
-    banned[bitmask.rows] = ~allowed
-    return logits.masked_fill(banned, float("-inf"))
-
-
-class StructuredOutputManager:
+class StructuredOutputs(RunnerExtension):
     """The engine core's grammar matchers, one per constrained request."""
+
+    name: ClassVar[str] = "structured_outputs"
+
+    @classmethod
+    def create(cls, context: RunnerContext) -> StructuredOutputs | None:
+        return cls(context.tokenizer, context.vocab_size)
 
     def __init__(self, tokenizer: Any, vocab_size: int) -> None:
         self.tokenizer = tokenizer
@@ -137,8 +133,11 @@ class StructuredOutputManager:
         self._grammars: dict[str, Future[Any]] = {}
         self._matchers: dict[str, Any] = {}
 
-    def add_request(self, req_id: str, params: StructuredOutputsParams | None) -> None:
+    def add_request(self, req_id: str, params: SamplingParams, extensions: ExtensionState | None = None) -> None:
         """Start compiling the request's grammar in the background."""
+        self._start(req_id, params.structured_outputs)
+
+    def _start(self, req_id: str, params: StructuredOutputsParams | None) -> None:
         if params is None or self.tokenizer is None:
             return
         if self._pool is None:
@@ -161,12 +160,12 @@ class StructuredOutputManager:
         if matcher is None:
             future = self._grammars.pop(row.req_id, None)
             if future is None:  # added without add_request (tests, profiling)
-                self.add_request(row.req_id, row.sampling_params.structured_outputs)
+                self._start(row.req_id, row.sampling_params.structured_outputs)
                 future = self._grammars.pop(row.req_id)
             matcher = self._matchers[row.req_id] = _xgrammar().GrammarMatcher(future.result())
         return matcher
 
-    def bitmask(self, rows: Sequence[ScheduledRequest], device: torch.device) -> TokenBitmask | None:
+    def logits_mask(self, rows: Sequence[ScheduledRequest], device: torch.device) -> TokenBitmask | None:
         """The step's bitmask for the constrained rows (None when there are none)."""
         constrained = [j for j, r in enumerate(rows) if r.sampling_params.structured_outputs is not None]
         if not constrained or self.tokenizer is None:
@@ -181,18 +180,20 @@ class StructuredOutputManager:
                 matcher.fill_next_token_bitmask(bits, k)
         return TokenBitmask(torch.tensor(constrained, dtype=torch.int64).to(device), bits.to(device))
 
-    def accept(self, rows: Sequence[ScheduledRequest], sampled: torch.Tensor) -> None:
+    def accept_tokens(self, rows: Sequence[ScheduledRequest], sampled: SampledTokens) -> None:
         """Advance the constrained rows' matchers by the tokens just sampled."""
         constrained = [j for j, r in enumerate(rows) if r.req_id in self._matchers]
         if not constrained:
             return
-        tokens = sampled[torch.tensor(constrained, device=sampled.device)].tolist()
-        for j, token in zip(constrained, tokens):
+        for j, tokens in zip(constrained, sampled.rows(constrained)):
             matcher = self._matchers[rows[j].req_id]
-            if not matcher.is_terminated() and not matcher.accept_token(int(token)):
-                logger.error("request %s: sampled token %d rejected by its grammar", rows[j].req_id, token)
+            for token in tokens:
+                if matcher.is_terminated():
+                    break
+                if not matcher.accept_token(int(token)):
+                    logger.error("request %s: sampled token %d rejected by its grammar", rows[j].req_id, token)
 
-    def finish(self, req_ids: set[str]) -> None:
+    def finish_requests(self, req_ids: set[str]) -> None:
         for rid in req_ids:
             self._matchers.pop(rid, None)
             self._grammars.pop(rid, None)

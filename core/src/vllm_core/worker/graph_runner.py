@@ -5,7 +5,9 @@ returns one from ``Platform.make_graph_runner``; the model runner asks it first 
 when it declines (prefills, batches larger than the largest captured size, ``enforce_eager``).
 
 ``DecodeBuffers`` holds what every such runner needs: persistent input buffers that a captured
-graph reads, the batch-size buckets, and the copy of one step's inputs into them.
+graph reads, the batch-size buckets, and the copy of one step's inputs into them. Its buckets
+and padding are the static step shapes' (``vllm_core.worker.step_shapes``), kept in memory the
+graphs read in place.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import torch
 
 from vllm_core.attention.metadata import AttentionMetadata
 from vllm_core.worker.input_batch import ModelInputs
+from vllm_core.worker.step_shapes import PAD_SEQ_LEN, PAD_SLOT_ID, StepShapes
 
 
 class GraphRunner(ABC):
@@ -51,8 +54,9 @@ class DecodeBuffers:
     """Persistent decode inputs for ``sizes[-1]`` rows, read by every captured bucket.
 
     A batch of ``n`` decode rows is copied in by ``load`` and runs as the smallest bucket
-    ``>= n``; the padded rows are made harmless: ``slot_mapping = -1`` (the KV write skips them)
-    and ``seq_len = 1`` (their attention reads one valid slot of block 0).
+    ``>= n`` of ``shapes`` (one token per request); the padded rows are made harmless as every
+    static step shape's: ``slot_mapping = PAD_SLOT_ID`` (the KV write skips them) and
+    ``seq_len = PAD_SEQ_LEN`` (their attention reads one valid slot of block 0).
     """
 
     def __init__(self, sizes: list[int], max_model_len: int, block_size: int, device: torch.device) -> None:
@@ -60,12 +64,13 @@ class DecodeBuffers:
         self.block_size = block_size
         self.max_model_len = max_model_len
         self.max_blocks = -(-max_model_len // block_size)
+        self.shapes = StepShapes(tuple(sizes), tuple(sizes), (self.max_blocks,))
         n = sizes[-1]
         self.input_ids = torch.zeros(n, dtype=torch.int64, device=device)
         self.positions = torch.zeros(n, dtype=torch.int64, device=device)
-        self.slot_mapping = torch.full((n,), -1, dtype=torch.int64, device=device)
+        self.slot_mapping = torch.full((n,), PAD_SLOT_ID, dtype=torch.int64, device=device)
         self.block_tables = torch.zeros(n, self.max_blocks, dtype=torch.int32, device=device)
-        self.seq_lens = torch.ones(n, dtype=torch.int32, device=device)
+        self.seq_lens = torch.full((n,), PAD_SEQ_LEN, dtype=torch.int32, device=device)
         self.query_start_loc = torch.arange(n + 1, dtype=torch.int32, device=device)
 
     def metadata(self, bs: int) -> AttentionMetadata:
@@ -88,14 +93,17 @@ class DecodeBuffers:
         mixed rows, more rows than the largest bucket, a wider block table)."""
         md = inputs.metadata
         n = md.num_reqs
-        if md.num_decodes != n or n > self.sizes[-1] or md.block_tables.shape[1] > self.max_blocks:
+        if md.num_decodes != n:
             return None
-        bs = next(s for s in self.sizes if s >= n)
+        shape = self.shapes.select(n, n, md.block_tables.shape[1])
+        if shape is None:
+            return None
+        bs = shape.num_reqs
         self.input_ids[:n].copy_(inputs.input_ids, non_blocking=True)
         self.positions[:n].copy_(inputs.positions, non_blocking=True)
         self.slot_mapping[:n].copy_(md.slot_mapping, non_blocking=True)
-        self.slot_mapping[n:bs].fill_(-1)
+        self.slot_mapping[n:bs].fill_(PAD_SLOT_ID)
         self.block_tables[:n, : md.block_tables.shape[1]].copy_(md.block_tables, non_blocking=True)
         self.seq_lens[:n].copy_(md.seq_lens, non_blocking=True)
-        self.seq_lens[n:bs].fill_(1)
+        self.seq_lens[n:bs].fill_(PAD_SEQ_LEN)
         return bs

@@ -8,19 +8,21 @@ from dataclasses import dataclass
 
 import torch
 
-from vllm_core.config import CacheConfig
+from vllm_core.config import CacheConfig, EngineConfig
 from vllm_core.core.sched_output import ModelRunnerOutput, ScheduledRequest, SchedulerOutput
 from vllm_core.errors import KVCacheTooSmallError
+from vllm_core.extensions.runner import RunnerContext, RunnerExtensions, SampledTokens
 from vllm_core.logprobs import LogprobsMode, PositionLogprobs, PromptLogprobsChunk
 from vllm_core.model_executor.model_loader.loader import LoadedModel
 from vllm_core.platforms.interface import Platform
 from vllm_core.sample.logprobs import prompt_logprobs, sample_logprobs
 from vllm_core.sample.metadata import SamplingMetadata
 from vllm_core.sample.sampler import Sampler
-from vllm_core.sample.structured import StructuredOutputManager
 from vllm_core.sampling_params import SamplingParams
 from vllm_core.worker.graph_runner import GraphRunner
-from vllm_core.worker.input_batch import prepare_inputs
+from vllm_core.worker.input_batch import ModelInputs, prepare_inputs
+from vllm_core.worker.multi_token import draft_batch, expand_draft_rows
+from vllm_core.worker.step_shapes import StepShapes
 from vllm_core.worker.transfer import to_device
 
 logger = logging.getLogger(__name__)
@@ -99,44 +101,62 @@ class PendingRunnerOutput:
 
     num_scheduled: int
     sample_rows: list[int]
-    """Index into ``SchedulerOutput.scheduled`` of each sampled token."""
-    fetch: Callable[[], list[int]] | None
+    """Index into ``SchedulerOutput.scheduled`` of each sampling row."""
+    fetch: Callable[[], list[int]] | Callable[[], list[list[int]]] | None
+    """Each sampling row's token (one-token steps) or tokens (multi-token steps)."""
     logprobs: dict[str, PositionLogprobs] | None = None
     prompt_logprobs: dict[str, PromptLogprobsChunk] | None = None
+    draft_token_ids: dict[str, list[int]] | None = None
 
     def get(self) -> ModelRunnerOutput:
-        """Wait for the tokens; aligned with the scheduled requests (None: nothing sampled)."""
-        sampled: list[int | None] = [None] * self.num_scheduled
+        """Wait for the tokens; aligned with the scheduled requests (empty: nothing sampled)."""
+        sampled: list[list[int]] = [[] for _ in range(self.num_scheduled)]
         if self.fetch is not None:
             for i, tok in zip(self.sample_rows, self.fetch()):
-                sampled[i] = int(tok)
-        return ModelRunnerOutput(sampled, self.logprobs, self.prompt_logprobs)
+                sampled[i] = [int(t) for t in tok] if isinstance(tok, list) else [int(tok)]
+        return ModelRunnerOutput(sampled, self.logprobs, self.prompt_logprobs, self.draft_token_ids)
 
 
 class ModelRunner:
-    """Runs the model on one ragged batch per step and samples the next tokens."""
+    """Runs the model on one ragged batch per step and samples the next tokens.
+
+    Features plug in as runner extensions (``vllm_core.extensions.runner``): the runner calls
+    them at fixed points of the step and knows none of them by name. A platform may fix every
+    step's shapes (``Platform.step_shapes``), choose the autograd mode
+    (``Platform.inference_context``) and where random generators live (``make_generator``).
+    """
 
     logprobs_mode: LogprobsMode = "raw_logprobs"
     """What sampled-token logprobs report (the engine sets it from ``ModelConfig``)."""
 
-    def __init__(self, loaded: LoadedModel, platform: Platform, sampler: Sampler, seed: int) -> None:
+    def __init__(
+        self, loaded: LoadedModel, platform: Platform, sampler: Sampler, seed: int,
+        config: EngineConfig | None = None,
+    ) -> None:
+        """``config``: the engine's; runner extensions are created for it (None: no extensions)."""
         self.loaded = loaded
         self.model = loaded.model
         self.platform = platform
         self.device = platform.device()
         self.sampler = sampler
-        self.generator = torch.Generator(device=self.device)
-        self.generator.manual_seed(seed)
+        self.seed = seed
+        self.generator = platform.make_generator(seed)
         self.request_generators: dict[str, torch.Generator] = {}
-        self.structured = StructuredOutputManager(loaded.tokenizer, loaded.hf_config.vocab_size)
+        self.extensions = (
+            RunnerExtensions([]) if config is None else RunnerExtensions.create(
+                RunnerContext(config, loaded.tokenizer, loaded.hf_config.vocab_size, self.device)
+            )
+        )
         self.kv_spec: KVCacheSpec | None = None
         self.kv_caches: list[torch.Tensor] = []
         self.graph_runner: GraphRunner | None = None
+        self.step_shapes: StepShapes | None = None
+        """The platform's fixed step shapes (None: every step has its own)."""
         self.block_size = 0
         self._prev_sampled = torch.empty(0, dtype=torch.int64)
         """[num_sampled] int64 on the device: the last launched step's tokens (placeholders)."""
         self._prev_rows: dict[str, int] = {}
-        """Tokens per block of the cache the layers hold now (the scratch one while profiling)."""
+        """Row of each request in ``_prev_sampled``."""
 
     # ------------------------------------------------------------------------ start-up
     def _allocate(self, num_blocks: int, block_size: int) -> list[torch.Tensor]:
@@ -152,6 +172,12 @@ class ModelRunner:
     def initialize_kv_cache(self, kv_spec: KVCacheSpec) -> None:
         self.kv_spec = kv_spec
         self.kv_caches = self._allocate(kv_spec.num_blocks, kv_spec.block_size)
+
+    def set_step_shapes(self, max_num_seqs: int, max_num_batched_tokens: int, max_model_len: int, block_size: int) -> None:
+        """Ask the platform whether it fixes the step's shapes (buckets for every step)."""
+        self.step_shapes = self.platform.step_shapes(max_num_seqs, max_num_batched_tokens, max_model_len, block_size)
+        if self.step_shapes is not None:
+            logger.info("static step shapes: %s", self.step_shapes.describe())
 
     def profile_run(self, num_tokens: int, num_seqs: int, block_size: int) -> int:
         """Run the largest step (``num_tokens`` over ``num_seqs`` requests, every row sampled with
@@ -189,8 +215,7 @@ class ModelRunner:
     def _generator_for(self, req_id: str, seed: int) -> torch.Generator:
         gen = self.request_generators.get(req_id)
         if gen is None:
-            gen = torch.Generator(device=self.device)
-            gen.manual_seed(seed)
+            gen = self.platform.make_generator(seed)
             self.request_generators[req_id] = gen
         return gen
 
@@ -204,23 +229,25 @@ class ModelRunner:
         """Run one step and wait for its sampled tokens."""
         return self.execute_async(output).get()
 
-    @torch.inference_mode()
     def execute_async(self, output: SchedulerOutput) -> PendingRunnerOutput:
         """Launch one step; the sampled tokens are fetched by ``get()`` on the result.
 
         Placeholder tokens (async scheduling) are the previous step's samples: they are taken
         from device memory, so the host never waits for them before launching this step.
         """
+        with self.platform.inference_context():
+            return self._execute(output)
+
+    def _execute(self, output: SchedulerOutput) -> PendingRunnerOutput:
         for rid in output.finished_req_ids:
             self.request_generators.pop(rid, None)
-        self.structured.finish(output.finished_req_ids)
+        self.extensions.finish_requests(output.finished_req_ids)
         if output.is_empty:
             return PendingRunnerOutput(0, [], None)
-        inputs = prepare_inputs(output, self.block_size, self.device)
-        if inputs.placeholder_positions:
-            src = [self._prev_rows[output.scheduled[r].req_id] for r in inputs.placeholder_reqs]
-            index = to_device(torch.tensor(inputs.placeholder_positions, dtype=torch.int64), self.device)
-            inputs.input_ids[index] = self._prev_sampled[to_device(torch.tensor(src, dtype=torch.int64), self.device)]
+        inputs = prepare_inputs(output, self.block_size, self.device, self.step_shapes)
+        self._fill_placeholders(output, inputs)
+        rows = [output.scheduled[i] for i in inputs.sample_rows]
+        self.extensions.prepare_rows(rows)
         hidden = self.graph_runner.try_run(inputs) if self.graph_runner is not None else None
         if hidden is None:
             hidden = self.model(inputs.input_ids, inputs.positions, inputs.metadata)
@@ -230,19 +257,80 @@ class ModelRunner:
         if not inputs.sample_rows:
             return PendingRunnerOutput(len(output.scheduled), [], None, prompt_logprobs=prompt_lps)
         logits = self.model.compute_logits(hidden.index_select(0, inputs.logits_indices))  # type: ignore[operator]
-        rows = [output.scheduled[i] for i in inputs.sample_rows]
+        if inputs.num_logits_rows < logits.shape[0]:
+            logits = logits[: inputs.num_logits_rows]  # padded rows (static shapes)
+        if any(r.draft_token_ids for r in rows):
+            return self._verify(output, inputs, rows, logits, prompt_lps)
         generators = {
             j: self._generator_for(r.req_id, r.sampling_params.seed)
             for j, r in enumerate(rows)
             if r.sampling_params.seed is not None and not r.sampling_params.is_greedy
         }
         metadata = SamplingMetadata.build(rows, generators, self.device, pending=self._pending_tokens)
-        metadata.token_bitmask = self.structured.bitmask(rows, self.device)
+        metadata.token_bitmask = self.extensions.logits_mask(rows, self.device)
         sampled = self.sampler(logits, metadata, self.generator)
         logprobs = sample_logprobs(logits, sampled, metadata, rows, self.sampler, self.logprobs_mode)
-        self.structured.accept(rows, sampled)
+        tokens = SampledTokens(tensor=sampled)
+        self.extensions.accept_tokens(rows, tokens)
+        drafts = self.extensions.propose_drafts(rows, tokens)
         self._prev_sampled = sampled
         self._prev_rows = {r.req_id: j for j, r in enumerate(rows)}
         return PendingRunnerOutput(
-            len(output.scheduled), inputs.sample_rows, self.platform.to_host_async(sampled), logprobs, prompt_lps
+            len(output.scheduled), inputs.sample_rows, self.platform.to_host_async(sampled), logprobs, prompt_lps,
+            drafts,
+        )
+
+    def _fill_placeholders(self, output: SchedulerOutput, inputs: ModelInputs) -> None:
+        """Async scheduling: the tokens the step in flight sampled, from device memory."""
+        if not inputs.placeholder_positions:
+            return
+        src = [self._prev_rows[output.scheduled[r].req_id] for r in inputs.placeholder_reqs]
+        index = to_device(torch.tensor(inputs.placeholder_positions, dtype=torch.int64), self.device)
+        inputs.input_ids[index] = self._prev_sampled[to_device(torch.tensor(src, dtype=torch.int64), self.device)]
+
+    def _verify(
+        self, output: SchedulerOutput, inputs: ModelInputs, rows: list[ScheduledRequest], logits: torch.Tensor,
+        prompt_lps: dict[str, PromptLogprobsChunk] | None,
+    ) -> PendingRunnerOutput:
+        """A multi-token step: ``k + 1`` logits rows per request with ``k`` drafts, verified by
+        the sampler (exact match for greedy rows, rejection sampling for random ones); rows
+        without drafts sample as in any step (their own generators, logprobs)."""
+        starts, offset = [], 0
+        for r in rows:
+            starts.append(offset)
+            offset += len(r.draft_token_ids) + 1
+        drafted = [j for j, r in enumerate(rows) if r.draft_token_ids]
+        plain = [j for j, r in enumerate(rows) if not r.draft_token_ids]
+        accepted: list[list[int]] = [[] for _ in rows]
+        logprobs = None
+        if plain:
+            plain_rows = [rows[j] for j in plain]
+            plain_logits = logits[torch.tensor([starts[j] for j in plain], device=logits.device)]
+            generators = {
+                i: self._generator_for(r.req_id, r.sampling_params.seed)
+                for i, r in enumerate(plain_rows)
+                if r.sampling_params.seed is not None and not r.sampling_params.is_greedy
+            }
+            metadata = SamplingMetadata.build(plain_rows, generators, self.device)
+            metadata.token_bitmask = self.extensions.logits_mask(plain_rows, self.device)
+            sampled = self.sampler(plain_logits, metadata, self.generator)
+            logprobs = sample_logprobs(plain_logits, sampled, metadata, plain_rows, self.sampler, self.logprobs_mode)
+            for j, tok in zip(plain, sampled.tolist()):
+                accepted[j] = [int(tok)]
+        draft_rows = [rows[j] for j in drafted]
+        index = torch.tensor(
+            [starts[j] + t for j in drafted for t in range(len(rows[j].draft_token_ids) + 1)], device=logits.device
+        )
+        expanded = expand_draft_rows(draft_rows)
+        metadata = SamplingMetadata.build(expanded, {}, self.device)
+        metadata.token_bitmask = self.extensions.logits_mask(expanded, self.device)
+        verified = self.sampler.verify(logits[index], metadata, draft_batch(draft_rows, self.device), self.generator)
+        for j, toks in zip(drafted, verified):
+            accepted[j] = toks
+        tokens = SampledTokens(lists=accepted)
+        self.extensions.accept_tokens(rows, tokens)
+        drafts = self.extensions.propose_drafts(rows, tokens)
+        self._prev_rows = {}
+        return PendingRunnerOutput(
+            len(output.scheduled), inputs.sample_rows, lambda: accepted, logprobs, prompt_lps, drafts
         )

@@ -33,6 +33,8 @@ def reference_attention(
     block_size = key_cache.shape[1]
     out = torch.empty_like(query)
     qsl = metadata.query_start_loc_cpu
+    if qsl[-1] < query.shape[0]:
+        out[qsl[-1]:] = 0  # padding tokens of a static step shape: they belong to no request
     for i, seq_len in enumerate(metadata.seq_lens_cpu):
         start, end = qsl[i], qsl[i + 1]
         q_len = end - start

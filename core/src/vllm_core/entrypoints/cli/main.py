@@ -97,16 +97,20 @@ def plugins(as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return
+    click.echo(f"plugin API: {report['plugin_api_version']}")
     click.echo("plugins:")
     for p in report["plugins"]:
-        click.echo(f"  {p['name']:<10} {p['distribution']} {p['version']}  ({p['module']})")
+        api = "declares no API range" if p["api_range"] is None else (
+            f"API {p['api_range']}: " + ("matches" if p["api_compatible"] else "does not match"))
+        click.echo(f"  {p['name']:<10} {p['distribution']} {p['version']}  ({p['module']}; {api})")
         click.echo(f"             hooks: {', '.join(p['hooks']) or '-'}")
     click.echo("platforms (best first):")
     for pr in report["platforms"]:
         state = "available" if pr["available"] else f"unavailable: {pr['reason']}"
         click.echo(f"  {pr['name']:<10} priority {pr['priority']:<3} {pr['distribution']:<10} {state}")
     click.echo(f"selected platform: {report['selected']}")
-    for kind in ("attention_backends", "samplers", "model_loaders", "models", "tool_parsers", "reasoning_parsers"):
+    for kind in ("attention_backends", "samplers", "model_loaders", "models", "tool_parsers", "reasoning_parsers",
+                 "runner_extensions", "proposers"):
         click.echo(f"{kind}: {', '.join(report[kind]) or '-'}")
 
 

@@ -10,10 +10,11 @@ def plugins_report() -> dict[str, Any]:
     from vllm_core.errors import PlatformNotAvailableError
     from vllm_core.platforms import ENV_DEVICE, probe_platforms
     from vllm_core.plugins import loaded_plugins, registry
+    from vllm_core.plugins.compat import PLUGIN_API_VERSION
 
     plugins = [
         {"name": p.name, "distribution": p.distribution, "version": p.version, "module": p.module,
-         "hooks": list(p.hooks)}
+         "hooks": list(p.hooks), "api_range": p.api_range, "api_compatible": p.api_compatible}
         for p in loaded_plugins()
     ]
     probes = probe_platforms()
@@ -30,6 +31,7 @@ def plugins_report() -> dict[str, Any]:
     else:
         selected = next((p.name for p in probes if p.available), None)
     return {
+        "plugin_api_version": PLUGIN_API_VERSION,
         "plugins": plugins,
         "platforms": [
             {"name": p.name, "priority": p.priority, "distribution": p.distribution,
@@ -44,4 +46,6 @@ def plugins_report() -> dict[str, Any]:
         "models": registry.models().names(),
         "tool_parsers": registry.tool_parsers().names(),
         "reasoning_parsers": registry.reasoning_parsers().names(),
+        "runner_extensions": registry.runner_extensions().names(),
+        "proposers": registry.proposers().names(),
     }

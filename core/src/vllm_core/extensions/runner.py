@@ -1,0 +1,166 @@
+"""Runner extensions: a feature's per-step callbacks inside the model runner.
+
+A feature registers a ``RunnerExtension`` subclass through the ``register_runner_extensions``
+hook. Every model runner asks each registered class to ``create`` itself for the engine it
+serves (None: the feature is off for this engine) and then calls the instances at fixed points
+of every step; the runner, the engine core and the scheduler know no feature by name::
+
+    add_request          a request reached the engine core (start preparing it)
+    is_ready             may the scheduler start this waiting request now?
+    finish_requests      requests finished or aborted: drop their state
+    prepare_rows         before the forward pass, with the step's sampling rows
+    logits_mask          allowed tokens per sampling row (applied before any sampling)
+    accept_tokens        the tokens each sampling row produced this step
+    propose_drafts       draft tokens for each row's next step (speculative decoding)
+
+Callbacks run on the runner's thread, inside the step; keep them cheap or move the work to a
+thread of your own (structured outputs compile grammars in the background and answer
+``is_ready`` False meanwhile).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+
+from vllm_core.extensions.state import ExtensionState
+from vllm_core.sampling_params import SamplingParams
+
+if TYPE_CHECKING:
+    from vllm_core.config import EngineConfig
+    from vllm_core.core.sched_output import ScheduledRequest
+    from vllm_core.sample.token_mask import TokenBitmask
+
+
+@dataclass(frozen=True)
+class RunnerContext:
+    """What an extension may know about the engine it serves."""
+
+    config: EngineConfig
+    tokenizer: Any | None
+    """The model's Hugging Face tokenizer (None with ``skip_tokenizer_init``)."""
+    vocab_size: int
+    device: torch.device
+
+
+@dataclass
+class SampledTokens:
+    """The tokens a step's sampling rows produced: a device tensor for one-token steps (read on
+    the host only when asked), host lists for multi-token steps."""
+
+    tensor: torch.Tensor | None = None
+    """[S] int64 on the device: each row's token (one-token steps)."""
+    lists: list[list[int]] | None = None
+    """Per row, the tokens it accepted (multi-token steps)."""
+
+    def rows(self, indices: Sequence[int]) -> list[list[int]]:
+        """The tokens of the given rows (a host copy of those rows only)."""
+        if self.lists is not None:
+            return [self.lists[i] for i in indices]
+        if self.tensor is None or not indices:
+            return [[] for _ in indices]
+        picked = self.tensor[torch.tensor(list(indices), device=self.tensor.device)].tolist()
+        return [[int(t)] for t in picked]
+
+
+class RunnerExtension:
+    """Base class: every callback is optional and does nothing by default."""
+
+    name: ClassVar[str]
+    """Registry name (``vllm-core plugins`` lists it)."""
+    supports_async_scheduling: ClassVar[bool] = True
+    """False when the feature needs each step's tokens before the next step is scheduled
+    (speculative proposers): the engine then schedules synchronously."""
+
+    @classmethod
+    def create(cls, context: RunnerContext) -> RunnerExtension | None:
+        """The extension for this engine, or None when the feature is off for it."""
+        return cls()
+
+    def add_request(self, req_id: str, params: SamplingParams, extensions: ExtensionState) -> None:
+        """A request reached the engine core (before it is scheduled)."""
+
+    def is_ready(self, req_id: str) -> bool:
+        """False holds the request in the waiting queue (keeping its place) for now."""
+        return True
+
+    def finish_requests(self, req_ids: set[str]) -> None:
+        """Requests finished or aborted since the last step: drop their state."""
+
+    def prepare_rows(self, rows: Sequence[ScheduledRequest]) -> None:
+        """Before the forward pass, with the step's sampling rows."""
+
+    def logits_mask(self, rows: Sequence[ScheduledRequest], device: torch.device) -> TokenBitmask | None:
+        """Allowed tokens of some of ``rows`` (the logits rows of the step, in order), or None."""
+        return None
+
+    def accept_tokens(self, rows: Sequence[ScheduledRequest], sampled: SampledTokens) -> None:
+        """The tokens each sampling row produced this step (``rows`` aligned with ``sampled``)."""
+
+    def propose_drafts(self, rows: Sequence[ScheduledRequest], sampled: SampledTokens) -> dict[str, list[int]] | None:
+        """Draft tokens for the next step of some rows (req_id -> drafts), or None."""
+        return None
+
+
+class RunnerExtensions:
+    """The extensions one runner calls, in registration-name order."""
+
+    def __init__(self, extensions: Sequence[RunnerExtension]) -> None:
+        self.items = list(extensions)
+        self._by_name = {type(e).name: e for e in self.items}
+
+    @classmethod
+    def create(cls, context: RunnerContext) -> RunnerExtensions:
+        """Every registered extension that is on for this engine."""
+        from vllm_core.plugins import registry
+
+        made = [ext_cls.create(context) for _, ext_cls in registry.runner_extensions().items()]
+        return cls([e for e in made if e is not None])
+
+    def get(self, name: str) -> RunnerExtension | None:
+        return self._by_name.get(name)
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._by_name)
+
+    @property
+    def supports_async_scheduling(self) -> bool:
+        return all(type(e).supports_async_scheduling for e in self.items)
+
+    def add_request(self, req_id: str, params: SamplingParams, extensions: ExtensionState) -> None:
+        for e in self.items:
+            e.add_request(req_id, params, extensions)
+
+    def is_ready(self, req_id: str) -> bool:
+        return all(e.is_ready(req_id) for e in self.items)
+
+    def finish_requests(self, req_ids: set[str]) -> None:
+        if req_ids:
+            for e in self.items:
+                e.finish_requests(req_ids)
+
+    def prepare_rows(self, rows: Sequence[ScheduledRequest]) -> None:
+        for e in self.items:
+            e.prepare_rows(rows)
+
+    def logits_mask(self, rows: Sequence[ScheduledRequest], device: torch.device) -> TokenBitmask | None:
+        from vllm_core.sample.token_mask import merge_token_bitmasks
+
+        masks = [m for m in (e.logits_mask(rows, device) for e in self.items) if m is not None]
+        return merge_token_bitmasks(masks)
+
+    def accept_tokens(self, rows: Sequence[ScheduledRequest], sampled: SampledTokens) -> None:
+        for e in self.items:
+            e.accept_tokens(rows, sampled)
+
+    def propose_drafts(self, rows: Sequence[ScheduledRequest], sampled: SampledTokens) -> dict[str, list[int]] | None:
+        out: dict[str, list[int]] = {}
+        for e in self.items:
+            drafts = e.propose_drafts(rows, sampled)
+            if drafts:
+                out.update(drafts)
+        return out or None

@@ -1,0 +1,37 @@
+"""Multi-token steps: the sampling rows of requests that carry draft tokens.
+
+A request with ``k`` drafts feeds ``[last token, d_1 .. d_k]`` and gets ``k + 1`` logits rows:
+row ``t`` scores the position after ``d_t`` (row 0: after the last token). For the sampler each
+row looks like a request whose output already holds the drafts before it, so penalties,
+``min_tokens`` and bad words see what the sequence would be at that position.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+
+import torch
+
+from vllm_core.core.sched_output import ScheduledRequest
+from vllm_core.sample.rejection import DraftBatch
+
+
+def expand_draft_rows(rows: Sequence[ScheduledRequest]) -> list[ScheduledRequest]:
+    """One row per logits row: ``k + 1`` per request, row ``t`` with drafts ``d_1 .. d_t`` appended
+    to its output."""
+    out: list[ScheduledRequest] = []
+    for r in rows:
+        drafts = list(r.draft_token_ids)
+        out.append(r)
+        for t in range(1, len(drafts) + 1):
+            out.append(replace(
+                r, output_token_ids=list(r.output_token_ids) + drafts[:t], num_output_tokens=r.num_output_tokens + t,
+            ))
+    return out
+
+
+def draft_batch(rows: Sequence[ScheduledRequest], device: torch.device) -> DraftBatch:
+    """The rows' drafts, flattened in row order (deterministic drafts: no probabilities)."""
+    flat = [t for r in rows for t in r.draft_token_ids]
+    return DraftBatch(torch.tensor(flat, dtype=torch.int64, device=device), [len(r.draft_token_ids) for r in rows])
