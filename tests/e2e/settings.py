@@ -14,4 +14,19 @@ SETTINGS: dict[str, dict[str, Any]] = {
     # one step ahead (async scheduling) with chunked prefill, prefix hits and preemption at once
     "async": {"engine": {"async_scheduling": True, "max_num_batched_tokens": 24, "num_gpu_blocks_override": 24,
                          "block_size": 8, "enable_prefix_caching": True}, "batch": True, "shared_prefix": True},
+    # n-gram speculative decoding (multi-token steps) with chunked prefill and prefix hits
+    "ngram": {"engine": {"speculative_config": {"method": "ngram", "num_speculative_tokens": 3,
+                                                "prompt_lookup_min": 1, "prompt_lookup_max": 3},
+                         "max_num_batched_tokens": 32, "enable_prefix_caching": True, "block_size": 8},
+              "batch": True, "shared_prefix": True},
 }
+
+
+def assert_speculation_ran(core: Any) -> None:
+    """The n-gram setting really verified drafts, and left every KV block free afterwards
+    (rejected drafts hold nothing); cached blocks hold only tokens the requests kept."""
+    spec = core.runner.extensions.get("speculative_decoding")
+    assert spec is not None and spec.num_draft_tokens > 0, "no draft tokens were verified"
+    assert core.scheduler.async_scheduling is False
+    pool = core.kv_cache_manager.pool
+    assert pool.num_free_blocks == pool.num_blocks, "blocks still held after every request finished"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import hf_greedy, installed_platforms
-from tests.e2e.settings import SETTINGS
+from tests.e2e.settings import SETTINGS, assert_speculation_ran
 from vllm_core import LLM, SamplingParams
 
 NEW_TOKENS = 48
@@ -87,6 +87,8 @@ def test_smollm2_chat_matches_transformers(default_model_path, prompt_ids, expec
         assert core.scheduler.num_preemptions > 0
     if setting == "prefix":
         assert min(o.num_cached_tokens for o in outs[1:]) >= 32
+    if setting == "ngram":
+        assert_speculation_ran(core)
 
 
 def test_default_model_answers_capital_of_france(default_model_path) -> None:  # type: ignore[no-untyped-def]

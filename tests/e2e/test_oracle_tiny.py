@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import ARCHS, hf_greedy, installed_platforms, random_prompts
-from tests.e2e.settings import SETTINGS
+from tests.e2e.settings import SETTINGS, assert_speculation_ran
 from vllm_core import LLM, SamplingParams
 
 NEW_TOKENS = 48
@@ -57,3 +57,5 @@ def test_greedy_matches_transformers(tiny_models, oracle, arch: str, setting: st
         assert sum(o.num_cached_tokens for o in outs) >= 15 * 40 - 15 * 8
     if setting == "chunked":
         assert core.scheduler.max_num_batched_tokens == 16
+    if setting == "ngram":
+        assert_speculation_ran(core)

@@ -8,6 +8,7 @@ from typing import Any, Union
 
 from vllm_core.engine.core_types import EngineCoreRequest
 from vllm_core.errors import RequestError
+from vllm_core.extensions.state import CacheSalt, ExtensionState
 from vllm_core.sample.admission import DEFAULT_MAX_LOGPROBS, check_params_for_model, truncate_prompt
 from vllm_core.sampling_params import SamplingParams
 
@@ -78,4 +79,16 @@ class InputProcessor:
             eos_token_id=self.eos_token_id,
             max_tokens=max_tokens,
             arrival_time=time.monotonic(),
+            extensions=self.extensions_of(prompt),
         )
+
+    @staticmethod
+    def extensions_of(prompt: PromptType) -> ExtensionState:
+        """The request's extension state from the prompt dict's extra keys (``cache_salt``)."""
+        state = ExtensionState()
+        if isinstance(prompt, dict) and prompt.get("cache_salt") is not None:
+            salt = prompt["cache_salt"]
+            if not isinstance(salt, str) or not salt:
+                raise RequestError(f"cache_salt must be a non-empty string, got {salt!r}")
+            state.set(CacheSalt(salt))
+        return state

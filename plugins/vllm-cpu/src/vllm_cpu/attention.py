@@ -21,8 +21,7 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
-from vllm_core.attention.backend import AttentionBackend
-from vllm_core.attention.metadata import AttentionMetadata
+from vllm_core.plugins.api import AttentionBackend, AttentionMetadata
 from vllm_cpu.kernels import Kernels
 
 SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)

@@ -23,8 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from vllm_core.worker.graph_runner import DecodeBuffers, GraphRunner, batch_buckets
-from vllm_core.worker.input_batch import ModelInputs
+from vllm_core.plugins.api import DecodeBuffers, GraphRunner, ModelInputs, batch_buckets
 from vllm_cpu.plan import NotCapturable, Plan, record
 from vllm_cpu.platform import int_from_env
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from vllm_core.errors import ConfigError
+from vllm_core.plugins.api import ConfigError
 from vllm_cpu.memory import contiguous_copy
 
 logger = logging.getLogger(__name__)

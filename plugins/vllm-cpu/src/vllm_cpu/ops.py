@@ -22,7 +22,7 @@ import weakref
 import torch
 import torch.nn.functional as F
 
-from vllm_core.platforms.ops import Ops
+from vllm_core.plugins.api import Ops
 from vllm_cpu.kernels import Kernels, pack_weight
 
 logger = logging.getLogger(__name__)

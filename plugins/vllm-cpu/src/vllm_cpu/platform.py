@@ -10,14 +10,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
-from vllm_core.errors import ConfigError
-from vllm_core.platforms.interface import Platform
-from vllm_core.platforms.ops import Ops
-from vllm_core.platforms.reference import cpu_memory_info
+from vllm_core.plugins.api import ConfigError, Ops, Platform, cpu_memory_info
 
 if TYPE_CHECKING:
-    from vllm_core.config import CacheConfig
-    from vllm_core.worker.graph_runner import GraphRunner
+    from vllm_core.plugins.api import CacheConfig, GraphRunner
     from vllm_cpu import memory
 
 logger = logging.getLogger(__name__)

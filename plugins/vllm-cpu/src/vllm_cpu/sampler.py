@@ -12,7 +12,7 @@ from typing import ClassVar
 
 import torch
 
-from vllm_core.sample.sampler import ReferenceSampler
+from vllm_core.plugins.api import ReferenceSampler
 from vllm_cpu.kernels import Kernels, loaded_kernels
 
 

@@ -13,9 +13,7 @@ from typing import ClassVar
 
 import torch
 
-from vllm_core.attention.backend import AttentionBackend
-from vllm_core.attention.metadata import AttentionMetadata
-from vllm_core.platforms.ops import Ops
+from vllm_core.plugins.api import AttentionBackend, AttentionMetadata, Ops
 from vllm_cuda.ops.kv_cache import reshape_and_cache
 from vllm_cuda.ops.paged_attention import paged_attention
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from vllm_core.platforms.ops import Ops
+from vllm_core.plugins.api import Ops
 
 
 class CUDAOps(Ops):

@@ -13,8 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from vllm_core.worker.graph_runner import DecodeBuffers, GraphRunner, batch_buckets
-from vllm_core.worker.input_batch import ModelInputs
+from vllm_core.plugins.api import DecodeBuffers, GraphRunner, ModelInputs, batch_buckets
 
 __all__ = ["CUDAGraphRunner", "batch_buckets"]
 

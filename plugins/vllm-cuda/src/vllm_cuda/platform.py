@@ -8,9 +8,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from vllm_core.platforms.interface import Platform
-from vllm_core.platforms.ops import Ops
-from vllm_core.worker.graph_runner import GraphRunner
+from vllm_core.plugins.api import GraphRunner, Ops, Platform
 
 
 class CUDAPlatform(Platform):

@@ -7,6 +7,9 @@ from typing import Any
 
 from vllm_core import hookimpl
 
+VLLM_CORE_PLUGIN_API = ">=1.0,<2"
+"""The vllm-core plugin API range this plugin is written for (``docs/plugin-api.md``)."""
+
 
 @hookimpl
 def register_platforms(register: Callable[[type[Any]], None]) -> None:

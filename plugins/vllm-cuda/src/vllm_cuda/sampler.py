@@ -19,8 +19,7 @@ import torch
 import triton
 import triton.language as tl
 
-from vllm_core.sample.metadata import SamplingMetadata
-from vllm_core.sample.sampler import ReferenceSampler, apply_logits_processors, uses_logits_processors
+from vllm_core.plugins.api import ReferenceSampler, SamplingMetadata, apply_logits_processors, uses_logits_processors
 
 
 @triton.jit(do_not_specialize=["seed"])  # a new seed every step: no recompiles

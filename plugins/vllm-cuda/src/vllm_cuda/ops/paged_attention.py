@@ -33,7 +33,7 @@ import torch
 import triton
 import triton.language as tl
 
-from vllm_core.attention.metadata import AttentionMetadata
+from vllm_core.plugins.api import AttentionMetadata
 
 LOG2E = 1.4426950408889634
 

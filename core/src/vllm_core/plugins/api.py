@@ -1,0 +1,99 @@
+"""The public plugin API, version ``PLUGIN_API_VERSION``: everything a plugin may import.
+
+A plugin imports from here (and ``vllm_core.hookimpl`` / ``vllm_core.PLUGIN_API_VERSION``),
+never from the core's other modules, and declares the range it was written for in its plugin
+module (``VLLM_CORE_PLUGIN_API = ">=1.0,<2"``). ``docs/plugin-api.md`` lists these names with
+the compatibility policy: within a major version boundary dataclasses only gain optional
+fields, interfaces only gain methods with defaults, and a renamed or removed name keeps a
+deprecated alias (a ``DeprecationWarning``) for one minor version.
+
+Importing this module imports torch: do it from the modules your hooks load, not from the
+plugin module itself.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+from vllm_core.attention.backend import AttentionBackend
+from vllm_core.attention.metadata import AttentionMetadata
+from vllm_core.config import (
+    CacheConfig,
+    DeviceConfig,
+    EngineConfig,
+    ModelConfig,
+    ParallelConfig,
+    SchedulerConfig,
+    SpeculativeConfig,
+)
+from vllm_core.core.sched_output import ModelRunnerOutput, ScheduledRequest, SchedulerOutput
+from vllm_core.errors import (
+    ConfigError,
+    EngineError,
+    KVCacheTooSmallError,
+    ModelLoadError,
+    PlatformNotAvailableError,
+    PluginError,
+    RequestError,
+)
+from vllm_core.extensions.runner import RunnerContext, RunnerExtension, SampledTokens
+from vllm_core.extensions.state import BlockKey, CacheSalt, ExtensionState, RequestExtension
+from vllm_core.platforms.interface import Platform
+from vllm_core.platforms.ops import NATIVE_OPS, Ops
+from vllm_core.platforms.reference import ReferencePlatform, cpu_memory_info
+from vllm_core.plugins.compat import PLUGIN_API_VERSION
+from vllm_core.plugins.hookspecs import hookimpl
+from vllm_core.sample.metadata import SamplingMetadata
+from vllm_core.sample.rejection import DraftBatch
+from vllm_core.sample.sampler import (
+    ReferenceSampler,
+    Sampler,
+    apply_logits_processors,
+    apply_warpers,
+    uses_logits_processors,
+)
+from vllm_core.sample.token_mask import TokenBitmask
+from vllm_core.sampling_params import SamplingParams
+from vllm_core.spec_decode.proposer import Proposer
+from vllm_core.worker.graph_runner import DecodeBuffers, GraphRunner, batch_buckets
+from vllm_core.worker.input_batch import ModelInputs
+from vllm_core.worker.step_shapes import PAD_SEQ_LEN, PAD_SLOT_ID, StepShape, StepShapes
+
+__all__ = [
+    # versioning and hooks
+    "PLUGIN_API_VERSION", "hookimpl",
+    # platforms and kernels
+    "Platform", "ReferencePlatform", "Ops", "NATIVE_OPS", "cpu_memory_info",
+    "AttentionBackend", "AttentionMetadata",
+    "GraphRunner", "DecodeBuffers", "batch_buckets", "ModelInputs",
+    "StepShapes", "StepShape", "PAD_SLOT_ID", "PAD_SEQ_LEN",
+    # sampling
+    "Sampler", "ReferenceSampler", "SamplingMetadata", "SamplingParams", "TokenBitmask", "DraftBatch",
+    "apply_logits_processors", "apply_warpers", "uses_logits_processors",
+    # the step's data
+    "ScheduledRequest", "SchedulerOutput", "ModelRunnerOutput",
+    # seams
+    "RequestExtension", "ExtensionState", "CacheSalt", "BlockKey",
+    "RunnerExtension", "RunnerContext", "SampledTokens", "Proposer",
+    # configuration
+    "EngineConfig", "ModelConfig", "CacheConfig", "SchedulerConfig", "ParallelConfig", "DeviceConfig",
+    "SpeculativeConfig",
+    # errors
+    "EngineError", "ConfigError", "PluginError", "PlatformNotAvailableError", "ModelLoadError", "RequestError",
+    "KVCacheTooSmallError",
+]
+
+_DEPRECATED: dict[str, tuple[str, str]] = {}
+"""Old name -> (new name, the minor version that removes it): kept one minor version."""
+
+
+def __getattr__(name: str) -> Any:
+    if name in _DEPRECATED:
+        new, removed_in = _DEPRECATED[name]
+        warnings.warn(
+            f"vllm_core.plugins.api.{name} is deprecated and goes away in plugin API {removed_in}; "
+            f"use {new}", DeprecationWarning, stacklevel=2,
+        )
+        return globals()[new]
+    raise AttributeError(f"module 'vllm_core.plugins.api' has no attribute {name!r}")
