@@ -35,9 +35,9 @@ def test_plugins_json_names_the_winner() -> None:
 
 
 def test_forcing_a_missing_device_is_a_clear_cli_error() -> None:
-    res = run_cli("generate", "hi", "--device", "rocm")
+    res = run_cli("generate", "hi", "--device", "cuda")
     assert res.returncode != 0
-    assert "platform 'rocm' is not installed" in res.stderr and "pip install vllm-rocm" in res.stderr
+    assert "platform 'cuda' is not installed" in res.stderr and "pip install ./plugins/vllm-cuda" in res.stderr
 
 
 def test_bad_sampling_flag_is_a_usage_error() -> None:

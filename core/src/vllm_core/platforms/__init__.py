@@ -14,12 +14,10 @@ logger = logging.getLogger(__name__)
 
 ENV_DEVICE = "VLLM_CORE_DEVICE"
 
-# Platforms this project ships as separate packages, for the install hint.
+# Platforms this project ships as plugin packages (folders of its source tree), for the hint.
 KNOWN_PLUGIN_PLATFORMS = {
     "cpu": "vllm-cpu",
     "cuda": "vllm-cuda",
-    "rocm": "vllm-rocm",
-    "tpu": "vllm-tpu",
 }
 
 
@@ -61,7 +59,10 @@ def resolve_platform(device: str | None = None) -> Platform:
     if forced is not None:
         if forced not in regs:
             dist = KNOWN_PLUGIN_PLATFORMS.get(forced)
-            fix = f"pip install {dist}" if dist else "install the plugin package that provides it"
+            fix = (
+                f"pip install ./plugins/{dist} (from the vllm-core source tree)" if dist
+                else "install the plugin package that provides it"
+            )
             raise PlatformNotAvailableError(
                 f"platform {forced!r} is not installed; installed: {installed}; {fix}"
             )

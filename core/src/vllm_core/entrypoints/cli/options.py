@@ -25,6 +25,11 @@ def engine_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--device", default=None, help="Platform to force (reference, cpu, cuda, ...)."),
         click.option("--kv-cache-memory-bytes", type=int, default=None),
         click.option("--num-gpu-blocks-override", type=int, default=None),
+        click.option("--tensor-parallel-size", type=int, default=None, help="Devices per layer (1 in this release)."),
+        click.option("--pipeline-parallel-size", type=int, default=None, help="Pipeline stages (1 in this release)."),
+        click.option("--distributed-executor-backend", type=click.Choice(["uni", "mp", "ray"]), default=None),
+        click.option("--speculative-config", default=None, callback=_json_option,
+                     help='Speculative decoding as JSON, e.g. \'{"method": "ngram", "num_speculative_tokens": 4}\'.'),
     ]
     for opt in reversed(opts):
         f = opt(f)
@@ -34,8 +39,24 @@ def engine_options(f: Callable[..., Any]) -> Callable[..., Any]:
 ENGINE_KEYS = (
     "tokenizer", "dtype", "max_model_len", "max_num_seqs", "max_num_batched_tokens",
     "enable_prefix_caching", "block_size", "seed", "load_format", "device",
-    "kv_cache_memory_bytes", "num_gpu_blocks_override",
+    "kv_cache_memory_bytes", "num_gpu_blocks_override", "tensor_parallel_size", "pipeline_parallel_size",
+    "distributed_executor_backend", "speculative_config",
 )
+
+
+def _json_option(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+    """A JSON object flag (vLLM's ``--speculative-config '{...}'``)."""
+    import json
+
+    if value is None:
+        return None
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"not valid JSON ({exc.msg} at column {exc.colno}): {value!r}") from None
+    if not isinstance(parsed, dict):
+        raise click.BadParameter(f"must be a JSON object, got {value!r}")
+    return parsed
 
 
 def make_llm(model: str | None, kwargs: dict[str, Any]) -> Any:
