@@ -22,8 +22,14 @@ def run(path: str, prompts: list[list[int]], **kw) -> list[list[int]]:  # type: 
     return [o.outputs[0].token_ids for o in outs]
 
 
+NGRAM = {"speculative_config": {"method": "ngram", "num_speculative_tokens": 3, "prompt_lookup_min": 1,
+                                "prompt_lookup_max": 3}, "max_num_batched_tokens": 32, "enable_prefix_caching": True,
+         "block_size": 8}
+
+
 @pytest.mark.parametrize("arch", ["llama", "mistral", "qwen2", "qwen3"])
-@pytest.mark.parametrize("engine", [{}, {"max_num_batched_tokens": 16}, {"enable_prefix_caching": True, "block_size": 8}])
+@pytest.mark.parametrize("engine", [{}, {"max_num_batched_tokens": 16}, {"enable_prefix_caching": True, "block_size": 8},
+                                    NGRAM])
 def test_float32_matches_transformers(tiny_models, arch: str, engine: dict) -> None:  # type: ignore[no-untyped-def]
     path, hf = tiny_models[arch]
     prompts = random_prompts(16, 3, 60, 512, seed=1)

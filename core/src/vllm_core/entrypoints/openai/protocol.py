@@ -186,6 +186,8 @@ class CompletionRequest(SamplingFields):
     suffix: str | None = None
     prompt_logprobs: int | None = None
     add_special_tokens: bool = True
+    cache_salt: str | None = None
+    """vLLM's extra: requests with different salts never share prefix-cache blocks."""
 
 
 class FunctionDefinition(_Request):
@@ -225,6 +227,8 @@ class ChatCompletionRequest(SamplingFields):
     add_generation_prompt: bool = True
     continue_final_message: bool = False
     echo: bool = False
+    cache_salt: str | None = None
+    """vLLM's extra: requests with different salts never share prefix-cache blocks."""
 
 
 class UsageInfo(_Response):

@@ -248,7 +248,10 @@ class ServingChat(ServingBase):
         except RequestError as exc:
             raise APIError(str(exc), 400, "messages") from exc
         text += mode.prefix
-        return {"prompt": text, "prompt_token_ids": tok.encode(text, add_special_tokens=False)}
+        prompt: dict[str, Any] = {"prompt": text, "prompt_token_ids": tok.encode(text, add_special_tokens=False)}
+        if req.cache_salt is not None:
+            prompt["cache_salt"] = req.cache_salt
+        return prompt
 
     def submit(self, req: ChatCompletionRequest, rid: str) -> tuple[ToolMode, AsyncIterator[RequestOutput]]:
         self.check_model(req.model)

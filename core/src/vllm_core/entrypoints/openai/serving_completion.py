@@ -51,6 +51,9 @@ class ServingCompletion(ServingBase):
             else:
                 text = tok.decode(item) if tok is not None and req.echo else None
                 out.append({"prompt": text, "prompt_token_ids": list(item)})
+        if req.cache_salt is not None:
+            for prompt in out:
+                prompt["cache_salt"] = req.cache_salt
         return out
 
     def _submit(self, req: CompletionRequest, base_id: str) -> tuple[list[dict[str, Any]], list[AsyncIterator[RequestOutput]]]:
