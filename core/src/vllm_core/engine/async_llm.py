@@ -106,8 +106,10 @@ class AsyncLLM:
         holder: list[AsyncLLM] = []
 
         def on_message(msg: tuple[Any, ...]) -> None:
-            if not loop.is_closed():
+            try:
                 loop.call_soon_threadsafe(holder[0]._on_message, msg)
+            except RuntimeError:  # the loop is closed: nobody is left to tell
+                pass
 
         client = CoreClient(config, lambda msg: on_message(msg) if holder else None)
         info = await asyncio.to_thread(client.start, start_timeout)
@@ -143,8 +145,14 @@ class AsyncLLM:
         stream = RequestStream(request_id, len(core_req.prompt_token_ids))
         self.output_processor.add_request(request_id, text, core_req.prompt_token_ids, children, params)
         self.streams[request_id] = stream
-        for child_id, child_params in children:
-            self.client.add_request(replace(core_req, request_id=child_id, sampling_params=child_params))
+        try:
+            for child_id, child_params in children:
+                self.client.add_request(replace(core_req, request_id=child_id, sampling_params=child_params))
+        except BaseException:
+            # The core died under us (EngineDeadError): leave nothing behind that waits for it.
+            self.streams.pop(request_id, None)
+            self.client.abort_requests(self.output_processor.abort_request(request_id))
+            raise
         return stream
 
     def submit(

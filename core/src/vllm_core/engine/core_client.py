@@ -11,6 +11,12 @@ other. Two ``multiprocessing`` queues (spawn context) connect them::
                                ("dead", message) when a step raised
 
 The core blocks on ``in_q`` while it has nothing to run, and exits when the parent is gone.
+
+Engine death is never a hang: the front end closes its own copy of ``out_q``'s write end once the
+core has started, so when the core dies the reader gets EOF (never blocks on a half-written
+message); a watcher thread waits on the process sentinel and reports the death itself if the reader
+has not within ``_DEAD_GRACE_S``. Either way ``on_message`` gets one ``("dead", reason)``, which
+fails every open request, and every later request raises ``EngineDeadError``.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import threading
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
+from multiprocessing.connection import wait as _wait_ready
 from typing import Any
 
 from vllm_core.config import EngineConfig
@@ -35,6 +42,10 @@ logger = logging.getLogger(__name__)
 
 _POLL_S = 0.5
 """How often an idle side checks that the other process is still alive."""
+
+_DEAD_GRACE_S = 1.0
+"""After the core process exits, how long the reader may take to report it (with the core's own
+traceback when it sent one) before the watcher reports it."""
 
 
 class EngineDeadError(EngineError):
@@ -194,15 +205,26 @@ class CoreClient:
         )
         self._call_ids = itertools.count()
         self._reader: threading.Thread | None = None
+        self._watcher: threading.Thread | None = None
         self._closing = False
+        self._dead_lock = threading.Lock()
         self.dead_reason: str | None = None
 
     def start(self, timeout: float | None = None) -> EngineInfo:
         self.proc.start()
+        # The child holds its own copy of out_q's write end now. Dropping ours means the pipe
+        # reports EOF once the child is gone, instead of leaving a reader blocked forever on a
+        # message the child was killed in the middle of writing. The front end never puts on out_q.
+        _close_write_end(self.out_q)
         while True:
             try:
                 msg = self.out_q.get(timeout=_POLL_S)
                 break
+            except (EOFError, OSError):
+                self.proc.join(5)
+                raise EngineDeadError(
+                    f"the engine-core process exited with code {self.proc.exitcode} while loading"
+                ) from None
             except queue.Empty:
                 if not self.proc.is_alive():
                     raise EngineDeadError(
@@ -218,6 +240,8 @@ class CoreClient:
             raise msg[1]
         self._reader = threading.Thread(target=self._read, name="vllm-core-engine-reader", daemon=True)
         self._reader.start()
+        self._watcher = threading.Thread(target=self._watch, name="vllm-core-engine-watcher", daemon=True)
+        self._watcher.start()
         info: EngineInfo = msg[1]
         return info
 
@@ -225,25 +249,67 @@ class CoreClient:
     def is_alive(self) -> bool:
         return self.dead_reason is None and self.proc.is_alive()
 
+    def _exited(self, timeout: float = 0.0) -> bool:
+        """Whether the core process has exited (waits up to ``timeout``); never reaps it."""
+        return bool(_wait_ready([self.proc.sentinel], timeout))
+
+    def _exit_reason(self) -> str:
+        return f"the engine-core process died (exit code {self.proc.exitcode})"
+
+    def _mark_dead(self, reason: str) -> None:
+        """Record the death once and tell the front end with one ``("dead", reason)``."""
+        with self._dead_lock:
+            if self.dead_reason is not None:
+                return
+            self.dead_reason = reason
+        self._deliver(("dead", reason))
+
+    def _deliver(self, msg: tuple[Any, ...]) -> None:
+        try:
+            self.on_message(msg)
+        except Exception:  # noqa: BLE001 - the reader must outlive a bug in the handler
+            logger.exception("handling engine-core message %r failed", msg[0])
+
     def _read(self) -> None:
-        while True:
+        while self.dead_reason is None:
             try:
                 msg = self.out_q.get(timeout=_POLL_S)
             except queue.Empty:
                 if self._closing:
                     return
-                if not self.proc.is_alive():
-                    self.dead_reason = f"the engine-core process died (exit code {self.proc.exitcode})"
-                    self.on_message(("dead", self.dead_reason))
+                if self._exited():
+                    self._mark_dead(self._exit_reason())
                     return
                 continue
-            except (EOFError, OSError):
+            except (EOFError, OSError, ValueError) as exc:
+                # EOF: no process holds the write end any more, so the core is gone (or going).
+                # OSError / ValueError: the queue broke or was closed under us. No output can come.
+                if self._closing:
+                    return
+                if self._exited(_DEAD_GRACE_S):
+                    self._mark_dead(self._exit_reason())
+                else:
+                    self._mark_dead(f"the engine-core output queue failed ({type(exc).__name__}: {exc})")
+                return
+            except Exception as exc:  # noqa: BLE001 - a lost message would leave its requests hanging
+                if self._closing:
+                    return
+                self._mark_dead(f"a message from the engine core could not be read ({type(exc).__name__}: {exc})")
                 return
             if msg[0] == "dead":
-                self.dead_reason = f"the engine core failed:\n{msg[1]}"
-            self.on_message(msg)
-            if msg[0] == "dead":
+                self._mark_dead(f"the engine core failed:\n{msg[1]}")
                 return
+            self._deliver(msg)
+
+    def _watch(self) -> None:
+        """Report the core's exit even while the reader is busy with a backlog or stuck."""
+        _wait_ready([self.proc.sentinel])
+        if self._closing:
+            return
+        if self._reader is not None:
+            self._reader.join(_DEAD_GRACE_S)  # the reader may still bring the core's traceback
+        if not self._closing:
+            self._mark_dead(self._exit_reason())
 
     def _send(self, msg: tuple[Any, ...]) -> None:
         if not self.is_alive:
@@ -275,11 +341,22 @@ class CoreClient:
         if self.proc.is_alive():
             self.proc.kill()
             self.proc.join(timeout)
-        if self._reader is not None:
-            self._reader.join(timeout)
+        for thread in (self._reader, self._watcher):
+            if thread is not None:
+                thread.join(timeout)
         for q in (self.in_q, self.out_q):
             q.cancel_join_thread()
             q.close()
+
+
+def _close_write_end(q: Any) -> None:
+    """Close this process's copy of a ``multiprocessing`` queue's write end (it only reads)."""
+    writer = getattr(q, "_writer", None)
+    if writer is not None:
+        try:
+            writer.close()
+        except OSError:
+            pass
 
 
 __all__ = ["CoreClient", "EngineCoreOutput", "EngineDeadError", "EngineInfo", "EngineStats"]

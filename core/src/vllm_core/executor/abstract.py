@@ -24,6 +24,11 @@ class Executor(ABC):
     """The driver worker's model (tokenizer, HF config, max_model_len for the front end)."""
     kv_spec: KVCacheSpec
 
+    def __init__(self, config: EngineConfig, platform: Platform, use_tqdm: bool = False) -> None:
+        """Start the workers and load the model on each (``use_tqdm``: a progress bar)."""
+        self.config = config
+        self.platform = platform
+
     @abstractmethod
     def initialize(self, max_num_batched_tokens: int, prepared_kv_bytes: int | None) -> KVCacheSpec:
         """Size and allocate the KV cache on every worker; returns the common spec."""

@@ -15,8 +15,7 @@ class UniProcExecutor(Executor):
     """The driver worker is the only worker; calls go straight to it."""
 
     def __init__(self, config: EngineConfig, platform: Platform, use_tqdm: bool = False) -> None:
-        self.config = config
-        self.platform = platform
+        super().__init__(config, platform, use_tqdm)
         self.worker = Worker(config, platform, rank=0, use_tqdm=use_tqdm)
         self.loaded = self.worker.load_model()
 

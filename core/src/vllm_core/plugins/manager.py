@@ -135,7 +135,7 @@ def register_plugin(plugin: object, name: str | None = None) -> None:
     ``VLLM_CORE_PLUGIN_API`` range is checked as for an installed plugin."""
     from vllm_core.plugins import registry
 
-    label = name or getattr(plugin, "__name__", type(plugin).__name__)
+    label = str(name or getattr(plugin, "__name__", None) or type(plugin).__name__)
     check_plugin_api(plugin, label, "in-process")
     get_plugin_manager().register(plugin, name=name)
     registry.clear_caches()

@@ -40,7 +40,7 @@ class NgramProposer(Proposer):
         self.min_n, self.max_n = config.lookup_range
 
     def propose(self, histories: Sequence[Sequence[int]], max_drafts: Sequence[int]) -> list[list[int]]:
-        out = []
+        out: list[list[int]] = []
         for history, k in zip(histories, max_drafts):
             if k <= 0 or len(history) <= self.min_n:
                 out.append([])

@@ -113,7 +113,7 @@ class PendingRunnerOutput:
         sampled: list[list[int]] = [[] for _ in range(self.num_scheduled)]
         if self.fetch is not None:
             for i, tok in zip(self.sample_rows, self.fetch()):
-                sampled[i] = [int(t) for t in tok] if isinstance(tok, list) else [int(tok)]
+                sampled[i] = [int(t) for t in tok] if isinstance(tok, list) else [int(tok)]  # type: ignore[call-overload]
         return ModelRunnerOutput(sampled, self.logprobs, self.prompt_logprobs, self.draft_token_ids)
 
 
