@@ -27,12 +27,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 
 from vllm_core.extensions.state import ExtensionState
+from vllm_core.sample.token_mask import TokenBitmask, merge_token_bitmasks
 from vllm_core.sampling_params import SamplingParams
 
 if TYPE_CHECKING:
     from vllm_core.config import EngineConfig
     from vllm_core.core.sched_output import ScheduledRequest
-    from vllm_core.sample.token_mask import TokenBitmask
 
 
 @dataclass(frozen=True)
@@ -148,8 +148,6 @@ class RunnerExtensions:
             e.prepare_rows(rows)
 
     def logits_mask(self, rows: Sequence[ScheduledRequest], device: torch.device) -> TokenBitmask | None:
-        from vllm_core.sample.token_mask import merge_token_bitmasks
-
         masks = [m for m in (e.logits_mask(rows, device) for e in self.items) if m is not None]
         return merge_token_bitmasks(masks)
 
