@@ -7,6 +7,10 @@ sequence. Decode: 256 single-token rows at ~1100 tokens of context (the steady d
 reported as KV bytes read per second. Each variant's output is checked against SDPA first.
 
     python benchmarks/attn_bench.py [--old path/to/old_paged_attention.py]
+
+Variants change fields of the device's launch configs (``vllm_cuda.launch``: the NVIDIA table
+entry, or on a ROCm torch the AMD one from ``vllm_rocm.launch_amd``), so the same script tunes
+both tables.
 """
 
 from __future__ import annotations
@@ -15,12 +19,15 @@ import argparse
 import functools
 import importlib.util
 import json
+from collections.abc import Callable
+from dataclasses import replace
 from types import ModuleType
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 import triton
+from vllm_cuda.launch import LaunchConfigs
 
 from vllm_core.attention.metadata import AttentionMetadata
 
@@ -82,7 +89,7 @@ def sdpa_ref(q: torch.Tensor, md: AttentionMetadata, dense: list) -> torch.Tenso
     return out
 
 
-def bench_prefill(mods: dict[str, ModuleType], defaults: dict, variants: list[dict], n_seqs: int, L: int,
+def bench_prefill(mods: dict[str, ModuleType], defaults: LaunchConfigs, variants: list[dict], n_seqs: int, L: int,
                   dev: torch.device) -> list:
     q, kc, vc, md, dense = paged_batch([L] * n_seqs, [0] * n_seqs, dev)
     flops = 4 * HQ * D * n_seqs * L * (L + 1) / 2
@@ -96,8 +103,7 @@ def bench_prefill(mods: dict[str, ModuleType], defaults: dict, variants: list[di
     rows.append({"shape": f"{n_seqs}x{L}", "impl": "sdpa", "ms": t, "tflops": flops / t / 1e9})
     ref = sdpa().transpose(1, 2).reshape(-1, HQ, D)
     for v in variants:
-        mod = configure(mods, defaults, v)
-        fn = functools.partial(mod.paged_attention, q, kc, vc, md, D ** -0.5)
+        fn = functools.partial(configure(mods, defaults, v), q, kc, vc, md, D ** -0.5)
         out = fn()
         err = ((out.float() - ref.float()).norm() / ref.float().norm()).item()
         t = triton.testing.do_bench(fn, warmup=50, rep=300, return_mode="median")
@@ -105,27 +111,49 @@ def bench_prefill(mods: dict[str, ModuleType], defaults: dict, variants: list[di
     return rows
 
 
-def configure(mods: dict[str, ModuleType], defaults: dict, v: dict) -> ModuleType:
-    """The variant's module, with its knobs set and every other knob at its default."""
-    for k, val in defaults.items():
-        setattr(mods["new"], k, val)
-    mod = mods[v["mod"]]
+KNOBS = {
+    "PREFILL_BLOCK_M": "prefill_block_m", "PREFILL_BLOCK_N": "prefill_block_n",
+    "PREFILL_NUM_WARPS": "prefill.num_warps", "PREFILL_NUM_STAGES": "prefill.num_stages",
+    "SPLIT_KV_TARGET_PROGRAMS": "split_kv_target_programs", "SPLIT_KV_MAX_PROGRAMS": "split_kv_max_programs",
+    "PARTITION_SIZE": "partition_size",
+}
+"""Variant keys -> fields of ``LaunchConfigs.attention`` (``launch.option`` for a ``Launch``'s)."""
+
+
+def device_configs() -> LaunchConfigs:
+    """The launch-config table entry of this GPU (NVIDIA, or AMD on a ROCm torch)."""
+    if getattr(torch.version, "hip", None):
+        from vllm_rocm.launch_amd import amd_launch_configs
+
+        return amd_launch_configs(torch.cuda.get_device_properties(0).gcnArchName)
+    from vllm_cuda.launch_nvidia import nvidia_launch_configs
+
+    return nvidia_launch_configs(torch.cuda.get_device_capability())
+
+
+def configure(mods: dict[str, ModuleType], base: LaunchConfigs, v: dict) -> Callable[..., torch.Tensor]:
+    """The variant's ``paged_attention``: the new one with the variant's fields changed in the
+    device's configs (every other field at its table value), or the old module's as it is."""
+    if v["mod"] != "new":
+        return mods[v["mod"]].paged_attention
+    att = base.attention
     for k, val in v.items():
-        if k != "mod":
-            setattr(mod, k, val)
-    return mod
+        if k == "mod":
+            continue
+        name, _, option = KNOBS[k].partition(".")
+        att = replace(att, **{name: replace(getattr(att, name), **{option: val}) if option else val})
+    return functools.partial(mods["new"].paged_attention, configs=replace(base, attention=att))
 
 
-def bench_decode(mods: dict[str, ModuleType], defaults: dict, variants: list[dict], n: int, ctx: int,
+def bench_decode(mods: dict[str, ModuleType], defaults: LaunchConfigs, variants: list[dict], n: int, ctx: int,
                  dev: torch.device) -> list:
     q, kc, vc, md, dense = paged_batch([1] * n, [ctx - 1] * n, dev)
     ref = sdpa_ref(q, md, dense)
     nbytes = 2 * n * ctx * HK * D * 2
     rows = []
     for v in variants:
-        mod = configure(mods, defaults, v)
         name = json.dumps(v)
-        fn = functools.partial(mod.paged_attention, q, kc, vc, md, D ** -0.5)
+        fn = functools.partial(configure(mods, defaults, v), q, kc, vc, md, D ** -0.5)
         out = fn()
         err = ((out.float() - ref.float()).norm() / ref.float().norm()).item()
         t = triton.testing.do_bench(fn, warmup=50, rep=300, return_mode="median")
@@ -144,9 +172,8 @@ def main() -> None:
     mods: dict[str, ModuleType] = {"new": new}
     if args.old:
         mods["old"] = load(args.old, "old_paged_attention")
-    knobs = ["PREFILL_BLOCK_M", "PREFILL_BLOCK_N", "PREFILL_NUM_WARPS", "PREFILL_NUM_STAGES", "SPLIT_KV_TARGET_PROGRAMS", "SPLIT_KV_MAX_PROGRAMS", "PARTITION_SIZE"]
-    defaults = {k: getattr(new, k) for k in knobs}
-    print(json.dumps({"defaults": defaults}))
+    defaults = device_configs()
+    print(json.dumps({"configs": defaults.name, "attention": repr(defaults.attention)}))
     old: list[dict[str, Any]] = [{"mod": "old"}] if args.old else []
     variants: list[dict[str, Any]] = old + [{"mod": "new"}]
     for bm, bn, w, st in [(64, 64, 4, 3), (64, 32, 4, 2), (128, 32, 8, 2)]:

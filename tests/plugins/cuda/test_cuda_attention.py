@@ -30,8 +30,9 @@ pytest.importorskip("triton")
 pytest.importorskip("vllm_cuda")
 
 from vllm_cuda.attention import TritonAttentionBackend  # noqa: E402
+from vllm_cuda.launch_nvidia import DEFAULT_LAUNCH_CONFIGS  # noqa: E402
 from vllm_cuda.ops.kv_cache import reshape_and_cache  # noqa: E402
-from vllm_cuda.ops.paged_attention import SPLIT_KV_MIN_SEQ_LEN, paged_attention, use_split_kv  # noqa: E402
+from vllm_cuda.ops.paged_attention import paged_attention, use_split_kv  # noqa: E402
 
 NUM_KV_HEADS = 2
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
@@ -126,20 +127,19 @@ LONG_UNIFIED = {"query_lens": [1, 1, 40, 150], "context_lens": [130, 191, 129, 0
 @pytest.mark.parametrize("gqa_ratio", [1, 4])
 @pytest.mark.parametrize("prefill_tiles", [(64, 64), (128, 32), (128, 64)], ids=lambda t: f"m{t[0]}n{t[1]}")
 def test_unified_long_contexts(
-    device: torch.device, interpreted: bool, monkeypatch: pytest.MonkeyPatch, gqa_ratio: int,
-    prefill_tiles: tuple[int, int], dtype: torch.dtype,
+    device: torch.device, interpreted: bool, gqa_ratio: int, prefill_tiles: tuple[int, int], dtype: torch.dtype,
 ) -> None:
     """The unified kernel (split-KV off) over long contexts, for several prefill tile shapes."""
     skip_if_unsupported(interpreted, dtype)
-    import vllm_cuda.ops.paged_attention as pa
+    from dataclasses import replace
 
-    monkeypatch.setattr(pa, "PREFILL_BLOCK_M", prefill_tiles[0])
-    monkeypatch.setattr(pa, "PREFILL_BLOCK_N", prefill_tiles[1])
+    attention = replace(DEFAULT_LAUNCH_CONFIGS.attention, prefill_block_m=prefill_tiles[0],
+                        prefill_block_n=prefill_tiles[1])
     batch = make_attention_batch(
         num_heads=NUM_KV_HEADS * gqa_ratio, num_kv_heads=NUM_KV_HEADS, head_size=64, block_size=16,
         dtype=dtype, seed=11 + gqa_ratio, **LONG_UNIFIED,
     )
-    check_triton_backend(batch, device, split_kv=False)
+    check_triton_backend(batch, device, split_kv=False, configs=replace(DEFAULT_LAUNCH_CONFIGS, attention=attention))
 
 
 def test_backend_forces_split_kv(device: torch.device) -> None:
@@ -162,7 +162,7 @@ def _metadata(num_decodes: int, num_prefills: int, max_seq_len: int) -> Attentio
 
 
 def test_split_kv_heuristic() -> None:
-    long = SPLIT_KV_MIN_SEQ_LEN
+    long = DEFAULT_LAUNCH_CONFIGS.attention.split_kv_min_seq_len
     assert use_split_kv(_metadata(4, 0, long), num_kv_heads=8)
     assert use_split_kv(_metadata(2, 1, long), num_kv_heads=8)
     assert not use_split_kv(_metadata(4, 0, long - 1), num_kv_heads=8)  # short contexts
@@ -177,4 +177,4 @@ def test_supports() -> None:
     assert "head size 512" in (TritonAttentionBackend.supports(512, torch.float16) or "")
     assert "float64" in (TritonAttentionBackend.supports(64, torch.float64) or "")
     assert TritonAttentionBackend.name == "triton" and TritonAttentionBackend.priority == 20
-    assert TritonAttentionBackend.requires == frozenset({"cuda", "triton"})
+    assert TritonAttentionBackend.requires == frozenset({"triton"})

@@ -47,7 +47,10 @@ def test_graph_buckets() -> None:
 
 
 def test_split_kv_partitions_fill_the_gpu_at_small_batch() -> None:
-    from vllm_cuda.ops.paged_attention import PARTITION_SIZE, split_partition_size
+    from vllm_cuda.launch_nvidia import DEFAULT_LAUNCH_CONFIGS
+    from vllm_cuda.ops.paged_attention import split_partition_size
+
+    PARTITION_SIZE = DEFAULT_LAUNCH_CONFIGS.attention.partition_size
 
     # batch 1 x 8 KV heads, 1024 tokens: 32 partitions of 32 -> tile-rounded to 64 (16 partitions)
     assert split_partition_size(1024, 8, 64) == 64

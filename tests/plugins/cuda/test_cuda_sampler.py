@@ -29,7 +29,9 @@ def test_chunked_vocabulary(monkeypatch: pytest.MonkeyPatch) -> None:
     """Over several vocabulary chunks (the last one partial): greedy picks the max wherever it
     lies, the lowest index among ties across chunks, and sampled rows do not depend on the
     chunking (the noise is drawn per (row, token))."""
-    import vllm_cuda.sampler as sampler
+    from dataclasses import replace
+
+    from vllm_cuda.launch_nvidia import DEFAULT_LAUNCH_CONFIGS
 
     vocab = 5000
     logits = torch.randn(4, vocab, generator=torch.Generator().manual_seed(1)).to(device())
@@ -38,10 +40,10 @@ def test_chunked_vocabulary(monkeypatch: pytest.MonkeyPatch) -> None:
     greedy = gumbel_argmax(logits, torch.zeros(4, device=device()), seed=3).tolist()
     temp = torch.full((4,), 0.8, device=device())
     whole = gumbel_argmax(logits, temp, seed=3).tolist()
-    monkeypatch.setattr(sampler, "GUMBEL_CHUNK", 1024)
-    assert gumbel_argmax(logits, torch.zeros(4, device=device()), seed=3).tolist() == greedy
+    small = replace(DEFAULT_LAUNCH_CONFIGS, sampler=replace(DEFAULT_LAUNCH_CONFIGS.sampler, chunk=1024))
+    assert gumbel_argmax(logits, torch.zeros(4, device=device()), seed=3, configs=small).tolist() == greedy
     assert greedy == [4999, 700, *logits[2:].argmax(-1).tolist()]
-    assert gumbel_argmax(logits, temp, seed=3).tolist() == whole
+    assert gumbel_argmax(logits, temp, seed=3, configs=small).tolist() == whole
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the Triton interpreter cannot widen bfloat16 loads; needs a GPU")

@@ -1,10 +1,11 @@
-"""``TritonAttentionBackend``: paged attention on NVIDIA GPUs through Triton kernels.
+"""``TritonAttentionBackend``: paged attention on GPUs through Triton kernels (NVIDIA and AMD).
 
 Same KV layout as the reference backend (``kv_cache[0]`` keys, ``kv_cache[1]`` values, each
 ``[num_blocks, block_size, num_kv_heads, head_size]``). A forward stores the step's keys and
 values with the Triton ``reshape_and_cache`` and runs one unified paged-attention launch over
 the whole ragged batch, or, for a few long decodes, the split-KV path for the decode rows (see
-``vllm_cuda.ops.paged_attention``).
+``vllm_cuda.ops.paged_attention``). Launch configs come from the platform's ops
+(``TritonOps.configs``); given other ops (tests), the generic NVIDIA entry.
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ from typing import ClassVar
 import torch
 
 from vllm_core.plugins.api import AttentionBackend, AttentionMetadata, Ops
+from vllm_cuda.cuda_ops import TritonOps
+from vllm_cuda.launch import LaunchConfigs
+from vllm_cuda.launch_nvidia import DEFAULT_LAUNCH_CONFIGS
 from vllm_cuda.ops.kv_cache import reshape_and_cache
 from vllm_cuda.ops.paged_attention import paged_attention
 
@@ -27,7 +31,8 @@ class TritonAttentionBackend(AttentionBackend):
 
     name: ClassVar[str] = "triton"
     priority: ClassVar[int] = 20
-    requires: ClassVar[frozenset[str]] = frozenset({"cuda", "triton"})
+    requires: ClassVar[frozenset[str]] = frozenset({"triton"})
+    """A platform whose device runs these Triton kernels (cuda, rocm) offers ``triton``."""
 
     @classmethod
     def supports(cls, head_size: int, dtype: torch.dtype) -> str | None:
@@ -47,10 +52,15 @@ class TritonAttentionBackend(AttentionBackend):
         ops: Ops,
         *,
         split_kv: bool | None = None,
+        configs: LaunchConfigs | None = None,
     ) -> None:
         super().__init__(num_heads, head_size, num_kv_heads, scale, ops)
         self.split_kv = split_kv
         """None: the split-KV decode path is chosen per batch; True/False forces it (tests)."""
+        if configs is None:
+            configs = ops.configs if isinstance(ops, TritonOps) else DEFAULT_LAUNCH_CONFIGS
+        self.configs = configs
+        """The device's launch configs (tiles, warps, split-KV thresholds)."""
 
     def forward(
         self,
@@ -61,5 +71,7 @@ class TritonAttentionBackend(AttentionBackend):
         metadata: AttentionMetadata,
     ) -> torch.Tensor:
         key_cache, value_cache = kv_cache[0], kv_cache[1]
-        reshape_and_cache(key, value, key_cache, value_cache, metadata.slot_mapping)
-        return paged_attention(query, key_cache, value_cache, metadata, self.scale, split_kv=self.split_kv)
+        reshape_and_cache(key, value, key_cache, value_cache, metadata.slot_mapping, self.configs)
+        return paged_attention(
+            query, key_cache, value_cache, metadata, self.scale, split_kv=self.split_kv, configs=self.configs
+        )

@@ -2,25 +2,22 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 
-from vllm_core.plugins.api import GraphRunner, Ops, Platform
+from vllm_core.plugins.api import Ops
+from vllm_cuda.gpu_platform import TorchGPUPlatform
+from vllm_cuda.launch import LaunchConfigs
+from vllm_cuda.launch_nvidia import nvidia_launch_configs
 
 
-class CUDAPlatform(Platform):
+class CUDAPlatform(TorchGPUPlatform):
     """One NVIDIA GPU (tensor parallel over NCCL later)."""
 
     name: ClassVar[str] = "cuda"
-    device_type: ClassVar[str] = "cuda"
     priority: ClassVar[int] = 100
     distribution: ClassVar[str] = "vllm-cuda"
-    dist_backend: ClassVar[str] = "nccl"
-    is_accelerator: ClassVar[bool] = True
-    async_scheduling: ClassVar[bool] = True
 
     @classmethod
     def is_available(cls) -> str | None:
@@ -36,17 +33,6 @@ class CUDAPlatform(Platform):
             return "triton is not installed (pip install triton)"
         return None
 
-    def device(self, index: int = 0) -> torch.device:
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", index)))
-
-    def setup(self) -> None:
-        torch.cuda.set_device(self.device())
-        torch.backends.cuda.matmul.allow_tf32 = False
-
-    def memory_info(self) -> tuple[int, int]:
-        free, total = torch.cuda.mem_get_info(self.device())
-        return int(free), int(total)
-
     def capabilities(self) -> frozenset[str]:
         major, minor = torch.cuda.get_device_capability(self.device())
         caps = {"cuda", "triton", "cuda_graphs", f"sm{major}{minor}"}
@@ -56,48 +42,18 @@ class CUDAPlatform(Platform):
             caps.add("hopper")
         return frozenset(caps)
 
-    def supported_dtypes(self) -> tuple[torch.dtype, ...]:
-        return (torch.bfloat16, torch.float16, torch.float32)
+    def launch_configs(self) -> LaunchConfigs:
+        """The NVIDIA table entry of this device (``vllm_cuda.launch_nvidia``)."""
+        return nvidia_launch_configs(torch.cuda.get_device_capability(self.device()))
 
     def sampler_name(self) -> str:
         return "triton"
 
     def make_ops(self) -> Ops:
-        from vllm_cuda.cuda_ops import CUDAOps
+        from vllm_cuda.cuda_ops import TritonOps
 
-        return CUDAOps()
-
-    def to_host_async(self, tensor: torch.Tensor) -> Callable[[], list[int]]:
-        """Copy into pinned host memory behind the queued work; the returned function waits on
-        an event for exactly that copy (not for work launched later)."""
-        host = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
-        host.copy_(tensor, non_blocking=True)
-        done = torch.cuda.Event()
-        done.record()
-
-        def fetch() -> list[int]:
-            done.synchronize()
-            return host.tolist()
-
-        return fetch
-
-    def synchronize(self) -> None:
-        torch.cuda.synchronize(self.device())
-
-    def reset_peak_memory(self) -> None:
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(self.device())
-
-    def peak_memory_bytes(self) -> int | None:
-        return int(torch.cuda.max_memory_allocated(self.device()))
-
-    def current_memory_bytes(self) -> int | None:
-        return int(torch.cuda.memory_allocated(self.device()))
-
-    def make_graph_runner(self, model: Any, max_num_seqs: int, max_model_len: int, block_size: int) -> GraphRunner | None:
-        from vllm_cuda.graph_runner import CUDAGraphRunner
-
-        return CUDAGraphRunner(model, self.device(), max_num_seqs, max_model_len, block_size)
+        # chosen on first use: the platform is made before the device is set up
+        return TritonOps(self.launch_configs)
 
     def describe(self) -> str:
         return f"cuda ({torch.cuda.get_device_name(self.device())}, vllm-cuda)"

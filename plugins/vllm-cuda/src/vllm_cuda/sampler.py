@@ -20,6 +20,8 @@ import triton
 import triton.language as tl
 
 from vllm_core.plugins.api import ReferenceSampler, SamplingMetadata, apply_logits_processors, uses_logits_processors
+from vllm_cuda.launch import LaunchConfigs
+from vllm_cuda.launch_nvidia import DEFAULT_LAUNCH_CONFIGS, nvidia_launch_configs
 
 
 @triton.jit(do_not_specialize=["seed"])  # a new seed every step: no recompiles
@@ -68,19 +70,19 @@ def _gumbel_argmax_reduce_kernel(part_val_ptr, part_idx_ptr, out_ptr, vocab, num
     tl.store(out_ptr + row, idx.to(tl.int64))
 
 
-GUMBEL_CHUNK = 8192
-"""Vocabulary entries per program: the rows x chunks grid fills the GPU even at batch 1 (one
-program per row, as before, left a 152k vocabulary to 32 programs at batch 32: 120 us a step)."""
-
-
-def gumbel_argmax(logits: torch.Tensor, temperature: torch.Tensor, seed: int) -> torch.Tensor:
+def gumbel_argmax(
+    logits: torch.Tensor, temperature: torch.Tensor, seed: int, configs: LaunchConfigs = DEFAULT_LAUNCH_CONFIGS
+) -> torch.Tensor:
     """Token ids [rows] int64: greedy where ``temperature`` is 0, else sampled from softmax(logits/T).
 
-    ``logits`` may be 16-bit: they are read once and widened to float32 in the kernel."""
+    ``logits`` may be 16-bit: they are read once and widened to float32 in the kernel. The grid
+    is rows x vocabulary chunks of ``configs.sampler.chunk`` entries, which fills the GPU even at
+    batch 1 (one program per row left a 152k vocabulary to 32 programs at batch 32: 120 us a step)."""
     rows, vocab = logits.shape
     if logits.stride(-1) != 1:
         logits = logits.contiguous()
-    num_chunks = triton.cdiv(vocab, GUMBEL_CHUNK)
+    tuning = configs.sampler
+    num_chunks = triton.cdiv(vocab, tuning.chunk)
     part_val = torch.empty(rows, num_chunks, dtype=torch.float32, device=logits.device)
     part_idx = torch.empty(rows, num_chunks, dtype=torch.int32, device=logits.device)
     out = torch.empty(rows, dtype=torch.int64, device=logits.device)
@@ -88,10 +90,11 @@ def gumbel_argmax(logits: torch.Tensor, temperature: torch.Tensor, seed: int) ->
         return out
     _gumbel_argmax_partial_kernel[(rows, num_chunks)](
         logits, temperature.to(torch.float32), part_val, part_idx, seed, vocab, logits.stride(0), num_chunks,
-        CHUNK=GUMBEL_CHUNK, BLOCK=2048, num_warps=8,
+        CHUNK=tuning.chunk, BLOCK=tuning.block, **tuning.partial.options,
     )
     _gumbel_argmax_reduce_kernel[(rows,)](
-        part_val, part_idx, out, vocab, num_chunks, BLOCK_C=triton.next_power_of_2(num_chunks), num_warps=1,
+        part_val, part_idx, out, vocab, num_chunks, BLOCK_C=triton.next_power_of_2(num_chunks),
+        **tuning.reduce.options,
     )
     return out
 
@@ -101,8 +104,18 @@ class TritonSampler(ReferenceSampler):
 
     name: ClassVar[str] = "triton"
 
-    def __init__(self) -> None:
+    def __init__(self, configs: LaunchConfigs | None = None) -> None:
         self._step = 0
+        self.configs = configs if configs is not None else self.default_configs()
+        """Launch configs of the sampler's kernels (the device's table entry unless given)."""
+
+    @classmethod
+    def default_configs(cls) -> LaunchConfigs:
+        """The NVIDIA table entry of the current device (the generic one without a CUDA device).
+        A platform on other hardware registers a subclass that overrides this."""
+        if torch.version.cuda is not None and torch.cuda.is_available():
+            return nvidia_launch_configs(torch.cuda.get_device_capability())
+        return DEFAULT_LAUNCH_CONFIGS
 
     def __call__(
         self, logits: torch.Tensor, metadata: SamplingMetadata, generator: torch.Generator | None
@@ -118,4 +131,4 @@ class TritonSampler(ReferenceSampler):
         if uses_logits_processors(metadata):
             logits = apply_logits_processors(logits, metadata)
         # else the kernel reads the model's (16-bit) logits as they are: no float32 copy
-        return gumbel_argmax(logits, metadata.temperature, seed)
+        return gumbel_argmax(logits, metadata.temperature, seed, self.configs)

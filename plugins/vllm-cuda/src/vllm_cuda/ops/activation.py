@@ -10,7 +10,8 @@ import torch
 import triton
 import triton.language as tl
 
-BLOCK = 1024
+from vllm_cuda.launch import LaunchConfigs
+from vllm_cuda.launch_nvidia import DEFAULT_LAUNCH_CONFIGS
 
 
 @triton.jit
@@ -26,7 +27,7 @@ def _silu_and_mul_kernel(x_ptr, out_ptr, stride_x, stride_out, d, BLOCK: tl.cons
     tl.store(out_ptr + row * stride_out + offs, out, mask=mask)
 
 
-def silu_and_mul(x: torch.Tensor) -> torch.Tensor:
+def silu_and_mul(x: torch.Tensor, configs: LaunchConfigs = DEFAULT_LAUNCH_CONFIGS) -> torch.Tensor:
     """x: [..., 2 * d] (gate, up) -> silu(gate) * up: [..., d]."""
     if x.shape[-1] % 2:
         raise ValueError(f"silu_and_mul needs an even last dimension, got {x.shape[-1]}")
@@ -36,8 +37,8 @@ def silu_and_mul(x: torch.Tensor) -> torch.Tensor:
         x2 = x2.contiguous()
     out = torch.empty((x2.shape[0], d), dtype=x.dtype, device=x.device)
     if x2.shape[0] and d:
-        block = min(BLOCK, triton.next_power_of_2(d))
+        block = min(configs.silu_block, triton.next_power_of_2(d))
         _silu_and_mul_kernel[(x2.shape[0], triton.cdiv(d, block))](
-            x2, out, x2.stride(0), out.stride(0), d, BLOCK=block, num_warps=4
+            x2, out, x2.stride(0), out.stride(0), d, BLOCK=block, **configs.silu.options
         )
     return out.view(*x.shape[:-1], d)

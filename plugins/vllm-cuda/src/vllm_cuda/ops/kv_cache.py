@@ -10,6 +10,9 @@ import torch
 import triton
 import triton.language as tl
 
+from vllm_cuda.launch import LaunchConfigs
+from vllm_cuda.launch_nvidia import DEFAULT_LAUNCH_CONFIGS
+
 
 @triton.jit
 def _reshape_and_cache_kernel(
@@ -47,6 +50,7 @@ def reshape_and_cache(
     key_cache: torch.Tensor,
     value_cache: torch.Tensor,
     slot_mapping: torch.Tensor,
+    configs: LaunchConfigs = DEFAULT_LAUNCH_CONFIGS,
 ) -> None:
     """Write new KV into the paged cache (same contract as ``Ops.reshape_and_cache``).
 
@@ -78,4 +82,5 @@ def reshape_and_cache(
         key_cache.stride(2),
         head_size,
         BLOCK_D=triton.next_power_of_2(head_size),
+        **configs.kv_cache.options,
     )

@@ -13,6 +13,9 @@ import torch
 import triton
 import triton.language as tl
 
+from vllm_cuda.launch import LaunchConfigs
+from vllm_cuda.launch_nvidia import DEFAULT_LAUNCH_CONFIGS
+
 # Rows wider than this would spill registers in the single-pass kernel; no model we run has one.
 MAX_HIDDEN = 65536
 
@@ -85,11 +88,14 @@ def _check(x: torch.Tensor, weight: torch.Tensor) -> tuple[int, torch.dtype]:
     return hidden, torch.promote_types(weight.dtype, x.dtype)
 
 
-def _launch_options(block: int) -> dict[str, int | bool]:
-    return {"num_warps": min(max(block // 256, 1), 16), "enable_fp_fusion": False}
+def _launch_options(block: int, configs: LaunchConfigs) -> dict[str, int | bool]:
+    # FMA contraction stays off on every architecture: it is numerics, not tuning.
+    return {**configs.norm.options, "num_warps": configs.norm_num_warps(block), "enable_fp_fusion": False}
 
 
-def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+def rms_norm(
+    x: torch.Tensor, weight: torch.Tensor, eps: float, configs: LaunchConfigs = DEFAULT_LAUNCH_CONFIGS
+) -> torch.Tensor:
     """``weight * (x * rsqrt(mean(x^2) + eps))`` with float32 statistics. x: [..., hidden]."""
     hidden, out_dtype = _check(x, weight)
     x2 = _rows(x)
@@ -98,13 +104,14 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
         block = triton.next_power_of_2(hidden)
         _rms_norm_kernel[(x2.shape[0],)](
             x2, weight.contiguous(), out, x2.stride(0), out.stride(0), hidden, eps,
-            OUT_DTYPE=_TL_DTYPES[out_dtype], BLOCK=block, **_launch_options(block),
+            OUT_DTYPE=_TL_DTYPES[out_dtype], BLOCK=block, **_launch_options(block, configs),
         )
     return out.view(*x.shape[:-1], hidden)
 
 
 def fused_add_rms_norm(
-    x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float
+    x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float,
+    configs: LaunchConfigs = DEFAULT_LAUNCH_CONFIGS,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``residual = x + residual``; returns ``(rms_norm(residual), residual)`` (inputs untouched)."""
     if x.shape != residual.shape or x.dtype != residual.dtype:
@@ -118,6 +125,6 @@ def fused_add_rms_norm(
         _fused_add_rms_norm_kernel[(x2.shape[0],)](
             x2, r2, weight.contiguous(), out, new_residual,
             x2.stride(0), r2.stride(0), out.stride(0), new_residual.stride(0), hidden, eps,
-            OUT_DTYPE=_TL_DTYPES[out_dtype], BLOCK=block, **_launch_options(block),
+            OUT_DTYPE=_TL_DTYPES[out_dtype], BLOCK=block, **_launch_options(block, configs),
         )
     return out.view(*x.shape[:-1], hidden), new_residual.view(*x.shape[:-1], hidden)

@@ -19,10 +19,13 @@ shapes every step (what CUDA-graph capture needs).
 
 **Split-KV decode** (flash-decoding; a few long decodes). Single-token rows give the unified grid
 only ``num_decodes * num_kv_heads`` programs, too few to fill the GPU when contexts are long. The
-KV range is cut into ``PARTITION_SIZE`` partitions, one program per (request, KV head,
+KV range is cut into partitions, one program per (request, KV head,
 partition) writes its partial (max, sum, unnormalised accumulator) in float32, and a second
 kernel merges the partitions of each (request, query head). Prefill rows of the same batch go
 through the unified kernel.
+
+Tile sizes, warps, pipelining and the split-KV heuristic's thresholds come from the device's
+``LaunchConfigs.attention`` (``vllm_cuda.launch``), not from this file.
 """
 
 from __future__ import annotations
@@ -34,46 +37,31 @@ import triton
 import triton.language as tl
 
 from vllm_core.plugins.api import AttentionMetadata
+from vllm_cuda.launch import AttentionLaunch, LaunchConfigs
+from vllm_cuda.launch_nvidia import DEFAULT_LAUNCH_CONFIGS
 
 LOG2E = 1.4426950408889634
-
-PREFILL_BLOCK_M = 64
-"""Rows (query token x head-in-group pairs) of one unified-kernel program when a batch has prefills."""
-PREFILL_BLOCK_N = 64
-"""KV tokens per tile of the unified kernel when a batch has prefills (head sizes <= 128)."""
-PREFILL_NUM_WARPS = 4
-PREFILL_NUM_STAGES = 2
-"""Launch shape of the unified kernel when a batch has prefills (decode-only batches keep 4 warps
-and Triton's default pipelining). On an H200, 2 stages run Qwen3-0.6B's prefill attention 7-9 %
-faster than 3; 8 warps or 128-row tiles run slower (``benchmarks/attn_bench.py``)."""
-PARTITION_SIZE = 512
-"""Largest KV tokens per split-KV partition (a multiple of every ``BLOCK_N``)."""
-SPLIT_KV_TARGET_PROGRAMS = 256
-"""Split-KV aims at about this many programs (two per SM of an H100/H200), so that batch-1 decode
-reads the KV with the whole GPU rather than one SM per KV head."""
-SPLIT_KV_MIN_SEQ_LEN = 256
-"""Split the KV of decode rows only when the longest sequence is at least this long ..."""
-SPLIT_KV_MAX_PROGRAMS = 128
-"""... and the unified grid would have at most this many decode programs (num_decodes x Hk),
-i.e. fewer than the SMs of a large GPU."""
+DEFAULT_ATTENTION = DEFAULT_LAUNCH_CONFIGS.attention
 
 
-def use_split_kv(metadata: AttentionMetadata, num_kv_heads: int) -> bool:
+def use_split_kv(metadata: AttentionMetadata, num_kv_heads: int, tuning: AttentionLaunch = DEFAULT_ATTENTION) -> bool:
     """Whether the decode rows of this batch take the split-KV path (the default heuristic)."""
     return (
         metadata.num_decodes > 0
-        and metadata.max_seq_len >= SPLIT_KV_MIN_SEQ_LEN
-        and metadata.num_decodes * num_kv_heads <= SPLIT_KV_MAX_PROGRAMS
+        and metadata.max_seq_len >= tuning.split_kv_min_seq_len
+        and metadata.num_decodes * num_kv_heads <= tuning.split_kv_max_programs
     )
 
 
-def split_partition_size(max_seq_len: int, num_programs: int, block_n: int) -> int:
-    """KV tokens per partition: enough partitions for ~``SPLIT_KV_TARGET_PROGRAMS`` programs in
-    all, each a whole number of KV tiles and at most ``PARTITION_SIZE`` tokens."""
-    parts = max(1, -(-SPLIT_KV_TARGET_PROGRAMS // max(num_programs, 1)))
+def split_partition_size(
+    max_seq_len: int, num_programs: int, block_n: int, tuning: AttentionLaunch = DEFAULT_ATTENTION
+) -> int:
+    """KV tokens per partition: enough partitions for ~``split_kv_target_programs`` programs in
+    all, each a whole number of KV tiles and at most ``partition_size`` tokens."""
+    parts = max(1, -(-tuning.split_kv_target_programs // max(num_programs, 1)))
     size = -(-max_seq_len // parts)
     size = -(-size // block_n) * block_n
-    return max(block_n, min(size, PARTITION_SIZE))
+    return max(block_n, min(size, tuning.partition_size))
 
 
 @triton.jit
@@ -259,12 +247,14 @@ def _split_kv_reduce_kernel(
     tl.store(out_ptr + token * stride_ot + head * stride_oh + offs_d, out.to(out_ptr.dtype.element_ty))
 
 
-_DOT_PRECISION = {torch.float32: "ieee", torch.float16: "tf32", torch.bfloat16: "tf32"}
-"""float32 inputs use exact float32 products (the reference's); 16-bit inputs ignore the option."""
+def _dot_precision(dtype: torch.dtype, tuning: AttentionLaunch) -> str:
+    """float32 inputs use exact float32 products (the reference's); 16-bit inputs take the
+    table's setting, which does not change their products."""
+    return "ieee" if dtype == torch.float32 else tuning.dot_precision_16bit
 
 
-def _block_n(head_size: int) -> int:
-    return 64 if head_size <= 128 else 32
+def _block_n(head_size: int, tuning: AttentionLaunch) -> int:
+    return tuning.block_n if head_size <= 128 else tuning.block_n_large_head
 
 
 def paged_attention(
@@ -277,15 +267,17 @@ def paged_attention(
     out: torch.Tensor | None = None,
     split_kv: bool | None = None,
     partition_size: int | None = None,
+    configs: LaunchConfigs = DEFAULT_LAUNCH_CONFIGS,
 ) -> torch.Tensor:
     """Causal paged attention for a ragged batch whose new KV is already in the cache.
 
     query: [T, Hq, D]; key_cache/value_cache: [num_blocks, block_size, Hk, D]; returns
     ``out`` (or a new tensor) [T, Hq, D]; rows past ``metadata.num_tokens`` are left unwritten.
     ``split_kv`` forces the split-KV decode path on (True) or off (False); None lets
-    ``use_split_kv`` decide. ``partition_size`` must be a multiple of the KV tile (64, or 32
-    for head sizes above 128); None sizes partitions so the split grid has about
-    ``SPLIT_KV_TARGET_PROGRAMS`` programs (at most ``PARTITION_SIZE`` tokens each).
+    ``use_split_kv`` decide. ``partition_size`` must be a multiple of the KV tile
+    (``configs.attention.block_n``, or ``block_n_large_head`` for head sizes above 128); None
+    sizes partitions so the split grid has about ``split_kv_target_programs`` programs (at most
+    ``configs.attention.partition_size`` tokens each). ``configs``: the device's launch table entry.
     """
     num_heads, head_size = query.shape[1:]
     block_size, num_kv_heads = key_cache.shape[1:3]
@@ -300,13 +292,16 @@ def paged_attention(
     if key_cache.stride() != value_cache.stride() or key_cache.stride(-1) != 1:
         raise ValueError(f"key/value caches of strides {key_cache.stride()} / {value_cache.stride()} "
                          "must share one layout with a contiguous head dimension")
-    block_n = _block_n(head_size)
+    tuning = configs.attention
+    block_n = _block_n(head_size, tuning)
     if partition_size is None:
-        partition_size = split_partition_size(metadata.max_seq_len, metadata.num_decodes * num_kv_heads, block_n)
+        partition_size = split_partition_size(
+            metadata.max_seq_len, metadata.num_decodes * num_kv_heads, block_n, tuning
+        )
     if partition_size % block_n:
         raise ValueError(f"partition_size {partition_size} is not a multiple of the KV tile {block_n}")
     if split_kv is None:
-        split_kv = use_split_kv(metadata, num_kv_heads)
+        split_kv = use_split_kv(metadata, num_kv_heads, tuning)
     num_split = metadata.num_decodes if split_kv else 0
     common = dict(
         q_ptr=query, k_cache_ptr=key_cache, v_cache_ptr=value_cache, block_tables_ptr=metadata.block_tables,
@@ -314,21 +309,21 @@ def paged_attention(
         stride_qt=query.stride(0), stride_qh=query.stride(1), stride_cb=key_cache.stride(0),
         stride_cs=key_cache.stride(1), stride_ch=key_cache.stride(2), stride_bt=metadata.block_tables.stride(0),
         GROUP=group, HEAD_SIZE=head_size, BLOCK_N=block_n, BLOCK_SIZE=block_size,
-        DOT_PRECISION=_DOT_PRECISION[query.dtype],
+        DOT_PRECISION=_dot_precision(query.dtype, tuning),
     )
     if num_split:
-        _split_kv_decode(out, metadata, num_split, num_heads, partition_size, common)
+        _split_kv_decode(out, metadata, num_split, num_heads, partition_size, common, tuning)
     if num_split < num_reqs:
         # Decode-only batches use the smallest tile that holds one token's head group.
         block_m = max(16, triton.next_power_of_2(group))
         # Decode-only batches run one masked pass: on an H200 the extra mask-free pass slows the
         # memory-bound decode by 10-25 %, while prefill tiles gain from it.
-        launch: dict[str, Any] = dict(num_warps=4, MASK_FREE_PASS=False)
+        launch: dict[str, Any] = {**tuning.decode.options, "MASK_FREE_PASS": False}
         if metadata.max_query_len > 1:
-            block_m = max(block_m, PREFILL_BLOCK_M)
-            launch = dict(num_warps=PREFILL_NUM_WARPS, num_stages=PREFILL_NUM_STAGES, MASK_FREE_PASS=True)
+            block_m = max(block_m, tuning.prefill_block_m)
+            launch = {**tuning.prefill.options, "MASK_FREE_PASS": True}
             if head_size <= 128:
-                common = {**common, "BLOCK_N": PREFILL_BLOCK_N}
+                common = {**common, "BLOCK_N": tuning.prefill_block_n}
         block_q = block_m // group
         grid = (num_reqs - num_split, triton.cdiv(metadata.max_query_len, block_q), num_kv_heads)
         _unified_attention_kernel[grid](
@@ -340,7 +335,7 @@ def paged_attention(
 
 def _split_kv_decode(
     out: torch.Tensor, metadata: AttentionMetadata, num_decodes: int, num_heads: int, partition_size: int,
-    common: dict,
+    common: dict, tuning: AttentionLaunch,
 ) -> None:
     """Attention of the leading ``num_decodes`` (one-token) rows through the two split-KV kernels."""
     num_parts = triton.cdiv(metadata.max_seq_len, partition_size)
@@ -354,11 +349,11 @@ def _split_kv_decode(
     _split_kv_decode_kernel[(num_decodes, num_kv_heads, num_parts)](
         part_m_ptr=part_m, part_l_ptr=part_l, part_acc_ptr=part_acc,
         BLOCK_M=max(16, triton.next_power_of_2(common["GROUP"])), partition_size=partition_size,
-        num_warps=4, **part_strides, **common,
+        **tuning.split_decode.options, **part_strides, **common,
     )
     _split_kv_reduce_kernel[(num_decodes, num_heads)](
         out, part_m, part_l, part_acc, metadata.seq_lens, metadata.query_start_loc,
         out.stride(0), out.stride(1), **part_strides, partition_size=partition_size,
         HEAD_SIZE=head_size, BLOCK_P=max(16, triton.next_power_of_2(num_parts)),
-        num_warps=4,
+        **tuning.split_reduce.options,
     )

@@ -13,6 +13,9 @@ import torch
 import triton
 import triton.language as tl
 
+from vllm_cuda.launch import LaunchConfigs
+from vllm_cuda.launch_nvidia import DEFAULT_LAUNCH_CONFIGS
+
 
 @triton.jit
 def _rotate_heads(src_ptr, dst_ptr, stride_src_h, stride_dst_h, num_heads, half, cos, sin, BLOCK_H: tl.constexpr,
@@ -72,6 +75,7 @@ def rotary_embedding(
     q: torch.Tensor,
     k: torch.Tensor,
     cos_sin_cache: torch.Tensor,
+    configs: LaunchConfigs = DEFAULT_LAUNCH_CONFIGS,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Neox-style rotary embedding (rotate halves); returns new (q, k), the inputs untouched.
 
@@ -98,7 +102,7 @@ def rotary_embedding(
             q_out.stride(0), q_out.stride(1), k_out.stride(0), k_out.stride(1),
             cos_sin_cache.stride(0), num_q_heads, num_k_heads, half,
             BLOCK_HQ=triton.next_power_of_2(num_q_heads), BLOCK_HK=triton.next_power_of_2(num_k_heads),
-            BLOCK_HALF=triton.next_power_of_2(half), num_warps=4, enable_fp_fusion=False,
+            BLOCK_HALF=triton.next_power_of_2(half), **configs.rotary.options, enable_fp_fusion=False,
         )
     return q_out, k_out
 
@@ -157,6 +161,7 @@ def qk_norm_rotary(
     k_weight: torch.Tensor,
     eps: float,
     cos_sin_cache: torch.Tensor,
+    configs: LaunchConfigs = DEFAULT_LAUNCH_CONFIGS,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``rotary_embedding(positions, rms_norm(q, q_weight), rms_norm(k, k_weight))`` in one launch.
 
@@ -188,6 +193,6 @@ def qk_norm_rotary(
             cos_sin_cache.stride(0), num_q_heads, num_k_heads, half, eps,
             OUT_DTYPE=_TL_DTYPES[out_dtype], BLOCK_HQ=triton.next_power_of_2(num_q_heads),
             BLOCK_HK=triton.next_power_of_2(num_k_heads), BLOCK_HALF=triton.next_power_of_2(half),
-            num_warps=4, enable_fp_fusion=False,
+            **configs.rotary.options, enable_fp_fusion=False,
         )
     return q_out, k_out
