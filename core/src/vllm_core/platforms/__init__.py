@@ -18,6 +18,7 @@ ENV_DEVICE = "VLLM_CORE_DEVICE"
 KNOWN_PLUGIN_PLATFORMS = {
     "cpu": "vllm-cpu",
     "cuda": "vllm-cuda",
+    "rocm": "vllm-rocm",
 }
 
 

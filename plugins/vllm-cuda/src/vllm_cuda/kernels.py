@@ -18,6 +18,7 @@ a kernel first runs).
 from __future__ import annotations
 
 from vllm_cuda.attention import TritonAttentionBackend
+from vllm_cuda.compile_check import KernelReport, check_kernels
 from vllm_cuda.cuda_ops import TritonOps
 from vllm_cuda.gpu_platform import TorchGPUPlatform
 from vllm_cuda.graph_runner import CUDAGraphRunner
@@ -43,4 +44,6 @@ __all__ = [
     # the kernels (each takes ``configs``)
     "rms_norm", "fused_add_rms_norm", "rotary_embedding", "qk_norm_rotary", "silu_and_mul",
     "reshape_and_cache", "paged_attention", "use_split_kv", "split_partition_size", "gumbel_argmax",
+    # compile every kernel for a GPUTarget with a table entry, without the GPU
+    "check_kernels", "KernelReport",
 ]
