@@ -5,6 +5,7 @@ Shared by the NVIDIA and AMD platforms: each hands it the launch configs of its 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import torch
@@ -21,14 +22,14 @@ class TritonOps(Ops):
     """
 
     def __init__(self, configs: LaunchConfigs | Callable[[], LaunchConfigs]) -> None:
-        self._configs = configs
+        self._configs_source = configs
 
-    @property
+    @functools.cached_property
     def configs(self) -> LaunchConfigs:
-        """The launch-config table entry the kernels run with (also read by the attention backend)."""
-        if not isinstance(self._configs, LaunchConfigs):
-            self._configs = self._configs()
-        return self._configs
+        """The launch-config table entry the kernels run with (also read by the attention backend);
+        after the first use a plain attribute."""
+        source = self._configs_source
+        return source if isinstance(source, LaunchConfigs) else source()
 
     def rms_norm(self, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
         from vllm_cuda.ops.norm import rms_norm
