@@ -205,3 +205,34 @@ def check_kernels(configs: LaunchConfigs, target: Any, cases: list[str] | None =
                         f"{configs.lds_bytes}")
             reports.append(report)
     return reports
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m vllm_cuda.compile_check [sm_90 ...]``: compile every kernel for NVIDIA
+    architectures with their table entries (``sm_90`` -> ``GPUTarget("cuda", 90, 32)``); one JSON
+    object per launch; exit 1 if any fails or exceeds the entry's shared memory."""
+    import argparse
+    import json
+    import os
+
+    from triton.backends.compiler import GPUTarget
+
+    from vllm_cuda.launch_nvidia import nvidia_launch_configs
+
+    ap = argparse.ArgumentParser(prog="python -m vllm_cuda.compile_check")
+    ap.add_argument("archs", nargs="*", default=["sm_90"], help="sm_XY")
+    args = ap.parse_args(argv)
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        ap.error("TRITON_INTERPRET=1 is set: the kernels are interpreted functions, which do not compile; unset it")
+    failed = 0
+    for arch in args.archs:
+        capability = (int(arch[3:-1]), int(arch[-1]))
+        configs = nvidia_launch_configs(capability)
+        for report in check_kernels(configs, GPUTarget("cuda", capability[0] * 10 + capability[1], 32)):
+            failed += not report.ok
+            print(json.dumps({"arch": arch, "configs": configs.name, **vars(report)}), flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
