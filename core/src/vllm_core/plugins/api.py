@@ -20,6 +20,7 @@ from vllm_core.attention.backend import AttentionBackend
 from vllm_core.attention.metadata import AttentionMetadata
 from vllm_core.config import (
     CacheConfig,
+    PluginConfig,
     DeviceConfig,
     EngineConfig,
     ModelConfig,
@@ -28,6 +29,7 @@ from vllm_core.config import (
     SpeculativeConfig,
 )
 from vllm_core.core.sched_output import ModelRunnerOutput, ScheduledRequest, SchedulerOutput
+from vllm_core.core.step_constraint import StepConstraint
 from vllm_core.errors import (
     ConfigError,
     EngineError,
@@ -39,9 +41,11 @@ from vllm_core.errors import (
 )
 from vllm_core.extensions.runner import RunnerContext, RunnerExtension, SampledTokens
 from vllm_core.extensions.state import BlockKey, CacheSalt, ExtensionState, RequestExtension
+from vllm_core.lora_request import LoRARequest
 from vllm_core.platforms.interface import Platform
 from vllm_core.platforms.ops import NATIVE_OPS, Ops
 from vllm_core.platforms.reference import ReferencePlatform, cpu_memory_info
+from vllm_core.plugins.arguments import FrontendContext, RequestArgument
 from vllm_core.plugins.compat import PLUGIN_API_VERSION
 from vllm_core.plugins.hookspecs import hookimpl
 from vllm_core.sample.metadata import SamplingMetadata
@@ -76,9 +80,10 @@ __all__ = [
     # seams
     "RequestExtension", "ExtensionState", "CacheSalt", "BlockKey",
     "RunnerExtension", "RunnerContext", "SampledTokens", "Proposer",
+    "StepConstraint", "RequestArgument", "FrontendContext", "LoRARequest",
     # configuration
     "EngineConfig", "ModelConfig", "CacheConfig", "SchedulerConfig", "ParallelConfig", "DeviceConfig",
-    "SpeculativeConfig",
+    "SpeculativeConfig", "PluginConfig",
     # errors
     "EngineError", "ConfigError", "PluginError", "PlatformNotAvailableError", "ModelLoadError", "RequestError",
     "KVCacheTooSmallError",
