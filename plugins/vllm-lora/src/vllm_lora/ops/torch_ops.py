@@ -1,0 +1,62 @@
+"""``TorchLoRAOps``: the batched LoRA op in plain PyTorch (every platform; the oracle of the
+Triton kernels).
+
+No host syncs and no shapes that depend on the adapters in the step: the shrink runs against
+every slot at once (``x @ A_all^T``: ``[T, S*L*R]``), rows are masked to their own slot, and the
+expand is one matmul per slice over the concatenated slots. The cost is ``L`` times the
+per-adapter FLOPs, which is small next to the base projection while ``L * R`` stays well under
+the hidden size; in exchange a step's work is fixed (CUDA graphs, static shapes) and a mixed
+batch needs no sorting or gathering.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class LoRAOps:
+    """The interface: ``add_lora`` adds every token's adapter delta to ``out`` in place."""
+
+    name = "abstract"
+
+    def add_lora(
+        self,
+        out: torch.Tensor,
+        x: torch.Tensor,
+        lora_a: torch.Tensor,
+        lora_b: list[torch.Tensor],
+        offsets: list[int],
+        token_slots: torch.Tensor,
+        scaling: torch.Tensor,
+    ) -> None:
+        """out: [T, sum(out_s)]; x: [T, in]; lora_a: [S, L, R, in]; lora_b[s]: [L, R, out_s]
+        (B transposed); offsets[s]: the first column of slice s in ``out``; token_slots: [T]
+        int64 (-1: no adapter); scaling: [L] float32."""
+        raise NotImplementedError
+
+
+class TorchLoRAOps(LoRAOps):
+    name = "torch"
+
+    def add_lora(
+        self,
+        out: torch.Tensor,
+        x: torch.Tensor,
+        lora_a: torch.Tensor,
+        lora_b: list[torch.Tensor],
+        offsets: list[int],
+        token_slots: torch.Tensor,
+        scaling: torch.Tensor,
+    ) -> None:
+        t = x.shape[0]
+        s_, l_, r_, k_ = lora_a.shape
+        shrunk = torch.matmul(x, lora_a.view(s_ * l_ * r_, k_).t()).view(t, s_, l_, r_)
+        slots = torch.arange(l_, device=x.device)
+        own = (token_slots.unsqueeze(1) == slots.unsqueeze(0)).to(shrunk.dtype)  # [T, L]
+        shrunk = shrunk * own.view(t, 1, l_, 1)
+        valid = token_slots >= 0
+        token_scale = torch.where(valid, scaling.index_select(0, token_slots.clamp(min=0)), 0.0).to(out.dtype)
+        for s, (b, off) in enumerate(zip(lora_b, offsets)):
+            n = b.shape[-1]
+            delta = torch.matmul(shrunk[:, s].reshape(t, l_ * r_), b.view(l_ * r_, n))
+            out[:, off : off + n] += delta * token_scale.unsqueeze(1)
