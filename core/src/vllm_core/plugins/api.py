@@ -20,11 +20,11 @@ from vllm_core.attention.backend import AttentionBackend
 from vllm_core.attention.metadata import AttentionMetadata
 from vllm_core.config import (
     CacheConfig,
-    PluginConfig,
     DeviceConfig,
     EngineConfig,
     ModelConfig,
     ParallelConfig,
+    PluginConfig,
     SchedulerConfig,
     SpeculativeConfig,
 )

@@ -172,7 +172,7 @@ def check_adapter(path: str, shapes: ModelShapes, max_rank: int) -> AdapterSpec:
 
 
 def _check_tensors(path: str, shapes: ModelShapes, rank: int) -> tuple[tuple[int, str], ...]:
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
     found: dict[tuple[int, str], set[str]] = {}
     try:
@@ -198,7 +198,7 @@ def _check_tensors(path: str, shapes: ModelShapes, rank: int) -> tuple[tuple[int
                 found.setdefault((layer, module), set()).add(ab)
     except AdapterError:
         raise
-    except Exception as exc:  # a truncated or foreign file
+    except (OSError, ValueError, RuntimeError, SafetensorError) as exc:  # a truncated or foreign file
         raise _fail(path, f"cannot read {WEIGHTS_FILE}: {exc}") from None
     half = [k for k, v in found.items() if v != {"A", "B"}]
     if half:
@@ -210,11 +210,12 @@ def _check_tensors(path: str, shapes: ModelShapes, rank: int) -> tuple[tuple[int
 
 def load_adapter(spec: AdapterSpec) -> dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor]]:
     """The adapter's tensors on the host: (layer, PEFT module) -> (A [r, in], B [out, r])."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     try:
         tensors = load_file(os.path.join(spec.path, WEIGHTS_FILE))
-    except Exception as exc:
+    except (OSError, ValueError, RuntimeError, SafetensorError) as exc:
         raise _fail(spec.path, f"cannot read {WEIGHTS_FILE}: {exc}") from None
     out: dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor]] = {}
     for layer, module in spec.modules:

@@ -26,7 +26,6 @@ from vllm_core.plugins.api import (
     SchedulerOutput,
     StepConstraint,
 )
-
 from vllm_lora.config import LoRAConfig
 from vllm_lora.layers import LoRABatch, LoRALinear, padded_rank, target_of, wrap_model
 from vllm_lora.manager import DeviceSlots, HostAdapters

@@ -12,12 +12,12 @@ the current adapters; the step's token -> slot map is one persistent buffer (``L
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
 from vllm_core.plugins.api import ConfigError
-
 from vllm_lora.adapter import MODULE_SLICES
 from vllm_lora.ops import LoRAOps
 
@@ -50,10 +50,10 @@ class LoRABatch:
 class LoRALinear(nn.Module):
     """A projection with ``len(slice_sizes)`` output slices, each with its own A and B per slot."""
 
-    def __init__(self, base: nn.Module, slice_sizes: list[int], batch: LoRABatch, max_loras: int, rank: int,
+    def __init__(self, base: Any, slice_sizes: list[int], batch: LoRABatch, max_loras: int, rank: int,
                  dtype: torch.dtype) -> None:
         super().__init__()
-        weight = base.weight
+        weight: torch.Tensor = base.weight
         out_features, in_features = weight.shape
         if sum(slice_sizes) != out_features:
             raise ConfigError(f"LoRA: slices {slice_sizes} do not cover the projection's {out_features} outputs")
@@ -68,7 +68,8 @@ class LoRALinear(nn.Module):
 
     @property
     def weight(self) -> torch.Tensor:
-        return self.base.weight
+        weight: torch.Tensor = self.base.weight
+        return weight
 
     @property
     def bias(self) -> torch.Tensor | None:
@@ -99,11 +100,11 @@ class LoRALinear(nn.Module):
 class LoRAMLP(nn.Module):
     """The gated MLP through its (wrapped) projections: down(silu(gate) * up)."""
 
-    def __init__(self, mlp: nn.Module, gate_up: LoRALinear, down: LoRALinear) -> None:
+    def __init__(self, mlp: Any, gate_up: LoRALinear, down: LoRALinear) -> None:
         super().__init__()
         self.gate_up_proj = gate_up
         self.down_proj = down
-        self.ops = mlp.ops
+        self.ops: Any = mlp.ops
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out: torch.Tensor = self.down_proj.forward(self.ops.silu_and_mul(self.gate_up_proj.forward(x)))
@@ -116,7 +117,7 @@ ModuleKey = tuple[int, str]
 
 def wrap_model(model: nn.Module, batch: LoRABatch, max_loras: int, rank: int, dtype: torch.dtype) -> dict[ModuleKey, LoRALinear]:
     """Wrap every decoder layer's projections; returns them by (layer, module)."""
-    layers = getattr(getattr(model, "model", None), "layers", None)
+    layers: Any = getattr(getattr(model, "model", None), "layers", None)
     if layers is None:
         raise ConfigError(
             f"LoRA: {type(model).__name__} has no decoder layers at model.layers; LoRA serves the Llama-family "
@@ -124,7 +125,8 @@ def wrap_model(model: nn.Module, batch: LoRABatch, max_loras: int, rank: int, dt
         )
     wrapped: dict[ModuleKey, LoRALinear] = {}
     for i, layer in enumerate(layers):
-        attn, mlp = getattr(layer, "self_attn", None), getattr(layer, "mlp", None)
+        attn: Any = getattr(layer, "self_attn", None)
+        mlp: Any = getattr(layer, "mlp", None)
         needed = [(attn, "qkv_proj"), (attn, "o_proj"), (mlp, "gate_up_proj"), (mlp, "down_proj")]
         missing = [name for owner, name in needed if owner is None or not hasattr(owner, name)]
         if missing:
@@ -133,7 +135,7 @@ def wrap_model(model: nn.Module, batch: LoRABatch, max_loras: int, rank: int, dt
         inter = mlp.down_proj.weight.shape[1]
         hidden = mlp.down_proj.weight.shape[0]
 
-        def make(base: nn.Module, sizes: list[int]) -> LoRALinear:
+        def make(base: Any, sizes: list[int]) -> LoRALinear:
             return LoRALinear(base, sizes, batch, max_loras, rank, dtype)
 
         attn.qkv_proj = wrapped[(i, "qkv_proj")] = make(attn.qkv_proj, [q, kv, kv])

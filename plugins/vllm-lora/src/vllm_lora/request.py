@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from vllm_core.plugins.api import BlockKey, FrontendContext, LoRARequest, RequestArgument, RequestExtension
-
 from vllm_lora.adapter import AdapterError, AdapterSpec, ModelShapes, check_adapter
 from vllm_lora.config import LoRAConfig
 
@@ -44,7 +43,13 @@ class LoRARequestArgument(RequestArgument):
     def __init__(self, context: FrontendContext) -> None:
         super().__init__(context)
         self.config = context.config.plugin_config(LoRAConfig) or LoRAConfig()
-        self.shapes = ModelShapes.from_hf_config(context.hf_config)
+        self._shapes: ModelShapes | None = None
+
+    @property
+    def shapes(self) -> ModelShapes:
+        if self._shapes is None:
+            self._shapes = ModelShapes.from_hf_config(self.context.hf_config)
+        return self._shapes
 
     def to_extensions(self, value: Any) -> Sequence[RequestExtension]:
         if not isinstance(value, LoRARequest):

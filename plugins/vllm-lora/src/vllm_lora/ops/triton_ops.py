@@ -1,5 +1,8 @@
 """``TritonLoRAOps``: the batched LoRA op as two Triton kernels (SGMV-style, GPUs).
 
+Tiles are multiplied in float32 (tf32 tensor cores for 16-bit models, IEEE for float32 ones;
+16-bit values are exact in tf32, and Triton's interpreter has no bfloat16 dot).
+
 ``shrink`` (one launch for all slices): program (token block, slice, slot) multiplies the rows
 of its block that belong to its slot by that slot's A (``tl.dot`` on [BLOCK_M, BLOCK_K] x
 [BLOCK_K, R] tiles) into ``y[s, t, :R]`` (float32). A program whose block holds no row of its
@@ -44,10 +47,11 @@ def _shrink_kernel(
         xb = tl.load(x_ptr + rows[:, None] * stride_xm + kk[None, :], mask=match[:, None] & (kk[None, :] < K), other=0.0)
         ab = tl.load(a_ptr + s * stride_as + slot * stride_al + rr[None, :] * stride_ar + kk[:, None],
                      mask=kk[:, None] < K, other=0.0)
+        # float32 tiles (tf32 on tensor cores unless IEEE): exact products of 16-bit inputs
         if IEEE:
-            acc += tl.dot(xb, ab, input_precision="ieee")
+            acc += tl.dot(xb.to(tl.float32), ab.to(tl.float32), input_precision="ieee")
         else:
-            acc += tl.dot(xb, ab)
+            acc += tl.dot(xb.to(tl.float32), ab.to(tl.float32))
     tl.store(y_ptr + s * stride_ys + rows[:, None] * stride_ym + rr[None, :], acc, mask=match[:, None])
 
 
@@ -73,7 +77,7 @@ def _expand_kernel(
     if IEEE:
         acc = tl.dot(yb, bb.to(tl.float32), input_precision="ieee")
     else:
-        acc = tl.dot(yb.to(bb.dtype), bb)
+        acc = tl.dot(yb, bb.to(tl.float32))
     acc = acc * tl.load(scale_ptr + slot)
     optr = out_ptr + rows[:, None] * stride_om + out_offset + nn[None, :]
     omask = match[:, None] & (nn[None, :] < N)
