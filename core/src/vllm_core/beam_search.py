@@ -157,12 +157,13 @@ def beam_search(
 
 def beam_search_async(engine: AsyncLLM, prompt: PromptType, params: BeamSearchParams, request_id: str,
                       num_outputs: int | None = None, skip_special_tokens: bool = True,
-                      include_stop_str_in_output: bool = False, lora_request: Any = None,
+                      include_stop_str_in_output: bool = False, request_args: dict[str, Any] | None = None,
                       ) -> AsyncIterator[RequestOutput]:
     """Beam search of one prompt over ``AsyncLLM`` (vLLM's ``EngineClient.beam_search``): each step
     sends the live beams as concurrent requests. The iterator yields one finished ``RequestOutput``
     holding the ``num_outputs`` (default ``beam_width``) best beams; leaving it early aborts the
-    step in flight. A bad prompt or width raises ``RequestError`` here, before anything runs."""
+    step in flight. A bad prompt or width raises ``RequestError`` here, before anything runs.
+    ``request_args``: plugin request arguments every beam runs with (``{"lora_request": ...}``)."""
     text, prompt_ids = engine.input_processor.tokenize(prompt)
     search = BeamSearch([prompt_ids], params, engine.input_processor.eos_token_id, engine.config.model.max_logprobs)
 
@@ -170,7 +171,7 @@ def beam_search_async(engine: AsyncLLM, prompt: PromptType, params: BeamSearchPa
         while not search.done:
             prompts = search.pending()
             ids = [f"{request_id}-beam{search.steps}-{i}" for i in range(len(prompts))]
-            search.advance(await _run_step(engine, prompts, search.step_params, ids, lora_request))
+            search.advance(await _run_step(engine, prompts, search.step_params, ids, request_args or {}))
         best = search.results(None)[0].sequences[: num_outputs or params.beam_width]
         yield to_request_output(request_id, text, prompt_ids, best, engine.tokenizer, skip_special_tokens,
                                 include_stop_str_in_output)
@@ -179,13 +180,13 @@ def beam_search_async(engine: AsyncLLM, prompt: PromptType, params: BeamSearchPa
 
 
 async def _run_step(engine: AsyncLLM, prompts: list[list[int]], params: SamplingParams,
-                    request_ids: list[str], lora_request: Any = None) -> list[RequestOutput]:
+                    request_ids: list[str], request_args: dict[str, Any] | None = None) -> list[RequestOutput]:
     """The final output of every prompt, run concurrently; on any exit every request is closed."""
     from vllm_core.engine.async_llm import run_to_completion
 
     try:
         return await run_to_completion(
-            [engine.submit({"prompt_token_ids": tokens}, params, rid, lora_request)
+            [engine.submit({"prompt_token_ids": tokens}, params, rid, **(request_args or {}))
              for rid, tokens in zip(request_ids, prompts)]
         )
     finally:

@@ -41,6 +41,7 @@ from vllm_core.errors import (
 )
 from vllm_core.extensions.runner import RunnerContext, RunnerExtension, SampledTokens
 from vllm_core.extensions.state import BlockKey, CacheSalt, ExtensionState, RequestExtension
+from vllm_core.entrypoints.openai.served_models import ServedModel, ServedModels
 from vllm_core.lora_request import LoRARequest
 from vllm_core.platforms.interface import Platform
 from vllm_core.platforms.ops import NATIVE_OPS, Ops
@@ -80,7 +81,7 @@ __all__ = [
     # seams
     "RequestExtension", "ExtensionState", "CacheSalt", "BlockKey",
     "RunnerExtension", "RunnerContext", "SampledTokens", "Proposer",
-    "StepConstraint", "RequestArgument", "FrontendContext", "LoRARequest",
+    "StepConstraint", "RequestArgument", "FrontendContext", "LoRARequest", "ServedModel", "ServedModels",
     # configuration
     "EngineConfig", "ModelConfig", "CacheConfig", "SchedulerConfig", "ParallelConfig", "DeviceConfig",
     "SpeculativeConfig", "PluginConfig",

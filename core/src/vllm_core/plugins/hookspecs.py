@@ -104,5 +104,12 @@ def register_request_arguments(register: Callable[[type[Any]], None]) -> None:
 
 
 @hookspec
+def register_api_routes(app: Any, engine: Any, settings: Any) -> None:
+    """Add routes to the OpenAI server's FastAPI ``app`` serving ``engine`` (an ``AsyncLLM``),
+    and models to ``settings.extra_models`` (a ``ServedModels``: names clients may give as
+    ``model``, with the request arguments each stands for). Runs once per app, at build time."""
+
+
+@hookspec
 def register_commands(cli: Any) -> None:
     """Add subcommands to the ``vllm-core`` click group: ``@cli.command() def mycmd(): ...``."""

@@ -24,6 +24,9 @@ class LoRAConfig(PluginConfig):
     """Adapters kept in host memory (LRU; adapters in use are never evicted); default max_loras."""
     lora_dtype: str = "auto"
     """Dtype of the adapter weights on the device; ``auto``: the model's."""
+    lora_modules: list[str] | None = None
+    """Server: adapters served from the start, each ``name=path`` or a JSON object
+    ``{"name": ..., "path": ..., "base_model_name": ...}`` (repeat --lora-modules)."""
 
     @property
     def cpu_capacity(self) -> int:
@@ -36,6 +39,8 @@ class LoRAConfig(PluginConfig):
                 f"max_cpu_loras ({self.max_cpu_loras}) must be at least max_loras ({self.max_loras}): every "
                 "adapter on the device is also held in host memory; raise max_cpu_loras or lower max_loras"
             )
+        if self.lora_modules and not self.enable_lora:
+            raise ValueError("lora_modules given without enable_lora; add --enable-lora")
         if self.lora_dtype not in ("auto", "float32", "bfloat16", "float16"):
             raise ValueError(f"lora_dtype {self.lora_dtype!r}: choose auto, float32, bfloat16 or float16")
         return self

@@ -29,3 +29,10 @@ def register_runner_extensions(register: Callable[[type[Any]], None]) -> None:
     from vllm_lora.extension import LoRAExtension
 
     register(LoRAExtension)
+
+
+@hookimpl
+def register_api_routes(app: Any, engine: Any, settings: Any) -> None:
+    from vllm_lora.server import add_lora_routes
+
+    add_lora_routes(app, engine, settings)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import types
+import typing
 from collections.abc import Callable
 from typing import Any
 
@@ -48,13 +50,16 @@ def plugin_engine_options() -> list[Callable[..., Any]]:
             flag = "--" + field_name.replace("_", "-")
             help_text = (info.description or "").split("\n")[0] or None
             annotation = info.annotation
+            inner = [a for a in typing.get_args(annotation) if a is not type(None)]
+            if typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(inner) == 1:
+                annotation = inner[0]  # X | None: the flag of X
             if annotation is bool:
                 opts.append(click.option(f"{flag}/--no-{flag[2:]}", field_name, default=None, help=help_text))
             elif annotation is int:
                 opts.append(click.option(flag, field_name, type=int, default=None, help=help_text))
             elif annotation is float:
                 opts.append(click.option(flag, field_name, type=float, default=None, help=help_text))
-            elif getattr(annotation, "__origin__", None) in (list, tuple):
+            elif typing.get_origin(annotation) in (list, tuple):
                 opts.append(click.option(flag, field_name, multiple=True, default=None, help=help_text,
                                          callback=lambda c, p, v: list(v) or None))
             else:
