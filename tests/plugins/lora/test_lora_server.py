@@ -15,7 +15,6 @@ import pytest
 from tests.plugins.lora.conftest import ADAPTERS, save_adapter
 from tests.server.conftest import TINY_ENGINE, RunningServer, start_server
 from tests.server.models import save_tiny_chat_model
-
 from vllm_core import LLM, LoRARequest, SamplingParams
 
 PROMPT = "The capital of France is"

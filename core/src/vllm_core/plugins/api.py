@@ -30,6 +30,7 @@ from vllm_core.config import (
 )
 from vllm_core.core.sched_output import ModelRunnerOutput, ScheduledRequest, SchedulerOutput
 from vllm_core.core.step_constraint import StepConstraint
+from vllm_core.entrypoints.openai.served_models import ServedModel, ServedModels
 from vllm_core.errors import (
     ConfigError,
     EngineError,
@@ -41,7 +42,6 @@ from vllm_core.errors import (
 )
 from vllm_core.extensions.runner import RunnerContext, RunnerExtension, SampledTokens
 from vllm_core.extensions.state import BlockKey, CacheSalt, ExtensionState, RequestExtension
-from vllm_core.entrypoints.openai.served_models import ServedModel, ServedModels
 from vllm_core.lora_request import LoRARequest
 from vllm_core.platforms.interface import Platform
 from vllm_core.platforms.ops import NATIVE_OPS, Ops

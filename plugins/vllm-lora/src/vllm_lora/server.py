@@ -20,7 +20,6 @@ from typing import Any
 from fastapi import Request  # this module loads only when the server builds its app
 
 from vllm_core.plugins.api import ConfigError, FrontendContext, LoRARequest, ServedModel, ServedModels
-
 from vllm_lora.adapter import AdapterError
 from vllm_lora.config import LoRAConfig
 from vllm_lora.request import LoRARequestArgument
