@@ -160,6 +160,9 @@ class PluginConfig(_Frozen):
             max_loras: int = Field(default=1, gt=0)
     """
 
+    model_config = ConfigDict(frozen=True, extra="forbid", protected_namespaces=(), use_attribute_docstrings=True)
+    """Field docstrings are the fields' descriptions (the CLI flags' help)."""
+
     name: ClassVar[str]
 
 

@@ -24,7 +24,7 @@ def specs(lora_models: dict[str, Any]) -> dict[str, Any]:
 
 def test_host_lru_evicts_least_recently_used_unpinned(lora_models: dict[str, Any]) -> None:
     s = specs(lora_models)
-    host = HostAdapters(capacity=2)
+    host = HostAdapters(capacity=2, background=False)
     host.acquire(s["qv8"])
     host.acquire(s["all16"])
     host.release(s["qv8"].digest)

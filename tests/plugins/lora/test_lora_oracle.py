@@ -1,6 +1,6 @@
 """Greedy token ids through the engine equal PEFT's for every adapter, in one mixed batch with
 base-model requests and more adapters than ``max_loras`` (slots are swapped within the run),
-with chunked prefill, prefix caching and preemption on, on every CPU-side platform."""
+with chunked prefill and prefix caching on, on the reference and cpu platforms (and cuda on a GPU)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from tests.plugins.lora.conftest import ADAPTERS, peft_greedy, save_adapter
 from vllm_core import LLM, LoRARequest, SamplingParams
 
 MAX_TOKENS = 8
-DEVICES = [d for d in installed_platforms() if d in ("reference", "cpu")]
+DEVICES = [d for d in installed_platforms() if d in ("reference", "cpu", "cuda")]
+"""cuda (with vllm-cuda on a GPU) runs the Triton LoRA kernels and CUDA graphs under the same oracle."""
 
 
 def make_llm(path: str, device: str, **kw: Any) -> LLM:

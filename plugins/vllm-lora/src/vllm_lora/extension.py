@@ -1,7 +1,8 @@
 """``LoRAExtension``: the runner side of LoRA, and the scheduler's ``max_loras`` constraint.
 
-``create`` wraps the loaded model's projections (``layers.wrap_model``); ``add_request`` loads
-the request's adapter into host memory (pinned while the request lives); ``prepare_step`` puts
+``create`` wraps the loaded model's projections (``layers.wrap_model``); ``add_request`` starts
+loading the request's adapter into host memory on a loader thread (pinned while the request
+lives; ``is_ready`` holds the request in the queue until it is there); ``prepare_step`` puts
 the step's adapters in device slots (copying the new ones in place) and writes every token
 row's slot into the persistent ``token_slots`` buffer that the wrapped projections read.
 """
@@ -35,6 +36,12 @@ from vllm_lora.request import AdapterRef
 logger = logging.getLogger(__name__)
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def _host(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``t`` as the source of a copy to ``device`` that does not make the host wait for the step
+    in flight (pinned memory on accelerators; CUDA synchronises copies from pageable memory)."""
+    return t if device.type == "cpu" else t.pin_memory()
 
 
 class MaxAdaptersConstraint(StepConstraint):
@@ -108,6 +115,10 @@ class LoRAExtension(RunnerExtension):
         self.host.acquire(ref.spec)
         self.request_adapter[req_id] = ref.digest
 
+    def is_ready(self, req_id: str) -> bool:
+        digest = self.request_adapter.get(req_id)
+        return digest is None or self.host.ready(digest)
+
     def finish_requests(self, req_ids: set[str]) -> None:
         for rid in req_ids:
             digest = self.request_adapter.pop(rid, None)
@@ -125,7 +136,7 @@ class LoRAExtension(RunnerExtension):
         rows = np.full(inputs.input_ids.shape[0], -1, dtype=np.int64)
         rows[: int(counts.sum())] = np.repeat(per_req, counts)
         buf = self.batch.slots_for(rows.shape[0])
-        buf.copy_(torch.from_numpy(rows), non_blocking=False)
+        buf.copy_(_host(torch.from_numpy(rows), self.device), non_blocking=True)
         self.batch.token_slots[rows.shape[0]:].fill_(-1)
 
     def _digest_of(self, req_id: str, extensions: ExtensionState) -> str | None:
@@ -143,7 +154,7 @@ class LoRAExtension(RunnerExtension):
             module.clear_slot(slot)
         for (layer, peft_module), (a, b) in weights.items():
             key, slice_index = target_of(layer, peft_module)
-            self.modules[key].set_slot(slot, slice_index, a.to(self.device), b.to(self.device))
+            self.modules[key].set_slot(slot, slice_index, _host(a, self.device), _host(b, self.device))
         self.batch.scaling[slot] = spec.scaling
         logger.debug("LoRA adapter %s in device slot %d", spec.path, slot)
 
