@@ -95,7 +95,9 @@ class LoRAExtension(RunnerExtension):
             self.ops,
             torch.full((num_rows,), -1, dtype=torch.int64, device=device),
             torch.zeros(cfg.max_loras, dtype=torch.float32, device=device),
+            dtype,
         )
+        self.batch.refresh()
         self.modules: dict[tuple[int, str], LoRALinear] = wrap_model(
             model, self.batch, cfg.max_loras, padded_rank(cfg.max_lora_rank), dtype
         )
@@ -138,6 +140,8 @@ class LoRAExtension(RunnerExtension):
         buf = self.batch.slots_for(rows.shape[0])
         buf.copy_(_host(torch.from_numpy(rows), self.device), non_blocking=True)
         self.batch.token_slots[rows.shape[0]:].fill_(-1)
+        self.batch.refresh()
+        self.batch.active = bool(slot_of)
 
     def _digest_of(self, req_id: str, extensions: ExtensionState) -> str | None:
         digest = self.request_adapter.get(req_id)

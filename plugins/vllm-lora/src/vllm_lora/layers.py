@@ -32,19 +32,43 @@ def padded_rank(max_lora_rank: int) -> int:
 
 @dataclass
 class LoRABatch:
-    """What every wrapped module of one engine shares."""
+    """What every wrapped module of one engine shares: the step's token -> slot map and what the
+    ops derive from it once per step."""
 
     ops: LoRAOps
     token_slots: torch.Tensor
     """[N] int64 on the device: each token row's adapter slot, -1 for none (padding included)."""
     scaling: torch.Tensor
     """[max_loras] float32 on the device: each slot's ``lora_alpha / r``."""
+    dtype: torch.dtype
+    tables: tuple[torch.Tensor, ...] | None = None
+    """The ops' per-step tables over all N rows (``LoRAOps.token_tables``), updated in place."""
+    active: bool = True
+    """False while an eager step has no adapter row: the wrapped modules run the base model
+    alone. Reset to True after every forward (a forward hook), so graph captures and steps
+    that were not prepared always include the LoRA op."""
 
     def slots_for(self, num_tokens: int) -> torch.Tensor:
         if num_tokens > self.token_slots.shape[0]:
             grown = torch.full((num_tokens,), -1, dtype=torch.int64, device=self.token_slots.device)
             self.token_slots = grown
+            self.refresh()
         return self.token_slots[:num_tokens]
+
+    def refresh(self) -> None:
+        """Recompute the ops' tables from ``token_slots`` and ``scaling`` (in place when sized)."""
+        new = self.ops.token_tables(self.token_slots, self.scaling, self.dtype)
+        if new is None or self.tables is None or any(a.shape != b.shape for a, b in zip(new, self.tables)):
+            self.tables = new
+            return
+        for dst, src in zip(self.tables, new):
+            dst.copy_(src)
+
+    def tables_for(self, num_tokens: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        if self.tables is None:
+            return None
+        own, scale = self.tables
+        return own[:num_tokens], scale[:num_tokens]
 
 
 class LoRALinear(nn.Module):
@@ -78,8 +102,12 @@ class LoRALinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out: torch.Tensor = self.base.forward(x)
-        slots = self.batch.slots_for(x.shape[0])
-        self.batch.ops.add_lora(out, x, self.lora_a, self.lora_b, self.offsets, slots, self.batch.scaling)
+        batch = self.batch
+        if not batch.active:
+            return out
+        t = x.shape[0]
+        slots = batch.slots_for(t)
+        batch.ops.add_lora(out, x, self.lora_a, self.lora_b, self.offsets, slots, batch.scaling, batch.tables_for(t))
         return out
 
     def set_slot(self, slot: int, slice_index: int, a: torch.Tensor, b: torch.Tensor) -> None:
@@ -107,7 +135,11 @@ class LoRAMLP(nn.Module):
         self.ops: Any = mlp.ops
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out: torch.Tensor = self.down_proj.forward(self.ops.silu_and_mul(self.gate_up_proj.forward(x)))
+        gate_up, down = self.gate_up_proj, self.down_proj
+        if not gate_up.batch.active:  # no adapter row: the platform's fused MLP
+            fused: torch.Tensor = self.ops.silu_mlp(x, gate_up.weight, down.weight, gate_up.bias, down.bias)
+            return fused
+        out: torch.Tensor = down.forward(self.ops.silu_and_mul(gate_up.forward(x)))
         return out
 
 
@@ -143,6 +175,11 @@ def wrap_model(model: nn.Module, batch: LoRABatch, max_loras: int, rank: int, dt
         gate_up = wrapped[(i, "gate_up_proj")] = make(mlp.gate_up_proj, [inter, inter])
         down = wrapped[(i, "down_proj")] = make(mlp.down_proj, [hidden])
         layer.mlp = LoRAMLP(mlp, gate_up, down)
+
+    def reactivate(module: nn.Module, args: Any, output: Any) -> None:
+        batch.active = True
+
+    model.register_forward_hook(reactivate)
     return wrapped
 
 

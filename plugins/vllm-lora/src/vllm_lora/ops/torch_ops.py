@@ -19,6 +19,12 @@ class LoRAOps:
 
     name = "abstract"
 
+    def token_tables(self, token_slots: torch.Tensor, scaling: torch.Tensor, dtype: torch.dtype,
+                     ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Per-step tables an implementation computes once for all layers (or None):
+        here ``own`` [T, L] (1 where the token's slot is that column) and ``token_scale`` [T, 1]."""
+        return None
+
     def add_lora(
         self,
         out: torch.Tensor,
@@ -28,16 +34,26 @@ class LoRAOps:
         offsets: list[int],
         token_slots: torch.Tensor,
         scaling: torch.Tensor,
+        tables: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> None:
         """out: [T, sum(out_s)]; x: [T, in]; lora_a: [S, L, R, in]; lora_b[s]: [L, R, out_s]
         (B transposed); offsets[s]: the first column of slice s in ``out``; token_slots: [T]
-        int64 (-1: no adapter); scaling: [L] float32."""
+        int64 (-1: no adapter); scaling: [L] float32; ``tables``: ``token_tables`` of this step
+        (rows [:T]), computed here when None."""
         raise NotImplementedError
 
 
 class TorchLoRAOps(LoRAOps):
     name = "torch"
 
+    def token_tables(self, token_slots: torch.Tensor, scaling: torch.Tensor, dtype: torch.dtype,
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+        slots = torch.arange(scaling.shape[0], device=token_slots.device)
+        own = (token_slots.unsqueeze(1) == slots.unsqueeze(0)).to(dtype)
+        valid = token_slots >= 0
+        token_scale = torch.where(valid, scaling.index_select(0, token_slots.clamp(min=0)), 0.0).to(dtype)
+        return own, token_scale.unsqueeze(1)
+
     def add_lora(
         self,
         out: torch.Tensor,
@@ -47,16 +63,15 @@ class TorchLoRAOps(LoRAOps):
         offsets: list[int],
         token_slots: torch.Tensor,
         scaling: torch.Tensor,
+        tables: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> None:
         t = x.shape[0]
         s_, l_, r_, k_ = lora_a.shape
-        shrunk = torch.matmul(x, lora_a.view(s_ * l_ * r_, k_).t()).view(t, s_, l_, r_)
-        slots = torch.arange(l_, device=x.device)
-        own = (token_slots.unsqueeze(1) == slots.unsqueeze(0)).to(shrunk.dtype)  # [T, L]
-        shrunk = shrunk * own.view(t, 1, l_, 1)
-        valid = token_slots >= 0
-        token_scale = torch.where(valid, scaling.index_select(0, token_slots.clamp(min=0)), 0.0).to(out.dtype)
+        own, token_scale = tables if tables is not None else self.token_tables(token_slots, scaling, out.dtype)
+        shrunk = torch.matmul(x, lora_a.view(s_ * l_ * r_, k_).t())  # [T, S*L*R]
+        shrunk.view(t, s_, l_, r_).mul_(own.view(t, 1, l_, 1))  # each row keeps its own slot's columns
+        rows = shrunk.view(t, s_, l_ * r_)
         for s, (b, off) in enumerate(zip(lora_b, offsets)):
             n = b.shape[-1]
-            delta = torch.matmul(shrunk[:, s].reshape(t, l_ * r_), b.view(l_ * r_, n))
-            out[:, off : off + n] += delta * token_scale.unsqueeze(1)
+            delta = torch.matmul(rows[:, s], b.view(l_ * r_, n))  # strided rows: no copy
+            out[:, off : off + n].addcmul_(delta, token_scale)

@@ -100,6 +100,7 @@ class TritonLoRAOps(LoRAOps):
         offsets: list[int],
         token_slots: torch.Tensor,
         scaling: torch.Tensor,
+        tables: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> None:
         t = x.shape[0]
         if t == 0:
