@@ -11,6 +11,7 @@ of every step; the runner, the engine core and the scheduler know no feature by 
     prepare_rows         before the forward pass, with the step's sampling rows
     logits_mask          allowed tokens per sampling row (applied before any sampling)
     prepare_step         before the forward pass, with the whole step and its input tensors
+    allows_graph         after prepare_step: may this step replay a captured graph?
     accept_tokens        the tokens each sampling row produced this step
     propose_drafts       draft tokens for each row's next step (speculative decoding)
 
@@ -118,6 +119,11 @@ class RunnerExtension:
         order of the token rows) and the step's tensors (``inputs``: padded rows past
         ``inputs.num_actual_tokens`` belong to no request)."""
 
+    def allows_graph(self) -> bool:
+        """After ``prepare_step``: may this step replay a captured graph (CUDA graph, CPU plan)?
+        False runs it eagerly, for a feature whose work the captured graphs do not hold."""
+        return True
+
     def logits_mask(self, rows: Sequence[ScheduledRequest], device: torch.device) -> TokenBitmask | None:
         """Allowed tokens of some of ``rows`` (the logits rows of the step, in order), or None."""
         return None
@@ -183,6 +189,9 @@ class RunnerExtensions:
     def prepare_step(self, output: SchedulerOutput, inputs: ModelInputs) -> None:
         for e in self.items:
             e.prepare_step(output, inputs)
+
+    def allows_graph(self) -> bool:
+        return all(e.allows_graph() for e in self.items)
 
     def logits_mask(self, rows: Sequence[ScheduledRequest], device: torch.device) -> TokenBitmask | None:
         masks = [m for m in (e.logits_mask(rows, device) for e in self.items) if m is not None]

@@ -249,7 +249,8 @@ class ModelRunner:
         self.extensions.prepare_step(output, inputs)
         rows = [output.scheduled[i] for i in inputs.sample_rows]
         self.extensions.prepare_rows(rows)
-        hidden = self.graph_runner.try_run(inputs) if self.graph_runner is not None else None
+        replay = self.graph_runner is not None and self.extensions.allows_graph()
+        hidden = self.graph_runner.try_run(inputs) if replay and self.graph_runner is not None else None
         if hidden is None:
             hidden = self.model(inputs.input_ids, inputs.positions, inputs.metadata)
         prompt_lps = prompt_logprobs(

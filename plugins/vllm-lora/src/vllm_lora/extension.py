@@ -97,6 +97,9 @@ class LoRAExtension(RunnerExtension):
             torch.zeros(cfg.max_loras, dtype=torch.float32, device=device),
             dtype,
         )
+        # the CPU platform's recorded plans hold only its own kernels: record them for the base model
+        self.batch.capture_lora = device.type != "cpu"
+        self.batch.active = self.batch.capture_lora
         self.batch.refresh()
         self.modules: dict[tuple[int, str], LoRALinear] = wrap_model(
             model, self.batch, cfg.max_loras, padded_rank(cfg.max_lora_rank), dtype
@@ -142,6 +145,10 @@ class LoRAExtension(RunnerExtension):
         self.batch.token_slots[rows.shape[0]:].fill_(-1)
         self.batch.refresh()
         self.batch.active = bool(slot_of)
+
+    def allows_graph(self) -> bool:
+        # graphs recorded without the LoRA op serve only steps without adapter rows
+        return self.batch.capture_lora or not self.batch.active
 
     def _digest_of(self, req_id: str, extensions: ExtensionState) -> str | None:
         digest = self.request_adapter.get(req_id)

@@ -44,9 +44,13 @@ class LoRABatch:
     tables: tuple[torch.Tensor, ...] | None = None
     """The ops' per-step tables over all N rows (``LoRAOps.token_tables``), updated in place."""
     active: bool = True
-    """False while an eager step has no adapter row: the wrapped modules run the base model
-    alone. Reset to True after every forward (a forward hook), so graph captures and steps
-    that were not prepared always include the LoRA op."""
+    """False while a step has no adapter row: the wrapped modules run the base model alone.
+    After every forward it returns to ``capture_lora`` (a forward hook), which is what a graph
+    capture then records."""
+    capture_lora: bool = True
+    """Do captured graphs hold the LoRA op? True where they can (CUDA graphs: every step may
+    replay); False for the CPU platform's recorded plans, which hold only its kernels: they are
+    recorded for the base model and only steps without adapter rows replay them."""
 
     def slots_for(self, num_tokens: int) -> torch.Tensor:
         if num_tokens > self.token_slots.shape[0]:
@@ -177,7 +181,7 @@ def wrap_model(model: nn.Module, batch: LoRABatch, max_loras: int, rank: int, dt
         layer.mlp = LoRAMLP(mlp, gate_up, down)
 
     def reactivate(module: nn.Module, args: Any, output: Any) -> None:
-        batch.active = True
+        batch.active = batch.capture_lora
 
     model.register_forward_hook(reactivate)
     return wrapped
