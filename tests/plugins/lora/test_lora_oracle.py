@@ -62,6 +62,23 @@ def test_mixed_batch_matches_peft(lora_models: dict[str, Any], arch: str, device
     assert pool.num_free_blocks == pool.num_blocks
 
 
+def test_async_scheduling_and_preemption(lora_models: dict[str, Any]) -> None:
+    """One step ahead (async scheduling) with a KV cache small enough to preempt: requests of
+    several adapters are recomputed and keep their adapters' tokens."""
+    path, base, adapters = lora_models["qwen3"]
+    loras = requests_for(adapters)
+    prompts = random_prompts(10, 20, 40, 512, seed=9)
+    llm = make_llm(path, DEVICES[0], async_scheduling=True, num_gpu_blocks_override=20, kv_cache_memory_bytes=None,
+                   max_num_batched_tokens=24)
+    params = SamplingParams(max_tokens=MAX_TOKENS, temperature=0.0, ignore_eos=True)
+    per = [loras[i % len(loras)] for i in range(len(prompts))]
+    outs = llm.generate([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False, lora_request=per)
+    for p, lr, o in zip(prompts, per, outs):
+        assert list(o.outputs[0].token_ids) == peft_greedy(base, None if lr is None else lr.lora_path, p, MAX_TOKENS)
+    assert llm.llm_engine.core.scheduler.async_scheduling
+    assert llm.llm_engine.core.scheduler.num_preemptions > 0
+
+
 @pytest.mark.parametrize("device", DEVICES[:1])
 def test_base_then_adapter_same_prompt_share_no_blocks(lora_models: dict[str, Any], device: str) -> None:
     """The base model fills the prefix cache with a prompt; the same prompt under an adapter
