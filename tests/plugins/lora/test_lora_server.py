@@ -18,6 +18,7 @@ from tests.server.models import save_tiny_chat_model
 from vllm_core import LLM, LoRARequest, SamplingParams
 
 PROMPT = "The capital of France is"
+MESSAGES = [{"role": "user", "content": "Name a color."}]
 
 
 @pytest.fixture(scope="module")
@@ -66,10 +67,11 @@ def offline_texts(path: str, adapters: dict[str, str]) -> dict[str | None, str]:
     llm = LLM(path, dtype="float32", max_model_len=256, enable_lora=True, max_loras=2, max_lora_rank=32,
               use_tqdm_on_load=False)
     params = SamplingParams(max_tokens=8, temperature=0.0, ignore_eos=True)
-    out = {}
+    out: dict[str | None, str] = {}
     for i, name in enumerate([None, "qv8", "all16"]):
         lr = None if name is None else LoRARequest(name, i, adapters[name])
         out[name] = llm.generate(PROMPT, params, use_tqdm=False, lora_request=lr)[0].outputs[0].text
+        out[f"chat-{name}"] = llm.chat(MESSAGES, params, use_tqdm=False, lora_request=lr)[0].outputs[0].text
     return out
 
 
@@ -77,7 +79,7 @@ def test_adapter_models_give_the_offline_results(lora_server: RunningServer,
                                                  chat_model_and_adapters: tuple[str, dict[str, str]]) -> None:
     path, adapters = chat_model_and_adapters
     want = offline_texts(path, adapters)
-    assert len(set(want.values())) == 3, "the adapters must change the output for this test to mean anything"
+    assert len({want[k] for k in (None, "qv8", "all16")}) == 3, "the adapters must change the output"
     client = lora_server.client()
     models = {m.id: m for m in client.models.list().data}
     assert set(models) == {"test-model", "sql"}
@@ -90,6 +92,9 @@ def test_adapter_models_give_the_offline_results(lora_server: RunningServer,
 
     assert complete("sql") == want["qv8"]
     assert complete("test-model") == want[None]
+    chat = client.chat.completions.create(model="sql", messages=MESSAGES, max_tokens=8, temperature=0.0,
+                                          extra_body={"ignore_eos": True})
+    assert chat.choices[0].message.content == want["chat-qv8"] != want["chat-None"]
 
     # runtime load, use, errors, unload
     status, text = post(f"{lora_server.url}/v1/load_lora_adapter", {"lora_name": "big", "lora_path": adapters["all16"]})

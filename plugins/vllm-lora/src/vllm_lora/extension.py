@@ -107,6 +107,7 @@ class LoRAExtension(RunnerExtension):
         self.device = device
         self.host = HostAdapters(cfg.cpu_capacity)
         self.slots = DeviceSlots(cfg.max_loras)
+        self._first_step = True
         self.request_adapter: dict[str, str] = {}
         """req_id -> adapter digest of live requests"""
         logger.info("LoRA: %d slots of rank %d, %d host adapters, %s ops", cfg.max_loras,
@@ -144,7 +145,9 @@ class LoRAExtension(RunnerExtension):
         buf.copy_(_host(torch.from_numpy(rows), self.device), non_blocking=True)
         self.batch.token_slots[rows.shape[0]:].fill_(-1)
         self.batch.refresh()
-        self.batch.active = bool(slot_of)
+        # the first step (the profiling run, on accelerators) runs the op, so its memory is counted
+        self.batch.active = bool(slot_of) or self._first_step
+        self._first_step = False
 
     def allows_graph(self) -> bool:
         # graphs recorded without the LoRA op serve only steps without adapter rows
