@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import installed_platforms, random_prompts
+from tests.conftest import import_or_require, installed_platforms, random_prompts
 from tests.plugins.lora.conftest import ADAPTERS, peft_greedy, save_adapter
 from vllm_core import LLM, LoRARequest, SamplingParams
 
@@ -130,3 +130,22 @@ def test_beam_search_takes_lora_request(lora_models: dict[str, Any]) -> None:
     beams = llm.beam_search([{"prompt_token_ids": prompt}], BeamSearchParams(beam_width=1, max_tokens=4,
                             ignore_eos=True), lora_request=[lr])
     assert beams[0].sequences[0].tokens[len(prompt):] == peft_greedy(base, adapters["mlp4"], prompt, 4)
+
+
+def test_triton_kernels_through_the_engine(lora_models: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Triton kernels inside the engine (interpreted on the CPU, or on the GPU) give PEFT's
+    tokens for a base request and two adapters in one batch."""
+    import_or_require("triton", "triton")
+    monkeypatch.setenv("VLLM_LORA_OPS", "triton")
+    path, base, adapters = lora_models["llama"]
+    device = "cuda" if "cuda" in DEVICES else "reference"
+    assert device == "cuda" or os.environ.get("TRITON_INTERPRET") == "1"  # conftest sets it without a GPU
+    llm = make_llm(path, device, max_lora_rank=16, max_num_batched_tokens=64)
+    ext = llm.llm_engine.core.runner.extensions.get("lora")
+    assert ext is not None and ext.ops.name == "triton"
+    prompts = random_prompts(3, 10, 20, 512, seed=4)
+    loras = [None, LoRARequest("qv8", 1, adapters["qv8"]), LoRARequest("all16", 2, adapters["all16"])]
+    outs = llm.generate([{"prompt_token_ids": p} for p in prompts], SamplingParams(max_tokens=4, temperature=0.0,
+                        ignore_eos=True), use_tqdm=False, lora_request=loras)
+    for p, lr, o in zip(prompts, loras, outs):
+        assert list(o.outputs[0].token_ids) == peft_greedy(base, None if lr is None else lr.lora_path, p, 4)

@@ -13,14 +13,30 @@ adapter fills ``r`` rows and leaves zeros). Implementations: ``TorchLoRAOps`` (a
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
+from vllm_core.plugins.api import ConfigError
+
 from vllm_lora.ops.torch_ops import LoRAOps, TorchLoRAOps
+
+ENV_OPS = "VLLM_LORA_OPS"
+"""Force an implementation (``torch`` or ``triton``; tests run the Triton kernels through the
+engine on the CPU under ``TRITON_INTERPRET=1``)."""
 
 
 def select_lora_ops(platform: Any) -> LoRAOps:
     """Triton kernels on a platform whose device is CUDA (or ROCm) with triton installed; the
-    PyTorch implementation elsewhere."""
+    PyTorch implementation elsewhere; ``VLLM_LORA_OPS`` forces one."""
+    forced = os.environ.get(ENV_OPS, "").strip().lower()
+    if forced == "torch":
+        return TorchLoRAOps()
+    if forced == "triton":
+        from vllm_lora.ops.triton_ops import TritonLoRAOps
+
+        return TritonLoRAOps()
+    if forced:
+        raise ConfigError(f"{ENV_OPS}={forced!r}: choose torch or triton (or leave it unset)")
     device = getattr(platform, "device", None)
     kind = device().type if callable(device) else None
     if kind == "cuda":
