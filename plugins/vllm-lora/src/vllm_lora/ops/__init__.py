@@ -17,7 +17,6 @@ import os
 from typing import Any
 
 from vllm_core.plugins.api import ConfigError
-
 from vllm_lora.ops.torch_ops import LoRAOps, TorchLoRAOps
 
 ENV_OPS = "VLLM_LORA_OPS"
