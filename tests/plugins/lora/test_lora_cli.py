@@ -6,11 +6,11 @@ from typing import Any
 
 import click
 from click.testing import CliRunner
+from vllm_lora.config import LoRAConfig
+from vllm_lora.server import parse_lora_module
 
 from vllm_core.entrypoints.cli.options import engine_keys, engine_options
 from vllm_core.entrypoints.llm import build_engine_config
-from vllm_lora.config import LoRAConfig
-from vllm_lora.server import parse_lora_module
 
 
 def test_lora_flags_reach_the_engine_config() -> None:
