@@ -20,3 +20,18 @@ def conformance_platform(request: pytest.FixtureRequest) -> Any:
 
 class TestLoRAOps(LoRAOpsConformance):
     pass
+
+
+class TestTritonLoRAOpsInterpreted(LoRAOpsConformance):
+    """The same checks with the Triton kernels forced (interpreted on the CPU without a GPU)."""
+
+    @pytest.fixture
+    def conformance_platform(self, monkeypatch: pytest.MonkeyPatch) -> Any:
+        import torch
+
+        from tests.conftest import import_or_require
+        from vllm_core.platforms import resolve_platform
+
+        import_or_require("triton", "triton")
+        monkeypatch.setenv("VLLM_LORA_OPS", "triton")
+        return resolve_platform("cuda" if torch.cuda.is_available() else "reference")

@@ -68,11 +68,8 @@ class LoRABatch:
         for dst, src in zip(self.tables, new):
             dst.copy_(src)
 
-    def tables_for(self, num_tokens: int) -> tuple[torch.Tensor, torch.Tensor] | None:
-        if self.tables is None:
-            return None
-        own, scale = self.tables
-        return own[:num_tokens], scale[:num_tokens]
+    def tables_for(self, num_tokens: int) -> tuple[torch.Tensor, ...] | None:
+        return None if self.tables is None else self.ops.step_tables(self.tables, num_tokens)
 
 
 class LoRALinear(nn.Module):

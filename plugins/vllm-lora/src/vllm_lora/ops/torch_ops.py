@@ -20,10 +20,14 @@ class LoRAOps:
     name = "abstract"
 
     def token_tables(self, token_slots: torch.Tensor, scaling: torch.Tensor, dtype: torch.dtype,
-                     ) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """Per-step tables an implementation computes once for all layers (or None):
-        here ``own`` [T, L] (1 where the token's slot is that column) and ``token_scale`` [T, 1]."""
+                     ) -> tuple[torch.Tensor, ...] | None:
+        """Per-step tables an implementation computes once for all layers from the full
+        ``token_slots`` buffer (rows past the step's are -1), or None."""
         return None
+
+    def step_tables(self, tables: tuple[torch.Tensor, ...], num_tokens: int) -> tuple[torch.Tensor, ...]:
+        """The tables as ``add_lora`` takes them for a step of ``num_tokens`` rows."""
+        return tables
 
     def add_lora(
         self,
@@ -34,7 +38,7 @@ class LoRAOps:
         offsets: list[int],
         token_slots: torch.Tensor,
         scaling: torch.Tensor,
-        tables: tuple[torch.Tensor, torch.Tensor] | None = None,
+        tables: tuple[torch.Tensor, ...] | None = None,
     ) -> None:
         """out: [T, sum(out_s)]; x: [T, in]; lora_a: [S, L, R, in]; lora_b[s]: [L, R, out_s]
         (B transposed); offsets[s]: the first column of slice s in ``out``; token_slots: [T]
@@ -48,11 +52,15 @@ class TorchLoRAOps(LoRAOps):
 
     def token_tables(self, token_slots: torch.Tensor, scaling: torch.Tensor, dtype: torch.dtype,
                      ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``own`` [N, L] (1 where the row's slot is that column) and ``token_scale`` [N, 1]."""
         slots = torch.arange(scaling.shape[0], device=token_slots.device)
         own = (token_slots.unsqueeze(1) == slots.unsqueeze(0)).to(dtype)
         valid = token_slots >= 0
         token_scale = torch.where(valid, scaling.index_select(0, token_slots.clamp(min=0)), 0.0).to(dtype)
         return own, token_scale.unsqueeze(1)
+
+    def step_tables(self, tables: tuple[torch.Tensor, ...], num_tokens: int) -> tuple[torch.Tensor, ...]:
+        return tuple(t[:num_tokens] for t in tables)
 
     def add_lora(
         self,
@@ -63,7 +71,7 @@ class TorchLoRAOps(LoRAOps):
         offsets: list[int],
         token_slots: torch.Tensor,
         scaling: torch.Tensor,
-        tables: tuple[torch.Tensor, torch.Tensor] | None = None,
+        tables: tuple[torch.Tensor, ...] | None = None,
     ) -> None:
         t = x.shape[0]
         s_, l_, r_, k_ = lora_a.shape
