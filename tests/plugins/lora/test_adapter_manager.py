@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from vllm_lora.adapter import ModelShapes, check_adapter
+import pytest
+from vllm_lora.adapter import AdapterError, ModelShapes, check_adapter, load_adapter
 from vllm_lora.extension import MaxAdaptersConstraint
 from vllm_lora.manager import DeviceSlots, HostAdapters
 from vllm_lora.request import AdapterRef
@@ -84,3 +85,21 @@ def test_no_step_holds_more_adapters_than_slots(lora_models: dict[str, Any]) -> 
         most = max(most, len(running))
         assert len(running) <= 1
     assert finished == {str(i) for i in range(10)} and most == 1
+
+
+def test_an_adapter_rewritten_after_its_check_is_refused(lora_models: dict[str, Any], tmp_path: Any) -> None:
+    """The engine core loads exactly the content the front end checked (its digest keys the KV
+    blocks): bytes that changed in between are an error, never served under the old digest."""
+    import shutil
+
+    from tests.plugins.lora.conftest import ADAPTERS, save_adapter
+
+    _, base, adapters = lora_models["llama"]
+    adir = str(tmp_path / "a")
+    shutil.copytree(adapters["qv8"], adir)
+    spec = check_adapter(adir, ModelShapes.from_hf_config(base.config), 32)
+    assert set(load_adapter(spec)) == set(spec.modules)
+    shutil.rmtree(adir)
+    save_adapter(base, ADAPTERS[0], adir, seed=5)
+    with pytest.raises(AdapterError, match="changed after the request was checked"):
+        load_adapter(spec)

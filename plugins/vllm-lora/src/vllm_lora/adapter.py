@@ -209,22 +209,36 @@ def _check_tensors(path: str, shapes: ModelShapes, rank: int) -> tuple[tuple[int
 
 
 def load_adapter(spec: AdapterSpec) -> dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor]]:
-    """The adapter's tensors on the host: (layer, PEFT module) -> (A [r, in], B [out, r])."""
+    """The adapter's tensors on the host: (layer, PEFT module) -> (A [r, in], B [out, r]).
+
+    The bytes read are hashed and must match ``spec.digest``: an adapter rewritten after the
+    front end checked it is refused rather than served under the old content's KV blocks."""
     from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    from safetensors.torch import load as load_bytes
 
     try:
-        tensors = load_file(os.path.join(spec.path, WEIGHTS_FILE))
+        blobs = [_read(os.path.join(spec.path, name)) for name in (CONFIG_FILE, WEIGHTS_FILE)]
+        h = hashlib.sha256()
+        for blob in blobs:
+            h.update(blob)
+            h.update(b"\0")
+        if h.hexdigest() != spec.digest:
+            raise _fail(spec.path, "its files changed after the request was checked; send the request again")
+        tensors = load_bytes(blobs[1])
     except (OSError, ValueError, RuntimeError, SafetensorError) as exc:
+        if isinstance(exc, AdapterError):
+            raise
         raise _fail(spec.path, f"cannot read {WEIGHTS_FILE}: {exc}") from None
     out: dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor]] = {}
     for layer, module in spec.modules:
         prefix = f"base_model.model.model.layers.{layer}.{_PARENT[module]}.{module}.lora_"
-        try:
-            out[(layer, module)] = (tensors[prefix + "A.weight"], tensors[prefix + "B.weight"])
-        except KeyError:
-            raise _fail(spec.path, f"{WEIGHTS_FILE} changed since it was checked; load the adapter again") from None
+        out[(layer, module)] = (tensors[prefix + "A.weight"], tensors[prefix + "B.weight"])
     return out
+
+
+def _read(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
 
 
 _digests: dict[tuple[str, int, int, int, int], str] = {}
