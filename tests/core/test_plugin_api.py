@@ -132,7 +132,7 @@ def test_plugin_without_a_range_loads_with_a_warning(
         info = next(p for p in loaded_plugins() if p.name == "undeclared_plugin")
     assert (info.api_range, info.api_compatible) == (None, True)
     warning = next(r.getMessage() for r in caplog.records if "undeclared_plugin" in r.getMessage())
-    assert dist in warning and "VLLM_CORE_PLUGIN_API" in warning and ">=1.0,<2" in warning
+    assert dist in warning and "VLLM_CORE_PLUGIN_API" in warning and f">={PLUGIN_API_VERSION},<2" in warning
 
 
 @pytest.mark.parametrize("declared", ['"banana"', "2"])
@@ -141,7 +141,7 @@ def test_malformed_range_is_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyP
     with pytest.raises(PluginError) as info:
         loaded_plugins()
     msg = str(info.value)
-    assert "'odd_plugin'" in msg and dist in msg and declared.strip('"') in msg and ">=1.0,<2" in msg
+    assert "'odd_plugin'" in msg and dist in msg and declared.strip('"') in msg and f">={PLUGIN_API_VERSION},<2" in msg
 
 
 # -------------------------------------------------------------------------- in-process plugins
@@ -149,7 +149,7 @@ def test_in_process_plugin_for_a_future_api_is_refused() -> None:
     class FuturePlugin:
         VLLM_CORE_PLUGIN_API = ">=2"
 
-    with pytest.raises(PluginError, match=r"'future'.*'in-process'.*>=2.*plugin API 1\.0"):
+    with pytest.raises(PluginError, match=r"'future'.*'in-process'.*>=2.*plugin API " + PLUGIN_API_VERSION.replace(".", r"\.")):
         register_plugin(FuturePlugin(), name="future")
     assert "future" not in [p.name for p in loaded_plugins()]
 

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
+from vllm_core.lora_request import LoRARequest
 from vllm_core.outputs import CompletionOutput, Logprob, RequestOutput
 from vllm_core.plugins.compat import PLUGIN_API_VERSION
 from vllm_core.plugins.hookspecs import hookimpl
@@ -30,6 +31,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "LLM", "PLUGIN_API_VERSION", "BeamSearchParams", "CompletionOutput", "Logprob", "RequestOutput", "RequestOutputKind",
+    "LLM", "PLUGIN_API_VERSION", "BeamSearchParams", "CompletionOutput", "Logprob", "LoRARequest", "RequestOutput",
+    "RequestOutputKind",
     "SamplingParams", "StructuredOutputsParams", "__version__", "hookimpl",
 ]

@@ -99,6 +99,11 @@ class BeamSearch:
         self._live = [(inst, beam) for inst in self.instances for beam in inst.beams]
         return [beam.tokens for _, beam in self._live]
 
+    def pending_prompts(self) -> list[int]:
+        """The prompt index of each beam ``pending()`` returned, in the same order."""
+        index = {id(inst): i for i, inst in enumerate(self.instances)}
+        return [index[id(inst)] for inst, _ in self._live]
+
     def score(self, beam: BeamSearchSequence) -> float:
         return beam_search_score(beam.tokens, beam.cum_logprob, self.eos, self.params.length_penalty)
 
@@ -135,24 +140,30 @@ class BeamSearch:
         return out
 
 
-def beam_search(llm: LLM, prompts: Sequence[PromptType], params: BeamSearchParams) -> list[BeamSearchOutput]:
-    """``LLM.beam_search``: the beams of all prompts run together, one ``generate`` per step."""
+def beam_search(
+    llm: LLM, prompts: Sequence[PromptType], params: BeamSearchParams, lora_requests: Sequence[Any] | None = None,
+) -> list[BeamSearchOutput]:
+    """``LLM.beam_search``: the beams of all prompts run together, one ``generate`` per step
+    (``lora_requests``: each prompt's adapter or None, used by all its beams)."""
     engine = llm.llm_engine
     search = BeamSearch([engine.input_processor.tokenize(p)[1] for p in prompts], params,
                         engine.input_processor.eos_token_id, engine.config.model.max_logprobs)
     while not search.done:
-        batch = [{"prompt_token_ids": tokens} for tokens in search.pending()]
-        search.advance(llm.generate(batch, search.step_params, use_tqdm=False))
+        batch: list[PromptType] = [{"prompt_token_ids": tokens} for tokens in search.pending()]
+        loras = None if lora_requests is None else [lora_requests[i] for i in search.pending_prompts()]
+        search.advance(llm.generate(batch, search.step_params, use_tqdm=False, lora_request=loras))
     return search.results(engine.tokenizer)
 
 
 def beam_search_async(engine: AsyncLLM, prompt: PromptType, params: BeamSearchParams, request_id: str,
                       num_outputs: int | None = None, skip_special_tokens: bool = True,
-                      include_stop_str_in_output: bool = False) -> AsyncIterator[RequestOutput]:
+                      include_stop_str_in_output: bool = False, request_args: dict[str, Any] | None = None,
+                      ) -> AsyncIterator[RequestOutput]:
     """Beam search of one prompt over ``AsyncLLM`` (vLLM's ``EngineClient.beam_search``): each step
     sends the live beams as concurrent requests. The iterator yields one finished ``RequestOutput``
     holding the ``num_outputs`` (default ``beam_width``) best beams; leaving it early aborts the
-    step in flight. A bad prompt or width raises ``RequestError`` here, before anything runs."""
+    step in flight. A bad prompt or width raises ``RequestError`` here, before anything runs.
+    ``request_args``: plugin request arguments every beam runs with (``{"lora_request": ...}``)."""
     text, prompt_ids = engine.input_processor.tokenize(prompt)
     search = BeamSearch([prompt_ids], params, engine.input_processor.eos_token_id, engine.config.model.max_logprobs)
 
@@ -160,7 +171,7 @@ def beam_search_async(engine: AsyncLLM, prompt: PromptType, params: BeamSearchPa
         while not search.done:
             prompts = search.pending()
             ids = [f"{request_id}-beam{search.steps}-{i}" for i in range(len(prompts))]
-            search.advance(await _run_step(engine, prompts, search.step_params, ids))
+            search.advance(await _run_step(engine, prompts, search.step_params, ids, request_args or {}))
         best = search.results(None)[0].sequences[: num_outputs or params.beam_width]
         yield to_request_output(request_id, text, prompt_ids, best, engine.tokenizer, skip_special_tokens,
                                 include_stop_str_in_output)
@@ -169,13 +180,14 @@ def beam_search_async(engine: AsyncLLM, prompt: PromptType, params: BeamSearchPa
 
 
 async def _run_step(engine: AsyncLLM, prompts: list[list[int]], params: SamplingParams,
-                    request_ids: list[str]) -> list[RequestOutput]:
+                    request_ids: list[str], request_args: dict[str, Any] | None = None) -> list[RequestOutput]:
     """The final output of every prompt, run concurrently; on any exit every request is closed."""
     from vllm_core.engine.async_llm import run_to_completion
 
     try:
         return await run_to_completion(
-            [engine.submit({"prompt_token_ids": tokens}, params, rid) for rid, tokens in zip(request_ids, prompts)]
+            [engine.submit({"prompt_token_ids": tokens}, params, rid, **(request_args or {}))
+             for rid, tokens in zip(request_ids, prompts)]
         )
     finally:
         for rid in request_ids:  # a generator cancelled before it started never closes its request

@@ -6,7 +6,7 @@ objects of their own (``ModelInfo``, ``KVCacheSpec``), never written back here.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -147,6 +147,28 @@ class DeviceConfig(_Frozen):
     """Platform name to force (``VLLM_CORE_DEVICE`` when unset); None picks the best available."""
 
 
+class PluginConfig(_Frozen):
+    """Base of a plugin's own engine-argument section (``register_engine_args``).
+
+    Subclass it with a ``name`` and typed, documented fields; the fields become keyword
+    arguments of ``LLM(...)`` and flags of the CLI (``max_loras`` -> ``--max-loras``), and the
+    engine carries the validated section in ``EngineConfig.plugins`` under its ``name``::
+
+        class LoRAConfig(PluginConfig):
+            name: ClassVar[str] = "lora"
+            enable_lora: bool = False
+            max_loras: int = Field(default=1, gt=0)
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", protected_namespaces=(), use_attribute_docstrings=True)
+    """Field docstrings are the fields' descriptions (the CLI flags' help)."""
+
+    name: ClassVar[str]
+
+
+P = TypeVar("P", bound=PluginConfig)
+
+
 class EngineConfig(_Frozen):
     """Everything the engine needs, composed."""
 
@@ -157,6 +179,14 @@ class EngineConfig(_Frozen):
     device: DeviceConfig = DeviceConfig()
     speculative: SpeculativeConfig | None = None
     """Speculative decoding; None: off."""
+    plugins: dict[str, Any] = {}
+    """Plugins' engine-argument sections (``PluginConfig`` instances) by section name; read
+    them with ``plugin_config(cls)``."""
+
+    def plugin_config(self, cls: type[P]) -> P | None:
+        """The engine's ``cls`` section, or None when it was not built with that plugin."""
+        section = self.plugins.get(cls.name)
+        return section if isinstance(section, cls) else None
 
     @model_validator(mode="after")
     def _check(self) -> EngineConfig:

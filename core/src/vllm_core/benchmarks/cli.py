@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from vllm_core.entrypoints.cli.options import ENGINE_KEYS, engine_options
+from vllm_core.entrypoints.cli.options import engine_keys, engine_options
 
 if TYPE_CHECKING:
     from vllm_core.benchmarks.engine import EngineStart
@@ -37,7 +37,7 @@ def _start(model: str | None, kwargs: dict[str, Any]) -> EngineStart:
     from vllm_core.benchmarks.engine import start_engine
     from vllm_core.errors import EngineError
 
-    engine_kwargs = {k: kwargs.pop(k) for k in ENGINE_KEYS if k in kwargs}
+    engine_kwargs = {k: kwargs.pop(k) for k in engine_keys() if k in kwargs}
     enforce_eager = bool(engine_kwargs.pop("enforce_eager", False) or kwargs.pop("enforce_eager", False))
     try:
         return start_engine(model, engine_kwargs, enforce_eager)

@@ -14,7 +14,8 @@ the step still on the device has a *pending* token. The next step feeds it as a 
 advance at scheduling time, and a request whose pending token is its last is not scheduled
 again. Token-level stops (EOS) are seen one step late; the extra token is dropped.
 
-A waiting request that is not ``ready`` (a runner extension is still preparing it) is skipped,
+A waiting request that is not ``ready`` (a runner extension is still preparing it) or that a
+step constraint refuses (LoRA: its adapter would exceed ``max_loras`` in this step) is skipped,
 keeping its place in the queue, so it never holds up the requests behind it or the step.
 
 Multi-token steps (speculative decoding): a running request may carry draft tokens proposed
@@ -29,11 +30,12 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 from vllm_core.config import SchedulerConfig
 from vllm_core.core.kv_cache_manager import KVCacheManager
 from vllm_core.core.sched_output import ModelRunnerOutput, ScheduledRequest, SchedulerOutput
+from vllm_core.core.step_constraint import StepConstraint
 from vllm_core.core.stop import check_stop
 from vllm_core.request import Request, RequestStatus
 
@@ -65,10 +67,13 @@ class Scheduler:
         kv_cache_manager: KVCacheManager,
         max_model_len: int,
         ready: Callable[[Request], bool] | None = None,
+        constraints: Sequence[StepConstraint] = (),
     ) -> None:
         """``ready(request)``: may a waiting request start now? (default: always; the engine
-        asks its runner extensions)."""
+        asks its runner extensions). ``constraints``: features' rules on which waiting
+        requests may join each step (``vllm_core.core.step_constraint``)."""
         self.ready = ready
+        self.constraints = list(constraints)
         self.max_num_seqs = config.max_num_seqs
         self.max_num_batched_tokens = resolve_max_num_batched_tokens(config, max_model_len)
         self.chunked_prefill = config.enable_chunked_prefill
@@ -147,9 +152,11 @@ class Scheduler:
             i += 1
 
         not_ready: list[Request] = []
+        for constraint in self.constraints:
+            constraint.begin_step([r.extensions for r in self.running])
         while not preempted and self.waiting and budget > 0 and len(self.running) < self.max_num_seqs:
             req = self.waiting[0]
-            if self.ready is not None and not self.ready(req):
+            if not self._may_start(req):
                 not_ready.append(self.waiting.popleft())
                 continue
             hits, num_hit_tokens = self.kv.get_computed_blocks(req)
@@ -177,6 +184,12 @@ class Scheduler:
             finished_req_ids=finished,
             preempted_req_ids=preempted,
         )
+
+    def _may_start(self, req: Request) -> bool:
+        """Ready (runner extensions) and admitted by every step constraint."""
+        if self.ready is not None and not self.ready(req):
+            return False
+        return all(c.admit(req.extensions) for c in self.constraints)
 
     def _last_token_in_flight(self, req: Request) -> bool:
         """True when the token the device is sampling now ends the request by length."""

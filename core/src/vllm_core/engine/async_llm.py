@@ -13,7 +13,7 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -24,6 +24,7 @@ from vllm_core.engine.input_processor import InputProcessor, PromptType
 from vllm_core.engine.output_processor import OutputProcessor, fan_out
 from vllm_core.errors import RequestError
 from vllm_core.outputs import RequestOutput
+from vllm_core.plugins.arguments import FrontendContext, RequestArguments
 from vllm_core.sampling_params import SamplingParams
 
 logger = logging.getLogger(__name__)
@@ -90,7 +91,8 @@ class AsyncLLM:
         self.tokenizer = info.tokenizer
         self.max_model_len = info.max_model_len
         self.input_processor = InputProcessor(
-            self.tokenizer, info.max_model_len, info.vocab_size, info.eos_token_id, config.model.max_logprobs
+            self.tokenizer, info.max_model_len, info.vocab_size, info.eos_token_id, config.model.max_logprobs,
+            RequestArguments.create(FrontendContext(config, info.hf_config, info.tokenizer)),
         )
         self.output_processor = OutputProcessor(self.tokenizer)
         self.streams: dict[str, RequestStream] = {}
@@ -134,12 +136,16 @@ class AsyncLLM:
         if not self.client.is_alive:
             raise EngineDeadError(self.client.dead_reason or "the engine-core process is not running")
 
-    def add_request(self, request_id: str, prompt: PromptType, params: SamplingParams) -> RequestStream:
-        """Validate and send one request to the core; a bad request raises ``RequestError``."""
+    def add_request(
+        self, request_id: str, prompt: PromptType, params: SamplingParams,
+        request_args: Mapping[str, Any] | None = None,
+    ) -> RequestStream:
+        """Validate and send one request to the core; a bad request raises ``RequestError``.
+        ``request_args``: plugin keyword arguments (``{"lora_request": LoRARequest(...)}``)."""
         self.check_alive()
         if request_id in self.streams:
             raise RequestError(f"request id {request_id!r} is already in use")
-        text, core_req = self.input_processor.process(request_id, prompt, params)
+        text, core_req = self.input_processor.process(request_id, prompt, params, request_args)
         params = core_req.sampling_params
         children = fan_out(request_id, params)
         stream = RequestStream(request_id, len(core_req.prompt_token_ids))
@@ -156,21 +162,25 @@ class AsyncLLM:
         return stream
 
     def submit(
-        self, prompt: PromptType, params: SamplingParams, request_id: str | None = None
+        self, prompt: PromptType, params: SamplingParams, request_id: str | None = None,
+        lora_request: Any = None, **request_args: Any,
     ) -> AsyncIterator[RequestOutput]:
         """Validate and queue a request now (a bad one raises ``RequestError`` here), and return
-        the iterator of its outputs (see ``generate``)."""
+        the iterator of its outputs (see ``generate``). ``lora_request`` and any other keyword
+        go to the plugins' request arguments."""
         rid = request_id or self.next_request_id()
-        return self._outputs(rid, self.add_request(rid, prompt, params))
+        args = {"lora_request": lora_request, **request_args}
+        return self._outputs(rid, self.add_request(rid, prompt, params, args))
 
     async def generate(
-        self, prompt: PromptType, params: SamplingParams, request_id: str | None = None
+        self, prompt: PromptType, params: SamplingParams, request_id: str | None = None,
+        lora_request: Any = None, **request_args: Any,
     ) -> AsyncIterator[RequestOutput]:
         """Yield the request's cumulative output each time it changes, the last one finished.
 
         Closing the iterator early (or cancelling its task) aborts the request.
         """
-        outputs = self.submit(prompt, params, request_id)
+        outputs = self.submit(prompt, params, request_id, lora_request, **request_args)
         try:
             async for out in outputs:
                 yield out

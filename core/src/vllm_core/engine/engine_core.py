@@ -15,6 +15,7 @@ from vllm_core.core.sched_output import ModelRunnerOutput, SchedulerOutput
 from vllm_core.core.scheduler import Scheduler, resolve_max_num_batched_tokens
 from vllm_core.engine.core_types import EngineCoreOutput, EngineCoreRequest
 from vllm_core.executor import Executor, executor_class
+from vllm_core.extensions.runner import step_constraints
 from vllm_core.model_executor.model_loader.loader import LoadedModel
 from vllm_core.platforms import resolve_platform
 from vllm_core.platforms.interface import Platform
@@ -73,6 +74,7 @@ class EngineCore:
             sc.model_copy(update={"async_scheduling": async_scheduling, "max_num_batched_tokens": budget}),
             self.kv_cache_manager, loaded.max_model_len,
             ready=lambda req: executor.is_ready(req.request_id),
+            constraints=step_constraints(config),
         )
         self._in_flight: tuple[SchedulerOutput, PendingRunnerOutput] | None = None
         max_conc = self.kv_spec.num_tokens / loaded.max_model_len

@@ -4,11 +4,13 @@ anything reaches the engine core, so other requests are never affected."""
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any, Union
 
 from vllm_core.engine.core_types import EngineCoreRequest
 from vllm_core.errors import RequestError
 from vllm_core.extensions.state import CacheSalt, ExtensionState
+from vllm_core.plugins.arguments import RequestArguments
 from vllm_core.sample.admission import DEFAULT_MAX_LOGPROBS, check_params_for_model, truncate_prompt
 from vllm_core.sampling_params import SamplingParams
 
@@ -23,7 +25,10 @@ class InputProcessor:
         vocab_size: int,
         eos_token_id: int | None,
         max_logprobs: int = DEFAULT_MAX_LOGPROBS,
+        request_arguments: RequestArguments | None = None,
     ) -> None:
+        """``request_arguments``: the plugins' per-request keyword arguments (``lora_request``)."""
+        self.request_arguments = request_arguments or RequestArguments({})
         self.tokenizer = tokenizer
         self.max_logprobs = max_logprobs
         self.max_model_len = max_model_len
@@ -53,7 +58,11 @@ class InputProcessor:
             raise RequestError("text prompts need a tokenizer; pass {'prompt_token_ids': [...]}")
         return prompt, self.tokenizer.encode(prompt, add_special_tokens=True) if prompt else []
 
-    def process(self, request_id: str, prompt: PromptType, params: SamplingParams) -> tuple[str | None, EngineCoreRequest]:
+    def process(
+        self, request_id: str, prompt: PromptType, params: SamplingParams,
+        request_args: Mapping[str, Any] | None = None,
+    ) -> tuple[str | None, EngineCoreRequest]:
+        """``request_args``: plugin keyword arguments of this request (``{"lora_request": ...}``)."""
         if not isinstance(params, SamplingParams):
             raise RequestError(f"sampling_params must be SamplingParams, got {type(params).__name__}")
         text, ids = self.tokenize(prompt)
@@ -79,13 +88,13 @@ class InputProcessor:
             eos_token_id=self.eos_token_id,
             max_tokens=max_tokens,
             arrival_time=time.monotonic(),
-            extensions=self.extensions_of(prompt),
+            extensions=self.extensions_of(prompt, request_args),
         )
 
-    @staticmethod
-    def extensions_of(prompt: PromptType) -> ExtensionState:
-        """The request's extension state from the prompt dict's extra keys (``cache_salt``)."""
-        state = ExtensionState()
+    def extensions_of(self, prompt: PromptType, request_args: Mapping[str, Any] | None = None) -> ExtensionState:
+        """The request's extension state from the prompt dict's extra keys (``cache_salt``) and
+        the plugins' request arguments."""
+        state = ExtensionState(self.request_arguments.extensions(request_args or {}))
         if isinstance(prompt, dict) and prompt.get("cache_salt") is not None:
             salt = prompt["cache_salt"]
             if not isinstance(salt, str) or not salt:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from vllm_core.config import EngineConfig
@@ -12,6 +13,7 @@ from vllm_core.engine.input_processor import InputProcessor, PromptType
 from vllm_core.engine.output_processor import OutputProcessor, fan_out
 from vllm_core.errors import RequestError
 from vllm_core.outputs import RequestOutput
+from vllm_core.plugins.arguments import FrontendContext, RequestArguments
 from vllm_core.sampling_params import SamplingParams
 
 logger = logging.getLogger(__name__)
@@ -37,6 +39,7 @@ class LLMEngine:
         self.input_processor = InputProcessor(
             self.tokenizer, self.max_model_len, self.loaded.hf_config.vocab_size,
             eos_token_id_of(self.tokenizer, self.loaded.hf_config), config.model.max_logprobs,
+            RequestArguments.create(FrontendContext(config, self.loaded.hf_config, self.tokenizer)),
         )
         self.output_processor = OutputProcessor(self.tokenizer)
         self._ids = itertools.count()
@@ -44,11 +47,15 @@ class LLMEngine:
     def next_request_id(self) -> str:
         return str(next(self._ids))
 
-    def add_request(self, request_id: str, prompt: PromptType, params: SamplingParams) -> None:
-        """Validate and queue a request; a bad one raises ``RequestError`` and changes nothing."""
+    def add_request(
+        self, request_id: str, prompt: PromptType, params: SamplingParams,
+        request_args: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Validate and queue a request; a bad one raises ``RequestError`` and changes nothing.
+        ``request_args``: plugin keyword arguments (``{"lora_request": LoRARequest(...)}``)."""
         if request_id in self.output_processor.requests:
             raise RequestError(f"request id {request_id!r} is already in use")
-        text, core_req = self.input_processor.process(request_id, prompt, params)
+        text, core_req = self.input_processor.process(request_id, prompt, params, request_args)
         params = core_req.sampling_params  # checked against the model (bad words tokenized)
         children = fan_out(request_id, params)
         self.output_processor.add_request(request_id, text, core_req.prompt_token_ids, children, params)

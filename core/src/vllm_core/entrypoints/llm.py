@@ -22,6 +22,7 @@ from vllm_core.config import (
 from vllm_core.engine.input_processor import PromptType
 from vllm_core.engine.llm_engine import LLMEngine
 from vllm_core.errors import ConfigError, RequestError
+from vllm_core.lora_request import LoRARequest
 from vllm_core.outputs import RequestOutput
 from vllm_core.sampling_params import BeamSearchParams, RequestOutputKind, SamplingParams
 from vllm_core.tokenizers.chat import apply_chat_template
@@ -32,7 +33,12 @@ Conversation = list[dict[str, Any]]
 
 
 def build_engine_config(model: str | None = None, **kwargs: Any) -> EngineConfig:
-    """Sort vLLM-style keyword arguments into the config sections; unknown names are an error."""
+    """Sort vLLM-style keyword arguments into the config sections, the core's and the plugins'
+    (``register_engine_args``); unknown names are an error (naming the plugin that handles
+    them when it is not installed)."""
+    from vllm_core.plugins import registry
+    from vllm_core.plugins.arguments import missing_plugin_hint
+
     sections: dict[str, tuple[type[BaseModel], dict[str, Any]]] = {
         "model": (ModelConfig, {"model": model or ""}),
         "cache": (CacheConfig, {}),
@@ -40,16 +46,25 @@ def build_engine_config(model: str | None = None, **kwargs: Any) -> EngineConfig
         "device": (DeviceConfig, {}),
         "parallel": (ParallelConfig, {}),
     }
+    plugin_sections: dict[str, tuple[type[BaseModel], dict[str, Any]]] = {
+        name: (cls, {}) for name, cls in registry.engine_args().items()
+    }
     speculative = kwargs.pop("speculative_config", None)
     for key, value in kwargs.items():
         if value is None:
             continue
-        for _, (cls, values) in sections.items():
+        for _, (cls, values) in [*sections.items(), *plugin_sections.items()]:
             if key in cls.model_fields:
                 values[key] = value
                 break
         else:
-            known = sorted([n for cls, _ in sections.values() for n in cls.model_fields] + ["speculative_config"])
+            hint = missing_plugin_hint(key)
+            if hint:
+                raise ConfigError(f"unknown engine argument: {hint}")
+            known = sorted(
+                [n for cls, _ in [*sections.values(), *plugin_sections.values()] for n in cls.model_fields]
+                + ["speculative_config"]
+            )
             raise ConfigError(f"unknown engine argument {key!r}; known: {', '.join(known)}")
     try:
         if speculative is not None and not isinstance(speculative, (dict, SpeculativeConfig)):
@@ -58,6 +73,7 @@ def build_engine_config(model: str | None = None, **kwargs: Any) -> EngineConfig
                 f"got {type(speculative).__name__}"
             )
         built: dict[str, Any] = {name: cls(**values) for name, (cls, values) in sections.items()}
+        built["plugins"] = {name: cls(**values) for name, (cls, values) in plugin_sections.items()}
         if speculative is not None:
             built["speculative"] = SpeculativeConfig.model_validate(speculative)
         return EngineConfig.model_validate(built)
@@ -89,27 +105,35 @@ class LLM:
         prompts: PromptType | Sequence[PromptType],
         sampling_params: SamplingParams | Sequence[SamplingParams] | None = None,
         use_tqdm: bool = True,
+        lora_request: LoRARequest | Sequence[LoRARequest | None] | None = None,
     ) -> list[RequestOutput]:
         """Generate for every prompt; results come back in input order.
 
         ``prompts``: a string, a list of strings, or ``{"prompt_token_ids": [...]}`` dicts.
         ``sampling_params``: one for all prompts or one per prompt (default ``SamplingParams()``).
+        ``lora_request``: the adapter of every prompt, or a list with one per prompt (None: the
+        base model); needs the ``vllm-lora`` plugin and ``enable_lora=True``.
         """
         prompt_list = self._as_list(prompts)
         params_list = self._params_for(prompt_list, sampling_params)
-        return self._run(prompt_list, params_list, use_tqdm)
+        args_list = self._request_args_for(prompt_list, lora_request=lora_request)
+        return self._run(prompt_list, params_list, use_tqdm, args_list)
 
     def beam_search(
         self,
         prompts: PromptType | Sequence[PromptType],
         params: BeamSearchParams,
         use_tqdm: bool = False,
+        lora_request: LoRARequest | Sequence[LoRARequest | None] | None = None,
     ) -> list[BeamSearchOutput]:
         """The ``params.beam_width`` best beams of every prompt, best first (vLLM's API; see
-        ``vllm_core.beam_search``). Prefix caching makes the beams share their KV blocks."""
+        ``vllm_core.beam_search``). Prefix caching makes the beams share their KV blocks.
+        ``lora_request``: as in ``generate`` (every beam of a prompt runs with its adapter)."""
         if not isinstance(params, BeamSearchParams):
             raise RequestError(f"params must be BeamSearchParams, got {type(params).__name__}")
-        return beam_search(self, self._as_list(prompts), params)
+        prompt_list = self._as_list(prompts)
+        loras = [a.get("lora_request") for a in self._request_args_for(prompt_list, lora_request=lora_request)]
+        return beam_search(self, prompt_list, params, loras)
 
     def chat(
         self,
@@ -119,8 +143,10 @@ class LLM:
         chat_template: str | None = None,
         add_generation_prompt: bool = True,
         tools: list[dict[str, Any]] | None = None,
+        lora_request: LoRARequest | Sequence[LoRARequest | None] | None = None,
     ) -> list[RequestOutput]:
-        """Apply the chat template to one conversation or a list of them, then generate."""
+        """Apply the chat template to one conversation or a list of them, then generate
+        (``lora_request`` as in ``generate``)."""
         if not isinstance(messages, list) or not messages:
             raise RequestError("messages must be a non-empty list of messages or of conversations")
         conversations = [messages] if isinstance(messages[0], dict) else list(messages)
@@ -130,7 +156,22 @@ class LLM:
             text = apply_chat_template(tok, conv, chat_template, add_generation_prompt, tools)
             # The template already holds the special tokens (BOS): do not add them again.
             prompts.append({"prompt": text, "prompt_token_ids": tok.encode(text, add_special_tokens=False)})
-        return self.generate(prompts, sampling_params, use_tqdm)
+        return self.generate(prompts, sampling_params, use_tqdm, lora_request)
+
+    @staticmethod
+    def _request_args_for(prompts: list[PromptType], **args: Any) -> list[dict[str, Any]]:
+        """Per prompt, the plugin keyword arguments: each value is one for all prompts or a
+        list / tuple with one per prompt."""
+        out: list[dict[str, Any]] = [{} for _ in prompts]
+        for name, value in args.items():
+            if value is None:
+                continue
+            values = list(value) if isinstance(value, (list, tuple)) else [value] * len(prompts)
+            if len(values) != len(prompts):
+                raise RequestError(f"got {len(values)} values of {name} for {len(prompts)} prompts")
+            for per_prompt, v in zip(out, values):
+                per_prompt[name] = v
+        return out
 
     @staticmethod
     def _as_list(prompts: Any) -> list[PromptType]:
@@ -160,13 +201,17 @@ class LLM:
                     output_kind=RequestOutputKind.FINAL_ONLY)
         return [final.get(id(p), p) for p in params]
 
-    def _run(self, prompts: list[PromptType], params: list[SamplingParams], use_tqdm: bool) -> list[RequestOutput]:
+    def _run(
+        self, prompts: list[PromptType], params: list[SamplingParams], use_tqdm: bool,
+        request_args: list[dict[str, Any]] | None = None,
+    ) -> list[RequestOutput]:
         engine = self.llm_engine
         ids = [engine.next_request_id() for _ in prompts]
+        args_list = request_args or [{} for _ in prompts]
         added: list[str] = []
         try:
-            for rid, prompt, p in zip(ids, prompts, params):
-                engine.add_request(rid, prompt, p)
+            for rid, prompt, p, args in zip(ids, prompts, params, args_list):
+                engine.add_request(rid, prompt, p, args)
                 added.append(rid)
         except Exception:
             engine.abort_request(added)

@@ -10,8 +10,16 @@ of every step; the runner, the engine core and the scheduler know no feature by 
     finish_requests      requests finished or aborted: drop their state
     prepare_rows         before the forward pass, with the step's sampling rows
     logits_mask          allowed tokens per sampling row (applied before any sampling)
+    prepare_step         before the forward pass, with the whole step and its input tensors
+    allows_graph         after prepare_step: may this step replay a captured graph?
     accept_tokens        the tokens each sampling row produced this step
     propose_drafts       draft tokens for each row's next step (speculative decoding)
+
+Two more seams start from an extension class: ``create`` receives the loaded model in
+``RunnerContext.model`` and may wrap its modules (LoRA wraps the projections) before the
+profiling run and graph capture; ``step_constraint`` gives the scheduler (in the engine core's
+process) a rule on which waiting requests may join a step (LoRA: at most ``max_loras``
+adapters in one step).
 
 Callbacks run on the runner's thread, inside the step; keep them cheap or move the work to a
 thread of your own (structured outputs compile grammars in the background and answer
@@ -32,7 +40,9 @@ from vllm_core.sampling_params import SamplingParams
 
 if TYPE_CHECKING:
     from vllm_core.config import EngineConfig
-    from vllm_core.core.sched_output import ScheduledRequest
+    from vllm_core.core.sched_output import ScheduledRequest, SchedulerOutput
+    from vllm_core.core.step_constraint import StepConstraint
+    from vllm_core.worker.input_batch import ModelInputs
 
 
 @dataclass(frozen=True)
@@ -44,6 +54,11 @@ class RunnerContext:
     """The model's Hugging Face tokenizer (None with ``skip_tokenizer_init``)."""
     vocab_size: int
     device: torch.device
+    model: Any = None
+    """The loaded model (an ``nn.Module``): ``create`` may wrap its submodules, before the
+    profiling run and graph capture. None for runners that hold no model."""
+    platform: Any = None
+    """The runner's ``Platform`` (its device type and ops), or None."""
 
 
 @dataclass
@@ -80,6 +95,12 @@ class RunnerExtension:
         """The extension for this engine, or None when the feature is off for it."""
         return cls()
 
+    @classmethod
+    def step_constraint(cls, config: EngineConfig) -> StepConstraint | None:
+        """The scheduler-side rule of this feature, or None (the default): made from the class
+        in the engine core's process, whichever process runs the model."""
+        return None
+
     def add_request(self, req_id: str, params: SamplingParams, extensions: ExtensionState) -> None:
         """A request reached the engine core (before it is scheduled)."""
 
@@ -93,6 +114,16 @@ class RunnerExtension:
     def prepare_rows(self, rows: Sequence[ScheduledRequest]) -> None:
         """Before the forward pass, with the step's sampling rows."""
 
+    def prepare_step(self, output: SchedulerOutput, inputs: ModelInputs) -> None:
+        """Before the forward pass, with every scheduled request (``output.scheduled``, in the
+        order of the token rows) and the step's tensors (``inputs``: padded rows past
+        ``inputs.num_actual_tokens`` belong to no request)."""
+
+    def allows_graph(self) -> bool:
+        """After ``prepare_step``: may this step replay a captured graph (CUDA graph, CPU plan)?
+        False runs it eagerly, for a feature whose work the captured graphs do not hold."""
+        return True
+
     def logits_mask(self, rows: Sequence[ScheduledRequest], device: torch.device) -> TokenBitmask | None:
         """Allowed tokens of some of ``rows`` (the logits rows of the step, in order), or None."""
         return None
@@ -103,6 +134,14 @@ class RunnerExtension:
     def propose_drafts(self, rows: Sequence[ScheduledRequest], sampled: SampledTokens) -> dict[str, list[int]] | None:
         """Draft tokens for the next step of some rows (req_id -> drafts), or None."""
         return None
+
+
+def step_constraints(config: EngineConfig) -> list[StepConstraint]:
+    """The scheduler-side rules of every registered extension that has one for this engine."""
+    from vllm_core.plugins import registry
+
+    made = [cls.step_constraint(config) for _, cls in registry.runner_extensions().items()]
+    return [c for c in made if c is not None]
 
 
 class RunnerExtensions:
@@ -146,6 +185,13 @@ class RunnerExtensions:
     def prepare_rows(self, rows: Sequence[ScheduledRequest]) -> None:
         for e in self.items:
             e.prepare_rows(rows)
+
+    def prepare_step(self, output: SchedulerOutput, inputs: ModelInputs) -> None:
+        for e in self.items:
+            e.prepare_step(output, inputs)
+
+    def allows_graph(self) -> bool:
+        return all(e.allows_graph() for e in self.items)
 
     def logits_mask(self, rows: Sequence[ScheduledRequest], device: torch.device) -> TokenBitmask | None:
         masks = [m for m in (e.logits_mask(rows, device) for e in self.items) if m is not None]

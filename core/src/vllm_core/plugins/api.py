@@ -24,10 +24,13 @@ from vllm_core.config import (
     EngineConfig,
     ModelConfig,
     ParallelConfig,
+    PluginConfig,
     SchedulerConfig,
     SpeculativeConfig,
 )
 from vllm_core.core.sched_output import ModelRunnerOutput, ScheduledRequest, SchedulerOutput
+from vllm_core.core.step_constraint import StepConstraint
+from vllm_core.entrypoints.openai.served_models import ServedModel, ServedModels
 from vllm_core.errors import (
     ConfigError,
     EngineError,
@@ -39,9 +42,11 @@ from vllm_core.errors import (
 )
 from vllm_core.extensions.runner import RunnerContext, RunnerExtension, SampledTokens
 from vllm_core.extensions.state import BlockKey, CacheSalt, ExtensionState, RequestExtension
+from vllm_core.lora_request import LoRARequest
 from vllm_core.platforms.interface import Platform
 from vllm_core.platforms.ops import NATIVE_OPS, Ops
 from vllm_core.platforms.reference import ReferencePlatform, cpu_memory_info
+from vllm_core.plugins.arguments import FrontendContext, RequestArgument
 from vllm_core.plugins.compat import PLUGIN_API_VERSION
 from vllm_core.plugins.hookspecs import hookimpl
 from vllm_core.sample.metadata import SamplingMetadata
@@ -76,9 +81,10 @@ __all__ = [
     # seams
     "RequestExtension", "ExtensionState", "CacheSalt", "BlockKey",
     "RunnerExtension", "RunnerContext", "SampledTokens", "Proposer",
+    "StepConstraint", "RequestArgument", "FrontendContext", "LoRARequest", "ServedModel", "ServedModels",
     # configuration
     "EngineConfig", "ModelConfig", "CacheConfig", "SchedulerConfig", "ParallelConfig", "DeviceConfig",
-    "SpeculativeConfig",
+    "SpeculativeConfig", "PluginConfig",
     # errors
     "EngineError", "ConfigError", "PluginError", "PlatformNotAvailableError", "ModelLoadError", "RequestError",
     "KVCacheTooSmallError",

@@ -89,5 +89,27 @@ def register_proposers(register: Callable[[type[Any]], None]) -> None:
 
 
 @hookspec
+def register_engine_args(register: Callable[[type[Any]], None]) -> None:
+    """Register engine-argument sections: ``PluginConfig`` subclasses (``vllm_core.plugins.api``)
+    by their ``name``: ``register(LoRAConfig)``. Their fields become ``LLM(...)`` keyword
+    arguments and CLI flags; the engine carries the section in ``EngineConfig.plugins``."""
+
+
+@hookspec
+def register_request_arguments(register: Callable[[type[Any]], None]) -> None:
+    """Register ``RequestArgument`` subclasses by their ``name``, a keyword of
+    ``LLM.generate`` / ``chat`` / ``beam_search`` and ``AsyncLLM.generate``:
+    ``register(LoRARequestArgument)`` handles ``lora_request=``. Each turns the value into the
+    request's ``RequestExtension`` state in the front end."""
+
+
+@hookspec
+def register_api_routes(app: Any, engine: Any, settings: Any) -> None:
+    """Add routes to the OpenAI server's FastAPI ``app`` serving ``engine`` (an ``AsyncLLM``),
+    and models to ``settings.extra_models`` (a ``ServedModels``: names clients may give as
+    ``model``, with the request arguments each stands for). Runs once per app, at build time."""
+
+
+@hookspec
 def register_commands(cli: Any) -> None:
     """Add subcommands to the ``vllm-core`` click group: ``@cli.command() def mycmd(): ...``."""

@@ -128,6 +128,18 @@ def runner_extensions() -> Registry[Any]:
     return _collect("register_runner_extensions", "runner extension", ConfigError, "", True)
 
 
+def engine_args() -> Registry[Any]:
+    from vllm_core.errors import ConfigError
+
+    return _collect("register_engine_args", "engine-argument section", ConfigError, "", True)
+
+
+def request_arguments() -> Registry[Any]:
+    from vllm_core.errors import RequestError
+
+    return _collect("register_request_arguments", "request argument", RequestError, "", True)
+
+
 def proposers() -> Registry[Any]:
     from vllm_core.errors import ConfigError
 

@@ -144,7 +144,7 @@ class ModelRunner:
         self.request_generators: dict[str, torch.Generator] = {}
         self.extensions = (
             RunnerExtensions([]) if config is None else RunnerExtensions.create(
-                RunnerContext(config, loaded.tokenizer, loaded.hf_config.vocab_size, self.device)
+                RunnerContext(config, loaded.tokenizer, loaded.hf_config.vocab_size, self.device, loaded.model, platform)
             )
         )
         self.kv_spec: KVCacheSpec | None = None
@@ -246,9 +246,11 @@ class ModelRunner:
             return PendingRunnerOutput(0, [], None)
         inputs = prepare_inputs(output, self.block_size, self.device, self.step_shapes)
         self._fill_placeholders(output, inputs)
+        self.extensions.prepare_step(output, inputs)
         rows = [output.scheduled[i] for i in inputs.sample_rows]
         self.extensions.prepare_rows(rows)
-        hidden = self.graph_runner.try_run(inputs) if self.graph_runner is not None else None
+        replay = self.graph_runner is not None and self.extensions.allows_graph()
+        hidden = self.graph_runner.try_run(inputs) if replay and self.graph_runner is not None else None
         if hidden is None:
             hidden = self.model(inputs.input_ids, inputs.positions, inputs.metadata)
         prompt_lps = prompt_logprobs(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import types
+import typing
 from collections.abc import Callable
 from typing import Any
 
@@ -31,9 +33,45 @@ def engine_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--speculative-config", default=None, callback=_json_option,
                      help='Speculative decoding as JSON, e.g. \'{"method": "ngram", "num_speculative_tokens": 4}\'.'),
     ]
+    opts += plugin_engine_options()
     for opt in reversed(opts):
         f = opt(f)
     return f
+
+
+def plugin_engine_options() -> list[Callable[..., Any]]:
+    """A flag per field of every plugin's engine-argument section (``register_engine_args``):
+    ``max_loras`` -> ``--max-loras``; booleans are ``--x/--no-x`` switches, lists repeat."""
+    from vllm_core.plugins import registry
+
+    opts = []
+    for _, section in registry.engine_args().items():
+        for field_name, info in section.model_fields.items():
+            flag = "--" + field_name.replace("_", "-")
+            help_text = (info.description or "").split("\n")[0] or None
+            annotation = info.annotation
+            inner = [a for a in typing.get_args(annotation) if a is not type(None)]
+            if typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(inner) == 1:
+                annotation = inner[0]  # X | None: the flag of X
+            if annotation is bool:
+                opts.append(click.option(f"{flag}/--no-{flag[2:]}", field_name, default=None, help=help_text))
+            elif annotation is int:
+                opts.append(click.option(flag, field_name, type=int, default=None, help=help_text))
+            elif annotation is float:
+                opts.append(click.option(flag, field_name, type=float, default=None, help=help_text))
+            elif typing.get_origin(annotation) in (list, tuple):
+                opts.append(click.option(flag, field_name, multiple=True, default=None, help=help_text,
+                                         callback=lambda c, p, v: list(v) or None))
+            else:
+                opts.append(click.option(flag, field_name, default=None, help=help_text))
+    return opts
+
+
+def engine_keys() -> tuple[str, ...]:
+    """The keyword arguments the engine flags fill: the core's and the plugins' sections'."""
+    from vllm_core.plugins import registry
+
+    return ENGINE_KEYS + tuple(n for _, s in registry.engine_args().items() for n in s.model_fields)
 
 
 ENGINE_KEYS = (
@@ -64,7 +102,7 @@ def make_llm(model: str | None, kwargs: dict[str, Any]) -> Any:
     from vllm_core.entrypoints.llm import LLM
     from vllm_core.errors import EngineError
 
-    engine_kwargs = {k: kwargs.pop(k) for k in ENGINE_KEYS if k in kwargs}
+    engine_kwargs = {k: kwargs.pop(k) for k in engine_keys() if k in kwargs}
     try:
         return LLM(model, **engine_kwargs)
     except EngineError as exc:

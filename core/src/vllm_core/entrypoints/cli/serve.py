@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from vllm_core.entrypoints.cli.options import ENGINE_KEYS, engine_options
+from vllm_core.entrypoints.cli.options import engine_keys, engine_options
 
 logger = logging.getLogger("vllm_core.serve")
 
@@ -109,7 +109,7 @@ def serve(model_arg: str | None, model: str | None, host: str, port: int, api_ke
     model = model_arg or model
     if enable_auto_tool_choice and not tool_call_parser:
         raise click.UsageError("--enable-auto-tool-choice needs --tool-call-parser")
-    engine_kwargs = {k: kwargs.pop(k) for k in ENGINE_KEYS if k in kwargs}
+    engine_kwargs = {k: kwargs.pop(k) for k in engine_keys() if k in kwargs}
     if kwargs.pop("enforce_eager", False):
         engine_kwargs["enforce_eager"] = True
     try:

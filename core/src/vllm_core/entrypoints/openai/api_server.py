@@ -98,6 +98,11 @@ def build_app(
              "root": engine.info.model_path, "parent": None, "max_model_len": engine.max_model_len}
             for name in settings.served_model_names
         ]
+        data += [
+            {"id": m.name, "object": "model", "created": created, "owned_by": "vllm-core", "root": m.root,
+             "parent": m.parent, "max_model_len": engine.max_model_len}
+            for m in settings.extra_models
+        ]
         return {"object": "list", "data": data}
 
     @app.post("/v1/completions")
@@ -142,6 +147,9 @@ def build_app(
     from vllm_core.entrypoints.openai.serving_messages import add_messages_route
 
     add_messages_route(app, engine, settings)
+    from vllm_core.plugins.manager import get_plugin_manager
+
+    get_plugin_manager().hook.register_api_routes(app=app, engine=engine, settings=settings)
     return app
 
 

@@ -278,7 +278,7 @@ class ServingChat(ServingBase):
         if req.use_beam_search:
             return mode, self._beam_search(req, prompt, rid, max_tokens, constraint)
         params = req.sampling_params(max_tokens, None, **extra)
-        return mode, self.engine.submit(prompt, params, rid)
+        return mode, self.engine.submit(prompt, params, rid, **self.request_args_for(req.model))
 
     def _beam_search(self, req: ChatCompletionRequest, prompt: dict[str, Any], rid: str, max_tokens: int | None,
                      constraint: StructuredOutputsParams | None) -> AsyncIterator[RequestOutput]:
@@ -293,7 +293,7 @@ class ServingChat(ServingBase):
             max_tokens = self.engine.max_model_len - len(prompt["prompt_token_ids"])
         params = req.beam_search_params(max_tokens, req.n)
         return beam_search_async(self.engine, prompt, params, rid, req.n, req.skip_special_tokens,
-                                 req.include_stop_str_in_output)
+                                 req.include_stop_str_in_output, self.request_args_for(req.model))
 
     async def create(self, req: ChatCompletionRequest) -> ChatCompletionResponse | AsyncIterator[str]:
         rid = req.request_id or random_id("chatcmpl")

@@ -68,8 +68,9 @@ class ServingCompletion(ServingBase):
         self.check_capacity(len(prompts) * (width if req.use_beam_search else 1))
         for p in prompts:
             self.check_length(len(p["prompt_token_ids"]), req.max_tokens)
+        args = self.request_args_for(req.model)
         if req.use_beam_search:
-            return prompts, self._beam_search(req, prompts, base_id, width)
+            return prompts, self._beam_search(req, prompts, base_id, width, args)
         extra: dict[str, Any] = {"logprobs": req.logprobs} if req.logprobs is not None else {}
         if req.best_of is not None:
             extra["best_of"] = req.best_of
@@ -79,7 +80,7 @@ class ServingCompletion(ServingBase):
         try:
             for i, p in enumerate(prompts):
                 rid = f"{base_id}-{i}"
-                gens.append(self.engine.submit(p, params, rid))
+                gens.append(self.engine.submit(p, params, rid, **args))
                 rids.append(rid)
         except BaseException:
             for rid in rids:
@@ -88,7 +89,7 @@ class ServingCompletion(ServingBase):
         return prompts, gens
 
     def _beam_search(self, req: CompletionRequest, prompts: list[dict[str, Any]], base_id: str,
-                     width: int) -> list[AsyncIterator[RequestOutput]]:
+                     width: int, args: dict[str, Any]) -> list[AsyncIterator[RequestOutput]]:
         """One beam search per prompt, ``width`` beams, the ``n`` best returned."""
         if req.logprobs is not None and req.logprobs > 2 * width:
             raise APIError(f"with use_beam_search, logprobs can be at most 2 * beam width = {2 * width} "
@@ -100,7 +101,7 @@ class ServingCompletion(ServingBase):
                 max_tokens = self.engine.max_model_len - len(p["prompt_token_ids"])
             params = req.beam_search_params(max_tokens, width)
             gens.append(beam_search_async(self.engine, p, params, f"{base_id}-{i}", req.n, req.skip_special_tokens,
-                                          req.include_stop_str_in_output))
+                                          req.include_stop_str_in_output, args))
         return gens
 
     def _logprobs(self, req: CompletionRequest, token_ids: list[int], logprobs: Any, offset: int) -> Any:

@@ -6,13 +6,14 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel
 
 from vllm_core.engine.async_llm import AsyncLLM
 from vllm_core.entrypoints.openai.errors import APIError, sse_error
+from vllm_core.entrypoints.openai.served_models import ServedModels
 from vllm_core.outputs import RequestOutput
 
 MAX_N = 128
@@ -31,6 +32,8 @@ class ServerSettings:
     max_n: int = MAX_N
     max_pending_requests: int | None = None
     """Most engine requests in flight before new ones get a 429 (default: 8 x max_num_seqs)."""
+    extra_models: ServedModels = field(default_factory=ServedModels, compare=False)
+    """Models plugins serve besides the base (LoRA adapters), filled while the server runs."""
 
 
 class ServingBase:
@@ -48,12 +51,15 @@ class ServingBase:
         """The name to echo back; an unknown name is a 404 as in vLLM."""
         if not model:
             return self.model_name
-        if model not in self.settings.served_model_names:
-            raise APIError(
-                f"The model `{model}` does not exist; served: {', '.join(self.settings.served_model_names)}",
-                404, "model",
-            )
+        if model not in self.settings.served_model_names and model not in self.settings.extra_models:
+            served = [*self.settings.served_model_names, *(m.name for m in self.settings.extra_models)]
+            raise APIError(f"The model `{model}` does not exist; served: {', '.join(served)}", 404, "model")
         return model
+
+    def request_args_for(self, model: str | None) -> dict[str, Any]:
+        """The plugin request arguments of the requested model (an adapter's ``lora_request``)."""
+        extra = self.settings.extra_models.get(model) if model else None
+        return dict(extra.request_args) if extra is not None else {}
 
     def check_n(self, n: int, num_prompts: int = 1, best_of: int | None = None) -> None:
         """``n`` choices per prompt, drawn from ``best_of`` sequences when given (vLLM's rule)."""

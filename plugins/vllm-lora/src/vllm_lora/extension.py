@@ -1,0 +1,177 @@
+"""``LoRAExtension``: the runner side of LoRA, and the scheduler's ``max_loras`` constraint.
+
+``create`` wraps the loaded model's projections (``layers.wrap_model``); ``add_request`` starts
+loading the request's adapter into host memory on a loader thread (pinned while the request
+lives; ``is_ready`` holds the request in the queue until it is there); ``prepare_step`` puts
+the step's adapters in device slots (copying the new ones in place) and writes every token
+row's slot into the persistent ``token_slots`` buffer that the wrapped projections read.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from vllm_core.plugins.api import (
+    ConfigError,
+    EngineConfig,
+    ExtensionState,
+    ModelInputs,
+    RunnerContext,
+    RunnerExtension,
+    SamplingParams,
+    SchedulerOutput,
+    StepConstraint,
+)
+from vllm_lora.config import LoRAConfig
+from vllm_lora.layers import LoRABatch, LoRALinear, padded_rank, target_of, wrap_model
+from vllm_lora.manager import DeviceSlots, HostAdapters
+from vllm_lora.ops import select_lora_ops
+from vllm_lora.request import AdapterRef
+
+logger = logging.getLogger(__name__)
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def _host(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``t`` as the source of a copy to ``device`` that does not make the host wait for the step
+    in flight (pinned memory on accelerators; CUDA synchronises copies from pageable memory)."""
+    return t if device.type == "cpu" else t.pin_memory()
+
+
+class MaxAdaptersConstraint(StepConstraint):
+    """No step holds more than ``max_loras`` distinct adapters: a request of a further adapter
+    waits (keeping its place) until a running adapter's requests finish."""
+
+    def __init__(self, max_loras: int) -> None:
+        self.max_loras = max_loras
+        self._active: set[str] = set()
+
+    def begin_step(self, running: Sequence[ExtensionState]) -> None:
+        self._active = {ref.digest for ref in (ext.get(AdapterRef) for ext in running) if ref is not None}
+
+    def admit(self, extensions: ExtensionState) -> bool:
+        ref = extensions.get(AdapterRef)
+        if ref is None or ref.digest in self._active:
+            return True
+        if len(self._active) >= self.max_loras:
+            return False
+        self._active.add(ref.digest)
+        return True
+
+
+class LoRAExtension(RunnerExtension):
+    name: ClassVar[str] = "lora"
+
+    @classmethod
+    def create(cls, context: RunnerContext) -> LoRAExtension | None:
+        cfg = context.config.plugin_config(LoRAConfig)
+        if cfg is None or not cfg.enable_lora:
+            return None
+        if context.model is None:
+            raise ConfigError("enable_lora=True needs a runner that holds the model")
+        return cls(cfg, context)
+
+    @classmethod
+    def step_constraint(cls, config: EngineConfig) -> StepConstraint | None:
+        cfg = config.plugin_config(LoRAConfig)
+        return MaxAdaptersConstraint(cfg.max_loras) if cfg is not None and cfg.enable_lora else None
+
+    def __init__(self, cfg: LoRAConfig, context: RunnerContext) -> None:
+        self.cfg = cfg
+        model = context.model
+        weight = next(p for p in model.parameters())
+        dtype = weight.dtype if cfg.lora_dtype == "auto" else _DTYPES[cfg.lora_dtype]
+        device = weight.device
+        sched = context.config.scheduler
+        num_rows = max(sched.max_num_batched_tokens or 8192, sched.max_num_seqs)
+        self.ops = select_lora_ops(context.platform)
+        self.batch = LoRABatch(
+            self.ops,
+            torch.full((num_rows,), -1, dtype=torch.int64, device=device),
+            torch.zeros(cfg.max_loras, dtype=torch.float32, device=device),
+            dtype,
+        )
+        # the CPU platform's recorded plans hold only its own kernels: record them for the base model
+        self.batch.capture_lora = device.type != "cpu"
+        self.batch.active = self.batch.capture_lora
+        self.batch.refresh()
+        self.modules: dict[tuple[int, str], LoRALinear] = wrap_model(
+            model, self.batch, cfg.max_loras, padded_rank(cfg.max_lora_rank), dtype
+        )
+        self.device = device
+        self.host = HostAdapters(cfg.cpu_capacity)
+        self.slots = DeviceSlots(cfg.max_loras)
+        self._first_step = True
+        self.request_adapter: dict[str, str] = {}
+        """req_id -> adapter digest of live requests"""
+        logger.info("LoRA: %d slots of rank %d, %d host adapters, %s ops", cfg.max_loras,
+                    padded_rank(cfg.max_lora_rank), cfg.cpu_capacity, self.ops.name)
+
+    # ---------------------------------------------------------------------- requests
+    def add_request(self, req_id: str, params: SamplingParams, extensions: ExtensionState) -> None:
+        ref = extensions.get(AdapterRef)
+        if ref is None:
+            return
+        self.host.acquire(ref.spec)
+        self.request_adapter[req_id] = ref.digest
+
+    def is_ready(self, req_id: str) -> bool:
+        digest = self.request_adapter.get(req_id)
+        return digest is None or self.host.ready(digest)
+
+    def finish_requests(self, req_ids: set[str]) -> None:
+        for rid in req_ids:
+            digest = self.request_adapter.pop(rid, None)
+            if digest is not None:
+                self.host.release(digest)
+
+    # -------------------------------------------------------------------------- steps
+    def prepare_step(self, output: SchedulerOutput, inputs: ModelInputs) -> None:
+        digests = [self._digest_of(sr.req_id, sr.extensions) for sr in output.scheduled]
+        slot_of, to_load = self.slots.assign(d for d in digests if d is not None)
+        for slot, digest in to_load:
+            self._load_slot(slot, digest)
+        per_req = np.fromiter((-1 if d is None else slot_of[d] for d in digests), dtype=np.int64, count=len(digests))
+        counts = np.fromiter((sr.num_tokens for sr in output.scheduled), dtype=np.int64, count=len(digests))
+        rows = np.full(inputs.input_ids.shape[0], -1, dtype=np.int64)
+        rows[: int(counts.sum())] = np.repeat(per_req, counts)
+        buf = self.batch.slots_for(rows.shape[0])
+        buf.copy_(_host(torch.from_numpy(rows), self.device), non_blocking=True)
+        self.batch.token_slots[rows.shape[0]:].fill_(-1)
+        self.batch.refresh()
+        # the first step (the profiling run, on accelerators) runs the op, so its memory is counted
+        self.batch.active = bool(slot_of) or self._first_step
+        self._first_step = False
+
+    def allows_graph(self) -> bool:
+        # graphs recorded without the LoRA op serve only steps without adapter rows
+        return self.batch.capture_lora or not self.batch.active
+
+    def _digest_of(self, req_id: str, extensions: ExtensionState) -> str | None:
+        digest = self.request_adapter.get(req_id)
+        if digest is None:
+            ref = extensions.get(AdapterRef)
+            if ref is not None:  # added before this extension saw it (should not happen): load now
+                self.add_request(req_id, SamplingParams(), extensions)
+                digest = ref.digest
+        return digest
+
+    def _load_slot(self, slot: int, digest: str) -> None:
+        spec, weights = self.host.get(digest)
+        for module in self.modules.values():
+            module.clear_slot(slot)
+        for (layer, peft_module), (a, b) in weights.items():
+            key, slice_index = target_of(layer, peft_module)
+            self.modules[key].set_slot(slot, slice_index, _host(a, self.device), _host(b, self.device))
+        self.batch.scaling[slot] = spec.scaling
+        logger.debug("LoRA adapter %s in device slot %d", spec.path, slot)
+
+    def describe(self) -> dict[str, Any]:
+        """Host and device state (tests, logs)."""
+        return {"host": self.host.digests, "slots": list(self.slots.slots)}

@@ -1,0 +1,190 @@
+"""LoRA around the loaded model's projections, without touching the model's code.
+
+``wrap_model`` replaces, after loading, each decoder layer's ``qkv_proj``, ``o_proj``,
+``gate_up_proj`` and ``down_proj`` with a ``LoRALinear`` that runs the base projection and then
+adds every token's adapter delta (``LoRAOps.add_lora``); the gated MLP, which the model runs as
+one fused op on the raw weights, is replaced by ``LoRAMLP`` (the same gate/up, SiLU-and-mul,
+down, through the wrapped projections). The adapters live in per-module device buffers with
+``max_loras`` slots, written in place when an adapter is put in a slot, so captured graphs read
+the current adapters; the step's token -> slot map is one persistent buffer (``LoRABatch``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from vllm_core.plugins.api import ConfigError
+from vllm_lora.adapter import MODULE_SLICES
+from vllm_lora.ops import LoRAOps
+
+
+def padded_rank(max_lora_rank: int) -> int:
+    """The rank the slots are sized for: a power of two >= 16 (the kernels' dot tiles)."""
+    r = 16
+    while r < max_lora_rank:
+        r *= 2
+    return r
+
+
+@dataclass
+class LoRABatch:
+    """What every wrapped module of one engine shares: the step's token -> slot map and what the
+    ops derive from it once per step."""
+
+    ops: LoRAOps
+    token_slots: torch.Tensor
+    """[N] int64 on the device: each token row's adapter slot, -1 for none (padding included)."""
+    scaling: torch.Tensor
+    """[max_loras] float32 on the device: each slot's ``lora_alpha / r``."""
+    dtype: torch.dtype
+    tables: tuple[torch.Tensor, ...] | None = None
+    """The ops' per-step tables over all N rows (``LoRAOps.token_tables``), updated in place."""
+    active: bool = True
+    """False while a step has no adapter row: the wrapped modules run the base model alone.
+    After every forward it returns to ``capture_lora`` (a forward hook), which is what a graph
+    capture then records."""
+    capture_lora: bool = True
+    """Do captured graphs hold the LoRA op? True where they can (CUDA graphs: every step may
+    replay); False for the CPU platform's recorded plans, which hold only its kernels: they are
+    recorded for the base model and only steps without adapter rows replay them."""
+
+    def slots_for(self, num_tokens: int) -> torch.Tensor:
+        if num_tokens > self.token_slots.shape[0]:
+            grown = torch.full((num_tokens,), -1, dtype=torch.int64, device=self.token_slots.device)
+            self.token_slots = grown
+            self.refresh()
+        return self.token_slots[:num_tokens]
+
+    def refresh(self) -> None:
+        """Recompute the ops' tables from ``token_slots`` and ``scaling`` (in place when sized)."""
+        new = self.ops.token_tables(self.token_slots, self.scaling, self.dtype)
+        if new is None or self.tables is None or any(a.shape != b.shape for a, b in zip(new, self.tables)):
+            self.tables = new
+            return
+        for dst, src in zip(self.tables, new):
+            dst.copy_(src)
+
+    def tables_for(self, num_tokens: int) -> tuple[torch.Tensor, ...] | None:
+        return None if self.tables is None else self.ops.step_tables(self.tables, num_tokens)
+
+
+class LoRALinear(nn.Module):
+    """A projection with ``len(slice_sizes)`` output slices, each with its own A and B per slot."""
+
+    def __init__(self, base: Any, slice_sizes: list[int], batch: LoRABatch, max_loras: int, rank: int,
+                 dtype: torch.dtype) -> None:
+        super().__init__()
+        weight: torch.Tensor = base.weight
+        out_features, in_features = weight.shape
+        if sum(slice_sizes) != out_features:
+            raise ConfigError(f"LoRA: slices {slice_sizes} do not cover the projection's {out_features} outputs")
+        self.base = base
+        self.batch = batch
+        self.offsets = [sum(slice_sizes[:i]) for i in range(len(slice_sizes))]
+        self.slice_sizes = slice_sizes
+        self.lora_a = torch.zeros(len(slice_sizes), max_loras, rank, in_features, dtype=dtype, device=weight.device)
+        """[S, L, R, in]"""
+        self.lora_b = [torch.zeros(max_loras, rank, n, dtype=dtype, device=weight.device) for n in slice_sizes]
+        """per slice [L, R, out_s]: B transposed"""
+
+    @property
+    def weight(self) -> torch.Tensor:
+        weight: torch.Tensor = self.base.weight
+        return weight
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        bias: torch.Tensor | None = self.base.bias
+        return bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.base.forward(x)
+        batch = self.batch
+        if not batch.active:
+            return out
+        t = x.shape[0]
+        slots = batch.slots_for(t)
+        batch.ops.add_lora(out, x, self.lora_a, self.lora_b, self.offsets, slots, batch.scaling, batch.tables_for(t))
+        return out
+
+    def set_slot(self, slot: int, slice_index: int, a: torch.Tensor, b: torch.Tensor) -> None:
+        """Put one slice's A [r, in] and B [out_s, r] in ``slot`` (ranks below the slot's are
+        zero-padded)."""
+        r = a.shape[0]
+        self.lora_a[slice_index, slot].zero_()
+        self.lora_a[slice_index, slot, :r].copy_(a, non_blocking=True)
+        self.lora_b[slice_index][slot].zero_()
+        self.lora_b[slice_index][slot, :r].copy_(b.t(), non_blocking=True)
+
+    def clear_slot(self, slot: int) -> None:
+        self.lora_a[:, slot].zero_()
+        for b in self.lora_b:
+            b[slot].zero_()
+
+
+class LoRAMLP(nn.Module):
+    """The gated MLP through its (wrapped) projections: down(silu(gate) * up)."""
+
+    def __init__(self, mlp: Any, gate_up: LoRALinear, down: LoRALinear) -> None:
+        super().__init__()
+        self.gate_up_proj = gate_up
+        self.down_proj = down
+        self.ops: Any = mlp.ops
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate_up, down = self.gate_up_proj, self.down_proj
+        if not gate_up.batch.active:  # no adapter row: the platform's fused MLP
+            fused: torch.Tensor = self.ops.silu_mlp(x, gate_up.weight, down.weight, gate_up.bias, down.bias)
+            return fused
+        out: torch.Tensor = down.forward(self.ops.silu_and_mul(gate_up.forward(x)))
+        return out
+
+
+ModuleKey = tuple[int, str]
+"""(layer index, our module name: qkv_proj, o_proj, gate_up_proj, down_proj)"""
+
+
+def wrap_model(model: nn.Module, batch: LoRABatch, max_loras: int, rank: int, dtype: torch.dtype) -> dict[ModuleKey, LoRALinear]:
+    """Wrap every decoder layer's projections; returns them by (layer, module)."""
+    layers: Any = getattr(getattr(model, "model", None), "layers", None)
+    if layers is None:
+        raise ConfigError(
+            f"LoRA: {type(model).__name__} has no decoder layers at model.layers; LoRA serves the Llama-family "
+            "models (Llama, Mistral, Qwen2, Qwen3, SmolLM2)"
+        )
+    wrapped: dict[ModuleKey, LoRALinear] = {}
+    for i, layer in enumerate(layers):
+        attn: Any = getattr(layer, "self_attn", None)
+        mlp: Any = getattr(layer, "mlp", None)
+        needed = [(attn, "qkv_proj"), (attn, "o_proj"), (mlp, "gate_up_proj"), (mlp, "down_proj")]
+        missing = [name for owner, name in needed if owner is None or not hasattr(owner, name)]
+        if missing:
+            raise ConfigError(f"LoRA: layer {i} of {type(model).__name__} has no {', '.join(missing)}")
+        q, kv = attn.q_size, attn.kv_size
+        inter = mlp.down_proj.weight.shape[1]
+        hidden = mlp.down_proj.weight.shape[0]
+
+        def make(base: Any, sizes: list[int]) -> LoRALinear:
+            return LoRALinear(base, sizes, batch, max_loras, rank, dtype)
+
+        attn.qkv_proj = wrapped[(i, "qkv_proj")] = make(attn.qkv_proj, [q, kv, kv])
+        attn.o_proj = wrapped[(i, "o_proj")] = make(attn.o_proj, [hidden])
+        gate_up = wrapped[(i, "gate_up_proj")] = make(mlp.gate_up_proj, [inter, inter])
+        down = wrapped[(i, "down_proj")] = make(mlp.down_proj, [hidden])
+        layer.mlp = LoRAMLP(mlp, gate_up, down)
+
+    def reactivate(module: nn.Module, args: Any, output: Any) -> None:
+        batch.active = batch.capture_lora
+
+    model.register_forward_hook(reactivate)
+    return wrapped
+
+
+def target_of(layer: int, peft_module: str) -> tuple[ModuleKey, int]:
+    """Where a PEFT module's A/B go: ((layer, our module), slice index)."""
+    module, slice_index = MODULE_SLICES[peft_module]
+    return (layer, module), slice_index
