@@ -12,7 +12,7 @@ import os
 
 import nox
 
-nox.options.sessions = ["lint", "typecheck", "core", "cpu", "cuda", "acme"]
+nox.options.sessions = ["lint", "typecheck", "core", "cpu", "cuda", "acme", "tpu"]
 nox.options.reuse_existing_virtualenvs = True
 
 CONSTRAINTS = ("-c", ".ci/constraints.txt")
@@ -41,7 +41,8 @@ def typecheck(session: nox.Session) -> None:
     install_base(session)
     session.install(*CONSTRAINTS, "mypy", "./core[server]")
     # the plugins need only vllm-core and torch to be checked: no triton (mypy takes it as Any)
-    session.install("--no-deps", "./plugins/vllm-cpu", "./plugins/vllm-cuda", "./examples/acme-platform")
+    session.install("--no-deps", "./plugins/vllm-cpu", "./plugins/vllm-cuda", "./plugins/vllm-tpu",
+                    "./examples/acme-platform")
     session.run("mypy")
 
 
@@ -83,3 +84,20 @@ def acme(session: nox.Session) -> None:
     session.install(*CONSTRAINTS, "./core", "./examples/acme-platform")
     session.run("pytest", "tests/plugins/acme", "--vllm-platform", "acme", *session.posargs,
                 env={**ENV, "VLLM_CORE_TEST_REQUIRE": "acme"})
+
+
+TPU_CONSTRAINTS = ("-c", ".ci/constraints-tpu.txt")
+"""torch-xla is ABI-locked to its torch minor: this session's virtualenv has torch 2.9 (a CUDA
+build from the registry, with its nvidia-* libraries: torch 2.9 does not import without them)."""
+
+
+@nox.session
+def tpu(session: nox.Session) -> None:
+    """Core + vllm-tpu on torch 2.9 with torch-xla 2.9, run on XLA's CPU backend
+    (``PJRT_DEVICE=CPU VLLM_TPU_ALLOW_CPU=1``, set by ``tests/plugins/tpu/conftest.py``): the
+    conformance kit, greedy equality with transformers, the recompilation guard."""
+    session.install(*TPU_CONSTRAINTS, "torch", "torch-xla")
+    session.install(*TPU_CONSTRAINTS, *ORACLE_DEPS)
+    session.install(*TPU_CONSTRAINTS, "./core", "./plugins/vllm-tpu")
+    session.run("pytest", "tests/plugins/tpu", "--vllm-platform", "tpu", *session.posargs,
+                env={**ENV, "VLLM_CORE_TEST_REQUIRE": "tpu"})

