@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -83,3 +85,21 @@ def test_plugin_declares_its_range_and_loads_light() -> None:
     code = "import sys, vllm_tpu.plugin as p; print(p.VLLM_CORE_PLUGIN_API, 'torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.split() == [">=1.1,<2", "False"], out.stderr
+
+
+def test_persistent_cache_is_written(tmp_path: Path, tiny_models: dict[str, tuple[str, Any]]) -> None:
+    """``VLLM_XLA_CACHE_PATH``: an engine start in a fresh process (the cache must be set up before
+    the process's first computation) writes its executables there. XLA:CPU cannot load them back
+    (its PJRT client does not deserialize executables), so a second start is not faster here."""
+    path, _ = tiny_models["llama"]
+    cache = tmp_path / "xla-cache"
+    code = (
+        "from vllm_core import LLM\n"
+        f"LLM({path!r}, device='tpu', dtype='float32', skip_tokenizer_init=True, max_model_len=32, "
+        "block_size=16, max_num_batched_tokens=16, max_num_seqs=8, num_gpu_blocks_override=4, use_tqdm_on_load=False)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "VLLM_XLA_CACHE_PATH": str(cache)})
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "XLA persistent compilation cache" in out.stderr
+    assert len(list(cache.iterdir())) >= 2  # the sampling step and the step that samples nothing
