@@ -101,5 +101,4 @@ def test_persistent_cache_is_written(tmp_path: Path, tiny_models: dict[str, tupl
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                          env={**os.environ, "VLLM_XLA_CACHE_PATH": str(cache)})
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "XLA persistent compilation cache" in out.stderr
     assert len(list(cache.iterdir())) >= 2  # the sampling step and the step that samples nothing
