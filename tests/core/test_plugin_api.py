@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import logging
+import re
 import sys
 import textwrap
 from collections.abc import Iterator
@@ -17,6 +18,9 @@ import vllm_core
 from vllm_core.errors import PluginError
 from vllm_core.plugins import api, loaded_plugins, register_plugin, reset_plugin_manager
 from vllm_core.plugins.compat import PLUGIN_API_VERSION
+
+SUGGESTED_RANGE = f">={PLUGIN_API_VERSION},<{int(PLUGIN_API_VERSION.split('.')[0]) + 1}"
+"""The range the core suggests to a plugin that declares none (or a malformed one)."""
 
 ROOT = Path(__file__).resolve().parents[2]
 PLUGIN_SOURCES = sorted((ROOT / "plugins").glob("*/src/**/*.py")) + sorted((ROOT / "examples").glob("*/src/**/*.py"))
@@ -132,7 +136,7 @@ def test_plugin_without_a_range_loads_with_a_warning(
         info = next(p for p in loaded_plugins() if p.name == "undeclared_plugin")
     assert (info.api_range, info.api_compatible) == (None, True)
     warning = next(r.getMessage() for r in caplog.records if "undeclared_plugin" in r.getMessage())
-    assert dist in warning and "VLLM_CORE_PLUGIN_API" in warning and f">={PLUGIN_API_VERSION},<2" in warning
+    assert dist in warning and "VLLM_CORE_PLUGIN_API" in warning and SUGGESTED_RANGE in warning
 
 
 @pytest.mark.parametrize("declared", ['"banana"', "2"])
@@ -141,7 +145,7 @@ def test_malformed_range_is_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyP
     with pytest.raises(PluginError) as info:
         loaded_plugins()
     msg = str(info.value)
-    assert "'odd_plugin'" in msg and dist in msg and declared.strip('"') in msg and f">={PLUGIN_API_VERSION},<2" in msg
+    assert "'odd_plugin'" in msg and dist in msg and declared.strip('"') in msg and SUGGESTED_RANGE in msg
 
 
 # -------------------------------------------------------------------------- in-process plugins
@@ -149,7 +153,7 @@ def test_in_process_plugin_for_a_future_api_is_refused() -> None:
     class FuturePlugin:
         VLLM_CORE_PLUGIN_API = ">=2"
 
-    with pytest.raises(PluginError, match=r"'future'.*'in-process'.*>=2.*plugin API " + PLUGIN_API_VERSION.replace(".", r"\.")):
+    with pytest.raises(PluginError, match=rf"'future'.*'in-process'.*>=2.*plugin API {re.escape(PLUGIN_API_VERSION)}"):
         register_plugin(FuturePlugin(), name="future")
     assert "future" not in [p.name for p in loaded_plugins()]
 

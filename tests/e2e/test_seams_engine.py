@@ -13,7 +13,14 @@ from tests.conftest import hf_greedy, random_prompts
 from vllm_core import LLM, SamplingParams
 from vllm_core.errors import ConfigError, RequestError
 from vllm_core.plugins import register_plugin, unregister_plugin
-from vllm_core.plugins.api import ReferencePlatform, StepShapes, hookimpl
+from vllm_core.plugins.api import (
+    ReferencePlatform,
+    ReferenceSampler,
+    ScheduledRequest,
+    SchedulerOutput,
+    StepShapes,
+    hookimpl,
+)
 
 GREEDY = SamplingParams(temperature=0.0, max_tokens=12, ignore_eos=True, detokenize=False)
 
@@ -96,6 +103,65 @@ def test_fixed_step_shapes_give_the_reference_tokens(tiny_models, static_platfor
         t in shapes.token_buckets and r in shapes.request_buckets and w in shapes.block_table_buckets
         for t, r, w in seen
     ), seen
+
+
+class PaddedRowsSampler(ReferenceSampler):
+    """The reference sampler, asking for the request bucket's rows (``pads_rows``)."""
+
+    name: ClassVar[str] = "padded-rows-test"
+    pads_rows: ClassVar[bool] = True
+    rows_seen: ClassVar[set[int]] = set()
+
+    def __call__(self, logits, metadata, generator):  # type: ignore[no-untyped-def]
+        assert metadata.temperature.shape[0] == logits.shape[0]
+        self.rows_seen.add(int(logits.shape[0]))
+        return super().__call__(logits, metadata, generator)
+
+
+class WarmedStaticReference(StaticReference):
+    """Fixed step shapes, a ``pads_rows`` sampler, and a ``warm_up`` that runs one dummy step."""
+
+    name: ClassVar[str] = "warmed-static-reference"
+    warm_ups: ClassVar[list[tuple[StepShapes, int, int, int]]] = []
+
+    def sampler_name(self) -> str:
+        return PaddedRowsSampler.name
+
+    def warm_up(self, execute, shapes, max_model_len, block_size, num_blocks):  # type: ignore[no-untyped-def]
+        self.warm_ups.append((shapes, max_model_len, block_size, num_blocks))
+        rows = [ScheduledRequest(f"warm-{i}", [0, 0], 0, [i], GREEDY, True, 0, None) for i in range(3)]
+        assert [len(t) for t in execute(SchedulerOutput(rows, 6)).sampled_token_ids] == [1, 1, 1]
+
+
+def test_padded_sampling_rows_and_warm_up(tiny_models) -> None:  # type: ignore[no-untyped-def]
+    """``Sampler.pads_rows``: the sampler sees request-bucket rows only, the padded rows' tokens
+    are dropped; ``Platform.warm_up`` runs once, after the KV cache exists, with the step shapes."""
+    plugin = types.SimpleNamespace(VLLM_CORE_PLUGIN_API=">=1.1,<2")
+
+    @hookimpl
+    def register_platforms(register):  # type: ignore[no-untyped-def]
+        register(WarmedStaticReference)
+
+    @hookimpl
+    def register_samplers(register):  # type: ignore[no-untyped-def]
+        register(PaddedRowsSampler)
+
+    plugin.register_platforms, plugin.register_samplers = register_platforms, register_samplers
+    register_plugin(plugin, name="warmed-static-reference-test")
+    try:
+        path, hf = tiny_models["llama"]
+        prompts = random_prompts(5, 3, 40, 512, seed=4)
+        llm = LLM(path, dtype="float32", device="warmed-static-reference", max_model_len=128,
+                  skip_tokenizer_init=True, num_gpu_blocks_override=64, block_size=8, max_num_batched_tokens=32,
+                  max_num_seqs=16, use_tqdm_on_load=False)
+        assert len(WarmedStaticReference.warm_ups) == 1
+        shapes, max_model_len, block_size, num_blocks = WarmedStaticReference.warm_ups[0]
+        assert (shapes.request_buckets, max_model_len, block_size, num_blocks) == ((8, 16), 128, 8, 64)
+        outs = llm.generate([{"prompt_token_ids": p} for p in prompts], GREEDY, use_tqdm=False)
+        assert [o.outputs[0].token_ids for o in outs] == [hf_greedy(hf, p, 12) for p in prompts]
+        assert PaddedRowsSampler.rows_seen == {8}
+    finally:
+        unregister_plugin(plugin)
 
 
 def test_parallel_arguments_are_vllms_and_refused_above_one(tiny_models) -> None:  # type: ignore[no-untyped-def]

@@ -14,6 +14,7 @@ from vllm_core.platforms.ops import Ops
 if TYPE_CHECKING:
     from vllm_core.attention.backend import AttentionBackend
     from vllm_core.config import CacheConfig
+    from vllm_core.core.sched_output import ModelRunnerOutput, SchedulerOutput
     from vllm_core.worker.graph_runner import GraphRunner
     from vllm_core.worker.step_shapes import StepShapes
 
@@ -168,6 +169,16 @@ class Platform(ABC):
         step's tokens, requests and block-table width to the smallest bucket that holds it.
         None, the default: every step has its own shape (graph runners still pad decodes)."""
         return None
+
+    def warm_up(
+        self, execute: Callable[[SchedulerOutput], ModelRunnerOutput], shapes: StepShapes,
+        max_model_len: int, block_size: int, num_blocks: int,
+    ) -> None:
+        """Called once at start-up, after the KV cache is allocated, when ``step_shapes`` fixed
+        the shapes: a backend that compiles a graph on first use (XLA) runs a dummy step of
+        every shape through ``execute`` (the runner's own step) so that serving compiles
+        nothing. The dummy steps may write any of the ``num_blocks`` KV blocks (no request owns
+        one yet). Default: nothing (plugin API 1.1)."""
 
     def make_graph_runner(self, model: Any, max_num_seqs: int, max_model_len: int, block_size: int) -> GraphRunner | None:
         """A runner that replays captured graphs for decode batches, or None (eager only)."""

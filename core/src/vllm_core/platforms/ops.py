@@ -125,12 +125,15 @@ class Ops:
         k_flat = key_cache.view(num_blocks * block_size, *key_cache.shape[2:])
         v_flat = value_cache.view(num_blocks * block_size, *value_cache.shape[2:])
         valid = slot_mapping >= 0
-        first = torch.argmax(valid.to(torch.int32))
+        # ``first`` stays a 1-element tensor: indexing by a 0-dim tensor reads it on the host.
+        first = torch.argmax(valid.to(torch.int32)).view(1)
         any_valid = valid.any()
-        target = torch.where(valid, slot_mapping, torch.where(any_valid, slot_mapping[first], 0).clamp(min=0))
+        target = torch.where(
+            valid, slot_mapping, torch.where(any_valid, slot_mapping.index_select(0, first), 0).clamp(min=0)
+        )
         keep = valid.view(-1, *([1] * (key.dim() - 1)))
-        k_fill = torch.where(any_valid, key[first], k_flat[0]).to(key.dtype)
-        v_fill = torch.where(any_valid, value[first], v_flat[0]).to(value.dtype)
+        k_fill = torch.where(any_valid, key.index_select(0, first)[0], k_flat[0]).to(key.dtype)
+        v_fill = torch.where(any_valid, value.index_select(0, first)[0], v_flat[0]).to(value.dtype)
         k_flat.index_copy_(0, target, torch.where(keep, key, k_fill))
         v_flat.index_copy_(0, target, torch.where(keep, value, v_fill))
 

@@ -27,6 +27,10 @@ class Sampler(ABC):
     """Turns the step's logits into token ids. Registered through ``register_samplers``."""
 
     name: ClassVar[str]
+    pads_rows: ClassVar[bool] = False
+    """True: with static step shapes the sampler gets the request bucket's rows (logits and
+    ``SamplingMetadata`` padded with greedy rows whose tokens are dropped), so a compiled sampler
+    sees one shape per bucket (XLA). False: only the real rows (plugin API 1.1)."""
 
     @abstractmethod
     def __call__(

@@ -27,6 +27,9 @@ from vllm_core.worker.transfer import to_device
 
 logger = logging.getLogger(__name__)
 
+_PADDING_ROW = ScheduledRequest("", [], 0, [], SamplingParams(temperature=0.0, max_tokens=1), True, 0, None)
+"""A padded sampling row (``Sampler.pads_rows``): greedy, no features, its token dropped."""
+
 
 @dataclass(frozen=True)
 class KVCacheSpec:
@@ -259,20 +262,22 @@ class ModelRunner:
         if not inputs.sample_rows:
             return PendingRunnerOutput(len(output.scheduled), [], None, prompt_logprobs=prompt_lps)
         logits = self.model.compute_logits(hidden.index_select(0, inputs.logits_indices))  # type: ignore[operator]
-        if inputs.num_logits_rows < logits.shape[0]:
+        drafted = any(r.draft_token_ids for r in rows)
+        if inputs.num_logits_rows < logits.shape[0] and (drafted or not self.sampler.pads_rows):
             logits = logits[: inputs.num_logits_rows]  # padded rows (static shapes)
-        if any(r.draft_token_ids for r in rows):
+        if drafted:
             return self._verify(output, inputs, rows, logits, prompt_lps)
         generators = {
             j: self._generator_for(r.req_id, r.sampling_params.seed)
             for j, r in enumerate(rows)
             if r.sampling_params.seed is not None and not r.sampling_params.is_greedy
         }
-        metadata = SamplingMetadata.build(rows, generators, self.device, pending=self._pending_tokens)
+        padded = rows + [_PADDING_ROW] * (logits.shape[0] - len(rows))  # Sampler.pads_rows
+        metadata = SamplingMetadata.build(padded, generators, self.device, pending=self._pending_tokens)
         metadata.token_bitmask = self.extensions.logits_mask(rows, self.device)
         sampled = self.sampler(logits, metadata, self.generator)
         logprobs = sample_logprobs(logits, sampled, metadata, rows, self.sampler, self.logprobs_mode)
-        tokens = SampledTokens(tensor=sampled)
+        tokens = SampledTokens(tensor=sampled if len(padded) == len(rows) else sampled[: len(rows)])
         self.extensions.accept_tokens(rows, tokens)
         drafts = self.extensions.propose_drafts(rows, tokens)
         self._prev_sampled = sampled

@@ -18,4 +18,6 @@ def to_device(data: torch.Tensor | np.ndarray, device: torch.device, dtype: torc
         t = t.to(dtype)
     if device.type == "cpu":
         return t
+    if device.type != "cuda":  # pinned memory is a CUDA notion (XLA copies from any host memory)
+        return t.to(device)
     return t.pin_memory().to(device, non_blocking=True)

@@ -64,6 +64,10 @@ class Worker:
         runner.set_step_shapes(sc.max_num_seqs, max_num_batched_tokens, self.loaded.max_model_len, spec.block_size)
         if not self.config.model.enforce_eager:
             runner.capture_graphs(sc.max_num_seqs, self.loaded.max_model_len)
+        if runner.step_shapes is not None:
+            self.platform.warm_up(
+                runner.execute, runner.step_shapes, self.loaded.max_model_len, spec.block_size, spec.num_blocks
+            )
 
     def add_request(self, request: EngineCoreRequest) -> None:
         self._runner().extensions.add_request(request.request_id, request.sampling_params, request.extensions)
