@@ -131,9 +131,12 @@ def test_forcing_a_missing_platform_says_how_to_install_it() -> None:
     msg = str(info.value)
     assert "platform 'cuda' is not installed" in msg
     assert "reference" in msg and "pip install ./plugins/vllm-cuda" in msg
+    for name in ("rocm", "tpu"):  # shipped in this tree: the hint names the package
+        with pytest.raises(PlatformNotAvailableError, match=f"pip install ./plugins/vllm-{name}"):
+            resolve_platform(name)
     with pytest.raises(PlatformNotAvailableError) as info:
-        resolve_platform("rocm")  # not shipped (yet): no package is named that does not exist
-    assert "install the plugin package that provides it" in str(info.value) and "vllm-rocm" not in str(info.value)
+        resolve_platform("xpu")  # not shipped: no package is named that does not exist
+    assert "install the plugin package that provides it" in str(info.value) and "vllm-xpu" not in str(info.value)
 
 
 def test_env_var_forces_the_platform(monkeypatch: pytest.MonkeyPatch) -> None:

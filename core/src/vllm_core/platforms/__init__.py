@@ -19,6 +19,7 @@ KNOWN_PLUGIN_PLATFORMS = {
     "cpu": "vllm-cpu",
     "cuda": "vllm-cuda",
     "rocm": "vllm-rocm",
+    "tpu": "vllm-tpu",
 }
 
 
