@@ -1,7 +1,10 @@
 """``AsyncLLM``: the asyncio engine behind the server; the engine core runs in its own process.
 
-The front end tokenizes, validates and detokenizes in the event loop; the core process only
-schedules and runs the model. Each request gets a ``RequestStream``; outputs are cumulative, so a
+The front end tokenizes, validates and detokenizes; the core process only schedules and runs the
+model. Tokenizing and chat templating run on one worker thread (``run_in_tokenizer_thread``,
+``add_request_async``), never in the event loop, so a multi-megabyte prompt does not stall every
+other client (one thread, as in vLLM: Hugging Face tokenizers are not safe to share across
+threads that change their settings). Each request gets a ``RequestStream``; outputs are cumulative, so a
 slow consumer simply sees the newest state (no unbounded per-request queues). Leaving the
 ``generate`` iterator early (a client disconnect) aborts the request, which frees its KV blocks
 in the core before its next step.
@@ -10,16 +13,18 @@ in the core before its next step.
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypeVar
 
 from vllm_core.config import EngineConfig
 from vllm_core.engine.core_client import CoreClient, EngineDeadError, EngineInfo, EngineStats
-from vllm_core.engine.core_types import EngineCoreOutput
+from vllm_core.engine.core_types import EngineCoreOutput, EngineCoreRequest
 from vllm_core.engine.input_processor import InputProcessor, PromptType
 from vllm_core.engine.output_processor import OutputProcessor, fan_out
 from vllm_core.errors import RequestError
@@ -27,6 +32,8 @@ from vllm_core.outputs import RequestOutput
 from vllm_core.sampling_params import SamplingParams
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -98,6 +105,7 @@ class AsyncLLM:
         self._calls: dict[int, asyncio.Future[Any]] = {}
         self._ids = itertools.count()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._tokenizer_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vllm-core-tokenizer")
 
     @classmethod
     async def create(cls, config: EngineConfig, start_timeout: float | None = None) -> AsyncLLM:
@@ -134,12 +142,31 @@ class AsyncLLM:
         if not self.client.is_alive:
             raise EngineDeadError(self.client.dead_reason or "the engine-core process is not running")
 
-    def add_request(self, request_id: str, prompt: PromptType, params: SamplingParams) -> RequestStream:
-        """Validate and send one request to the core; a bad request raises ``RequestError``."""
+    async def run_in_tokenizer_thread(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """``fn(*args, **kwargs)`` on the tokenizer thread (tokenizing, chat templates): the event
+        loop keeps serving meanwhile."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._tokenizer_thread, functools.partial(fn, *args, **kwargs))
+
+    def _check_new(self, request_id: str) -> None:
         self.check_alive()
         if request_id in self.streams:
             raise RequestError(f"request id {request_id!r} is already in use")
-        text, core_req = self.input_processor.process(request_id, prompt, params)
+
+    def add_request(self, request_id: str, prompt: PromptType, params: SamplingParams) -> RequestStream:
+        """Validate and send one request to the core; a bad request raises ``RequestError``."""
+        self._check_new(request_id)
+        return self._register(request_id, *self.input_processor.process(request_id, prompt, params))
+
+    async def add_request_async(self, request_id: str, prompt: PromptType, params: SamplingParams) -> RequestStream:
+        """``add_request`` with the input processing (tokenizing a text prompt, bad words, id
+        checks) on the tokenizer thread."""
+        self._check_new(request_id)
+        processed = await self.run_in_tokenizer_thread(self.input_processor.process, request_id, prompt, params)
+        self._check_new(request_id)
+        return self._register(request_id, *processed)
+
+    def _register(self, request_id: str, text: str | None, core_req: EngineCoreRequest) -> RequestStream:
         params = core_req.sampling_params
         children = fan_out(request_id, params)
         stream = RequestStream(request_id, len(core_req.prompt_token_ids))
@@ -162,6 +189,13 @@ class AsyncLLM:
         the iterator of its outputs (see ``generate``)."""
         rid = request_id or self.next_request_id()
         return self._outputs(rid, self.add_request(rid, prompt, params))
+
+    async def submit_async(
+        self, prompt: PromptType, params: SamplingParams, request_id: str | None = None
+    ) -> AsyncIterator[RequestOutput]:
+        """``submit`` with the input processing off the event loop (see ``add_request_async``)."""
+        rid = request_id or self.next_request_id()
+        return self._outputs(rid, await self.add_request_async(rid, prompt, params))
 
     async def generate(
         self, prompt: PromptType, params: SamplingParams, request_id: str | None = None
@@ -261,6 +295,7 @@ class AsyncLLM:
             self.abort(rid)
             if stream is not None:
                 stream.fail(EngineDeadError("the server is shutting down"))
+        self._tokenizer_thread.shutdown(wait=False, cancel_futures=True)
         await asyncio.to_thread(self.client.shutdown)
 
 

@@ -116,12 +116,7 @@ def build_app(
             raise APIError("this model has no tokenizer", 400)
         if (req.prompt is None) == (req.messages is None):
             raise APIError("give exactly one of prompt and messages", 400)
-        if req.messages is not None:
-            text = apply_chat_template(tok, normalize_messages(req.messages), req.chat_template or settings.chat_template,
-                                       req.add_generation_prompt)
-            ids = tok.encode(text, add_special_tokens=False)
-        else:
-            ids = tok.encode(req.prompt, add_special_tokens=req.add_special_tokens)
+        ids = await engine.run_in_tokenizer_thread(_tokenize, tok, req, settings)
         return {"count": len(ids), "max_model_len": engine.max_model_len, "tokens": ids}
 
     @app.post("/detokenize")
@@ -143,6 +138,14 @@ def build_app(
 
     add_messages_route(app, engine, settings)
     return app
+
+
+def _tokenize(tok: Any, req: TokenizeRequest, settings: ServerSettings) -> list[int]:
+    if req.messages is not None:
+        text = apply_chat_template(tok, normalize_messages(req.messages), req.chat_template or settings.chat_template,
+                                   req.add_generation_prompt)
+        return list(tok.encode(text, add_special_tokens=False))
+    return list(tok.encode(req.prompt, add_special_tokens=req.add_special_tokens))
 
 
 GRACEFUL_SHUTDOWN_S = 5

@@ -248,19 +248,22 @@ class ServingChat(ServingBase):
         except RequestError as exc:
             raise APIError(str(exc), 400, "messages") from exc
         text += mode.prefix
-        prompt: dict[str, Any] = {"prompt": text, "prompt_token_ids": tok.encode(text, add_special_tokens=False)}
+        self.check_text_length(text, req.max_completion_tokens or req.max_tokens, req.truncate_prompt_tokens)
+        ids = self.truncate(tok.encode(text, add_special_tokens=False), req.truncate_prompt_tokens)
+        prompt: dict[str, Any] = {"prompt": text, "prompt_token_ids": ids}
         if req.cache_salt is not None:
             prompt["cache_salt"] = req.cache_salt
         return prompt
 
-    def submit(self, req: ChatCompletionRequest, rid: str) -> tuple[ToolMode, AsyncIterator[RequestOutput]]:
+    async def submit(self, req: ChatCompletionRequest, rid: str) -> tuple[ToolMode, AsyncIterator[RequestOutput]]:
+        """Validate, template and tokenize (off the event loop), and queue the request."""
         self.check_model(req.model)
         self.check_n(req.n)
         self.check_capacity(req.n if req.use_beam_search else 1)  # a beam search runs n requests at once
         if req.top_logprobs is not None and not req.logprobs:
             raise APIError("top_logprobs needs logprobs: true", 400, "top_logprobs")
         mode = self._tool_mode(req)
-        prompt = self._prompt(req, mode)
+        prompt = await self.engine.run_in_tokenizer_thread(self._prompt, req, mode)
         max_tokens = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
         self.check_length(len(prompt["prompt_token_ids"]), max_tokens)
         extra: dict[str, Any] = {"logprobs": req.top_logprobs or 0} if req.logprobs else {}
@@ -278,7 +281,7 @@ class ServingChat(ServingBase):
         if req.use_beam_search:
             return mode, self._beam_search(req, prompt, rid, max_tokens, constraint)
         params = req.sampling_params(max_tokens, None, **extra)
-        return mode, self.engine.submit(prompt, params, rid)
+        return mode, await self.engine.submit_async(prompt, params, rid)
 
     def _beam_search(self, req: ChatCompletionRequest, prompt: dict[str, Any], rid: str, max_tokens: int | None,
                      constraint: StructuredOutputsParams | None) -> AsyncIterator[RequestOutput]:
@@ -297,7 +300,7 @@ class ServingChat(ServingBase):
 
     async def create(self, req: ChatCompletionRequest) -> ChatCompletionResponse | AsyncIterator[str]:
         rid = req.request_id or random_id("chatcmpl")
-        mode, gen = self.submit(req, rid)
+        mode, gen = await self.submit(req, rid)
         model = req.model or self.model_name
         if req.stream:
             return self._stream(req, rid, model, mode, gen)

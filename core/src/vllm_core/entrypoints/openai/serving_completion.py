@@ -41,28 +41,32 @@ class ServingCompletion(ServingBase):
         if not raw:
             raise APIError("prompt must not be empty", 400, "prompt")
         tok = self.engine.tokenizer
-        out = []
+        out: list[dict[str, Any]] = []
         for item in raw:
             if isinstance(item, str):
                 if tok is None:
                     raise APIError("this model has no tokenizer: send prompts as token ids", 400, "prompt")
+                self.check_text_length(item, req.max_tokens, req.truncate_prompt_tokens)
                 ids = tok.encode(item, add_special_tokens=req.add_special_tokens)
-                out.append({"prompt": item, "prompt_token_ids": ids})
+                out.append({"prompt": item, "prompt_token_ids": self.truncate(ids, req.truncate_prompt_tokens)})
             else:
-                text = tok.decode(item) if tok is not None and req.echo else None
-                out.append({"prompt": text, "prompt_token_ids": list(item)})
+                ids = self.truncate(list(item), req.truncate_prompt_tokens)
+                text = tok.decode(ids) if tok is not None and req.echo else None
+                out.append({"prompt": text, "prompt_token_ids": ids})
         if req.cache_salt is not None:
             for prompt in out:
                 prompt["cache_salt"] = req.cache_salt
         return out
 
-    def _submit(self, req: CompletionRequest, base_id: str) -> tuple[list[dict[str, Any]], list[AsyncIterator[RequestOutput]]]:
+    async def _submit(
+        self, req: CompletionRequest, base_id: str
+    ) -> tuple[list[dict[str, Any]], list[AsyncIterator[RequestOutput]]]:
         self.check_model(req.model)
         if req.suffix:
             raise APIError("suffix is not supported", 400, "suffix")
         if req.prompt_logprobs is not None:
             raise APIError("prompt_logprobs is not supported by the server yet", 400, "prompt_logprobs")
-        prompts = self._prompts(req)
+        prompts = await self.engine.run_in_tokenizer_thread(self._prompts, req)
         self.check_n(req.n, len(prompts), req.best_of)
         width = req.best_of or req.n
         self.check_capacity(len(prompts) * (width if req.use_beam_search else 1))
@@ -79,7 +83,7 @@ class ServingCompletion(ServingBase):
         try:
             for i, p in enumerate(prompts):
                 rid = f"{base_id}-{i}"
-                gens.append(self.engine.submit(p, params, rid))
+                gens.append(await self.engine.submit_async(p, params, rid))
                 rids.append(rid)
         except BaseException:
             for rid in rids:
@@ -110,7 +114,7 @@ class ServingCompletion(ServingBase):
 
     async def create(self, req: CompletionRequest) -> CompletionResponse | AsyncIterator[str]:
         base_id = req.request_id or random_id("cmpl")
-        prompts, gens = self._submit(req, base_id)
+        prompts, gens = await self._submit(req, base_id)
         model = req.model or self.model_name
         # As vLLM: choices ranked at the end (best_of > n, beam search) cannot stream; a streaming
         # request gets the whole response as one event.

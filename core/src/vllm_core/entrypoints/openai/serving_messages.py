@@ -117,7 +117,7 @@ class ServingMessages:
     async def create(self, req: MessagesRequest) -> dict[str, Any] | AsyncIterator[str]:
         chat_req = to_chat_request(req)
         rid = random_id("msg")
-        mode, gen = self.chat.submit(chat_req, rid)
+        mode, gen = await self.chat.submit(chat_req, rid)
         model = req.model or self.chat.model_name
         if req.stream:
             return self._stream(chat_req, rid, model, mode, gen)
