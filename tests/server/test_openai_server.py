@@ -172,10 +172,10 @@ def test_chat_logprobs_streaming_and_not(server: RunningServer) -> None:
 
 def test_several_prompts_stream_per_index(server: RunningServer) -> None:
     client = server.client()
-    full = client.completions.create(model=server.model, prompt=PROMPTS[:2], max_tokens=8, temperature=0, n=2,
+    full = client.completions.create(model=server.model, prompt=PROMPTS[:2], max_tokens=8, temperature=0.7, n=2,
                                      seed=1)
     texts: dict[int, str] = {}
-    for c in client.completions.create(model=server.model, prompt=PROMPTS[:2], max_tokens=8, temperature=0, n=2,
+    for c in client.completions.create(model=server.model, prompt=PROMPTS[:2], max_tokens=8, temperature=0.7, n=2,
                                        seed=1, stream=True):
         for ch in c.choices:
             texts[ch.index] = texts.get(ch.index, "") + ch.text

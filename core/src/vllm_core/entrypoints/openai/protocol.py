@@ -9,7 +9,7 @@ import time
 import uuid
 from typing import Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from vllm_core.errors import RequestError
 from vllm_core.sampling_params import BeamSearchParams, SamplingParams, StructuredOutputsParams
@@ -39,7 +39,8 @@ class SamplingFields(_Request):
     n: int = 1
     temperature: float | None = None
     top_p: float | None = None
-    seed: int | None = None
+    seed: int | None = Field(None, ge=-(2**63), le=2**63 - 1)
+    """A 64-bit signed integer (vLLM's range); -1 means no seed."""
     stop: Union[str, list[str], None] = None
     stream: bool = False
     stream_options: StreamOptions | None = None
@@ -72,6 +73,12 @@ class SamplingFields(_Request):
     length_penalty: float = 1.0
     """Beam search ranks by cumulative logprob / length ** length_penalty."""
 
+    @model_validator(mode="after")
+    def _stream_options_need_stream(self) -> SamplingFields:
+        if self.stream_options is not None and not self.stream:
+            raise ValueError("Stream options can only be defined when `stream=True`.")
+        return self
+
     def structured(self) -> StructuredOutputsParams | None:
         """The request's own structured-output constraint (new or older vLLM field names)."""
         old = {"json": self.guided_json, "regex": self.guided_regex, "choice": self.guided_choice,
@@ -94,14 +101,17 @@ class SamplingFields(_Request):
                 f"length_penalty={self.length_penalty} only applies with use_beam_search=true; "
                 "turn beam search on or leave length_penalty out"
             )
+        temperature = 1.0 if self.temperature is None else self.temperature
+        if temperature == 0 and self.n > 1:
+            raise RequestError(f"n must be 1 when using greedy sampling, got {self.n}.")
         values: dict[str, Any] = {
             "n": self.n,
             "max_tokens": max_tokens if max_tokens is not None else default_max_tokens,
-            "temperature": 1.0 if self.temperature is None else self.temperature,
+            "temperature": temperature,
             "top_p": 1.0 if self.top_p is None else self.top_p,
             "top_k": 0 if self.top_k is None else self.top_k,
             "min_p": 0.0 if self.min_p is None else self.min_p,
-            "seed": self.seed,
+            "seed": None if self.seed == -1 else self.seed,
             "stop": self.stop or None,
             "stop_token_ids": self.stop_token_ids,
             "min_tokens": self.min_tokens,

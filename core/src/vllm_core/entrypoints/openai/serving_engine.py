@@ -114,6 +114,10 @@ class ServingBase:
     def check_length(self, num_prompt_tokens: int, max_tokens: int | None) -> None:
         """The prompt plus ``max_tokens`` must fit the model length (vLLM's message)."""
         limit = self.engine.max_model_len
+        if max_tokens is not None and max_tokens > limit:
+            raise APIError(f"max_tokens={max_tokens} cannot be greater than max_model_len={limit}. Please request "
+                           f"fewer output tokens (this model's maximum context length is {limit} tokens).", 400,
+                           "max_tokens")
         if num_prompt_tokens >= limit or (max_tokens is not None and num_prompt_tokens + max_tokens > limit):
             asked = "" if max_tokens is None else f" and {max_tokens} in the completion"
             raise APIError(
