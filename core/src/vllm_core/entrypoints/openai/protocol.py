@@ -239,6 +239,8 @@ class ChatCompletionRequest(SamplingFields):
     echo: bool = False
     cache_salt: str | None = None
     """vLLM's extra: requests with different salts never share prefix-cache blocks."""
+    prompt_logprobs: int | None = None
+    """vLLM's extra: logprobs of the templated prompt's tokens and their top alternatives."""
 
 
 class UsageInfo(_Response):
@@ -254,6 +256,8 @@ class CompletionChoice(_Response):
     logprobs: Any = None
     finish_reason: str | None = None
     stop_reason: Union[int, str, None] = None
+    prompt_logprobs: list[dict[str, Any] | None] | None = None
+    """vLLM's extra: per prompt token (the first null), when the request asked for them."""
 
 
 class CompletionResponse(_Response):
@@ -298,6 +302,8 @@ class ChatCompletionResponse(_Response):
     model: str
     choices: list[ChatChoice]
     usage: UsageInfo
+    prompt_logprobs: list[dict[str, Any] | None] | None = None
+    """vLLM's extra: per prompt token of the templated prompt (the first null)."""
 
 
 class DeltaFunctionCall(_Response):

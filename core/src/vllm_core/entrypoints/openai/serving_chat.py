@@ -22,7 +22,7 @@ import jinja2
 from vllm_core.beam_search import beam_search_async
 from vllm_core.engine.async_llm import AsyncLLM, run_to_completion
 from vllm_core.entrypoints.openai.errors import APIError
-from vllm_core.entrypoints.openai.logprobs import chat_logprobs
+from vllm_core.entrypoints.openai.logprobs import chat_logprobs, prompt_logprobs_json
 from vllm_core.entrypoints.openai.protocol import (
     ChatChoice,
     ChatCompletionChunk,
@@ -267,6 +267,10 @@ class ServingChat(ServingBase):
         max_tokens = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
         self.check_length(len(prompt["prompt_token_ids"]), max_tokens)
         extra: dict[str, Any] = {"logprobs": req.top_logprobs or 0} if req.logprobs else {}
+        if req.prompt_logprobs is not None:
+            if req.use_beam_search:
+                raise APIError("use_beam_search cannot return prompt_logprobs", 400, "prompt_logprobs")
+            extra["prompt_logprobs"] = req.prompt_logprobs
         constraint = response_format_constraint(req.response_format)
         if mode.schema is not None:
             if constraint is not None:
@@ -307,7 +311,8 @@ class ServingChat(ServingBase):
         out = await self.collect(gen, mode)
         choices = [self._choice(c.index, c.text, c.finish_reason, c.stop_reason, mode,
                                 self._logprobs(req, c.token_ids, c.logprobs)) for c in out.outputs]
-        return ChatCompletionResponse(id=rid, model=model, choices=choices, usage=_usage(out))
+        plp = prompt_logprobs_json(out.prompt_logprobs) if req.prompt_logprobs is not None else None
+        return ChatCompletionResponse(id=rid, model=model, choices=choices, usage=_usage(out), prompt_logprobs=plp)
 
     # --------------------------------------------------------------------------- non-stream
     @staticmethod
