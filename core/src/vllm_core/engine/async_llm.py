@@ -48,6 +48,16 @@ class FinishedRequestStats:
     """Time to first token (None when aborted before it)."""
     tpot: float | None
     """Mean time per output token after the first (None with fewer than two tokens)."""
+    queue_time: float | None = None
+    """Arrival to first scheduled in the core (None when never scheduled)."""
+    prefill_time: float | None = None
+    """First scheduled to first token."""
+    decode_time: float | None = None
+    """First token to last token."""
+    inference_time: float | None = None
+    """First scheduled to last token."""
+    inter_token_latencies: tuple[float, ...] = ()
+    """Seconds between consecutive token arrivals (per token when several came at once)."""
 
 
 class RequestStream:
@@ -61,11 +71,22 @@ class RequestStream:
         self.changed = asyncio.Event()
         self.arrival = time.monotonic()
         self.first_token: float | None = None
+        self.last_token: float | None = None
+        self.scheduled: float | None = None
+        self.num_tokens = 0
+        self.itl: list[float] = []
         self.done = False
 
     def put(self, out: RequestOutput) -> None:
-        if self.first_token is None and any(c.token_ids for c in out.outputs):
-            self.first_token = time.monotonic()
+        num = sum(len(c.token_ids) for c in out.outputs)
+        if num > self.num_tokens:
+            now = time.monotonic()
+            if self.first_token is None:
+                self.first_token = now
+            elif self.last_token is not None:
+                gap = (now - self.last_token) / (num - self.num_tokens)
+                self.itl.extend([gap] * (num - self.num_tokens))
+            self.last_token, self.num_tokens = now, num
         self.latest = out
         self.done = out.finished
         self.changed.set()
@@ -84,7 +105,15 @@ class RequestStream:
             longest = max(len(c.token_ids) for c in self.latest.outputs)
             if longest > 1:
                 tpot = (now - self.first_token) / (longest - 1)
-        return FinishedRequestStats(finish_reason, self.num_prompt_tokens, ntok, now - self.arrival, ttft, tpot)
+        sched, first, last = self.scheduled, self.first_token, self.last_token
+        return FinishedRequestStats(
+            finish_reason, self.num_prompt_tokens, ntok, now - self.arrival, ttft, tpot,
+            queue_time=None if sched is None else max(0.0, sched - self.arrival),
+            prefill_time=None if sched is None or first is None else max(0.0, first - sched),
+            decode_time=None if first is None or last is None else last - first,
+            inference_time=None if sched is None or last is None else max(0.0, last - sched),
+            inter_token_latencies=tuple(self.itl),
+        )
 
 
 class AsyncLLM:
@@ -102,6 +131,8 @@ class AsyncLLM:
         self.output_processor = OutputProcessor(self.tokenizer)
         self.streams: dict[str, RequestStream] = {}
         self.stat_loggers: list[Callable[[FinishedRequestStats], None]] = []
+        self.iteration_loggers: list[Callable[[list[int]], None]] = []
+        """Called with the tokens scheduled in each engine step (as they arrive, batched)."""
         self._calls: dict[int, asyncio.Future[Any]] = {}
         self._ids = itertools.count()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -252,6 +283,12 @@ class AsyncLLM:
         kind = msg[0]
         if kind == "outputs":
             self._on_outputs(msg[1])
+            if len(msg) > 2 and msg[2]:
+                for log_steps in self.iteration_loggers:
+                    try:
+                        log_steps(msg[2])
+                    except Exception:  # noqa: BLE001 - a metrics bug must not break serving
+                        logger.exception("iteration logger failed")
         elif kind == "result":
             fut = self._calls.pop(msg[1], None)
             if fut is not None and not fut.done():
@@ -268,6 +305,12 @@ class AsyncLLM:
             self._calls.clear()
 
     def _on_outputs(self, outputs: list[EngineCoreOutput]) -> None:
+        for core_out in outputs:
+            if core_out.scheduled_time is not None:
+                parent = self.output_processor.parent_of.get(core_out.request_id, core_out.request_id)
+                stream = self.streams.get(parent)
+                if stream is not None and (stream.scheduled is None or core_out.scheduled_time < stream.scheduled):
+                    stream.scheduled = core_out.scheduled_time
         results, to_abort = self.output_processor.process(outputs)
         if to_abort:
             self.client.abort_requests(to_abort)

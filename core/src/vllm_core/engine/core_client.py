@@ -6,7 +6,7 @@ other. Two ``multiprocessing`` queues (spawn context) connect them::
 
     front end                                 core process
     CoreClient.add_request / abort / call --> in_q  -> drained before every step
-    reader thread <-- out_q <-- ("outputs", [EngineCoreOutput]) after every step
+    reader thread <-- out_q <-- ("outputs", [EngineCoreOutput], [tokens per step]) after a step with outputs
                                ("result", call_id, value | exception)
                                ("dead", message) when a step raised
 
@@ -131,6 +131,7 @@ def run_engine_core(config: EngineConfig, in_q: Any, out_q: Any, log_level: int)
         out_q.put(("failed", _picklable(exc)))
         return
     out_q.put(("ready", info))
+    core.step_num_tokens = []
     try:
         while True:
             idle = not core.has_unfinished_requests()
@@ -152,7 +153,8 @@ def run_engine_core(config: EngineConfig, in_q: Any, out_q: Any, log_level: int)
             if core.has_unfinished_requests():
                 outputs = core.step()
                 if outputs:
-                    out_q.put(("outputs", outputs))
+                    out_q.put(("outputs", outputs, core.step_num_tokens))
+                    core.step_num_tokens = []
     except Exception:  # noqa: BLE001 - report, then die: the front end turns unhealthy
         out_q.put(("dead", traceback.format_exc()))
         raise

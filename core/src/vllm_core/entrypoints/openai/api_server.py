@@ -54,8 +54,9 @@ def build_app(
     """An app serving ``engine``. ``api_key`` (else ``$VLLM_CORE_API_KEY``) guards every ``/v1`` route."""
     app = FastAPI(title="vllm-core", version=__version__)
     install_error_handlers(app)
-    metrics = ServerMetrics(settings.served_model_names[0])
+    metrics = ServerMetrics(settings.served_model_names[0], engine.max_model_len, _cache_config(engine))
     engine.stat_loggers.append(metrics.observe_finished)
+    engine.iteration_loggers.append(metrics.observe_iterations)
     completion = ServingCompletion(engine, settings)
     chat = ServingChat(engine, settings)
     key = api_key or os.environ.get(API_KEY_ENV) or None
@@ -138,6 +139,12 @@ def build_app(
 
     add_messages_route(app, engine, settings)
     return app
+
+
+def _cache_config(engine: AsyncLLM) -> dict[str, Any]:
+    """``vllm:cache_config_info``'s labels: the cache config and the block count the core chose."""
+    values = {k: v for k, v in engine.config.cache.model_dump().items() if v is None or isinstance(v, (str, int, float))}
+    return {**values, "num_gpu_blocks": engine.info.num_kv_blocks, "block_size": engine.info.block_size}
 
 
 def _tokenize(tok: Any, req: TokenizeRequest, settings: ServerSettings) -> list[int]:
