@@ -63,9 +63,11 @@ class FinishedRequestStats:
 class RequestStream:
     """The newest output of one request, and an event set whenever it changes."""
 
-    def __init__(self, request_id: str, num_prompt_tokens: int) -> None:
+    def __init__(self, request_id: str, num_prompt_tokens: int, prompt_token_ids: list[int] | None = None) -> None:
         self.request_id = request_id
         self.num_prompt_tokens = num_prompt_tokens
+        self.prompt_token_ids = prompt_token_ids
+        """The prompt as the engine runs it (after truncation), for a response that returns it."""
         self.latest: RequestOutput | None = None
         self.error: BaseException | None = None
         self.changed = asyncio.Event()
@@ -200,7 +202,7 @@ class AsyncLLM:
     def _register(self, request_id: str, text: str | None, core_req: EngineCoreRequest) -> RequestStream:
         params = core_req.sampling_params
         children = fan_out(request_id, params)
-        stream = RequestStream(request_id, len(core_req.prompt_token_ids))
+        stream = RequestStream(request_id, len(core_req.prompt_token_ids), core_req.prompt_token_ids)
         self.output_processor.add_request(request_id, text, core_req.prompt_token_ids, children, params)
         self.streams[request_id] = stream
         try:

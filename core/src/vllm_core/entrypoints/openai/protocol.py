@@ -68,6 +68,8 @@ class SamplingFields(_Request):
     guided_regex: str | None = None
     guided_choice: list[str] | None = None
     guided_grammar: str | None = None
+    return_token_ids: bool = False
+    """vLLM's extra: the prompt's and each choice's token ids in the response (and each chunk's)."""
     use_beam_search: bool = False
     """vLLM's beam search instead of sampling: ``n`` beams (``best_of`` where the request has it)."""
     length_penalty: float = 1.0
@@ -258,6 +260,10 @@ class CompletionChoice(_Response):
     stop_reason: Union[int, str, None] = None
     prompt_logprobs: list[dict[str, Any] | None] | None = None
     """vLLM's extra: per prompt token (the first null), when the request asked for them."""
+    prompt_token_ids: list[int] | None = None
+    """vLLM's extra (``return_token_ids``); in a stream, on each choice's first chunk."""
+    token_ids: list[int] | None = None
+    """vLLM's extra (``return_token_ids``): this choice's (or this chunk's new) token ids."""
 
 
 class CompletionResponse(_Response):
@@ -293,6 +299,8 @@ class ChatChoice(_Response):
     logprobs: Any = None
     finish_reason: str | None = None
     stop_reason: Union[int, str, None] = None
+    token_ids: list[int] | None = None
+    """vLLM's extra (``return_token_ids``)."""
 
 
 class ChatCompletionResponse(_Response):
@@ -304,6 +312,8 @@ class ChatCompletionResponse(_Response):
     usage: UsageInfo
     prompt_logprobs: list[dict[str, Any] | None] | None = None
     """vLLM's extra: per prompt token of the templated prompt (the first null)."""
+    prompt_token_ids: list[int] | None = None
+    """vLLM's extra (``return_token_ids``)."""
 
 
 class DeltaFunctionCall(_Response):
@@ -331,6 +341,8 @@ class ChatStreamChoice(_Response):
     logprobs: Any = None
     finish_reason: str | None = None
     stop_reason: Union[int, str, None] = None
+    token_ids: list[int] | None = None
+    """vLLM's extra (``return_token_ids``): this chunk's new token ids."""
 
 
 class ChatCompletionChunk(_Response):
@@ -340,6 +352,8 @@ class ChatCompletionChunk(_Response):
     model: str
     choices: list[ChatStreamChoice]
     usage: UsageInfo | None = None
+    prompt_token_ids: list[int] | None = None
+    """vLLM's extra (``return_token_ids``): on the first chunk."""
 
 
 class TokenizeRequest(_Request):

@@ -311,8 +311,12 @@ class ServingChat(ServingBase):
         out = await self.collect(gen, mode)
         choices = [self._choice(c.index, c.text, c.finish_reason, c.stop_reason, mode,
                                 self._logprobs(req, c.token_ids, c.logprobs)) for c in out.outputs]
+        if req.return_token_ids:
+            for choice, c in zip(choices, out.outputs):
+                choice.token_ids = list(c.token_ids)
         plp = prompt_logprobs_json(out.prompt_logprobs) if req.prompt_logprobs is not None else None
-        return ChatCompletionResponse(id=rid, model=model, choices=choices, usage=_usage(out), prompt_logprobs=plp)
+        return ChatCompletionResponse(id=rid, model=model, choices=choices, usage=_usage(out), prompt_logprobs=plp,
+                                      prompt_token_ids=list(out.prompt_token_ids) if req.return_token_ids else None)
 
     # --------------------------------------------------------------------------- non-stream
     @staticmethod
@@ -379,20 +383,31 @@ class ServingChat(ServingBase):
         created = int(time.time())
         holdback = stop_holdback(req.stop)
         states: dict[int, ChoiceState] = {}
+        stream = self.engine.streams.get(rid)
+        prompt_ids = list(stream.prompt_token_ids or []) if stream is not None else []
+        continuous = req.stream_options is not None and req.stream_options.include_usage and \
+            req.stream_options.continuous_usage_stats
+        generated = 0
 
-        def chunk(choice: ChatStreamChoice) -> ChatCompletionChunk:
-            return ChatCompletionChunk(id=rid, created=created, model=model, choices=[choice])
+        def chunk(choice: ChatStreamChoice, first: bool = False) -> ChatCompletionChunk:
+            usage = None
+            if continuous:
+                usage = UsageInfo(prompt_tokens=len(prompt_ids), completion_tokens=generated,
+                                  total_tokens=len(prompt_ids) + generated)
+            return ChatCompletionChunk(id=rid, created=created, model=model, choices=[choice], usage=usage,
+                                       prompt_token_ids=prompt_ids if first and req.return_token_ids else None)
 
         for i in range(req.n):
             states[i] = ChoiceState(
                 ReasoningStreamer(self.reasoning_parser_cls(self.tokenizer)) if self.reasoning_parser_cls else None,
                 ToolCallStreamer(self.tool_parser_cls(self.tokenizer)) if mode.kind == "auto" and self.tool_parser_cls else None,
             )
-            yield chunk(ChatStreamChoice(index=i, delta=DeltaMessage(role="assistant", content="")))
+            yield chunk(ChatStreamChoice(index=i, delta=DeltaMessage(role="assistant", content="")), first=i == 0)
         last: RequestOutput | None = None
         try:
             async for out in gen:
                 last = out
+                generated = sum(len(c.token_ids) for c in out.outputs)
                 for c in out.outputs:
                     st = states[c.index]
                     if st.done:
@@ -401,17 +416,20 @@ class ServingChat(ServingBase):
                     visible = c.text if finished else c.text[: max(0, len(c.text) - holdback)]
                     delta = self._delta(st, visible, finished, mode)
                     lps = None
+                    new_ids: list[int] | None = None
                     if delta is not None or finished:
                         lps = self._logprobs(req, c.token_ids[st.tokens_sent:],
                                              c.logprobs[st.tokens_sent:] if c.logprobs else None)
+                        new_ids = list(c.token_ids[st.tokens_sent:]) if req.return_token_ids else None
                         st.tokens_sent = len(c.token_ids)
                     if finished or (mode.kind in ("named", "required") and st.calls):
                         st.done = True
                         finish = "tool_calls" if st.calls and c.finish_reason in ("stop", None) else c.finish_reason
                         yield chunk(ChatStreamChoice(index=c.index, delta=delta or DeltaMessage(), logprobs=lps,
-                                                     finish_reason=finish, stop_reason=c.stop_reason))
+                                                     finish_reason=finish, stop_reason=c.stop_reason,
+                                                     token_ids=new_ids))
                     elif delta is not None:
-                        yield chunk(ChatStreamChoice(index=c.index, delta=delta, logprobs=lps))
+                        yield chunk(ChatStreamChoice(index=c.index, delta=delta, logprobs=lps, token_ids=new_ids))
                 if all(st.done for st in states.values()):
                     break  # a forced call is complete: leaving the loop aborts the rest
         finally:

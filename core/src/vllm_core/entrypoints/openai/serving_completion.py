@@ -140,8 +140,10 @@ class ServingCompletion(ServingBase):
                 lps = None if c.logprobs is None else [*prompt_lps, *c.logprobs]
                 text = prefix + c.text
         plp = prompt_logprobs_json(out.prompt_logprobs) if req.prompt_logprobs is not None else None
+        ids = (list(out.prompt_token_ids), list(c.token_ids)) if req.return_token_ids else (None, None)
         return CompletionChoice(index=index, text=text, logprobs=self._logprobs(req, token_ids, lps, 0),
-                                finish_reason=finish, stop_reason=c.stop_reason, prompt_logprobs=plp)
+                                finish_reason=finish, stop_reason=c.stop_reason, prompt_logprobs=plp,
+                                prompt_token_ids=ids[0], token_ids=ids[1])
 
     async def create(self, req: CompletionRequest) -> CompletionResponse | AsyncIterator[str]:
         base_id = req.request_id or random_id("cmpl")
@@ -170,11 +172,22 @@ class ServingCompletion(ServingBase):
         tokens_sent: dict[tuple[int, int], int] = {}
         offsets: dict[tuple[int, int], int] = {}
 
+        continuous = req.stream_options is not None and req.stream_options.include_usage and \
+            req.stream_options.continuous_usage_stats
+
         def chunk(index: int, text: str, finish: str | None = None, stop: Any = None, logprobs: Any = None,
-                  prompt_logprobs: Any = None) -> str:
+                  prompt_logprobs: Any = None, token_ids: list[int] | None = None,
+                  prompt_token_ids: list[int] | None = None) -> str:
             choice = CompletionChoice(index=index, text=text, logprobs=logprobs, finish_reason=finish, stop_reason=stop,
-                                      prompt_logprobs=prompt_logprobs)
-            return sse(CompletionResponse(id=base_id, created=created, model=model, choices=[choice]))
+                                      prompt_logprobs=prompt_logprobs, token_ids=token_ids,
+                                      prompt_token_ids=prompt_token_ids)
+            usage = None
+            if continuous:
+                out = last[index // req.n]
+                done = sum(len(c.token_ids) for c in out.outputs if c.index == index % req.n)
+                usage = UsageInfo(prompt_tokens=len(out.prompt_token_ids), completion_tokens=done,
+                                  total_tokens=len(out.prompt_token_ids) + done)
+            return sse(CompletionResponse(id=base_id, created=created, model=model, choices=[choice], usage=usage))
 
         started: set[int] = set()
         echo_only = _echo_only(req)
@@ -185,15 +198,16 @@ class ServingCompletion(ServingBase):
                 # The first event of each choice: the echoed prompt and the prompt logprobs.
                 started.add(i)
                 plp = prompt_logprobs_json(out.prompt_logprobs) if req.prompt_logprobs is not None else None
+                pids = list(out.prompt_token_ids) if req.return_token_ids else None
                 for j in range(req.n):
                     if req.echo:
                         lps = self._logprobs(req, out.prompt_token_ids, out.prompt_logprobs or
                                              [None] * len(out.prompt_token_ids), 0)
                         prefix = prompts[i]["prompt"] or ""
                         offsets[(i, j)] = len(prefix)
-                        yield chunk(i * req.n + j, prefix, logprobs=lps, prompt_logprobs=plp)
-                    elif plp is not None:
-                        yield chunk(i * req.n + j, "", prompt_logprobs=plp)
+                        yield chunk(i * req.n + j, prefix, logprobs=lps, prompt_logprobs=plp, prompt_token_ids=pids)
+                    elif plp is not None or pids is not None:
+                        yield chunk(i * req.n + j, "", prompt_logprobs=plp, prompt_token_ids=pids)
             for c in out.outputs:
                 key = (i, c.index)
                 if key in finished:
@@ -214,7 +228,8 @@ class ServingCompletion(ServingBase):
                 offsets[key] = offsets.get(key, 0) + len(delta)
                 if done:
                     finished.add(key)
-                yield chunk(i * req.n + c.index, delta, c.finish_reason, c.stop_reason, lps)
+                new_ids = list(c.token_ids[k:]) if req.return_token_ids else None
+                yield chunk(i * req.n + c.index, delta, c.finish_reason, c.stop_reason, lps, token_ids=new_ids)
         if req.stream_options is not None and req.stream_options.include_usage:
             usage = _usage([last[i] for i in sorted(last)], echo_only)
             yield sse({"id": base_id, "object": "text_completion", "created": created, "model": model,
