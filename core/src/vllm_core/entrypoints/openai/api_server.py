@@ -138,6 +138,9 @@ def build_app(
     from vllm_core.entrypoints.openai.serving_messages import add_messages_route
 
     add_messages_route(app, engine, settings)
+    from vllm_core.entrypoints.openai.serving_responses import add_responses_route
+
+    add_responses_route(app, engine, settings)
     return app
 
 
