@@ -51,7 +51,7 @@ from vllm_core.outputs import RequestOutput
 from vllm_core.reasoning.abstract import ReasoningParser, ReasoningStreamer
 from vllm_core.sampling_params import StructuredOutputsParams
 from vllm_core.tokenizers.chat import apply_chat_template
-from vllm_core.tool_parsers.abstract import ParsedToolCall, ToolCallStreamer, ToolParser, make_call
+from vllm_core.tool_parsers.abstract import ParsedToolCall, ToolCallDelta, ToolCallStreamer, ToolParser, make_call
 
 
 def normalize_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -442,30 +442,33 @@ class ServingChat(ServingBase):
         if st.reasoning is not None:
             reasoning, text = st.reasoning.feed(text, finished)
         content = ""
-        new_calls: list[ParsedToolCall] = []
+        call_deltas: list[ToolCallDelta] = []
         if st.tools is not None:
-            content, new_calls = st.tools.feed(text)
+            content, call_deltas = st.tools.feed(text)
             if finished:
                 more, extra = st.tools.finish(text)
-                content, new_calls = content + more, new_calls + extra
+                content, call_deltas = content + more, call_deltas + extra
+            st.calls.extend(ParsedToolCall(d.name, "") for d in call_deltas if d.name is not None)
         elif mode.kind in ("named", "required"):
             if not st.calls:
                 forced = parse_forced(mode, text)
                 if forced is not None:
-                    new_calls = forced
+                    call_deltas = [ToolCallDelta(k, c.name, c.arguments) for k, c in enumerate(forced)]
+                    st.calls.extend(forced)
                 elif finished:
                     content = text
         else:
             content = text[st.content_sent:]
             st.content_sent = len(text)
-        if not (reasoning or content or new_calls):
+        if not (reasoning or content or call_deltas):
             return None
         deltas = [
-            DeltaToolCall(index=len(st.calls) + k, id=random_id("chatcmpl-tool"), type="function",
-                          function=DeltaFunctionCall(name=c.name, arguments=c.arguments))
-            for k, c in enumerate(new_calls)
+            DeltaToolCall(index=d.index, id=random_id("chatcmpl-tool"), type="function",
+                          function=DeltaFunctionCall(name=d.name, arguments=d.arguments))
+            if d.name is not None else
+            DeltaToolCall(index=d.index, function=DeltaFunctionCall(arguments=d.arguments))
+            for d in call_deltas
         ]
-        st.calls.extend(new_calls)
         return DeltaMessage(content=content or None, reasoning_content=reasoning or None, tool_calls=deltas)
 
 

@@ -164,7 +164,7 @@ class ServingMessages:
             "stop_reason": None, "stop_sequence": None,
             "usage": {"input_tokens": input_tokens, "output_tokens": 0}}})
         index = -1
-        open_text = False
+        open_text = open_tool = False
         stop_reason: str | None = None
         stop_seq: str | None = None
         usage: dict[str, int] = {}
@@ -175,6 +175,9 @@ class ServingMessages:
                 for ch in chunk.choices:
                     d = ch.delta
                     if d.content:
+                        if open_tool:
+                            yield _event("content_block_stop", {"index": index})
+                            open_tool = False
                         if not open_text:
                             index += 1
                             open_text = True
@@ -183,16 +186,18 @@ class ServingMessages:
                         yield _event("content_block_delta", {"index": index,
                                                              "delta": {"type": "text_delta", "text": d.content}})
                     for call in d.tool_calls:
-                        if open_text:
-                            yield _event("content_block_stop", {"index": index})
-                            open_text = False
-                        index += 1
                         fn = call.function
-                        yield _event("content_block_start", {"index": index, "content_block": {
-                            "type": "tool_use", "id": call.id, "name": fn.name if fn else "", "input": {}}})
-                        yield _event("content_block_delta", {"index": index, "delta": {
-                            "type": "input_json_delta", "partial_json": fn.arguments if fn else ""}})
-                        yield _event("content_block_stop", {"index": index})
+                        if call.id is not None:  # a new call: a new tool_use block
+                            if open_text or open_tool:
+                                yield _event("content_block_stop", {"index": index})
+                                open_text = open_tool = False
+                            index += 1
+                            open_tool = True
+                            yield _event("content_block_start", {"index": index, "content_block": {
+                                "type": "tool_use", "id": call.id, "name": fn.name if fn else "", "input": {}}})
+                        if fn is not None and fn.arguments:
+                            yield _event("content_block_delta", {"index": index, "delta": {
+                                "type": "input_json_delta", "partial_json": fn.arguments}})
                     if ch.finish_reason is not None:
                         stop_reason = _STOP.get(ch.finish_reason, "end_turn")
                         if isinstance(ch.stop_reason, str):
@@ -201,7 +206,7 @@ class ServingMessages:
             err = to_api_error(exc)
             yield _event("error", {"error": anthropic_error_body(err.message, err.status)["error"]})
             return
-        if open_text:
+        if open_text or open_tool:
             yield _event("content_block_stop", {"index": index})
         yield _event("message_delta", {"delta": {"stop_reason": stop_reason, "stop_sequence": stop_seq},
                                        "usage": {"input_tokens": usage.get("input_tokens", input_tokens),
