@@ -219,8 +219,9 @@ class ServingCompletion(ServingBase):
                         yield chunk(i * req.n + c.index, "", c.finish_reason, c.stop_reason)
                     continue
                 delta, sent[key] = text_delta(c.text, sent.get(key, 0), done, holdback)
-                if not delta and not done:
-                    continue
+                new_tokens = req.return_token_ids and len(c.token_ids) > tokens_sent.get(key, 0)
+                if not delta and not done and not new_tokens:
+                    continue  # (without a tokenizer there is no text: token ids still stream)
                 k = tokens_sent.get(key, 0)
                 tokens_sent[key] = len(c.token_ids)
                 lps = self._logprobs(req, c.token_ids[k:], c.logprobs[k:] if c.logprobs else None,
