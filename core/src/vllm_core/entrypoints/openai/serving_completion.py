@@ -26,6 +26,7 @@ from vllm_core.entrypoints.openai.protocol import (
 from vllm_core.entrypoints.openai.serving_engine import (
     SSE_DONE,
     ServingBase,
+    fast_sse,
     merge,
     sse,
     stop_holdback,
@@ -174,20 +175,22 @@ class ServingCompletion(ServingBase):
 
         continuous = req.stream_options is not None and req.stream_options.include_usage and \
             req.stream_options.continuous_usage_stats
+        head = {"id": base_id, "object": "text_completion", "created": created, "model": model}
 
         def chunk(index: int, text: str, finish: str | None = None, stop: Any = None, logprobs: Any = None,
                   prompt_logprobs: Any = None, token_ids: list[int] | None = None,
                   prompt_token_ids: list[int] | None = None) -> str:
-            choice = CompletionChoice(index=index, text=text, logprobs=logprobs, finish_reason=finish, stop_reason=stop,
-                                      prompt_logprobs=prompt_logprobs, token_ids=token_ids,
-                                      prompt_token_ids=prompt_token_ids)
+            # The hot path of a stream: plain dicts in CompletionResponse's field order, dumped the way
+            # pydantic dumps them (compact, UTF-8), about 4x cheaper than building the models.
+            choice = {"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish, "stop_reason": stop,
+                      "prompt_logprobs": prompt_logprobs, "prompt_token_ids": prompt_token_ids, "token_ids": token_ids}
             usage = None
             if continuous:
                 out = last[index // req.n]
                 done = sum(len(c.token_ids) for c in out.outputs if c.index == index % req.n)
-                usage = UsageInfo(prompt_tokens=len(out.prompt_token_ids), completion_tokens=done,
-                                  total_tokens=len(out.prompt_token_ids) + done)
-            return sse(CompletionResponse(id=base_id, created=created, model=model, choices=[choice], usage=usage))
+                usage = {"prompt_tokens": len(out.prompt_token_ids), "completion_tokens": done,
+                         "total_tokens": len(out.prompt_token_ids) + done, "prompt_tokens_details": None}
+            return fast_sse({**head, "choices": [choice], "usage": usage})
 
         started: set[int] = set()
         echo_only = _echo_only(req)

@@ -182,6 +182,15 @@ def sse(payload: BaseModel | dict[str, Any]) -> str:
     return f"data: {data}\n\n"
 
 
+_COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
+def fast_sse(payload: dict[str, Any]) -> str:
+    """``sse`` for a plain JSON-ready dict, byte for byte what pydantic's ``model_dump_json`` writes
+    (compact, UTF-8) at about half its cost: a stream's per-token hot path."""
+    return f"data: {_COMPACT.encode(payload)}\n\n"
+
+
 SSE_DONE = "data: [DONE]\n\n"
 
 
