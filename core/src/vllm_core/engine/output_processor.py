@@ -131,7 +131,10 @@ class RequestState:
 
     @property
     def finished(self) -> bool:
-        return all(s.finish_reason is not None for s in self.sequences.values())
+        for s in self.sequences.values():
+            if s.finish_reason is None:
+                return False
+        return True
 
     @property
     def final_only(self) -> bool:
