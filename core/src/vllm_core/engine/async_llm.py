@@ -195,6 +195,8 @@ class AsyncLLM:
         """``add_request`` with the input processing (tokenizing a text prompt, bad words, id
         checks) on the tokenizer thread."""
         self._check_new(request_id)
+        if _cheap_to_process(prompt, params):
+            return self._register(request_id, *self.input_processor.process(request_id, prompt, params))
         processed = await self.run_in_tokenizer_thread(self.input_processor.process, request_id, prompt, params)
         self._check_new(request_id)
         return self._register(request_id, *processed)
@@ -342,6 +344,17 @@ class AsyncLLM:
                 stream.fail(EngineDeadError("the server is shutting down"))
         self._tokenizer_thread.shutdown(wait=False, cancel_futures=True)
         await asyncio.to_thread(self.client.shutdown)
+
+
+INLINE_PROMPT_TOKENS = 16384
+"""A token-id prompt up to this long is checked in the event loop: a thread hop would cost more."""
+
+
+def _cheap_to_process(prompt: PromptType, params: SamplingParams) -> bool:
+    """Nothing to tokenize: token ids already, no bad words, no grammar to check."""
+    return (isinstance(prompt, dict) and isinstance(prompt.get("prompt_token_ids"), list)
+            and len(prompt["prompt_token_ids"]) <= INLINE_PROMPT_TOKENS and not params.bad_words
+            and params.structured_outputs is None)
 
 
 async def run_to_completion(gens: Sequence[AsyncIterator[RequestOutput]]) -> list[RequestOutput]:

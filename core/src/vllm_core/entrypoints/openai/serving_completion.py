@@ -74,7 +74,10 @@ class ServingCompletion(ServingBase):
         if req.max_tokens == 0 and not req.echo:
             raise APIError("max_tokens must be at least 1, got 0 (0 is only allowed with echo=true)", 400,
                            "max_tokens")
-        prompts = await self.engine.run_in_tokenizer_thread(self._prompts, req)
+        if _has_text(req.prompt) or req.echo:
+            prompts = await self.engine.run_in_tokenizer_thread(self._prompts, req)
+        else:
+            prompts = self._prompts(req)  # token ids only: nothing to tokenize
         self.check_n(req.n, len(prompts), req.best_of)
         width = req.best_of or req.n
         self.check_capacity(len(prompts) * (width if req.use_beam_search else 1))
@@ -244,6 +247,10 @@ class ServingCompletion(ServingBase):
 async def _one_event(response: CompletionResponse) -> AsyncIterator[str]:
     yield sse(response)
     yield SSE_DONE
+
+
+def _has_text(prompt: Any) -> bool:
+    return isinstance(prompt, str) or (isinstance(prompt, list) and any(isinstance(p, str) for p in prompt))
 
 
 def _echo_only(req: CompletionRequest) -> bool:
