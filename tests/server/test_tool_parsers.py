@@ -214,3 +214,19 @@ def test_arguments_stream_as_deltas(name: str, text: str) -> None:
     final = registry.tool_parsers().get(name)(None).extract_tool_calls(text).tool_calls
     assert _assemble(deltas) == final
     assert [json.loads(c.arguments) for c in final] == [{"q": "cats and dogs", "n": 3}, {"q": "birds"}]
+
+
+def test_parallel_calls_are_split_one_per_chunk() -> None:
+    """When one engine step completes several calls, the chat stream still sends one call per chunk."""
+    from vllm_core.entrypoints.openai.protocol import DeltaFunctionCall, DeltaMessage, DeltaToolCall
+    from vllm_core.entrypoints.openai.serving_chat import one_call_per_delta
+
+    def piece(i: int, name: str | None, args: str) -> DeltaToolCall:
+        return DeltaToolCall(index=i, id="x" if name else None, function=DeltaFunctionCall(name=name, arguments=args))
+
+    delta = DeltaMessage(content="ok", tool_calls=[piece(0, None, '"}'), piece(1, "b", '{"q": 1}'), piece(2, "c", "{}")])
+    parts = one_call_per_delta(delta)
+    assert [[tc.index for tc in p.tool_calls] for p in parts] == [[0], [1], [2]]
+    assert parts[0].content == "ok" and parts[1].content is None
+    single = DeltaMessage(tool_calls=[piece(0, "a", "{")])
+    assert one_call_per_delta(single) == [single]

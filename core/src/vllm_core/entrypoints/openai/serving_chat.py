@@ -425,11 +425,16 @@ class ServingChat(ServingBase):
                     if finished or (mode.kind in ("named", "required") and st.calls):
                         st.done = True
                         finish = "tool_calls" if st.calls and c.finish_reason in ("stop", None) else c.finish_reason
-                        yield chunk(ChatStreamChoice(index=c.index, delta=delta or DeltaMessage(), logprobs=lps,
-                                                     finish_reason=finish, stop_reason=c.stop_reason,
-                                                     token_ids=new_ids))
+                        *first, end = one_call_per_delta(delta or DeltaMessage())
+                        for part in first:
+                            yield chunk(ChatStreamChoice(index=c.index, delta=part))
+                        yield chunk(ChatStreamChoice(index=c.index, delta=end, logprobs=lps, finish_reason=finish,
+                                                     stop_reason=c.stop_reason, token_ids=new_ids))
                     elif delta is not None:
-                        yield chunk(ChatStreamChoice(index=c.index, delta=delta, logprobs=lps, token_ids=new_ids))
+                        *first, end = one_call_per_delta(delta)
+                        for part in first:
+                            yield chunk(ChatStreamChoice(index=c.index, delta=part))
+                        yield chunk(ChatStreamChoice(index=c.index, delta=end, logprobs=lps, token_ids=new_ids))
                 if all(st.done for st in states.values()):
                     break  # a forced call is complete: leaving the loop aborts the rest
         finally:
@@ -470,6 +475,17 @@ class ServingChat(ServingBase):
             for d in call_deltas
         ]
         return DeltaMessage(content=content or None, reasoning_content=reasoning or None, tool_calls=deltas)
+
+
+def one_call_per_delta(delta: DeltaMessage) -> list[DeltaMessage]:
+    """``delta`` split so no chunk carries pieces of two tool calls (as vLLM streams parallel calls):
+    the text and the first call's pieces, then one delta per further call."""
+    indices = list(dict.fromkeys(tc.index for tc in delta.tool_calls))
+    if len(indices) <= 1:
+        return [delta]
+    first = delta.model_copy(update={"tool_calls": [tc for tc in delta.tool_calls if tc.index == indices[0]]})
+    rest = [DeltaMessage(tool_calls=[tc for tc in delta.tool_calls if tc.index == i]) for i in indices[1:]]
+    return [first, *rest]
 
 
 def _usage(out: RequestOutput) -> UsageInfo:
