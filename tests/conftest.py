@@ -29,6 +29,7 @@ FEATURES = {
     "madv-hugepage": "madvise(MADV_HUGEPAGE) on this kernel",
     "lora": "the vllm-lora plugin and peft (the oracle)",
     "triton": "triton (the interpreter runs the GPU kernels on the CPU)",
+    "lm-eval": "lm-evaluation-harness (pip install lm-eval), run against the server",
 }
 """What tests may skip for, and what ``VLLM_CORE_TEST_REQUIRE`` can name."""
 

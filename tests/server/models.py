@@ -8,7 +8,7 @@ import os
 import torch
 
 
-def save_tiny_chat_model(path: str, seed: int = 0) -> str:
+def save_tiny_chat_model(path: str, seed: int = 0, max_position_embeddings: int = 512) -> str:
     """Write config, random safetensors weights and SmolLM2's tokenizer to ``path``; returns it."""
     from transformers import AutoModelForCausalLM, LlamaConfig
 
@@ -18,7 +18,7 @@ def save_tiny_chat_model(path: str, seed: int = 0) -> str:
     tok = GGUFLoader().load_tokenizer(default_model_path(), None)
     config = LlamaConfig(
         vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=max_position_embeddings,
         initializer_range=0.1, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
         tie_word_embeddings=True,
     )

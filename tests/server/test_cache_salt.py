@@ -11,7 +11,7 @@ PROMPT = list(range(100, 180))  # 80 tokens: five 16-token blocks
 
 
 def hits(server: RunningServer) -> float:
-    return read_metrics(server.url)["vllm:prefix_cache_hits"]
+    return read_metrics(server.url)["vllm:prefix_cache_hits_total"]
 
 
 def complete(server: RunningServer, **extra: object) -> None:

@@ -17,15 +17,20 @@ MSGS = [{"role": "user", "content": "Look it up"}]
 
 
 def _streamed(client: Any, **kw: Any) -> tuple[str, list[Any], str | None]:
-    content, calls, finish = "", [], None
+    """Content, the calls assembled from their deltas (name first, arguments in pieces), finish."""
+    content, calls, finish = "", {}, None
     for c in client.chat.completions.create(stream=True, **kw):
         if not c.choices:
             continue
         d = c.choices[0].delta
         content += d.content or ""
-        calls += d.tool_calls or []
+        for tc in d.tool_calls or []:
+            if tc.id is not None:
+                calls[tc.index] = tc.model_copy(deep=True)
+            elif tc.function and tc.function.arguments:
+                calls[tc.index].function.arguments += tc.function.arguments
         finish = c.choices[0].finish_reason or finish
-    return content, calls, finish
+    return content, [calls[i] for i in sorted(calls)], finish
 
 
 @pytest.mark.parametrize("tool_choice", ["auto", "none", "required", {"type": "function", "function": {"name": "lookup"}}])

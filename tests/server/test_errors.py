@@ -135,9 +135,9 @@ def test_back_pressure_refuses_with_429(server: RunningServer) -> None:
     serving = ServingCompletion(server.engine, ServerSettings((server.model,), max_pending_requests=1))
 
     async def go() -> int:
-        serving._submit(CompletionRequest(prompt="hi", max_tokens=100, ignore_eos=True), "bp-1")
+        await serving._submit(CompletionRequest(prompt="hi", max_tokens=100, ignore_eos=True), "bp-1")
         try:
-            serving._submit(CompletionRequest(prompt="hi"), "bp-2")
+            await serving._submit(CompletionRequest(prompt="hi"), "bp-2")
         except APIError as exc:
             return exc.status
         finally:

@@ -65,5 +65,5 @@ def test_64_streaming_clients_with_disconnects(server: RunningServer) -> None:
     assert m["vllm:num_requests_running"] == 0 and m["vllm:num_requests_waiting"] == 0
     assert m["vllm:num_free_kv_cache_blocks"] == m["vllm:num_kv_cache_blocks"]
     assert m["vllm:kv_cache_usage_perc"] == 0
-    assert m['vllm:request_success_total{finished_reason="abort",model_name="test-model"}'] >= NUM_CLIENTS // 4
+    assert m['vllm:request_success_total{engine="0",finished_reason="abort",model_name="test-model"}'] >= NUM_CLIENTS // 4
     assert server.engine.streams == {} and server.engine.output_processor.requests == {}

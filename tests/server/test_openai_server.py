@@ -130,7 +130,7 @@ def test_metrics_count_tokens_and_latencies(server: RunningServer) -> None:
     assert after["vllm:time_to_first_token_seconds_count"] >= 1
     assert after["vllm:time_per_output_token_seconds_count"] >= 1
     for name in ("vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:kv_cache_usage_perc",
-                 "vllm:prefix_cache_hit_rate", "vllm:prefix_cache_queries", "vllm:num_free_kv_cache_blocks"):
+                 "vllm:prefix_cache_hit_rate", "vllm:prefix_cache_queries_total", "vllm:num_free_kv_cache_blocks"):
         assert name in after
     assert after["vllm:num_requests_running"] == 0 and after["vllm:kv_cache_usage_perc"] == 0
 
@@ -172,10 +172,10 @@ def test_chat_logprobs_streaming_and_not(server: RunningServer) -> None:
 
 def test_several_prompts_stream_per_index(server: RunningServer) -> None:
     client = server.client()
-    full = client.completions.create(model=server.model, prompt=PROMPTS[:2], max_tokens=8, temperature=0, n=2,
+    full = client.completions.create(model=server.model, prompt=PROMPTS[:2], max_tokens=8, temperature=0.7, n=2,
                                      seed=1)
     texts: dict[int, str] = {}
-    for c in client.completions.create(model=server.model, prompt=PROMPTS[:2], max_tokens=8, temperature=0, n=2,
+    for c in client.completions.create(model=server.model, prompt=PROMPTS[:2], max_tokens=8, temperature=0.7, n=2,
                                        seed=1, stream=True):
         for ch in c.choices:
             texts[ch.index] = texts.get(ch.index, "") + ch.text
@@ -192,4 +192,5 @@ def test_cors_preflight(server: RunningServer) -> None:
     r = TestClient(app).options("/v1/completions", headers={
         "Origin": "https://example.com", "Access-Control-Request-Method": "POST"})
     assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "https://example.com"
-    server.engine.stat_loggers.pop()  # the extra app's metrics hook
+    server.engine.stat_loggers.pop()  # the extra app's metrics hooks
+    server.engine.iteration_loggers.pop()

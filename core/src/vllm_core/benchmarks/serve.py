@@ -5,6 +5,10 @@ produces its full output length), arriving as a Poisson process at ``--request-r
 once when infinite) with at most ``--max-concurrency`` in flight. Per request: time to first
 token, inter-token latencies (between streamed chunks), time per output token and end-to-end
 latency; the output token count comes from the stream's ``usage``.
+
+A chunk counts as carrying tokens by its ``token_ids`` (asked for with vLLM's
+``return_token_ids``), else by its text: a model served without a tokenizer (dummy weights)
+streams token ids and no text, and is measured all the same.
 """
 
 from __future__ import annotations
@@ -50,10 +54,12 @@ async def _one(client: Any, cfg: ServeBenchConfig, req: SampleRequest) -> Reques
     body = {
         "model": cfg.model, "prompt": req.prompt_token_ids, "max_tokens": req.expected_output_len,
         "temperature": 0.0, "stream": True, "stream_options": {"include_usage": True}, "ignore_eos": cfg.ignore_eos,
+        "return_token_ids": True,
     }
     headers = {"Authorization": f"Bearer {cfg.api_key}"} if cfg.api_key else {}
     res = RequestResult(success=False, prompt_len=req.prompt_len)
     start = last = time.perf_counter()
+    counted = 0
     try:
         async with client.stream("POST", cfg.base_url.rstrip("/") + cfg.endpoint, json=body, headers=headers) as r:
             if r.status_code != 200:
@@ -67,7 +73,10 @@ async def _one(client: Any, cfg: ServeBenchConfig, req: SampleRequest) -> Reques
                     res.error = str(data["error"])
                     return res
                 now = time.perf_counter()
-                if data.get("choices") and data["choices"][0].get("text"):
+                choice = data["choices"][0] if data.get("choices") else {}
+                new_ids = choice.get("token_ids") or []
+                if new_ids or choice.get("text"):
+                    counted += len(new_ids)
                     if res.ttft == 0.0:
                         res.ttft = now - start
                     else:
@@ -76,6 +85,7 @@ async def _one(client: Any, cfg: ServeBenchConfig, req: SampleRequest) -> Reques
                 if data.get("usage"):
                     res.output_tokens = int(data["usage"]["completion_tokens"])
         res.latency = time.perf_counter() - start
+        res.output_tokens = res.output_tokens or counted
         res.success = res.output_tokens > 0
         if not res.success:
             res.error = "no tokens in the response"

@@ -1,7 +1,10 @@
 """``AsyncLLM``: the asyncio engine behind the server; the engine core runs in its own process.
 
-The front end tokenizes, validates and detokenizes in the event loop; the core process only
-schedules and runs the model. Each request gets a ``RequestStream``; outputs are cumulative, so a
+The front end tokenizes, validates and detokenizes; the core process only schedules and runs the
+model. Tokenizing and chat templating run on one worker thread (``run_in_tokenizer_thread``,
+``add_request_async``), never in the event loop, so a multi-megabyte prompt does not stall every
+other client (one thread, as in vLLM: Hugging Face tokenizers are not safe to share across
+threads that change their settings). Each request gets a ``RequestStream``; outputs are cumulative, so a
 slow consumer simply sees the newest state (no unbounded per-request queues). Leaving the
 ``generate`` iterator early (a client disconnect) aborts the request, which frees its KV blocks
 in the core before its next step.
@@ -10,16 +13,18 @@ in the core before its next step.
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypeVar
 
 from vllm_core.config import EngineConfig
 from vllm_core.engine.core_client import CoreClient, EngineDeadError, EngineInfo, EngineStats
-from vllm_core.engine.core_types import EngineCoreOutput
+from vllm_core.engine.core_types import EngineCoreOutput, EngineCoreRequest
 from vllm_core.engine.input_processor import InputProcessor, PromptType
 from vllm_core.engine.output_processor import OutputProcessor, fan_out
 from vllm_core.errors import RequestError
@@ -28,6 +33,8 @@ from vllm_core.plugins.arguments import FrontendContext, RequestArguments
 from vllm_core.sampling_params import SamplingParams
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -42,24 +49,47 @@ class FinishedRequestStats:
     """Time to first token (None when aborted before it)."""
     tpot: float | None
     """Mean time per output token after the first (None with fewer than two tokens)."""
+    queue_time: float | None = None
+    """Arrival to first scheduled in the core (None when never scheduled)."""
+    prefill_time: float | None = None
+    """First scheduled to first token."""
+    decode_time: float | None = None
+    """First token to last token."""
+    inference_time: float | None = None
+    """First scheduled to last token."""
+    inter_token_latencies: tuple[float, ...] = ()
+    """Seconds between consecutive token arrivals (per token when several came at once)."""
 
 
 class RequestStream:
     """The newest output of one request, and an event set whenever it changes."""
 
-    def __init__(self, request_id: str, num_prompt_tokens: int) -> None:
+    def __init__(self, request_id: str, num_prompt_tokens: int, prompt_token_ids: list[int] | None = None) -> None:
         self.request_id = request_id
         self.num_prompt_tokens = num_prompt_tokens
+        self.prompt_token_ids = prompt_token_ids
+        """The prompt as the engine runs it (after truncation), for a response that returns it."""
         self.latest: RequestOutput | None = None
         self.error: BaseException | None = None
         self.changed = asyncio.Event()
         self.arrival = time.monotonic()
         self.first_token: float | None = None
+        self.last_token: float | None = None
+        self.scheduled: float | None = None
+        self.num_tokens = 0
+        self.itl: list[float] = []
         self.done = False
 
     def put(self, out: RequestOutput) -> None:
-        if self.first_token is None and any(c.token_ids for c in out.outputs):
-            self.first_token = time.monotonic()
+        num = sum(len(c.token_ids) for c in out.outputs)
+        if num > self.num_tokens:
+            now = time.monotonic()
+            if self.first_token is None:
+                self.first_token = now
+            elif self.last_token is not None:
+                gap = (now - self.last_token) / (num - self.num_tokens)
+                self.itl.extend([gap] * (num - self.num_tokens))
+            self.last_token, self.num_tokens = now, num
         self.latest = out
         self.done = out.finished
         self.changed.set()
@@ -78,7 +108,15 @@ class RequestStream:
             longest = max(len(c.token_ids) for c in self.latest.outputs)
             if longest > 1:
                 tpot = (now - self.first_token) / (longest - 1)
-        return FinishedRequestStats(finish_reason, self.num_prompt_tokens, ntok, now - self.arrival, ttft, tpot)
+        sched, first, last = self.scheduled, self.first_token, self.last_token
+        return FinishedRequestStats(
+            finish_reason, self.num_prompt_tokens, ntok, now - self.arrival, ttft, tpot,
+            queue_time=None if sched is None else max(0.0, sched - self.arrival),
+            prefill_time=None if sched is None or first is None else max(0.0, first - sched),
+            decode_time=None if first is None or last is None else last - first,
+            inference_time=None if sched is None or last is None else max(0.0, last - sched),
+            inter_token_latencies=tuple(self.itl),
+        )
 
 
 class AsyncLLM:
@@ -97,9 +135,12 @@ class AsyncLLM:
         self.output_processor = OutputProcessor(self.tokenizer)
         self.streams: dict[str, RequestStream] = {}
         self.stat_loggers: list[Callable[[FinishedRequestStats], None]] = []
+        self.iteration_loggers: list[Callable[[list[int]], None]] = []
+        """Called with the tokens scheduled in each engine step (as they arrive, batched)."""
         self._calls: dict[int, asyncio.Future[Any]] = {}
         self._ids = itertools.count()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._tokenizer_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vllm-core-tokenizer")
 
     @classmethod
     async def create(cls, config: EngineConfig, start_timeout: float | None = None) -> AsyncLLM:
@@ -136,19 +177,44 @@ class AsyncLLM:
         if not self.client.is_alive:
             raise EngineDeadError(self.client.dead_reason or "the engine-core process is not running")
 
+    async def run_in_tokenizer_thread(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """``fn(*args, **kwargs)`` on the tokenizer thread (tokenizing, chat templates): the event
+        loop keeps serving meanwhile."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._tokenizer_thread, functools.partial(fn, *args, **kwargs))
+
+    def _check_new(self, request_id: str) -> None:
+        self.check_alive()
+        if request_id in self.streams:
+            raise RequestError(f"request id {request_id!r} is already in use")
+
     def add_request(
         self, request_id: str, prompt: PromptType, params: SamplingParams,
         request_args: Mapping[str, Any] | None = None,
     ) -> RequestStream:
         """Validate and send one request to the core; a bad request raises ``RequestError``.
         ``request_args``: plugin keyword arguments (``{"lora_request": LoRARequest(...)}``)."""
-        self.check_alive()
-        if request_id in self.streams:
-            raise RequestError(f"request id {request_id!r} is already in use")
-        text, core_req = self.input_processor.process(request_id, prompt, params, request_args)
+        self._check_new(request_id)
+        return self._register(request_id, *self.input_processor.process(request_id, prompt, params, request_args))
+
+    async def add_request_async(
+        self, request_id: str, prompt: PromptType, params: SamplingParams,
+        request_args: Mapping[str, Any] | None = None,
+    ) -> RequestStream:
+        """``add_request`` with the input processing (tokenizing a text prompt, bad words, id
+        checks, plugin request arguments) on the tokenizer thread."""
+        self._check_new(request_id)
+        if _cheap_to_process(prompt, params) and not any(v is not None for v in (request_args or {}).values()):
+            return self._register(request_id, *self.input_processor.process(request_id, prompt, params, request_args))
+        processed = await self.run_in_tokenizer_thread(
+            self.input_processor.process, request_id, prompt, params, request_args)
+        self._check_new(request_id)
+        return self._register(request_id, *processed)
+
+    def _register(self, request_id: str, text: str | None, core_req: EngineCoreRequest) -> RequestStream:
         params = core_req.sampling_params
         children = fan_out(request_id, params)
-        stream = RequestStream(request_id, len(core_req.prompt_token_ids))
+        stream = RequestStream(request_id, len(core_req.prompt_token_ids), core_req.prompt_token_ids)
         self.output_processor.add_request(request_id, text, core_req.prompt_token_ids, children, params)
         self.streams[request_id] = stream
         try:
@@ -171,6 +237,15 @@ class AsyncLLM:
         rid = request_id or self.next_request_id()
         args = {"lora_request": lora_request, **request_args}
         return self._outputs(rid, self.add_request(rid, prompt, params, args))
+
+    async def submit_async(
+        self, prompt: PromptType, params: SamplingParams, request_id: str | None = None,
+        lora_request: Any = None, **request_args: Any,
+    ) -> AsyncIterator[RequestOutput]:
+        """``submit`` with the input processing off the event loop (see ``add_request_async``)."""
+        rid = request_id or self.next_request_id()
+        args = {"lora_request": lora_request, **request_args}
+        return self._outputs(rid, await self.add_request_async(rid, prompt, params, args))
 
     async def generate(
         self, prompt: PromptType, params: SamplingParams, request_id: str | None = None,
@@ -228,6 +303,12 @@ class AsyncLLM:
         kind = msg[0]
         if kind == "outputs":
             self._on_outputs(msg[1])
+            if len(msg) > 2 and msg[2]:
+                for log_steps in self.iteration_loggers:
+                    try:
+                        log_steps(msg[2])
+                    except Exception:  # noqa: BLE001 - a metrics bug must not break serving
+                        logger.exception("iteration logger failed")
         elif kind == "result":
             fut = self._calls.pop(msg[1], None)
             if fut is not None and not fut.done():
@@ -244,6 +325,12 @@ class AsyncLLM:
             self._calls.clear()
 
     def _on_outputs(self, outputs: list[EngineCoreOutput]) -> None:
+        for core_out in outputs:
+            if core_out.scheduled_time is not None:
+                parent = self.output_processor.parent_of.get(core_out.request_id, core_out.request_id)
+                stream = self.streams.get(parent)
+                if stream is not None and (stream.scheduled is None or core_out.scheduled_time < stream.scheduled):
+                    stream.scheduled = core_out.scheduled_time
         results, to_abort = self.output_processor.process(outputs)
         if to_abort:
             self.client.abort_requests(to_abort)
@@ -271,7 +358,19 @@ class AsyncLLM:
             self.abort(rid)
             if stream is not None:
                 stream.fail(EngineDeadError("the server is shutting down"))
+        self._tokenizer_thread.shutdown(wait=False, cancel_futures=True)
         await asyncio.to_thread(self.client.shutdown)
+
+
+INLINE_PROMPT_TOKENS = 16384
+"""A token-id prompt up to this long is checked in the event loop: a thread hop would cost more."""
+
+
+def _cheap_to_process(prompt: PromptType, params: SamplingParams) -> bool:
+    """Nothing to tokenize: token ids already, no bad words, no grammar to check."""
+    return (isinstance(prompt, dict) and isinstance(prompt.get("prompt_token_ids"), list)
+            and len(prompt["prompt_token_ids"]) <= INLINE_PROMPT_TOKENS and not params.bad_words
+            and params.structured_outputs is None)
 
 
 async def run_to_completion(gens: Sequence[AsyncIterator[RequestOutput]]) -> list[RequestOutput]:

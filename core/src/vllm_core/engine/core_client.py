@@ -6,7 +6,7 @@ other. Two ``multiprocessing`` queues (spawn context) connect them::
 
     front end                                 core process
     CoreClient.add_request / abort / call --> in_q  -> drained before every step
-    reader thread <-- out_q <-- ("outputs", [EngineCoreOutput]) after every step
+    reader thread <-- out_q <-- ("outputs", [EngineCoreOutput], [tokens per step]) after a step with outputs
                                ("result", call_id, value | exception)
                                ("dead", message) when a step raised
 
@@ -21,9 +21,11 @@ fails every open request, and every later request raises ``EngineDeadError``.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import multiprocessing as mp
+import operator
 import os
 import queue
 import signal
@@ -46,6 +48,20 @@ _POLL_S = 0.5
 _DEAD_GRACE_S = 1.0
 """After the core process exits, how long the reader may take to report it (with the core's own
 traceback when it sent one) before the watcher reports it."""
+
+
+_OUTPUT_FIELDS = tuple(f.name for f in dataclasses.fields(EngineCoreOutput))
+_output_row = operator.attrgetter(*_OUTPUT_FIELDS)
+
+
+def outputs_to_wire(outputs: list[EngineCoreOutput]) -> list[tuple[Any, ...]]:
+    """One step's outputs as plain tuples (field order): pickling them costs about half of
+    pickling the dataclasses, on both sides of the queue (the core's step loop and the front end)."""
+    return [_output_row(o) for o in outputs]
+
+
+def outputs_from_wire(rows: list[tuple[Any, ...]]) -> list[EngineCoreOutput]:
+    return [EngineCoreOutput(*row) for row in rows]
 
 
 class EngineDeadError(EngineError):
@@ -131,6 +147,7 @@ def run_engine_core(config: EngineConfig, in_q: Any, out_q: Any, log_level: int)
         out_q.put(("failed", _picklable(exc)))
         return
     out_q.put(("ready", info))
+    core.step_num_tokens = []
     try:
         while True:
             idle = not core.has_unfinished_requests()
@@ -152,7 +169,8 @@ def run_engine_core(config: EngineConfig, in_q: Any, out_q: Any, log_level: int)
             if core.has_unfinished_requests():
                 outputs = core.step()
                 if outputs:
-                    out_q.put(("outputs", outputs))
+                    out_q.put(("outputs", outputs_to_wire(outputs), core.step_num_tokens))
+                    core.step_num_tokens = []
     except Exception:  # noqa: BLE001 - report, then die: the front end turns unhealthy
         out_q.put(("dead", traceback.format_exc()))
         raise
@@ -299,6 +317,8 @@ class CoreClient:
             if msg[0] == "dead":
                 self._mark_dead(f"the engine core failed:\n{msg[1]}")
                 return
+            if msg[0] == "outputs":  # rebuilt here, on the reader thread, not in the event loop
+                msg = ("outputs", outputs_from_wire(msg[1]), *msg[2:])
             self._deliver(msg)
 
     def _watch(self) -> None:

@@ -37,6 +37,9 @@ class EngineCoreOutput:
     new_logprobs: list[PositionLogprobs] | None = None
     """One entry per new token, when the request asked for logprobs."""
     new_prompt_logprobs: PromptLogprobsChunk | None = None
+    scheduled_time: float | None = None
+    """``time.monotonic()`` when the core first scheduled the request (sent with its first tokens;
+    the front end's queue/prefill/decode metrics are measured from it)."""
 
     @property
     def finished(self) -> bool:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import time
 
 from vllm_core.config import EngineConfig
 from vllm_core.core.kv_cache_manager import KVCacheManager
@@ -77,6 +78,11 @@ class EngineCore:
             constraints=step_constraints(config),
         )
         self._in_flight: tuple[SchedulerOutput, PendingRunnerOutput] | None = None
+        self._first_scheduled: dict[str, float] = {}
+        """req_id -> when it was first scheduled, until its first output carries it."""
+        self.step_num_tokens: list[int] | None = None
+        """Tokens scheduled per step since the caller last emptied it (vllm:iteration_tokens_total);
+        None (the default, offline) records nothing."""
         max_conc = self.kv_spec.num_tokens / loaded.max_model_len
         logger.info(
             "KV cache: %d blocks of %d tokens (%.1f MiB); %.1fx concurrency at max_model_len=%d",
@@ -102,6 +108,17 @@ class EngineCore:
 
     def abort_requests(self, request_ids: list[str]) -> None:
         self.scheduler.finish_requests(request_ids, RequestStatus.FINISHED_ABORTED)
+        for rid in request_ids:
+            self._first_scheduled.pop(rid, None)
+
+    def _note_scheduled(self, sched_out: SchedulerOutput) -> None:
+        if sched_out.is_empty:
+            return
+        if self.step_num_tokens is not None:
+            self.step_num_tokens.append(sched_out.num_scheduled_tokens)
+        now = time.monotonic()
+        for sr in sched_out.scheduled:
+            self._first_scheduled.setdefault(sr.req_id, now)
 
     def has_unfinished_requests(self) -> bool:
         return self.scheduler.has_unfinished_requests() or self._in_flight is not None
@@ -111,6 +128,7 @@ class EngineCore:
         the next call, and this call returns the previous step's tokens: the host schedules and
         prepares step N+1 while the device runs step N."""
         sched_out = self.scheduler.schedule()
+        self._note_scheduled(sched_out)
         if not self.scheduler.async_scheduling:
             runner_out = self.executor.execute_model(sched_out)
             return self._outputs(self.scheduler.update_from_output(sched_out, runner_out), runner_out)
@@ -126,7 +144,13 @@ class EngineCore:
     def _outputs(
         self, updates: list[tuple[Request, list[int]]], runner_out: ModelRunnerOutput
     ) -> list[EngineCoreOutput]:
-        return make_core_outputs(updates, runner_out)
+        outs = make_core_outputs(updates, runner_out)
+        for out in outs:
+            if out.new_token_ids:
+                out.scheduled_time = self._first_scheduled.pop(out.request_id, None)
+            if out.finished:
+                self._first_scheduled.pop(out.request_id, None)
+        return outs
 
 
 def make_core_outputs(updates: list[tuple[Request, list[int]]], runner_out: ModelRunnerOutput) -> list[EngineCoreOutput]:

@@ -131,7 +131,10 @@ class RequestState:
 
     @property
     def finished(self) -> bool:
-        return all(s.finish_reason is not None for s in self.sequences.values())
+        for s in self.sequences.values():
+            if s.finish_reason is None:
+                return False
+        return True
 
     @property
     def final_only(self) -> bool:
@@ -151,6 +154,12 @@ class RequestState:
     def output(self, changed: set[int]) -> RequestOutput:
         delta = self.params.output_kind is RequestOutputKind.DELTA
         with_logprobs = self.params.logprobs is not None
+        if len(self.sequences) == 1 and self.params.num_sequences <= self.params.n:
+            # The common case (n=1): no ranking, no sorting.
+            (only,) = self.sequences.values()
+            completions = [only.completion(only.index, delta, with_logprobs)] if not delta or only.index in changed \
+                else []
+            return self._request_output(completions, delta)
         seqs = list(self.sequences.values())
         if self.params.num_sequences > self.params.n:
             seqs.sort(key=lambda s: -float("inf") if s.cumulative_logprob is None else s.cumulative_logprob,
@@ -160,9 +169,12 @@ class RequestState:
             seqs.sort(key=lambda s: s.index)
             shown = [s for s in seqs if not delta or s.index in changed]
             completions = [s.completion(s.index, delta, with_logprobs) for s in shown]
+        return self._request_output(completions, delta)
+
+    def _request_output(self, completions: list[CompletionOutput], delta: bool) -> RequestOutput:
         prompt_logprobs = None
-        complete = self.num_prompt_logprobs >= len(self.prompt_token_ids) - 1
-        if self.prompt_logprobs is not None and complete and not (delta and self.prompt_logprobs_sent):
+        if self.prompt_logprobs is not None and not (delta and self.prompt_logprobs_sent) and \
+                self.num_prompt_logprobs >= len(self.prompt_token_ids) - 1:
             prompt_logprobs = self.prompt_logprobs
             self.prompt_logprobs_sent = True
         return RequestOutput(

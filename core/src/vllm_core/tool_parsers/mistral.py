@@ -1,5 +1,6 @@
 """Mistral format: ``[TOOL_CALLS]`` then a JSON list of ``{"name", "arguments"}`` objects, or
-(newer tokenizers) ``name{arguments}`` pairs."""
+(newer tokenizers) ``name{arguments}`` pairs. Text after the calls is content (the marker never
+leaks into it)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ import json
 import re
 from typing import ClassVar
 
-from vllm_core.tool_parsers.abstract import ParsedToolCall, ToolParser, make_call
-from vllm_core.tool_parsers.llama3_json import decode_objects
+from vllm_core.tool_parsers.abstract import ParsedToolCall, ToolParser, json_call, json_partial_call, make_call
+from vllm_core.tool_parsers.llama3_json import _objects_with_text, _remainder
 
 BOT = "[TOOL_CALLS]"
 _NAME = re.compile(r"\s*([A-Za-z_][\w.\-]*)\s*(?=\{)")
@@ -27,34 +28,55 @@ class MistralToolParser(ToolParser):
         for section in text[start:].split(BOT)[1:]:
             body = section.strip()
             if body.startswith("["):
-                inner = body[1:]
-                closed = inner.rstrip().endswith("]")
-                if closed:
-                    inner = inner.rstrip()[:-1]
-                objs = decode_objects(inner, final)
-                calls += [make_call(o.get("name"), o.get("arguments", o.get("parameters"))) for o in objs]
+                found, trailing = self._json_list(body, final)
             else:
-                calls += self._name_args(body, final)
+                found, trailing = self._name_args(body, final)
+            calls += found
+            content += trailing
         return content, calls
 
     @staticmethod
-    def _name_args(body: str, final: bool) -> list[ParsedToolCall]:
+    def _json_list(body: str, final: bool) -> tuple[list[ParsedToolCall], str]:
+        try:
+            items, end = json.JSONDecoder().raw_decode(body)
+        except ValueError:  # not closed (yet): the complete objects so far
+            objs = _objects_with_text(body[1:], final)
+            return [json_call(obj, raw) for obj, raw in objs], ""
+        if not isinstance(items, list):
+            raise ValueError(f"[TOOL_CALLS] must be followed by a list of calls, got {items!r}")
+        objs = _objects_with_text(body[1:end - 1], True)
+        return [json_call(obj, raw) for obj, raw in objs], body[end:].lstrip()
+
+    @staticmethod
+    def _name_args(body: str, final: bool) -> tuple[list[ParsedToolCall], str]:
         decoder = json.JSONDecoder()
-        calls = []
+        calls: list[ParsedToolCall] = []
         i = 0
         while i < len(body):
             m = _NAME.match(body, i)
             if m is None:
+                if calls:
+                    return calls, body[i:]  # text after the calls
                 if final and body[i:].strip():
                     raise ValueError(f"cannot read a mistral tool call from {body[i:]!r}")
                 break
             try:
-                args, i = decoder.raw_decode(body, m.end())
+                args, end = decoder.raw_decode(body, m.end())
             except ValueError:
                 if final:
                     raise
                 break
-            calls.append(make_call(m.group(1), args))
+            calls.append(make_call(m.group(1), args, body[m.end():end] if isinstance(args, dict) else None))
+            i = end
             while i < len(body) and body[i] in " \t\r\n,":
                 i += 1
-        return calls
+        return calls, ""
+
+    def partial_call(self, text: str) -> tuple[str, str] | None:
+        start = text.rfind(BOT)
+        if start == -1:
+            return None
+        body = text[start + len(BOT):].lstrip()
+        if not body.startswith("["):
+            return None
+        return json_partial_call(_remainder(body[1:]))

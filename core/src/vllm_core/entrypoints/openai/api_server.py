@@ -54,8 +54,9 @@ def build_app(
     """An app serving ``engine``. ``api_key`` (else ``$VLLM_CORE_API_KEY``) guards every ``/v1`` route."""
     app = FastAPI(title="vllm-core", version=__version__)
     install_error_handlers(app)
-    metrics = ServerMetrics(settings.served_model_names[0])
+    metrics = ServerMetrics(settings.served_model_names[0], engine.max_model_len, _cache_config(engine))
     engine.stat_loggers.append(metrics.observe_finished)
+    engine.iteration_loggers.append(metrics.observe_iterations)
     completion = ServingCompletion(engine, settings)
     chat = ServingChat(engine, settings)
     key = api_key or os.environ.get(API_KEY_ENV) or None
@@ -121,12 +122,7 @@ def build_app(
             raise APIError("this model has no tokenizer", 400)
         if (req.prompt is None) == (req.messages is None):
             raise APIError("give exactly one of prompt and messages", 400)
-        if req.messages is not None:
-            text = apply_chat_template(tok, normalize_messages(req.messages), req.chat_template or settings.chat_template,
-                                       req.add_generation_prompt)
-            ids = tok.encode(text, add_special_tokens=False)
-        else:
-            ids = tok.encode(req.prompt, add_special_tokens=req.add_special_tokens)
+        ids = await engine.run_in_tokenizer_thread(_tokenize, tok, req, settings)
         return {"count": len(ids), "max_model_len": engine.max_model_len, "tokens": ids}
 
     @app.post("/detokenize")
@@ -147,10 +143,28 @@ def build_app(
     from vllm_core.entrypoints.openai.serving_messages import add_messages_route
 
     add_messages_route(app, engine, settings)
+    from vllm_core.entrypoints.openai.serving_responses import add_responses_route
+
+    add_responses_route(app, engine, settings)
+
     from vllm_core.plugins.manager import get_plugin_manager
 
     get_plugin_manager().hook.register_api_routes(app=app, engine=engine, settings=settings)
     return app
+
+
+def _cache_config(engine: AsyncLLM) -> dict[str, Any]:
+    """``vllm:cache_config_info``'s labels: the cache config and the block count the core chose."""
+    values = {k: v for k, v in engine.config.cache.model_dump().items() if v is None or isinstance(v, (str, int, float))}
+    return {**values, "num_gpu_blocks": engine.info.num_kv_blocks, "block_size": engine.info.block_size}
+
+
+def _tokenize(tok: Any, req: TokenizeRequest, settings: ServerSettings) -> list[int]:
+    if req.messages is not None:
+        text = apply_chat_template(tok, normalize_messages(req.messages), req.chat_template or settings.chat_template,
+                                   req.add_generation_prompt)
+        return list(tok.encode(text, add_special_tokens=False))
+    return list(tok.encode(req.prompt, add_special_tokens=req.add_special_tokens))
 
 
 GRACEFUL_SHUTDOWN_S = 5

@@ -1,6 +1,11 @@
-"""OpenAI's error body for every failure: ``{"error": {"message", "type", "param", "code"}}``.
+"""OpenAI's error body for every failure: ``{"error": {"message", "type", "param", "code"}}``
+(Anthropic's ``{"type": "error", "error": {"type", "message"}}`` on ``/v1/messages``).
 
 A request the client got wrong is a 4xx; only a bug of ours is a 500, and a dead engine a 503.
+
+Every error raised by a route becomes a response inside the route (``routing.HandledRoute``),
+never in Starlette's ``ServerErrorMiddleware``, which answers and then re-raises (uvicorn logs a
+traceback and drops the keep-alive connection).
 """
 
 from __future__ import annotations
@@ -53,14 +58,55 @@ def error_response(message: str, status: int, param: str | None = None) -> JSONR
     return JSONResponse(error_body(message, status, param), status_code=status)
 
 
+_ANTHROPIC_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    503: "overloaded_error",
+}
+
+
+def anthropic_error_body(message: str, status: int) -> dict[str, Any]:
+    """Anthropic's error shape: ``{"type": "error", "error": {"type": ..., "message": ...}}``."""
+    kind = _ANTHROPIC_TYPES.get(status, "invalid_request_error" if status < 500 else "api_error")
+    return {"type": "error", "error": {"type": kind, "message": message}}
+
+
+def _is_anthropic(request: Request) -> bool:
+    return request.url.path.startswith("/v1/messages")
+
+
+def error_for(request: Request, message: str, status: int, param: str | None = None) -> JSONResponse:
+    """The error response in the shape of the API the request was sent to."""
+    if _is_anthropic(request):
+        return JSONResponse(anthropic_error_body(message, status), status_code=status)
+    return error_response(message, status, param)
+
+
+def _is_template_error(exc: BaseException) -> bool:
+    return any(cls.__name__ == "TemplateError" for cls in type(exc).__mro__)
+
+
 def to_api_error(exc: BaseException) -> APIError:
-    """Map any exception from the serving path to a status; unknown ones are 500s."""
+    """Map any exception from the serving path to a status; unknown ones are 500s.
+
+    As vLLM: a ``ValueError`` / ``TypeError`` / ``OverflowError`` raised while validating a request
+    (``SamplingParams``, the input processor, pydantic) is the client's mistake, so a 400;
+    ``NotImplementedError`` a 501; a chat-template error a 400.
+    """
     if isinstance(exc, APIError):
         return exc
     if isinstance(exc, EngineDeadError):
         return APIError(str(exc), 503)
-    if isinstance(exc, (RequestError, ValueError)):
-        return APIError(str(exc), 400)
+    if isinstance(exc, (RequestError, ValueError, TypeError, OverflowError)) or _is_template_error(exc):
+        param = getattr(exc, "param", None)
+        return APIError(str(exc), 400, param if isinstance(param, str) else None)
+    if isinstance(exc, NotImplementedError):
+        return APIError(str(exc) or "not implemented", 501)
     logger.exception("unexpected error while serving a request", exc_info=exc)
     return APIError(f"internal server error: {type(exc).__name__}: {exc}", 500)
 
@@ -85,20 +131,25 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
 
 
 def install_error_handlers(app: FastAPI) -> None:
+    """Handlers for what FastAPI raises before a route runs, and ``HandledRoute`` for the rest."""
+    from vllm_core.entrypoints.openai.routing import HandledRoute
+
+    app.router.route_class = HandledRoute
+
     @app.exception_handler(APIError)
-    async def _api(_: Request, exc: APIError) -> JSONResponse:
-        return error_response(exc.message, exc.status, exc.param)
+    async def _api(request: Request, exc: APIError) -> JSONResponse:
+        return error_for(request, exc.message, exc.status, exc.param)
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         message, param = _validation_message(exc)
-        return error_response(message, 400, param)
+        return error_for(request, message, 400, param)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return error_response(str(exc.detail), exc.status_code)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return error_for(request, str(exc.detail), exc.status_code)
 
     @app.exception_handler(Exception)
-    async def _other(_: Request, exc: Exception) -> JSONResponse:
+    async def _other(request: Request, exc: Exception) -> JSONResponse:
         err = to_api_error(exc)
-        return error_response(err.message, err.status, err.param)
+        return error_for(request, err.message, err.status, err.param)

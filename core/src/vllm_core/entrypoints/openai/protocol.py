@@ -9,7 +9,7 @@ import time
 import uuid
 from typing import Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from vllm_core.errors import RequestError
 from vllm_core.sampling_params import BeamSearchParams, SamplingParams, StructuredOutputsParams
@@ -39,7 +39,8 @@ class SamplingFields(_Request):
     n: int = 1
     temperature: float | None = None
     top_p: float | None = None
-    seed: int | None = None
+    seed: int | None = Field(None, ge=-(2**63), le=2**63 - 1)
+    """A 64-bit signed integer (vLLM's range); -1 means no seed."""
     stop: Union[str, list[str], None] = None
     stream: bool = False
     stream_options: StreamOptions | None = None
@@ -67,10 +68,18 @@ class SamplingFields(_Request):
     guided_regex: str | None = None
     guided_choice: list[str] | None = None
     guided_grammar: str | None = None
+    return_token_ids: bool = False
+    """vLLM's extra: the prompt's and each choice's token ids in the response (and each chunk's)."""
     use_beam_search: bool = False
     """vLLM's beam search instead of sampling: ``n`` beams (``best_of`` where the request has it)."""
     length_penalty: float = 1.0
     """Beam search ranks by cumulative logprob / length ** length_penalty."""
+
+    @model_validator(mode="after")
+    def _stream_options_need_stream(self) -> SamplingFields:
+        if self.stream_options is not None and not self.stream:
+            raise ValueError("Stream options can only be defined when `stream=True`.")
+        return self
 
     def structured(self) -> StructuredOutputsParams | None:
         """The request's own structured-output constraint (new or older vLLM field names)."""
@@ -94,14 +103,17 @@ class SamplingFields(_Request):
                 f"length_penalty={self.length_penalty} only applies with use_beam_search=true; "
                 "turn beam search on or leave length_penalty out"
             )
+        temperature = 1.0 if self.temperature is None else self.temperature
+        if temperature == 0 and self.n > 1:
+            raise RequestError(f"n must be 1 when using greedy sampling, got {self.n}.")
         values: dict[str, Any] = {
             "n": self.n,
             "max_tokens": max_tokens if max_tokens is not None else default_max_tokens,
-            "temperature": 1.0 if self.temperature is None else self.temperature,
+            "temperature": temperature,
             "top_p": 1.0 if self.top_p is None else self.top_p,
             "top_k": 0 if self.top_k is None else self.top_k,
             "min_p": 0.0 if self.min_p is None else self.min_p,
-            "seed": self.seed,
+            "seed": None if self.seed == -1 else self.seed,
             "stop": self.stop or None,
             "stop_token_ids": self.stop_token_ids,
             "min_tokens": self.min_tokens,
@@ -229,6 +241,8 @@ class ChatCompletionRequest(SamplingFields):
     echo: bool = False
     cache_salt: str | None = None
     """vLLM's extra: requests with different salts never share prefix-cache blocks."""
+    prompt_logprobs: int | None = None
+    """vLLM's extra: logprobs of the templated prompt's tokens and their top alternatives."""
 
 
 class UsageInfo(_Response):
@@ -244,6 +258,12 @@ class CompletionChoice(_Response):
     logprobs: Any = None
     finish_reason: str | None = None
     stop_reason: Union[int, str, None] = None
+    prompt_logprobs: list[dict[str, Any] | None] | None = None
+    """vLLM's extra: per prompt token (the first null), when the request asked for them."""
+    prompt_token_ids: list[int] | None = None
+    """vLLM's extra (``return_token_ids``); in a stream, on each choice's first chunk."""
+    token_ids: list[int] | None = None
+    """vLLM's extra (``return_token_ids``): this choice's (or this chunk's new) token ids."""
 
 
 class CompletionResponse(_Response):
@@ -279,6 +299,8 @@ class ChatChoice(_Response):
     logprobs: Any = None
     finish_reason: str | None = None
     stop_reason: Union[int, str, None] = None
+    token_ids: list[int] | None = None
+    """vLLM's extra (``return_token_ids``)."""
 
 
 class ChatCompletionResponse(_Response):
@@ -288,6 +310,10 @@ class ChatCompletionResponse(_Response):
     model: str
     choices: list[ChatChoice]
     usage: UsageInfo
+    prompt_logprobs: list[dict[str, Any] | None] | None = None
+    """vLLM's extra: per prompt token of the templated prompt (the first null)."""
+    prompt_token_ids: list[int] | None = None
+    """vLLM's extra (``return_token_ids``)."""
 
 
 class DeltaFunctionCall(_Response):
@@ -315,6 +341,8 @@ class ChatStreamChoice(_Response):
     logprobs: Any = None
     finish_reason: str | None = None
     stop_reason: Union[int, str, None] = None
+    token_ids: list[int] | None = None
+    """vLLM's extra (``return_token_ids``): this chunk's new token ids."""
 
 
 class ChatCompletionChunk(_Response):
@@ -324,6 +352,8 @@ class ChatCompletionChunk(_Response):
     model: str
     choices: list[ChatStreamChoice]
     usage: UsageInfo | None = None
+    prompt_token_ids: list[int] | None = None
+    """vLLM's extra (``return_token_ids``): on the first chunk."""
 
 
 class TokenizeRequest(_Request):

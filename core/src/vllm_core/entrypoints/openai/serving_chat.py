@@ -22,7 +22,7 @@ import jinja2
 from vllm_core.beam_search import beam_search_async
 from vllm_core.engine.async_llm import AsyncLLM, run_to_completion
 from vllm_core.entrypoints.openai.errors import APIError
-from vllm_core.entrypoints.openai.logprobs import chat_logprobs
+from vllm_core.entrypoints.openai.logprobs import chat_logprobs, prompt_logprobs_json
 from vllm_core.entrypoints.openai.protocol import (
     ChatChoice,
     ChatCompletionChunk,
@@ -51,7 +51,7 @@ from vllm_core.outputs import RequestOutput
 from vllm_core.reasoning.abstract import ReasoningParser, ReasoningStreamer
 from vllm_core.sampling_params import StructuredOutputsParams
 from vllm_core.tokenizers.chat import apply_chat_template
-from vllm_core.tool_parsers.abstract import ParsedToolCall, ToolCallStreamer, ToolParser, make_call
+from vllm_core.tool_parsers.abstract import ParsedToolCall, ToolCallDelta, ToolCallStreamer, ToolParser, make_call
 
 
 def normalize_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -248,22 +248,29 @@ class ServingChat(ServingBase):
         except RequestError as exc:
             raise APIError(str(exc), 400, "messages") from exc
         text += mode.prefix
-        prompt: dict[str, Any] = {"prompt": text, "prompt_token_ids": tok.encode(text, add_special_tokens=False)}
+        self.check_text_length(text, req.max_completion_tokens or req.max_tokens, req.truncate_prompt_tokens)
+        ids = self.truncate(tok.encode(text, add_special_tokens=False), req.truncate_prompt_tokens)
+        prompt: dict[str, Any] = {"prompt": text, "prompt_token_ids": ids}
         if req.cache_salt is not None:
             prompt["cache_salt"] = req.cache_salt
         return prompt
 
-    def submit(self, req: ChatCompletionRequest, rid: str) -> tuple[ToolMode, AsyncIterator[RequestOutput]]:
+    async def submit(self, req: ChatCompletionRequest, rid: str) -> tuple[ToolMode, AsyncIterator[RequestOutput]]:
+        """Validate, template and tokenize (off the event loop), and queue the request."""
         self.check_model(req.model)
         self.check_n(req.n)
         self.check_capacity(req.n if req.use_beam_search else 1)  # a beam search runs n requests at once
         if req.top_logprobs is not None and not req.logprobs:
             raise APIError("top_logprobs needs logprobs: true", 400, "top_logprobs")
         mode = self._tool_mode(req)
-        prompt = self._prompt(req, mode)
+        prompt = await self.engine.run_in_tokenizer_thread(self._prompt, req, mode)
         max_tokens = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
         self.check_length(len(prompt["prompt_token_ids"]), max_tokens)
         extra: dict[str, Any] = {"logprobs": req.top_logprobs or 0} if req.logprobs else {}
+        if req.prompt_logprobs is not None:
+            if req.use_beam_search:
+                raise APIError("use_beam_search cannot return prompt_logprobs", 400, "prompt_logprobs")
+            extra["prompt_logprobs"] = req.prompt_logprobs
         constraint = response_format_constraint(req.response_format)
         if mode.schema is not None:
             if constraint is not None:
@@ -278,7 +285,7 @@ class ServingChat(ServingBase):
         if req.use_beam_search:
             return mode, self._beam_search(req, prompt, rid, max_tokens, constraint)
         params = req.sampling_params(max_tokens, None, **extra)
-        return mode, self.engine.submit(prompt, params, rid, **self.request_args_for(req.model))
+        return mode, await self.engine.submit_async(prompt, params, rid, **self.request_args_for(req.model))
 
     def _beam_search(self, req: ChatCompletionRequest, prompt: dict[str, Any], rid: str, max_tokens: int | None,
                      constraint: StructuredOutputsParams | None) -> AsyncIterator[RequestOutput]:
@@ -297,14 +304,19 @@ class ServingChat(ServingBase):
 
     async def create(self, req: ChatCompletionRequest) -> ChatCompletionResponse | AsyncIterator[str]:
         rid = req.request_id or random_id("chatcmpl")
-        mode, gen = self.submit(req, rid)
+        mode, gen = await self.submit(req, rid)
         model = req.model or self.model_name
         if req.stream:
             return self._stream(req, rid, model, mode, gen)
         out = await self.collect(gen, mode)
         choices = [self._choice(c.index, c.text, c.finish_reason, c.stop_reason, mode,
                                 self._logprobs(req, c.token_ids, c.logprobs)) for c in out.outputs]
-        return ChatCompletionResponse(id=rid, model=model, choices=choices, usage=_usage(out))
+        if req.return_token_ids:
+            for choice, c in zip(choices, out.outputs):
+                choice.token_ids = list(c.token_ids)
+        plp = prompt_logprobs_json(out.prompt_logprobs) if req.prompt_logprobs is not None else None
+        return ChatCompletionResponse(id=rid, model=model, choices=choices, usage=_usage(out), prompt_logprobs=plp,
+                                      prompt_token_ids=list(out.prompt_token_ids) if req.return_token_ids else None)
 
     # --------------------------------------------------------------------------- non-stream
     @staticmethod
@@ -371,20 +383,31 @@ class ServingChat(ServingBase):
         created = int(time.time())
         holdback = stop_holdback(req.stop)
         states: dict[int, ChoiceState] = {}
+        stream = self.engine.streams.get(rid)
+        prompt_ids = list(stream.prompt_token_ids or []) if stream is not None else []
+        continuous = req.stream_options is not None and req.stream_options.include_usage and \
+            req.stream_options.continuous_usage_stats
+        generated = 0
 
-        def chunk(choice: ChatStreamChoice) -> ChatCompletionChunk:
-            return ChatCompletionChunk(id=rid, created=created, model=model, choices=[choice])
+        def chunk(choice: ChatStreamChoice, first: bool = False) -> ChatCompletionChunk:
+            usage = None
+            if continuous:
+                usage = UsageInfo(prompt_tokens=len(prompt_ids), completion_tokens=generated,
+                                  total_tokens=len(prompt_ids) + generated)
+            return ChatCompletionChunk(id=rid, created=created, model=model, choices=[choice], usage=usage,
+                                       prompt_token_ids=prompt_ids if first and req.return_token_ids else None)
 
         for i in range(req.n):
             states[i] = ChoiceState(
                 ReasoningStreamer(self.reasoning_parser_cls(self.tokenizer)) if self.reasoning_parser_cls else None,
                 ToolCallStreamer(self.tool_parser_cls(self.tokenizer)) if mode.kind == "auto" and self.tool_parser_cls else None,
             )
-            yield chunk(ChatStreamChoice(index=i, delta=DeltaMessage(role="assistant", content="")))
+            yield chunk(ChatStreamChoice(index=i, delta=DeltaMessage(role="assistant", content="")), first=i == 0)
         last: RequestOutput | None = None
         try:
             async for out in gen:
                 last = out
+                generated = sum(len(c.token_ids) for c in out.outputs)
                 for c in out.outputs:
                     st = states[c.index]
                     if st.done:
@@ -393,17 +416,25 @@ class ServingChat(ServingBase):
                     visible = c.text if finished else c.text[: max(0, len(c.text) - holdback)]
                     delta = self._delta(st, visible, finished, mode)
                     lps = None
+                    new_ids: list[int] | None = None
                     if delta is not None or finished:
                         lps = self._logprobs(req, c.token_ids[st.tokens_sent:],
                                              c.logprobs[st.tokens_sent:] if c.logprobs else None)
+                        new_ids = list(c.token_ids[st.tokens_sent:]) if req.return_token_ids else None
                         st.tokens_sent = len(c.token_ids)
                     if finished or (mode.kind in ("named", "required") and st.calls):
                         st.done = True
                         finish = "tool_calls" if st.calls and c.finish_reason in ("stop", None) else c.finish_reason
-                        yield chunk(ChatStreamChoice(index=c.index, delta=delta or DeltaMessage(), logprobs=lps,
-                                                     finish_reason=finish, stop_reason=c.stop_reason))
+                        *first, end = one_call_per_delta(delta or DeltaMessage())
+                        for part in first:
+                            yield chunk(ChatStreamChoice(index=c.index, delta=part))
+                        yield chunk(ChatStreamChoice(index=c.index, delta=end, logprobs=lps, finish_reason=finish,
+                                                     stop_reason=c.stop_reason, token_ids=new_ids))
                     elif delta is not None:
-                        yield chunk(ChatStreamChoice(index=c.index, delta=delta, logprobs=lps))
+                        *first, end = one_call_per_delta(delta)
+                        for part in first:
+                            yield chunk(ChatStreamChoice(index=c.index, delta=part))
+                        yield chunk(ChatStreamChoice(index=c.index, delta=end, logprobs=lps, token_ids=new_ids))
                 if all(st.done for st in states.values()):
                     break  # a forced call is complete: leaving the loop aborts the rest
         finally:
@@ -416,31 +447,45 @@ class ServingChat(ServingBase):
         if st.reasoning is not None:
             reasoning, text = st.reasoning.feed(text, finished)
         content = ""
-        new_calls: list[ParsedToolCall] = []
+        call_deltas: list[ToolCallDelta] = []
         if st.tools is not None:
-            content, new_calls = st.tools.feed(text)
+            content, call_deltas = st.tools.feed(text)
             if finished:
                 more, extra = st.tools.finish(text)
-                content, new_calls = content + more, new_calls + extra
+                content, call_deltas = content + more, call_deltas + extra
+            st.calls.extend(ParsedToolCall(d.name, "") for d in call_deltas if d.name is not None)
         elif mode.kind in ("named", "required"):
             if not st.calls:
                 forced = parse_forced(mode, text)
                 if forced is not None:
-                    new_calls = forced
+                    call_deltas = [ToolCallDelta(k, c.name, c.arguments) for k, c in enumerate(forced)]
+                    st.calls.extend(forced)
                 elif finished:
                     content = text
         else:
             content = text[st.content_sent:]
             st.content_sent = len(text)
-        if not (reasoning or content or new_calls):
+        if not (reasoning or content or call_deltas):
             return None
         deltas = [
-            DeltaToolCall(index=len(st.calls) + k, id=random_id("chatcmpl-tool"), type="function",
-                          function=DeltaFunctionCall(name=c.name, arguments=c.arguments))
-            for k, c in enumerate(new_calls)
+            DeltaToolCall(index=d.index, id=random_id("chatcmpl-tool"), type="function",
+                          function=DeltaFunctionCall(name=d.name, arguments=d.arguments))
+            if d.name is not None else
+            DeltaToolCall(index=d.index, function=DeltaFunctionCall(arguments=d.arguments))
+            for d in call_deltas
         ]
-        st.calls.extend(new_calls)
         return DeltaMessage(content=content or None, reasoning_content=reasoning or None, tool_calls=deltas)
+
+
+def one_call_per_delta(delta: DeltaMessage) -> list[DeltaMessage]:
+    """``delta`` split so no chunk carries pieces of two tool calls (as vLLM streams parallel calls):
+    the text and the first call's pieces, then one delta per further call."""
+    indices = list(dict.fromkeys(tc.index for tc in delta.tool_calls))
+    if len(indices) <= 1:
+        return [delta]
+    first = delta.model_copy(update={"tool_calls": [tc for tc in delta.tool_calls if tc.index == indices[0]]})
+    rest = [DeltaMessage(tool_calls=[tc for tc in delta.tool_calls if tc.index == i]) for i in indices[1:]]
+    return [first, *rest]
 
 
 def _usage(out: RequestOutput) -> UsageInfo:

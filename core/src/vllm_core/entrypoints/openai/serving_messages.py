@@ -4,6 +4,8 @@ A Messages request is translated into a chat request (system prompt, text / tool
 tool_result blocks, tools, tool_choice), run through ``ServingChat``, and the result translated
 back: content blocks, ``stop_reason``, ``usage``, and for streams Anthropic's event sequence
 (``message_start``, ``content_block_*``, ``message_delta``, ``message_stop``).
+``/v1/messages/count_tokens`` counts the templated prompt's tokens; errors on these routes have
+Anthropic's shape (``{"type": "error", "error": {"type", "message"}}``, see ``errors.error_for``).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from vllm_core.engine.async_llm import AsyncLLM, run_to_completion
-from vllm_core.entrypoints.openai.errors import APIError, to_api_error
+from vllm_core.entrypoints.openai.errors import APIError, anthropic_error_body, to_api_error
 from vllm_core.entrypoints.openai.protocol import ChatCompletionRequest, random_id
 from vllm_core.entrypoints.openai.serving_chat import ServingChat
 from vllm_core.entrypoints.openai.serving_engine import ServerSettings
@@ -46,6 +48,12 @@ class MessagesRequest(BaseModel):
     tools: list[AnthropicTool] | None = None
     tool_choice: dict[str, Any] | None = None
     metadata: dict[str, Any] | None = None
+
+
+class CountTokensRequest(MessagesRequest):
+    """``/v1/messages/count_tokens``: a Messages request without ``max_tokens``."""
+
+    max_tokens: int = Field(1, ge=1)
 
 
 def _text_of(blocks: Any) -> str:
@@ -117,10 +125,11 @@ class ServingMessages:
     async def create(self, req: MessagesRequest) -> dict[str, Any] | AsyncIterator[str]:
         chat_req = to_chat_request(req)
         rid = random_id("msg")
-        mode, gen = self.chat.submit(chat_req, rid)
+        mode, gen = await self.chat.submit(chat_req, rid)
         model = req.model or self.chat.model_name
         if req.stream:
-            return self._stream(chat_req, rid, model, mode, gen)
+            stream = self.chat.engine.streams.get(rid)
+            return self._stream(chat_req, rid, model, mode, gen, stream.num_prompt_tokens if stream else 0)
         (out,) = await run_to_completion([gen])
         c = out.outputs[0]
         choice = self.chat._choice(0, c.text, c.finish_reason, c.stop_reason, mode)
@@ -140,13 +149,22 @@ class ServingMessages:
             "usage": {"input_tokens": len(out.prompt_token_ids), "output_tokens": len(c.token_ids)},
         }
 
+    async def count_tokens(self, req: CountTokensRequest) -> dict[str, int]:
+        """The prompt's tokens as the model would see them (template, system prompt and tools)."""
+        chat_req = to_chat_request(req)
+        self.chat.check_model(chat_req.model)
+        mode = self.chat._tool_mode(chat_req)
+        prompt = await self.chat.engine.run_in_tokenizer_thread(self.chat._prompt, chat_req, mode)
+        return {"input_tokens": len(prompt["prompt_token_ids"])}
+
     async def _stream(self, chat_req: ChatCompletionRequest, rid: str, model: str, mode: Any,
-                      gen: AsyncIterator[Any]) -> AsyncIterator[str]:
+                      gen: AsyncIterator[Any], input_tokens: int) -> AsyncIterator[str]:
         yield _event("message_start", {"message": {
             "id": rid, "type": "message", "role": "assistant", "model": model, "content": [],
-            "stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": 0, "output_tokens": 0}}})
+            "stop_reason": None, "stop_sequence": None,
+            "usage": {"input_tokens": input_tokens, "output_tokens": 0}}})
         index = -1
-        open_text = False
+        open_text = open_tool = False
         stop_reason: str | None = None
         stop_seq: str | None = None
         usage: dict[str, int] = {}
@@ -157,6 +175,9 @@ class ServingMessages:
                 for ch in chunk.choices:
                     d = ch.delta
                     if d.content:
+                        if open_tool:
+                            yield _event("content_block_stop", {"index": index})
+                            open_tool = False
                         if not open_text:
                             index += 1
                             open_text = True
@@ -165,28 +186,31 @@ class ServingMessages:
                         yield _event("content_block_delta", {"index": index,
                                                              "delta": {"type": "text_delta", "text": d.content}})
                     for call in d.tool_calls:
-                        if open_text:
-                            yield _event("content_block_stop", {"index": index})
-                            open_text = False
-                        index += 1
                         fn = call.function
-                        yield _event("content_block_start", {"index": index, "content_block": {
-                            "type": "tool_use", "id": call.id, "name": fn.name if fn else "", "input": {}}})
-                        yield _event("content_block_delta", {"index": index, "delta": {
-                            "type": "input_json_delta", "partial_json": fn.arguments if fn else ""}})
-                        yield _event("content_block_stop", {"index": index})
+                        if call.id is not None:  # a new call: a new tool_use block
+                            if open_text or open_tool:
+                                yield _event("content_block_stop", {"index": index})
+                                open_text = open_tool = False
+                            index += 1
+                            open_tool = True
+                            yield _event("content_block_start", {"index": index, "content_block": {
+                                "type": "tool_use", "id": call.id, "name": fn.name if fn else "", "input": {}}})
+                        if fn is not None and fn.arguments:
+                            yield _event("content_block_delta", {"index": index, "delta": {
+                                "type": "input_json_delta", "partial_json": fn.arguments}})
                     if ch.finish_reason is not None:
                         stop_reason = _STOP.get(ch.finish_reason, "end_turn")
                         if isinstance(ch.stop_reason, str):
                             stop_reason, stop_seq = "stop_sequence", ch.stop_reason
         except Exception as exc:  # noqa: BLE001 - the status line is already sent
             err = to_api_error(exc)
-            yield _event("error", {"error": {"type": "api_error", "message": err.message}})
+            yield _event("error", {"error": anthropic_error_body(err.message, err.status)["error"]})
             return
-        if open_text:
+        if open_text or open_tool:
             yield _event("content_block_stop", {"index": index})
         yield _event("message_delta", {"delta": {"stop_reason": stop_reason, "stop_sequence": stop_seq},
-                                       "usage": {"output_tokens": usage.get("output_tokens", 0)}})
+                                       "usage": {"input_tokens": usage.get("input_tokens", input_tokens),
+                                                 "output_tokens": usage.get("output_tokens", 0)}})
         yield _event("message_stop", {})
 
 
@@ -200,5 +224,9 @@ def add_messages_route(app: FastAPI, engine: AsyncLLM, settings: ServerSettings)
             return JSONResponse(result)
         return StreamingResponse(result, media_type="text/event-stream")
 
+    @app.post("/v1/messages/count_tokens")
+    async def count_tokens(req: CountTokensRequest) -> dict[str, int]:
+        return await messages.count_tokens(req)
 
-__all__ = ["MessagesRequest", "ServingMessages", "add_messages_route"]
+
+__all__ = ["CountTokensRequest", "MessagesRequest", "ServingMessages", "add_messages_route"]
