@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from vllm_core.extensions.state import ExtensionState
@@ -65,8 +65,9 @@ class ModelRunnerOutput:
     """The new tokens per scheduled request: one for a plain step, ``1 .. k + 1`` for a request
     with ``k`` drafts (the accepted ones, then the correction or bonus token); empty for a
     prefill chunk that samples nothing."""
-    logprobs: dict[str, PositionLogprobs] | None = None
-    """req_id -> the sampled token's logprobs, for requests with ``logprobs`` set."""
+    logprobs: Mapping[str, PositionLogprobs | list[PositionLogprobs]] | None = None
+    """req_id -> the sampled token's logprobs, for requests with ``logprobs`` set (a list, one
+    per kept token, in multi-token steps)."""
     prompt_logprobs: dict[str, PromptLogprobsChunk] | None = None
     """req_id -> the prompt logprobs of this step's chunk, for requests with ``prompt_logprobs``."""
     draft_token_ids: dict[str, list[int]] | None = None

@@ -19,6 +19,7 @@ from vllm_core.model_executor.model_loader.loader import LoadedModel
 from vllm_core.platforms import resolve_platform
 from vllm_core.platforms.interface import Platform
 from vllm_core.request import Request, RequestStatus
+from vllm_core.spec_decode.extension import proposer_lookahead_slots
 from vllm_core.worker.model_runner import ModelRunner, PendingRunnerOutput
 
 logger = logging.getLogger(__name__)
@@ -73,6 +74,7 @@ class EngineCore:
             sc.model_copy(update={"async_scheduling": async_scheduling, "max_num_batched_tokens": budget}),
             self.kv_cache_manager, loaded.max_model_len,
             ready=lambda req: executor.is_ready(req.request_id),
+            num_lookahead_slots=proposer_lookahead_slots(config.speculative),
         )
         self._in_flight: tuple[SchedulerOutput, PendingRunnerOutput] | None = None
         max_conc = self.kv_spec.num_tokens / loaded.max_model_len
@@ -138,7 +140,8 @@ def make_core_outputs(updates: list[tuple[Request, list[int]]], runner_out: Mode
         outs.append(
             EngineCoreOutput(
                 req.request_id, tokens, req.status.finish_reason, req.stop_reason,
-                max(req.num_cached_tokens, 0), None if lp is None else [lp], prompt.pop(req.request_id, None),
+                max(req.num_cached_tokens, 0), None if lp is None else lp if isinstance(lp, list) else [lp],
+                prompt.pop(req.request_id, None),
             )
         )
     outs += [EngineCoreOutput(rid, [], new_prompt_logprobs=chunk) for rid, chunk in prompt.items()]

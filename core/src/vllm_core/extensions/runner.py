@@ -13,6 +13,10 @@ of every step; the runner, the engine core and the scheduler know no feature by 
     accept_tokens        the tokens each sampling row produced this step
     propose_drafts       draft tokens for each row's next step (speculative decoding)
 
+and, once at start-up, ``kv_bytes_per_block`` (KV memory of the extension's own per block of the
+model's cache, counted when the cache is sized) and ``kv_cache_initialized`` (the cache's shape,
+for an extension that keeps a paged cache beside it: a draft model).
+
 Callbacks run on the runner's thread, inside the step; keep them cheap or move the work to a
 thread of your own (structured outputs compile grammars in the background and answer
 ``is_ready`` False meanwhile).
@@ -33,6 +37,7 @@ from vllm_core.sampling_params import SamplingParams
 if TYPE_CHECKING:
     from vllm_core.config import EngineConfig
     from vllm_core.core.sched_output import ScheduledRequest
+    from vllm_core.platforms.interface import Platform
 
 
 @dataclass(frozen=True)
@@ -44,6 +49,8 @@ class RunnerContext:
     """The model's Hugging Face tokenizer (None with ``skip_tokenizer_init``)."""
     vocab_size: int
     device: torch.device
+    platform: Platform | None = None
+    """The platform the runner runs on (an extension that runs a model of its own uses it)."""
 
 
 @dataclass
@@ -104,6 +111,15 @@ class RunnerExtension:
         """Draft tokens for the next step of some rows (req_id -> drafts), or None."""
         return None
 
+    def kv_bytes_per_block(self, block_size: int) -> int:
+        """Bytes this extension keeps per block of the model's KV cache (its own cache laid out
+        on the same block ids); the cache is sized for the sum."""
+        return 0
+
+    def kv_cache_initialized(self, num_blocks: int, block_size: int) -> None:
+        """The model's KV cache was allocated with ``num_blocks`` blocks of ``block_size`` tokens
+        (before the first step)."""
+
 
 class RunnerExtensions:
     """The extensions one runner calls, in registration-name order."""
@@ -154,6 +170,13 @@ class RunnerExtensions:
     def accept_tokens(self, rows: Sequence[ScheduledRequest], sampled: SampledTokens) -> None:
         for e in self.items:
             e.accept_tokens(rows, sampled)
+
+    def kv_bytes_per_block(self, block_size: int) -> int:
+        return sum(e.kv_bytes_per_block(block_size) for e in self.items)
+
+    def kv_cache_initialized(self, num_blocks: int, block_size: int) -> None:
+        for e in self.items:
+            e.kv_cache_initialized(num_blocks, block_size)
 
     def propose_drafts(self, rows: Sequence[ScheduledRequest], sampled: SampledTokens) -> dict[str, list[int]] | None:
         out: dict[str, list[int]] = {}

@@ -42,6 +42,7 @@ class Sampler(ABC):
         metadata: SamplingMetadata,
         drafts: DraftBatch,
         generator: torch.Generator | None = None,
+        generators: dict[int, torch.Generator] | None = None,
     ) -> list[list[int]]:
         """Speculative decoding: the accepted tokens of each request (``1 .. k + 1`` of them).
 
@@ -49,12 +50,13 @@ class Sampler(ABC):
         then the bonus row); ``metadata`` has one row per logits row (the request's settings
         repeated; penalties see the drafts before each row). Greedy requests accept drafts
         equal to the argmax; random ones use rejection sampling, which keeps the target
-        distribution (``vllm_core.sample.rejection``). Draws use ``generator``, not the rows'
-        own seeded generators. Platforms may override with a fused kernel."""
+        distribution (``vllm_core.sample.rejection``). Draws use ``generator``, except those of
+        the requests in ``generators`` (request index -> its own seeded generator). Platforms may
+        override with a fused kernel."""
         probs = self.processed_logits(logits, metadata).softmax(dim=-1)
         rows = torch.tensor([k + 1 for k in drafts.num_drafts], device=logits.device)
         first_rows = torch.cumsum(rows, 0) - rows
-        return verify_drafts(probs, drafts, metadata.temperature[first_rows] <= 0, generator)
+        return verify_drafts(probs, drafts, metadata.temperature[first_rows] <= 0, generator, generators)
 
     def processed_logits(self, logits: torch.Tensor, metadata: SamplingMetadata) -> torch.Tensor:
         """[R, vocab] float32: the logits the sampler draws from (processors, temperature,
