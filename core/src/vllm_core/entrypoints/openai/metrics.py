@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 from vllm_core.engine.async_llm import FinishedRequestStats
 from vllm_core.engine.core_client import EngineStats
+from vllm_core.spec_decode.metrics import SpecDecodeStats
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -51,6 +52,7 @@ class ServerMetrics:
         self.ttft = hist("vllm:time_to_first_token_seconds", "Time to first token.")
         self.tpot = hist("vllm:time_per_output_token_seconds", "Mean time per output token after the first.")
         self.e2e = hist("vllm:e2e_request_latency_seconds", "End-to-end request latency.")
+        self.spec_decode = SpecDecodeMetrics(r, names)
 
     def observe_finished(self, stats: FinishedRequestStats) -> None:
         lab = self.labels
@@ -76,4 +78,31 @@ class ServerMetrics:
             rate = stats.prefix_cache_hits / stats.prefix_cache_queries if stats.prefix_cache_queries else 0.0
             self.prefix_hit_rate.labels(**lab).set(rate)
             self.preemptions.labels(**lab).set(stats.num_preemptions)
+            if stats.spec_decode is not None:
+                self.spec_decode.update(stats.spec_decode, lab)
         return generate_latest(self.registry)
+
+
+class SpecDecodeMetrics:
+    """vLLM's speculative-decoding counters. The core keeps cumulative totals; each scrape adds
+    what they grew by since the last one (a Prometheus counter only goes up)."""
+
+    def __init__(self, registry: CollectorRegistry, names: list[str]) -> None:
+        r = registry
+        self.drafts = Counter("vllm:spec_decode_num_drafts", "Verified steps of requests with drafts.", names, registry=r)
+        self.draft_tokens = Counter("vllm:spec_decode_num_draft_tokens", "Draft tokens verified.", names, registry=r)
+        self.accepted = Counter("vllm:spec_decode_num_accepted_tokens", "Draft tokens accepted.", names, registry=r)
+        self.per_pos = Counter(
+            "vllm:spec_decode_num_accepted_tokens_per_pos", "Accepted draft tokens by position.",
+            [*names, "position"], registry=r,
+        )
+        self._last = SpecDecodeStats()
+
+    def update(self, stats: SpecDecodeStats, labels: dict[str, str]) -> None:
+        last, self._last = self._last, stats
+        self.drafts.labels(**labels).inc(stats.num_drafts - last.num_drafts)
+        self.draft_tokens.labels(**labels).inc(stats.num_draft_tokens - last.num_draft_tokens)
+        self.accepted.labels(**labels).inc(stats.num_accepted_tokens - last.num_accepted_tokens)
+        before = last.accepted_per_pos or (0,) * len(stats.accepted_per_pos)
+        for pos, (now, then) in enumerate(zip(stats.accepted_per_pos, before)):
+            self.per_pos.labels(**labels, position=str(pos)).inc(now - then)
