@@ -117,3 +117,21 @@ def test_scheduler_keeps_lookahead_slots_for_a_proposer_within_max_model_len() -
     assert sched.kv.pool.num_free_blocks == 14
     req.num_computed_tokens = 10  # near max_model_len: the lookahead stops there
     assert sched._extra_lookahead(req, 1) == 1
+
+
+def test_greedy_fast_path_equals_rejection_sampling_of_greedy_rows() -> None:
+    import torch
+
+    from vllm_core.sample.rejection import DraftBatch, verify_drafts, verify_greedy
+
+    g = torch.Generator().manual_seed(0)
+    num_drafts = [3, 0, 2, 4, 1]
+    logits = torch.randn(sum(num_drafts) + len(num_drafts), 6, generator=g)
+    target = logits.argmax(dim=-1)
+    # drafts right about half the time
+    flat = [int(target[r]) if torch.rand(1, generator=g) < 0.6 else 5 - int(target[r])
+            for r in [start + t for start, k in zip([0, 4, 5, 8, 13], num_drafts) for t in range(k)]]
+    drafts = DraftBatch(torch.tensor(flat), num_drafts)
+    expected = verify_drafts(logits.softmax(-1), drafts, torch.ones(len(num_drafts), dtype=torch.bool))
+    assert verify_greedy(target, drafts) == expected
+    assert any(len(t) > 1 for t in expected) and any(len(t) < k + 1 for t, k in zip(expected, num_drafts))

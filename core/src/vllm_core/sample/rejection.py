@@ -134,3 +134,20 @@ def verify_drafts(
         out.append(drafts_list[offset : offset + n_acc_list[i]] + [extra_list[i]])
         offset += ki
     return out
+
+
+def verify_greedy(target: torch.Tensor, drafts: DraftBatch) -> list[list[int]]:
+    """Greedy requests only: accept drafts while they equal ``target`` (the argmax of each row,
+    [sum(num_drafts + 1)] int64), then take the argmax. No probabilities, no random draws; the
+    same result as ``verify_drafts`` with every request greedy."""
+    tgt, draft = target.tolist(), drafts.token_ids.tolist()
+    out: list[list[int]] = []
+    row = offset = 0
+    for k in drafts.num_drafts:
+        n = 0
+        while n < k and draft[offset + n] == tgt[row + n]:
+            n += 1
+        out.append(draft[offset : offset + n] + [tgt[row + n]])
+        row += k + 1
+        offset += k
+    return out

@@ -19,7 +19,7 @@ import torch
 from vllm_core.sample.logits_processors import apply_allowed_tokens, apply_banned_tokens, apply_logit_bias
 from vllm_core.sample.metadata import SamplingMetadata
 from vllm_core.sample.penalties import apply_penalties
-from vllm_core.sample.rejection import DraftBatch, verify_drafts
+from vllm_core.sample.rejection import DraftBatch, verify_drafts, verify_greedy
 from vllm_core.sample.token_mask import apply_token_bitmask
 
 
@@ -53,6 +53,9 @@ class Sampler(ABC):
         distribution (``vllm_core.sample.rejection``). Draws use ``generator``, except those of
         the requests in ``generators`` (request index -> its own seeded generator). Platforms may
         override with a fused kernel."""
+        if metadata.all_greedy:  # the argmax is all that matters: no softmax, no draws
+            drafts.validate(logits.shape[0], logits.shape[1])
+            return verify_greedy(apply_logits_processors(logits, metadata).argmax(dim=-1), drafts)
         probs = self.processed_logits(logits, metadata).softmax(dim=-1)
         rows = torch.tensor([k + 1 for k in drafts.num_drafts], device=logits.device)
         first_rows = torch.cumsum(rows, 0) - rows
