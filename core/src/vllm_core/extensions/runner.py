@@ -12,6 +12,7 @@ of every step; the runner, the engine core and the scheduler know no feature by 
     logits_mask          allowed tokens per sampling row (applied before any sampling)
     accept_tokens        the tokens each sampling row produced this step
     propose_drafts       draft tokens for each row's next step (speculative decoding)
+    draft_probs          the distributions sampled drafts were drawn from (verification)
 
 and, once at start-up, ``kv_bytes_per_block`` (KV memory of the extension's own per block of the
 model's cache, counted when the cache is sized) and ``kv_cache_initialized`` (the cache's shape,
@@ -111,6 +112,12 @@ class RunnerExtension:
         """Draft tokens for the next step of some rows (req_id -> drafts), or None."""
         return None
 
+    def draft_probs(self, req_id: str, draft_token_ids: Sequence[int]) -> torch.Tensor | None:
+        """The distributions the request's drafts were sampled from ([len(drafts), vocab]
+        float32), or None when they were not sampled (deterministic drafts, or not this
+        extension's): rejection sampling needs them to keep the target's distribution."""
+        return None
+
     def kv_bytes_per_block(self, block_size: int) -> int:
         """Bytes this extension keeps per block of the model's KV cache (its own cache laid out
         on the same block ids); the cache is sized for the sum."""
@@ -170,6 +177,13 @@ class RunnerExtensions:
     def accept_tokens(self, rows: Sequence[ScheduledRequest], sampled: SampledTokens) -> None:
         for e in self.items:
             e.accept_tokens(rows, sampled)
+
+    def draft_probs(self, req_id: str, draft_token_ids: Sequence[int]) -> torch.Tensor | None:
+        for e in self.items:
+            probs = e.draft_probs(req_id, draft_token_ids)
+            if probs is not None:
+                return probs
+        return None
 
     def kv_bytes_per_block(self, block_size: int) -> int:
         return sum(e.kv_bytes_per_block(block_size) for e in self.items)

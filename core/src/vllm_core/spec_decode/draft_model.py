@@ -1,4 +1,4 @@
-"""Draft-model proposer: a small model with the target's vocabulary drafts ``k`` tokens greedily.
+"""Draft-model proposer: a small model with the target's vocabulary drafts ``k`` tokens.
 
 ``speculative_config={"method": "draft_model", "model": PATH, "num_speculative_tokens": k}``.
 
@@ -13,6 +13,10 @@ After every target step, for each row it drafts for (``propose_step``):
    the first time; afterwards the tokens accepted in the step), writing their KV; the logits
    at the last one give draft 1;
 2. ``k - 1`` decode passes: draft ``t`` is fed at its position, giving draft ``t + 1``.
+
+Greedy and seeded requests get the draft's argmax (deterministic drafts); other random requests
+get drafts sampled from the draft's own distribution, which is handed to verification
+(``draft_probs``) so rejection sampling keeps the target's distribution.
 
 All rows go through each pass together (one ragged batch, then batches of one token per row).
 Rolling back is bookkeeping: the draft's KV counts as valid for the known tokens only
@@ -29,6 +33,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
 
 from vllm_core.config import SpeculativeConfig
 from vllm_core.core.sched_output import ScheduledRequest, SchedulerOutput
@@ -56,7 +62,7 @@ def _known_slice(row: ScheduledRequest, new: Sequence[int], start: int) -> list[
 
 
 class DraftModelProposer(Proposer):
-    """Greedy drafts from a small model run by the same platform, with its own paged KV cache."""
+    """Drafts from a small model run by the same platform, with its own paged KV cache."""
 
     method: ClassVar[str] = "draft_model"
 
@@ -87,6 +93,9 @@ class DraftModelProposer(Proposer):
         """req_id -> tokens whose KV the draft cache holds (a prefix of the request's known tokens)."""
         self._first_block: dict[str, int] = {}
         """req_id -> its first block id when caught up (a different one: it restarted elsewhere)."""
+        self._sampled: dict[str, tuple[list[int], list[torch.Tensor]]] = {}
+        """req_id -> its last sampled drafts and the distributions they came from ([k, vocab])."""
+        self.generator = self.platform.make_generator(context.config.model.seed + 1)
         logger.info("draft model %s loaded (%s)", config.model, type(self.model).__name__)
 
     # ---------------------------------------------------------------------------- KV cache
@@ -107,6 +116,7 @@ class DraftModelProposer(Proposer):
         for rid in req_ids:
             self._seen.pop(rid, None)
             self._first_block.pop(rid, None)
+            self._sampled.pop(rid, None)
 
     # ------------------------------------------------------------------------------ drafts
     def propose_step(
@@ -139,6 +149,8 @@ class DraftModelProposer(Proposer):
             self._first_block[row.req_id] = row.block_ids[0]
         if not catch_up:
             return out
+        for r in catch_up:
+            self._sampled.pop(r.req_id, None)
         tokens = self._forward(catch_up)
         for j, i in enumerate(members):
             out[i].append(tokens[j])
@@ -156,15 +168,49 @@ class DraftModelProposer(Proposer):
             tokens = self._forward(step)
             for j, tok in zip(live, tokens):
                 out[members[j]].append(tok)
+        for r in catch_up:
+            rows_q = self._sampled.get(r.req_id)
+            if rows_q is not None:
+                self._sampled[r.req_id] = (rows_q[0], [torch.cat(rows_q[1])])
         return out
 
     def _forward(self, rows: list[ScheduledRequest]) -> list[int]:
-        """One draft-model pass over ``rows``: the greedy next token of each."""
+        """One draft-model pass over ``rows``: the next token of each, greedy for greedy and
+        seeded requests (a seeded request's drafts must not depend on the batch), else sampled
+        from the draft's distribution after temperature / top-k / top-p / min-p, which is kept
+        for verification (``draft_probs``)."""
+        from vllm_core.sample.metadata import SamplingMetadata
+        from vllm_core.sample.sampler import apply_warpers
         from vllm_core.worker.input_batch import prepare_inputs
 
         inputs = prepare_inputs(SchedulerOutput(rows, sum(r.num_tokens for r in rows)), self.block_size, self.device)
         hidden = self.model(inputs.input_ids, inputs.positions, inputs.metadata)
-        logits = self.model.compute_logits(hidden.index_select(0, inputs.logits_indices))
-        result: list[int] = logits.argmax(dim=-1).tolist()
+        logits = self.model.compute_logits(hidden.index_select(0, inputs.logits_indices)).float()
+        greedy = logits.argmax(dim=-1)
+        sampled_rows = [
+            i for i, r in enumerate(rows) if not r.sampling_params.is_greedy and r.sampling_params.seed is None
+        ]
+        if not sampled_rows:
+            result: list[int] = greedy.tolist()
+            return result
+        picked = [rows[i] for i in sampled_rows]
+        index = torch.tensor(sampled_rows, device=logits.device)
+        metadata = SamplingMetadata.build(picked, {}, self.device)
+        probs = apply_warpers(logits.index_select(0, index), metadata).softmax(dim=-1)
+        noise = torch.empty_like(probs).exponential_(generator=self.generator)
+        tokens = greedy.index_copy(0, index, (probs / noise).argmax(dim=-1))
+        for j, r in enumerate(picked):
+            entry = self._sampled.setdefault(r.req_id, ([], []))
+            entry[1].append(probs[j : j + 1])
+        result = tokens.tolist()
+        for i in sampled_rows:
+            self._sampled[rows[i].req_id][0].append(result[i])
         return result
+
+    def draft_probs(self, req_id: str, draft_token_ids: Sequence[int]) -> torch.Tensor | None:
+        entry = self._sampled.get(req_id)
+        n = len(draft_token_ids)
+        if entry is None or entry[0][:n] != list(draft_token_ids):
+            return None
+        return entry[1][0][:n]
 

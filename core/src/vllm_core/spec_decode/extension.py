@@ -16,6 +16,8 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, ClassVar
 
+import torch
+
 from vllm_core.config import SpeculativeConfig
 from vllm_core.extensions.runner import RunnerContext, RunnerExtension, SampledTokens
 from vllm_core.spec_decode.metrics import SpecDecodeCounters, SpecDecodeStats
@@ -107,6 +109,9 @@ class SpeculativeDecoding(RunnerExtension):
             [rows[j] for j in eligible], new_tokens, [max_drafts[j] for j in eligible]
         )
         return {rows[j].req_id: d for j, d in zip(eligible, drafts) if d}
+
+    def draft_probs(self, req_id: str, draft_token_ids: Sequence[int]) -> torch.Tensor | None:
+        return self.proposer.draft_probs(req_id, draft_token_ids)
 
     def finish_requests(self, req_ids: set[str]) -> None:
         self.proposer.finish_requests(req_ids)

@@ -6,6 +6,8 @@ from abc import ABC
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, ClassVar
 
+import torch
+
 from vllm_core.config import SpeculativeConfig
 from vllm_core.extensions.runner import RunnerContext
 
@@ -47,6 +49,12 @@ class Proposer(ABC):
         none). The default builds each history and calls ``propose``."""
         histories = [[*r.prompt_token_ids, *r.output_token_ids, *toks] for r, toks in zip(rows, new_tokens)]
         return self.propose(histories, max_drafts)
+
+    def draft_probs(self, req_id: str, draft_token_ids: Sequence[int]) -> torch.Tensor | None:
+        """The distributions the request's drafts (as fed this step: possibly fewer than
+        proposed) were sampled from, [len(draft_token_ids), vocab] float32; None for
+        deterministic drafts (verified as one-hot)."""
+        return None
 
     def finish_requests(self, req_ids: set[str]) -> None:
         """Requests finished or aborted: drop their state."""

@@ -329,9 +329,8 @@ class ModelRunner:
         expanded = expand_draft_rows(draft_rows)
         metadata = SamplingMetadata.build(expanded, {}, self.device)
         metadata.token_bitmask = self.extensions.logits_mask(expanded, self.device)
-        verified = self.sampler.verify(
-            draft_logits, metadata, draft_batch(draft_rows, self.device), self.generator, self._seeded(draft_rows)
-        )
+        drafts_in = draft_batch(draft_rows, self.device, self.extensions.draft_probs, logits.shape[-1])
+        verified = self.sampler.verify(draft_logits, metadata, drafts_in, self.generator, self._seeded(draft_rows))
         logprobs.update(
             verified_logprobs(draft_logits, verified, metadata, draft_rows, self.sampler, self.logprobs_mode) or {}
         )
