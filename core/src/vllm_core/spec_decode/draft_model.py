@@ -18,7 +18,8 @@ Greedy and seeded requests get the draft's argmax (deterministic drafts); other 
 get drafts sampled from the draft's own distribution, which is handed to verification
 (``draft_probs``) so rejection sampling keeps the target's distribution.
 
-All rows go through each pass together (one ragged batch, then batches of one token per row).
+All rows go through each pass together (one ragged batch, then batches of one token per row,
+which replay the platform's captured graphs when it has them: CUDA graphs, CPU kernel plans).
 Rolling back is bookkeeping: the draft's KV counts as valid for the known tokens only
 (``_seen``); the drafted positions are overwritten by the next catch-up, exactly as the target's
 rejected drafts are. The scheduler keeps ``k`` slots allocated past each request's scheduled
@@ -44,6 +45,7 @@ from vllm_core.spec_decode.proposer import Proposer
 
 if TYPE_CHECKING:
     from vllm_core.model_executor.model_loader.loader import LoadedModel
+    from vllm_core.worker.graph_runner import GraphRunner
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +98,7 @@ class DraftModelProposer(Proposer):
         self._sampled: dict[str, tuple[list[int], list[torch.Tensor]]] = {}
         """req_id -> its last sampled drafts and the distributions they came from ([k, vocab])."""
         self.generator = self.platform.make_generator(context.config.model.seed + 1)
+        self.graph_runner: GraphRunner | None = None
         logger.info("draft model %s loaded (%s)", config.model, type(self.model).__name__)
 
     # ---------------------------------------------------------------------------- KV cache
@@ -111,6 +114,14 @@ class DraftModelProposer(Proposer):
             attn.kv_cache = self.platform.allocate_kv_cache(tuple(shape), self.loaded.dtype)
         self._seen.clear()
         self._first_block.clear()
+        engine = self.context.config
+        if not engine.model.enforce_eager:  # the decode passes replay the platform's graphs
+            self.graph_runner = self.platform.make_graph_runner(
+                self.model, engine.scheduler.max_num_seqs, self.loaded.max_model_len, block_size
+            )
+            if self.graph_runner is not None:
+                self.graph_runner.capture()
+                logger.info("draft model: captured graphs for batch sizes %s", self.graph_runner.captured_sizes)
 
     def finish_requests(self, req_ids: set[str]) -> None:
         for rid in req_ids:
@@ -184,7 +195,9 @@ class DraftModelProposer(Proposer):
         from vllm_core.worker.input_batch import prepare_inputs
 
         inputs = prepare_inputs(SchedulerOutput(rows, sum(r.num_tokens for r in rows)), self.block_size, self.device)
-        hidden = self.model(inputs.input_ids, inputs.positions, inputs.metadata)
+        hidden = self.graph_runner.try_run(inputs) if self.graph_runner is not None else None
+        if hidden is None:
+            hidden = self.model(inputs.input_ids, inputs.positions, inputs.metadata)
         logits = self.model.compute_logits(hidden.index_select(0, inputs.logits_indices)).float()
         greedy = logits.argmax(dim=-1)
         sampled_rows = [
