@@ -104,7 +104,9 @@ def run_one(args: argparse.Namespace, spec: dict[str, Any] | None, concurrency: 
         result.update(acceptance_rate=round(accepted / drafted, 4) if drafted else None,
                       mean_acceptance_length=round(1 + accepted / drafts, 3) if drafts else None,
                       steps_off_by_batch=ext.policy.num_steps_off_by_batch)
-    result["device"] = platform.device_name() if hasattr(platform, "device_name") else platform.name
+    from vllm_core.benchmarks.engine import device_name
+
+    result["device"] = device_name(platform.device().type)
     return result
 
 
