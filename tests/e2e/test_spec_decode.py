@@ -186,3 +186,19 @@ def test_sampled_distribution_is_the_targets(models: dict[str, Any], name: str, 
     else:
         assert p < 1e-6, f"a broken verifier went unnoticed (p={p:.2e}): {table}"
     assert_all_blocks_free(llm)
+
+
+def test_draft_model_errors_name_the_fix(models: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> None:
+    from transformers import AutoModelForCausalLM
+
+    from tests.conftest import tiny_config
+    from vllm_core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="'draft_model' needs a model"):
+        make_llm(models, {"method": "draft_model", "num_speculative_tokens": 2})
+    config = tiny_config("llama")
+    config.vocab_size = 300
+    other = str(tmp_path_factory.mktemp("tiny-other-vocab"))
+    AutoModelForCausalLM.from_config(config).save_pretrained(other, safe_serialization=True)
+    with pytest.raises(ConfigError, match="vocabulary of 300 tokens but the target has 512"):
+        make_llm(models, {"method": "draft_model", "model": other, "num_speculative_tokens": 2})
