@@ -79,7 +79,7 @@ def test_greedy_tokens_equal_transformers(models: dict[str, Any], name: str, set
             assert list(c.token_ids) == want, f"{name}/{setting}: prompt {i} differs\n ours: {c.token_ids}\n   hf: {want}"
     core, spec = llm.llm_engine.core, spec_of(llm)
     assert spec.num_draft_tokens > 0, "no drafts were verified"
-    assert core.scheduler.async_scheduling is False  # proposers need each step's tokens
+    assert core.scheduler.async_scheduling is False or setting == "async"  # drafting steps are synchronous
     if setting == "preempt":
         assert core.scheduler.num_preemptions > 0, "the KV cache was meant to be too small"
     if name == "self":  # the target drafting for itself: every draft is accepted
@@ -202,3 +202,25 @@ def test_draft_model_errors_name_the_fix(models: dict[str, Any], tmp_path_factor
     AutoModelForCausalLM.from_config(config).save_pretrained(other, safe_serialization=True)
     with pytest.raises(ConfigError, match="vocabulary of 300 tokens but the target has 512"):
         make_llm(models, {"method": "draft_model", "model": other, "num_speculative_tokens": 2})
+
+
+def test_async_scheduling_runs_the_steps_that_draft_nothing(models: dict[str, Any]) -> None:
+    """Async scheduling asked for: while more requests run than ``disable_by_batch_size`` the
+    steps run ahead of their results; once few are left the engine drafts (synchronously)."""
+    prompts = [{"prompt_token_ids": p} for p in models["prompts"]]
+    llm = make_llm(models, proposer("self", models, disable_by_batch_size=4), async_scheduling=True,
+                   enable_prefix_caching=True, max_num_batched_tokens=24)
+    params = [greedy(max_tokens=8 + 3 * i) for i in range(8)]
+    outs = llm.generate(prompts, params, use_tqdm=False)
+    for i, (out, want) in enumerate(zip(outs, models["expected"])):
+        assert list(out.outputs[0].token_ids) == want[: 8 + 3 * i]
+    core, spec = llm.llm_engine.core, spec_of(llm)
+    assert core.num_async_steps > 0 and spec.num_draft_tokens > 0
+    assert spec.num_accepted_tokens == spec.num_draft_tokens
+    assert_all_blocks_free(llm)
+    # one request whose drafts are always wrong: backed off, its paused steps run async
+    llm = make_llm(models, proposer("draft", models, min_acceptance_rate=0.9), async_scheduling=True)
+    out = llm.generate(prompts[0], greedy(max_tokens=NEW_TOKENS), use_tqdm=False)[0]
+    assert list(out.outputs[0].token_ids) == models["expected"][0]
+    assert llm.llm_engine.core.num_async_steps > 0 and spec_of(llm).num_draft_tokens > 0
+    assert_all_blocks_free(llm)

@@ -51,6 +51,8 @@ class SchedulerOutput:
     finished_req_ids: set[str] = field(default_factory=set)
     """Requests finished or aborted since the last step: the runner drops their state."""
     preempted_req_ids: set[str] = field(default_factory=set)
+    async_step: bool = False
+    """The step runs ahead of its results (async scheduling): nothing may be drafted after it."""
 
     @property
     def is_empty(self) -> bool:

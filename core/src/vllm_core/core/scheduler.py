@@ -184,6 +184,7 @@ class Scheduler:
             num_scheduled_tokens=self.max_num_batched_tokens - budget,
             finished_req_ids=finished,
             preempted_req_ids=preempted,
+            async_step=self.async_scheduling,
         )
 
     def _last_token_in_flight(self, req: Request) -> bool:
@@ -206,7 +207,7 @@ class Scheduler:
         if not req.spec_token_ids:
             return []
         drafts, req.spec_token_ids = req.spec_token_ids, []
-        if req.num_pending_tokens or num_new != req.num_tokens - req.num_computed_tokens:
+        if self.async_scheduling or req.num_pending_tokens or num_new != req.num_tokens - req.num_computed_tokens:
             return []
         k = min(
             len(drafts), budget_left, req.max_tokens - req.num_output_tokens - 1,

@@ -67,9 +67,14 @@ class EngineCore:
             self.kv_spec.num_blocks, self.kv_spec.block_size, config.cache.enable_prefix_caching
         )
         async_scheduling = sc.async_scheduling if sc.async_scheduling is not None else self.platform.async_scheduling
+        self._async_when_allowed = False
+        """Async scheduling is wanted, but a runner extension decides step by step."""
         if async_scheduling and not executor.supports_async_scheduling:
-            logger.info("async scheduling off: a runner extension needs each step's tokens before the next step")
-            async_scheduling = False
+            logger.info("async scheduling only for steps that no runner extension needs the tokens of "
+                        "(speculative decoding: steps that draft nothing)")
+            async_scheduling, self._async_when_allowed = False, True
+        self.num_async_steps = 0
+        """Steps launched ahead of their results."""
         self.scheduler = Scheduler(
             sc.model_copy(update={"async_scheduling": async_scheduling, "max_num_batched_tokens": budget}),
             self.kv_cache_manager, loaded.max_model_len,
@@ -110,7 +115,13 @@ class EngineCore:
         """Schedule, run, update. With async scheduling the step launched here is collected by
         the next call, and this call returns the previous step's tokens: the host schedules and
         prepares step N+1 while the device runs step N."""
+        if self._async_when_allowed:
+            drained = self._choose_async()
+            if drained is not None:
+                return drained
         sched_out = self.scheduler.schedule()
+        if self.scheduler.async_scheduling and not sched_out.is_empty:
+            self.num_async_steps += 1
         if not self.scheduler.async_scheduling:
             runner_out = self.executor.execute_model(sched_out)
             return self._outputs(self.scheduler.update_from_output(sched_out, runner_out), runner_out)
@@ -122,6 +133,26 @@ class EngineCore:
         prev_out, pending = previous
         runner_out = pending.get()
         return self._outputs(self.scheduler.update_from_output(prev_out, runner_out), runner_out)
+
+    def _choose_async(self) -> list[EngineCoreOutput] | None:
+        """Per step, when an extension needs some steps' tokens (speculative decoding): run
+        ahead of the results when it allows, else synchronously. Switching to synchronous
+        collects the step in flight first (its outputs are returned; the next call schedules)."""
+        sched = self.scheduler
+        ids = [r.request_id for r in sched.running]
+        ids += [r.request_id for r in list(sched.waiting)[: max(sched.max_num_seqs - len(ids), 0)]]
+        want = self.executor.allows_async_step(ids)
+        if want == sched.async_scheduling:
+            return None
+        if not want and self._in_flight is not None:
+            prev_out, pending = self._in_flight
+            self._in_flight = None
+            runner_out = pending.get()
+            outputs = self._outputs(sched.update_from_output(prev_out, runner_out), runner_out)
+            sched.async_scheduling = False
+            return outputs
+        sched.async_scheduling = want
+        return None
 
     def _outputs(
         self, updates: list[tuple[Request, list[int]]], runner_out: ModelRunnerOutput

@@ -112,6 +112,12 @@ class RunnerExtension:
         """Draft tokens for the next step of some rows (req_id -> drafts), or None."""
         return None
 
+    def allows_async_step(self, req_ids: Sequence[str]) -> bool:
+        """For an extension with ``supports_async_scheduling = False``: may the next step over
+        these requests run ahead of its results anyway (the extension will not need its tokens,
+        e.g. a proposer that drafts nothing for them)? Asked once per step; default no."""
+        return False
+
     def draft_probs(self, req_id: str, draft_token_ids: Sequence[int]) -> torch.Tensor | None:
         """The distributions the request's drafts were sampled from ([len(drafts), vocab]
         float32), or None when they were not sampled (deterministic drafts, or not this
@@ -177,6 +183,9 @@ class RunnerExtensions:
     def accept_tokens(self, rows: Sequence[ScheduledRequest], sampled: SampledTokens) -> None:
         for e in self.items:
             e.accept_tokens(rows, sampled)
+
+    def allows_async_step(self, req_ids: Sequence[str]) -> bool:
+        return all(e.allows_async_step(req_ids) for e in self.items if not type(e).supports_async_scheduling)
 
     def draft_probs(self, req_id: str, draft_token_ids: Sequence[int]) -> torch.Tensor | None:
         for e in self.items:

@@ -110,6 +110,9 @@ class SpeculativeDecoding(RunnerExtension):
         )
         return {rows[j].req_id: d for j, d in zip(eligible, drafts) if d}
 
+    def allows_async_step(self, req_ids: Sequence[str]) -> bool:
+        return self.policy.allows_async_step(req_ids)
+
     def draft_probs(self, req_id: str, draft_token_ids: Sequence[int]) -> torch.Tensor | None:
         return self.proposer.draft_probs(req_id, draft_token_ids)
 

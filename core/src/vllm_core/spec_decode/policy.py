@@ -13,7 +13,10 @@ keep being rejected. The policy, evaluated before every proposal:
    with one drafted step; ``backoff`` doubles after each failed probe (from ``MIN_BACKOFF`` up to
    ``MAX_BACKOFF``) and resets once the rate recovers.
 
-Neither rule changes any output: drafts only decide how many tokens a step may yield.
+Neither rule changes any output: drafts only decide how many tokens a step may yield. When
+the engine wants async scheduling (accelerators), a step that will draft nothing by these rules
+runs ahead of its results like any step without speculation (``allows_async_step``); the engine
+switches back to synchronous steps when drafting resumes.
 """
 
 from __future__ import annotations
@@ -76,6 +79,19 @@ class SpeculationPolicy:
             else:
                 out.append(self.k)
         return out
+
+    def allows_async_step(self, req_ids: Sequence[str]) -> bool:
+        """Whether the next step over ``req_ids`` will draft nothing, so the engine may schedule
+        it ahead of its results (async scheduling): more requests than the batch-size limit, or
+        every one of them backed off (their pause counts this step)."""
+        if self.max_batch is not None and len(req_ids) > self.max_batch:
+            return True
+        states = [self._requests.get(rid) for rid in req_ids]
+        if not req_ids or not all(s is not None and s.skip > 0 for s in states):
+            return False
+        for s in states:
+            s.skip -= 1  # type: ignore[union-attr]
+        return True
 
     def finish_requests(self, req_ids: set[str]) -> None:
         for rid in req_ids:

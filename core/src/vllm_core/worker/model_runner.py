@@ -278,7 +278,7 @@ class ModelRunner:
         logprobs = sample_logprobs(logits, sampled, metadata, rows, self.sampler, self.logprobs_mode)
         tokens = SampledTokens(tensor=sampled)
         self.extensions.accept_tokens(rows, tokens)
-        drafts = self.extensions.propose_drafts(rows, tokens)
+        drafts = None if output.async_step else self.extensions.propose_drafts(rows, tokens)
         self._prev_sampled = sampled
         self._prev_rows = {r.req_id: j for j, r in enumerate(rows)}
         return PendingRunnerOutput(
@@ -338,7 +338,7 @@ class ModelRunner:
             accepted[j] = toks
         tokens = SampledTokens(lists=accepted)
         self.extensions.accept_tokens(rows, tokens)
-        drafts = self.extensions.propose_drafts(rows, tokens)
+        drafts = None if output.async_step else self.extensions.propose_drafts(rows, tokens)
         self._prev_rows = {}
         return PendingRunnerOutput(
             len(output.scheduled), inputs.sample_rows, lambda: accepted, logprobs or None, prompt_lps, drafts
