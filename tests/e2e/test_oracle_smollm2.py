@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import hf_greedy, installed_platforms
-from tests.e2e.settings import SETTINGS, assert_speculation_ran
+from tests.e2e.settings import SETTINGS, assert_speculation_ran, engine_args
 from vllm_core import LLM, SamplingParams
 
 NEW_TOKENS = 48
@@ -68,10 +68,12 @@ def test_smollm2_chat_matches_transformers(default_model_path, prompt_ids, expec
     want = expected[shared]
     if not spec["batch"]:
         convs, want = convs[:1], want[:1]
-    engine = dict(spec["engine"])
+    engine = engine_args(setting, default_model_path)
     engine.setdefault("num_gpu_blocks_override", 512)
     if setting in ("preempt", "async"):
         engine["num_gpu_blocks_override"] = 40  # 320 tokens: two conversations at a time
+    if setting == "draft":
+        engine["num_gpu_blocks_override"] = 512  # two 135M models: preemption is left to the tiny models
     llm = LLM(default_model_path, dtype="float32", device=device, max_model_len=256,
               enable_prefix_caching=engine.pop("enable_prefix_caching", False), use_tqdm_on_load=False, **engine)
     outs = llm.chat(convs, SamplingParams(temperature=0.0, max_tokens=NEW_TOKENS), use_tqdm=False)
@@ -87,7 +89,7 @@ def test_smollm2_chat_matches_transformers(default_model_path, prompt_ids, expec
         assert core.scheduler.num_preemptions > 0
     if setting == "prefix":
         assert min(o.num_cached_tokens for o in outs[1:]) >= 32
-    if setting == "ngram":
+    if setting in ("ngram", "draft"):
         assert_speculation_ran(core)
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import ARCHS, hf_greedy, installed_platforms, random_prompts
-from tests.e2e.settings import SETTINGS, assert_speculation_ran
+from tests.e2e.settings import SETTINGS, assert_speculation_ran, engine_args
 from vllm_core import LLM, SamplingParams
 
 NEW_TOKENS = 48
@@ -39,10 +39,9 @@ def test_greedy_matches_transformers(tiny_models, oracle, arch: str, setting: st
     prompts, expected = oracle(arch, spec.get("shared_prefix", False))
     if not spec["batch"]:
         prompts, expected = prompts[:1], expected[:1]
-    engine_args = {"num_gpu_blocks_override": 256, **spec["engine"]}
+    engine = {"num_gpu_blocks_override": 256, **engine_args(setting, path)}
     llm = LLM(path, dtype="float32", device=device, max_model_len=MAX_MODEL_LEN, skip_tokenizer_init=True,
-              enable_prefix_caching=spec["engine"].get("enable_prefix_caching", False),
-              use_tqdm_on_load=False, **{k: v for k, v in engine_args.items() if k != "enable_prefix_caching"})
+              enable_prefix_caching=engine.pop("enable_prefix_caching", False), use_tqdm_on_load=False, **engine)
     params = SamplingParams(temperature=0.0, max_tokens=NEW_TOKENS, ignore_eos=True, detokenize=False)
     outs = llm.generate([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False)
     got = [o.outputs[0].token_ids for o in outs]
@@ -51,11 +50,11 @@ def test_greedy_matches_transformers(tiny_models, oracle, arch: str, setting: st
         assert g == e, f"{arch}/{setting}/{device}: prompt {i} differs\n ours: {g}\n   hf: {e}"
     assert all(o.prompt_token_ids == p for o, p in zip(outs, prompts))
     core = llm.llm_engine.core
-    if setting == "preempt":
+    if setting in ("preempt", "draft"):
         assert core.scheduler.num_preemptions > 0, "the KV cache was meant to be too small"
     if setting == "prefix":
         assert sum(o.num_cached_tokens for o in outs) >= 15 * 40 - 15 * 8
     if setting == "chunked":
         assert core.scheduler.max_num_batched_tokens == 16
-    if setting == "ngram":
+    if setting in ("ngram", "draft"):
         assert_speculation_ran(core)

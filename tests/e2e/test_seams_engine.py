@@ -172,6 +172,6 @@ def test_parallel_arguments_are_vllms_and_refused_above_one(tiny_models) -> None
         LLM(path, pipeline_parallel_size=2, use_tqdm_on_load=False)
     with pytest.raises(ConfigError, match="speculative_config must be a dict"):
         LLM(path, speculative_config="ngram", use_tqdm_on_load=False)
-    with pytest.raises(ConfigError, match="unknown speculative decoding method 'medusa'; registered: ngram"):
+    with pytest.raises(ConfigError, match="unknown speculative decoding method 'medusa'; registered: draft_model, ngram"):
         LLM(path, device="reference", skip_tokenizer_init=True, max_model_len=64,
             speculative_config={"method": "medusa", "num_speculative_tokens": 2}, use_tqdm_on_load=False)

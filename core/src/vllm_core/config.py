@@ -123,7 +123,14 @@ class SpeculativeConfig(_Frozen):
     prompt_lookup_min: int | None = Field(default=None, gt=0)
     """n-gram: shortest suffix looked up (default: ``prompt_lookup_max``, else 5)."""
     model: str | None = None
-    """Draft or EAGLE model of the methods that need one."""
+    """Draft or EAGLE model of the methods that need one (``draft_model``: a small model with the
+    target's vocabulary, loaded like any model: a Hugging Face directory or a ``.gguf`` file)."""
+    disable_by_batch_size: int | None = Field(default=32, gt=0)
+    """Off-switch (vLLM's name): a step with more sampling requests than this drafts nothing, as
+    verifying drafts costs compute that a large batch no longer has to spare. None: never."""
+    min_acceptance_rate: float = Field(default=0.1, ge=0.0, le=1.0)
+    """Off-switch: a request whose recent acceptance rate (a moving average over its verified
+    steps) falls below this is not drafted for a while (``vllm_core.spec_decode.policy``)."""
 
     @property
     def lookup_range(self) -> tuple[int, int]:
@@ -137,6 +144,11 @@ class SpeculativeConfig(_Frozen):
         lo, hi = self.lookup_range
         if lo > hi:
             raise ValueError(f"prompt_lookup_min ({lo}) is larger than prompt_lookup_max ({hi})")
+        if self.method in ("draft_model", "eagle", "eagle3") and not self.model:
+            raise ValueError(
+                f"speculative method {self.method!r} needs a model: add \"model\": PATH (a small model "
+                "with the target's vocabulary)"
+            )
         return self
 
 

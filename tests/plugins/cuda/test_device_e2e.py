@@ -27,11 +27,18 @@ NGRAM = {"speculative_config": {"method": "ngram", "num_speculative_tokens": 3, 
          "block_size": 8}
 
 
+DRAFT_SELF = {"speculative_config": {"method": "draft_model", "model": "<target>", "num_speculative_tokens": 3},
+              "max_num_batched_tokens": 32, "block_size": 8}
+"""The target drafting for itself (its own KV cache beside the target's, eager draft passes)."""
+
+
 @pytest.mark.parametrize("arch", ["llama", "mistral", "qwen2", "qwen3"])
 @pytest.mark.parametrize("engine", [{}, {"max_num_batched_tokens": 16}, {"enable_prefix_caching": True, "block_size": 8},
-                                    NGRAM])
+                                    NGRAM, DRAFT_SELF])
 def test_float32_matches_transformers(tiny_models, arch: str, engine: dict) -> None:  # type: ignore[no-untyped-def]
     path, hf = tiny_models[arch]
+    if engine is DRAFT_SELF:
+        engine = {**engine, "speculative_config": {**DRAFT_SELF["speculative_config"], "model": path}}
     prompts = random_prompts(16, 3, 60, 512, seed=1)
     expected = [hf_greedy(hf, p, NEW) for p in prompts]
     assert run(path, prompts, dtype="float32", **engine) == expected

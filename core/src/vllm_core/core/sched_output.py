@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from vllm_core.extensions.state import ExtensionState
@@ -51,6 +51,8 @@ class SchedulerOutput:
     finished_req_ids: set[str] = field(default_factory=set)
     """Requests finished or aborted since the last step: the runner drops their state."""
     preempted_req_ids: set[str] = field(default_factory=set)
+    async_step: bool = False
+    """The step runs ahead of its results (async scheduling): nothing may be drafted after it."""
 
     @property
     def is_empty(self) -> bool:
@@ -65,8 +67,9 @@ class ModelRunnerOutput:
     """The new tokens per scheduled request: one for a plain step, ``1 .. k + 1`` for a request
     with ``k`` drafts (the accepted ones, then the correction or bonus token); empty for a
     prefill chunk that samples nothing."""
-    logprobs: dict[str, PositionLogprobs] | None = None
-    """req_id -> the sampled token's logprobs, for requests with ``logprobs`` set."""
+    logprobs: Mapping[str, PositionLogprobs | list[PositionLogprobs]] | None = None
+    """req_id -> the sampled token's logprobs, for requests with ``logprobs`` set (a list, one
+    per kept token, in multi-token steps)."""
     prompt_logprobs: dict[str, PromptLogprobsChunk] | None = None
     """req_id -> the prompt logprobs of this step's chunk, for requests with ``prompt_logprobs``."""
     draft_token_ids: dict[str, list[int]] | None = None

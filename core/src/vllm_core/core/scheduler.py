@@ -23,7 +23,10 @@ after its last step (``Request.spec_token_ids``). They are fed after its last to
 *lookahead* slots (``allocate_slots(..., num_lookahead_tokens)``), the runner returns the
 accepted ones plus one more token, and the rejected drafts' positions are rolled back
 (``num_computed_tokens`` drops by their number). Drafts never enter the prefix cache: only
-blocks of known tokens are cached, and a rejected draft never becomes a known token.
+blocks of known tokens are cached, and a rejected draft never becomes a known token. A proposer
+that writes KV of its own ahead of the known tokens (a draft model drafting ``k`` tokens after
+the step) asks for ``num_lookahead_slots`` more slots on every allocation, capped at
+``max_model_len``; they are only ever written, never cached.
 """
 
 from __future__ import annotations
@@ -68,12 +71,16 @@ class Scheduler:
         max_model_len: int,
         ready: Callable[[Request], bool] | None = None,
         constraints: Sequence[StepConstraint] = (),
+        num_lookahead_slots: int = 0,
     ) -> None:
         """``ready(request)``: may a waiting request start now? (default: always; the engine
         asks its runner extensions). ``constraints``: features' rules on which waiting
-        requests may join each step (``vllm_core.core.step_constraint``)."""
+        requests may join each step (``vllm_core.core.step_constraint``).
+        ``num_lookahead_slots``: slots kept allocated past each request's scheduled tokens
+        (see the module docstring)."""
         self.ready = ready
         self.constraints = list(constraints)
+        self.num_lookahead_slots = num_lookahead_slots
         self.max_num_seqs = config.max_num_seqs
         self.max_num_batched_tokens = resolve_max_num_batched_tokens(config, max_model_len)
         self.chunked_prefill = config.enable_chunked_prefill
@@ -139,7 +146,8 @@ class Scheduler:
                 continue
             num_new = min(req.num_tokens + req.num_pending_tokens - req.num_computed_tokens, budget)
             drafts = self._drafts_for(req, num_new, budget - num_new)
-            while self.kv.allocate_slots(req, num_new, num_lookahead_tokens=len(drafts)) is None:
+            lookahead = len(drafts) + self._extra_lookahead(req, num_new + len(drafts))
+            while self.kv.allocate_slots(req, num_new, num_lookahead_tokens=lookahead) is None:
                 victim = self.running.pop()
                 self._preempt(victim)
                 preempted.add(victim.request_id)
@@ -164,7 +172,8 @@ class Scheduler:
             if num_new > budget and not self.chunked_prefill:
                 break
             num_new = min(num_new, budget)
-            if self.kv.allocate_slots(req, num_new, hits) is None:
+            lookahead = self._extra_lookahead(req, num_hit_tokens + num_new)  # num_computed_tokens is 0 here
+            if self.kv.allocate_slots(req, num_new, hits, num_lookahead_tokens=lookahead) is None:
                 break
             self.waiting.popleft()
             req.num_computed_tokens = num_hit_tokens
@@ -183,6 +192,7 @@ class Scheduler:
             num_scheduled_tokens=self.max_num_batched_tokens - budget,
             finished_req_ids=finished,
             preempted_req_ids=preempted,
+            async_step=self.async_scheduling,
         )
 
     def _may_start(self, req: Request) -> bool:
@@ -198,13 +208,20 @@ class Scheduler:
             or req.num_tokens + req.num_pending_tokens >= self.max_model_len
         )
 
+    def _extra_lookahead(self, req: Request, num_new: int) -> int:
+        """The proposer's lookahead slots after ``num_new`` more tokens, within ``max_model_len``."""
+        if not self.num_lookahead_slots:
+            return 0
+        room = self.max_model_len - (req.num_computed_tokens + num_new)
+        return max(min(self.num_lookahead_slots, room), 0)
+
     def _drafts_for(self, req: Request, num_new: int, budget_left: int) -> list[int]:
         """The request's draft tokens that fit this step: only after its last known token,
         within the budget, ``max_tokens`` and ``max_model_len``; the rest are dropped."""
         if not req.spec_token_ids:
             return []
         drafts, req.spec_token_ids = req.spec_token_ids, []
-        if req.num_pending_tokens or num_new != req.num_tokens - req.num_computed_tokens:
+        if self.async_scheduling or req.num_pending_tokens or num_new != req.num_tokens - req.num_computed_tokens:
             return []
         k = min(
             len(drafts), budget_left, req.max_tokens - req.num_output_tokens - 1,

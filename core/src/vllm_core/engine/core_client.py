@@ -39,6 +39,7 @@ from typing import Any
 from vllm_core.config import EngineConfig
 from vllm_core.engine.core_types import EngineCoreOutput, EngineCoreRequest
 from vllm_core.errors import EngineError
+from vllm_core.spec_decode.metrics import SpecDecodeStats
 
 logger = logging.getLogger(__name__)
 
@@ -99,6 +100,8 @@ class EngineStats:
     """Prompt tokens looked up in the prefix cache."""
     prefix_cache_hits: int
     num_preemptions: int
+    spec_decode: SpecDecodeStats | None = None
+    """Speculative decoding's cumulative counters (None: speculation is off)."""
 
 
 def _stats(core: Any) -> EngineStats:
@@ -112,7 +115,13 @@ def _stats(core: Any) -> EngineStats:
         prefix_cache_queries=kv.prefix_queries,
         prefix_cache_hits=kv.prefix_hits,
         num_preemptions=sched.num_preemptions,
+        spec_decode=_spec_decode_stats(core),
     )
+
+
+def _spec_decode_stats(core: Any) -> SpecDecodeStats | None:
+    spec = core.runner.extensions.get("speculative_decoding")
+    return None if spec is None else spec.stats()
 
 
 def _load(config: EngineConfig) -> tuple[Any, EngineInfo]:

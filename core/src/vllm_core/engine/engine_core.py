@@ -21,6 +21,7 @@ from vllm_core.model_executor.model_loader.loader import LoadedModel
 from vllm_core.platforms import resolve_platform
 from vllm_core.platforms.interface import Platform
 from vllm_core.request import Request, RequestStatus
+from vllm_core.spec_decode.extension import proposer_lookahead_slots
 from vllm_core.worker.model_runner import ModelRunner, PendingRunnerOutput
 
 logger = logging.getLogger(__name__)
@@ -68,14 +69,20 @@ class EngineCore:
             self.kv_spec.num_blocks, self.kv_spec.block_size, config.cache.enable_prefix_caching
         )
         async_scheduling = sc.async_scheduling if sc.async_scheduling is not None else self.platform.async_scheduling
+        self._async_when_allowed = False
+        """Async scheduling is wanted, but a runner extension decides step by step."""
         if async_scheduling and not executor.supports_async_scheduling:
-            logger.info("async scheduling off: a runner extension needs each step's tokens before the next step")
-            async_scheduling = False
+            logger.info("async scheduling only for steps that no runner extension needs the tokens of "
+                        "(speculative decoding: steps that draft nothing)")
+            async_scheduling, self._async_when_allowed = False, True
+        self.num_async_steps = 0
+        """Steps launched ahead of their results."""
         self.scheduler = Scheduler(
             sc.model_copy(update={"async_scheduling": async_scheduling, "max_num_batched_tokens": budget}),
             self.kv_cache_manager, loaded.max_model_len,
             ready=lambda req: executor.is_ready(req.request_id),
             constraints=step_constraints(config),
+            num_lookahead_slots=proposer_lookahead_slots(config.speculative),
         )
         self._in_flight: tuple[SchedulerOutput, PendingRunnerOutput] | None = None
         self._first_scheduled: dict[str, float] = {}
@@ -127,8 +134,14 @@ class EngineCore:
         """Schedule, run, update. With async scheduling the step launched here is collected by
         the next call, and this call returns the previous step's tokens: the host schedules and
         prepares step N+1 while the device runs step N."""
+        if self._async_when_allowed:
+            drained = self._choose_async()
+            if drained is not None:
+                return drained
         sched_out = self.scheduler.schedule()
         self._note_scheduled(sched_out)
+        if self.scheduler.async_scheduling and not sched_out.is_empty:
+            self.num_async_steps += 1
         if not self.scheduler.async_scheduling:
             runner_out = self.executor.execute_model(sched_out)
             return self._outputs(self.scheduler.update_from_output(sched_out, runner_out), runner_out)
@@ -140,6 +153,26 @@ class EngineCore:
         prev_out, pending = previous
         runner_out = pending.get()
         return self._outputs(self.scheduler.update_from_output(prev_out, runner_out), runner_out)
+
+    def _choose_async(self) -> list[EngineCoreOutput] | None:
+        """Per step, when an extension needs some steps' tokens (speculative decoding): run
+        ahead of the results when it allows, else synchronously. Switching to synchronous
+        collects the step in flight first (its outputs are returned; the next call schedules)."""
+        sched = self.scheduler
+        ids = [r.request_id for r in sched.running]
+        ids += [r.request_id for r in list(sched.waiting)[: max(sched.max_num_seqs - len(ids), 0)]]
+        want = self.executor.allows_async_step(ids)
+        if want == sched.async_scheduling:
+            return None
+        if not want and self._in_flight is not None:
+            prev_out, pending = self._in_flight
+            self._in_flight = None
+            runner_out = pending.get()
+            outputs = self._outputs(sched.update_from_output(prev_out, runner_out), runner_out)
+            sched.async_scheduling = False
+            return outputs
+        sched.async_scheduling = want
+        return None
 
     def _outputs(
         self, updates: list[tuple[Request, list[int]]], runner_out: ModelRunnerOutput
@@ -164,7 +197,8 @@ def make_core_outputs(updates: list[tuple[Request, list[int]]], runner_out: Mode
         outs.append(
             EngineCoreOutput(
                 req.request_id, tokens, req.status.finish_reason, req.stop_reason,
-                max(req.num_cached_tokens, 0), None if lp is None else [lp], prompt.pop(req.request_id, None),
+                max(req.num_cached_tokens, 0), None if lp is None else lp if isinstance(lp, list) else [lp],
+                prompt.pop(req.request_id, None),
             )
         )
     outs += [EngineCoreOutput(rid, [], new_prompt_logprobs=chunk) for rid, chunk in prompt.items()]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 
 from vllm_core.config import EngineConfig
 from vllm_core.core.sched_output import ModelRunnerOutput, SchedulerOutput
@@ -53,6 +54,11 @@ class Executor(ABC):
     @abstractmethod
     def supports_async_scheduling(self) -> bool:
         """False when a runner extension needs each step's tokens before the next is scheduled."""
+
+    def allows_async_step(self, req_ids: Sequence[str]) -> bool:
+        """When ``supports_async_scheduling`` is False: may the next step, over these requests,
+        still run ahead of its results? (Speculative decoding: when it will draft nothing.)"""
+        return False
 
     def shutdown(self) -> None:
         """Stop the workers (nothing to do in process)."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from vllm_core.config import EngineConfig
 from vllm_core.core.sched_output import ModelRunnerOutput, SchedulerOutput
 from vllm_core.engine.core_types import EngineCoreRequest
@@ -45,3 +47,6 @@ class UniProcExecutor(Executor):
     @property
     def supports_async_scheduling(self) -> bool:
         return self.runner.extensions.supports_async_scheduling
+
+    def allows_async_step(self, req_ids: Sequence[str]) -> bool:
+        return self.runner.extensions.allows_async_step(req_ids)

@@ -14,6 +14,11 @@ of every step; the runner, the engine core and the scheduler know no feature by 
     allows_graph         after prepare_step: may this step replay a captured graph?
     accept_tokens        the tokens each sampling row produced this step
     propose_drafts       draft tokens for each row's next step (speculative decoding)
+    draft_probs          the distributions sampled drafts were drawn from (verification)
+
+and, once at start-up, ``kv_bytes_per_block`` (KV memory of the extension's own per block of the
+model's cache, counted when the cache is sized) and ``kv_cache_initialized`` (the cache's shape,
+for an extension that keeps a paged cache beside it: a draft model).
 
 Two more seams start from an extension class: ``create`` receives the loaded model in
 ``RunnerContext.model`` and may wrap its modules (LoRA wraps the projections) before the
@@ -42,6 +47,7 @@ if TYPE_CHECKING:
     from vllm_core.config import EngineConfig
     from vllm_core.core.sched_output import ScheduledRequest, SchedulerOutput
     from vllm_core.core.step_constraint import StepConstraint
+    from vllm_core.platforms.interface import Platform
     from vllm_core.worker.input_batch import ModelInputs
 
 
@@ -57,8 +63,9 @@ class RunnerContext:
     model: Any = None
     """The loaded model (an ``nn.Module``): ``create`` may wrap its submodules, before the
     profiling run and graph capture. None for runners that hold no model."""
-    platform: Any = None
-    """The runner's ``Platform`` (its device type and ops), or None."""
+    platform: Platform | None = None
+    """The runner's ``Platform`` (its device type and ops; an extension that runs a model of its
+    own uses it), or None."""
 
 
 @dataclass
@@ -135,6 +142,27 @@ class RunnerExtension:
         """Draft tokens for the next step of some rows (req_id -> drafts), or None."""
         return None
 
+    def allows_async_step(self, req_ids: Sequence[str]) -> bool:
+        """For an extension with ``supports_async_scheduling = False``: may the next step over
+        these requests run ahead of its results anyway (the extension will not need its tokens,
+        e.g. a proposer that drafts nothing for them)? Asked once per step; default no."""
+        return False
+
+    def draft_probs(self, req_id: str, draft_token_ids: Sequence[int]) -> torch.Tensor | None:
+        """The distributions the request's drafts were sampled from ([len(drafts), vocab]
+        float32), or None when they were not sampled (deterministic drafts, or not this
+        extension's): rejection sampling needs them to keep the target's distribution."""
+        return None
+
+    def kv_bytes_per_block(self, block_size: int) -> int:
+        """Bytes this extension keeps per block of the model's KV cache (its own cache laid out
+        on the same block ids); the cache is sized for the sum."""
+        return 0
+
+    def kv_cache_initialized(self, num_blocks: int, block_size: int) -> None:
+        """The model's KV cache was allocated with ``num_blocks`` blocks of ``block_size`` tokens
+        (before the first step)."""
+
 
 def step_constraints(config: EngineConfig) -> list[StepConstraint]:
     """The scheduler-side rules of every registered extension that has one for this engine."""
@@ -200,6 +228,23 @@ class RunnerExtensions:
     def accept_tokens(self, rows: Sequence[ScheduledRequest], sampled: SampledTokens) -> None:
         for e in self.items:
             e.accept_tokens(rows, sampled)
+
+    def allows_async_step(self, req_ids: Sequence[str]) -> bool:
+        return all(e.allows_async_step(req_ids) for e in self.items if not type(e).supports_async_scheduling)
+
+    def draft_probs(self, req_id: str, draft_token_ids: Sequence[int]) -> torch.Tensor | None:
+        for e in self.items:
+            probs = e.draft_probs(req_id, draft_token_ids)
+            if probs is not None:
+                return probs
+        return None
+
+    def kv_bytes_per_block(self, block_size: int) -> int:
+        return sum(e.kv_bytes_per_block(block_size) for e in self.items)
+
+    def kv_cache_initialized(self, num_blocks: int, block_size: int) -> None:
+        for e in self.items:
+            e.kv_cache_initialized(num_blocks, block_size)
 
     def propose_drafts(self, rows: Sequence[ScheduledRequest], sampled: SampledTokens) -> dict[str, list[int]] | None:
         out: dict[str, list[int]] = {}

@@ -61,6 +61,46 @@ def sample_logprobs(
     return {rows[j].req_id: p for j, p in zip(want, positions)}
 
 
+def verified_logprobs(
+    logits: torch.Tensor,
+    accepted: Sequence[Sequence[int]],
+    metadata: SamplingMetadata,
+    rows: Sequence[ScheduledRequest],
+    sampler: Sampler,
+    mode: LogprobsMode = "raw_logprobs",
+) -> dict[str, list[PositionLogprobs]] | None:
+    """Multi-token steps: req_id -> the logprobs of each token a request kept, for the requests
+    that ask. ``logits`` / ``metadata`` have ``k + 1`` rows per request of ``rows`` (in order);
+    the ``t``-th kept token is scored by its request's row ``t``."""
+    if metadata.max_num_logprobs is None:
+        return None
+    index: list[int] = []
+    targets: list[int] = []
+    ks: list[int] = []
+    owners: list[tuple[str, int]] = []
+    first = 0
+    for r, toks in zip(rows, accepted):
+        if r.sampling_params.logprobs is not None:
+            index.extend(range(first, first + len(toks)))
+            targets.extend(toks)
+            ks.extend([r.sampling_params.logprobs] * len(toks))
+            owners.append((r.req_id, len(toks)))
+        first += len(r.draft_token_ids) + 1
+    if not index:
+        return None
+    source = logits if mode.startswith("raw") else sampler.processed_logits(logits, metadata)
+    values = source.index_select(0, torch.tensor(index, dtype=torch.int64, device=logits.device)).float()
+    if mode.endswith("logprobs"):
+        values = values.log_softmax(dim=-1)
+    positions = gather_logprobs(values, torch.tensor(targets, dtype=torch.int64, device=logits.device), ks)
+    out: dict[str, list[PositionLogprobs]] = {}
+    offset = 0
+    for req_id, n in owners:
+        out[req_id] = positions[offset : offset + n]
+        offset += n
+    return out
+
+
 def prompt_logprobs(
     compute_logits: Callable[[torch.Tensor], torch.Tensor],
     hidden: torch.Tensor,

@@ -10,7 +10,9 @@ from ``max(0, p - q)`` renormalised; when every draft is accepted the bonus row 
 without probabilities (n-gram or other deterministic proposers) count as ``q = one-hot``.
 
 Everything is batched tensor work: one softmax over all rows, one comparison per draft, a cumulative
-product for the accepted prefix of each request, one draw per request.
+product for the accepted prefix of each request, one draw per request. A seeded request draws its
+acceptance uniforms and its extra token's noise from its own generator (``generators``), so its
+tokens depend on its seed and its drafts only, never on the other rows of the batch.
 """
 
 from __future__ import annotations
@@ -54,13 +56,14 @@ def verify_drafts(
     drafts: DraftBatch,
     greedy: torch.Tensor,
     generator: torch.Generator | None = None,
+    generators: dict[int, torch.Generator] | None = None,
 ) -> list[list[int]]:
     """Accepted tokens of each request: the accepted drafts then one more token (a correction at
     the first rejection, else the bonus), so ``1 .. num_drafts + 1`` tokens per request.
 
     target_probs: [sum(num_drafts + 1), vocab] float32, the distributions the sampler draws from
     (processors and warpers applied; for greedy rows only the argmax matters); greedy:
-    [num_requests] bool."""
+    [num_requests] bool; generators: request index -> its own generator (seeded requests)."""
     drafts.validate(target_probs.shape[0], target_probs.shape[1])
     n_req = len(drafts.num_drafts)
     if greedy.shape != (n_req,):
@@ -82,6 +85,10 @@ def verify_drafts(
     else:
         q_draft_tok = drafts.probs.to(device)[torch.arange(draft_tok.shape[0], device=device), draft_tok]
     u = torch.rand(p_draft_tok.shape, generator=generator, device=device)
+    flat_starts = torch.cumsum(k, 0) - k
+    for i, gen in (generators or {}).items():
+        lo = int(flat_starts[i])
+        u[lo : lo + drafts.num_drafts[i]] = torch.rand(drafts.num_drafts[i], generator=gen, device=device)
     accept_random = u * q_draft_tok < p_draft_tok  # u < p / q without dividing by q = 0
     accept_greedy = target_probs[draft_rows].argmax(dim=-1) == draft_tok
     accept = torch.where(greedy[req_of_row[draft_rows]], accept_greedy, accept_random)
@@ -114,6 +121,8 @@ def verify_drafts(
         # p == q exactly leaves no mass (acceptance was then certain): keep p
         residual[rej_req] = torch.where(mass > 0, res / mass.clamp_min(1e-30), p[rej_req])
     noise = torch.empty_like(residual).exponential_(generator=generator)
+    for i, gen in (generators or {}).items():
+        noise[i].exponential_(generator=gen)
     sampled = (residual / noise).argmax(dim=-1)
     extra = torch.where(greedy, p.argmax(dim=-1), sampled)
 
@@ -124,4 +133,21 @@ def verify_drafts(
     for i, ki in enumerate(drafts.num_drafts):
         out.append(drafts_list[offset : offset + n_acc_list[i]] + [extra_list[i]])
         offset += ki
+    return out
+
+
+def verify_greedy(target: torch.Tensor, drafts: DraftBatch) -> list[list[int]]:
+    """Greedy requests only: accept drafts while they equal ``target`` (the argmax of each row,
+    [sum(num_drafts + 1)] int64), then take the argmax. No probabilities, no random draws; the
+    same result as ``verify_drafts`` with every request greedy."""
+    tgt, draft = target.tolist(), drafts.token_ids.tolist()
+    out: list[list[int]] = []
+    row = offset = 0
+    for k in drafts.num_drafts:
+        n = 0
+        while n < k and draft[offset + n] == tgt[row + n]:
+            n += 1
+        out.append(draft[offset : offset + n] + [tgt[row + n]])
+        row += k + 1
+        offset += k
     return out

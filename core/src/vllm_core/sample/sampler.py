@@ -19,7 +19,7 @@ import torch
 from vllm_core.sample.logits_processors import apply_allowed_tokens, apply_banned_tokens, apply_logit_bias
 from vllm_core.sample.metadata import SamplingMetadata
 from vllm_core.sample.penalties import apply_penalties
-from vllm_core.sample.rejection import DraftBatch, verify_drafts
+from vllm_core.sample.rejection import DraftBatch, verify_drafts, verify_greedy
 from vllm_core.sample.token_mask import apply_token_bitmask
 
 
@@ -46,6 +46,7 @@ class Sampler(ABC):
         metadata: SamplingMetadata,
         drafts: DraftBatch,
         generator: torch.Generator | None = None,
+        generators: dict[int, torch.Generator] | None = None,
     ) -> list[list[int]]:
         """Speculative decoding: the accepted tokens of each request (``1 .. k + 1`` of them).
 
@@ -53,12 +54,16 @@ class Sampler(ABC):
         then the bonus row); ``metadata`` has one row per logits row (the request's settings
         repeated; penalties see the drafts before each row). Greedy requests accept drafts
         equal to the argmax; random ones use rejection sampling, which keeps the target
-        distribution (``vllm_core.sample.rejection``). Draws use ``generator``, not the rows'
-        own seeded generators. Platforms may override with a fused kernel."""
+        distribution (``vllm_core.sample.rejection``). Draws use ``generator``, except those of
+        the requests in ``generators`` (request index -> its own seeded generator). Platforms may
+        override with a fused kernel."""
+        if metadata.all_greedy:  # the argmax is all that matters: no softmax, no draws
+            drafts.validate(logits.shape[0], logits.shape[1])
+            return verify_greedy(apply_logits_processors(logits, metadata).argmax(dim=-1), drafts)
         probs = self.processed_logits(logits, metadata).softmax(dim=-1)
         rows = torch.tensor([k + 1 for k in drafts.num_drafts], device=logits.device)
         first_rows = torch.cumsum(rows, 0) - rows
-        return verify_drafts(probs, drafts, metadata.temperature[first_rows] <= 0, generator)
+        return verify_drafts(probs, drafts, metadata.temperature[first_rows] <= 0, generator, generators)
 
     def processed_logits(self, logits: torch.Tensor, metadata: SamplingMetadata) -> torch.Tensor:
         """[R, vocab] float32: the logits the sampler draws from (processors, temperature,

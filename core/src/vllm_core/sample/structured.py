@@ -166,18 +166,37 @@ class StructuredOutputs(RunnerExtension):
         return matcher
 
     def logits_mask(self, rows: Sequence[ScheduledRequest], device: torch.device) -> TokenBitmask | None:
-        """The step's bitmask for the constrained rows (None when there are none)."""
+        """The step's bitmask for the constrained rows (None when there are none).
+
+        A request with drafts has consecutive rows (``vllm_core.worker.multi_token``): row ``t``
+        follows drafts ``1 .. t``, so the matcher accepts each draft before filling the next
+        row, then rolls back. Past a draft the grammar refuses, rows allow everything: the row
+        before already gives that draft probability 0, so verification stops there."""
         constrained = [j for j, r in enumerate(rows) if r.sampling_params.structured_outputs is not None]
         if not constrained or self.tokenizer is None:
             return None
         xgr = _xgrammar()
         bits = xgr.allocate_token_bitmask(len(constrained), self.vocab_size)
+        advanced, refused, prev = 0, False, None
         for k, j in enumerate(constrained):
-            matcher = self._matcher(rows[j])
-            if matcher.is_terminated():
-                bits[k] = -1  # complete: EOS / stop rules end it, nothing is masked
+            row = rows[j]
+            matcher = self._matcher(row)
+            if prev is not None and prev.req_id == row.req_id and j == constrained[k - 1] + 1:
+                # the next row of the same request: one more draft (the last token of its output)
+                if not refused and not matcher.is_terminated():
+                    refused = not matcher.accept_token(int(row.output_token_ids[-1]))
+                    advanced += 0 if refused else 1
+            else:
+                if prev is not None and advanced:
+                    self._matchers[prev.req_id].rollback(advanced)
+                advanced, refused = 0, False
+            prev = row
+            if refused or matcher.is_terminated():
+                bits[k] = -1  # complete (EOS / stop rules end it) or past a refused draft: no mask
             else:
                 matcher.fill_next_token_bitmask(bits, k)
+        if prev is not None and advanced:
+            self._matchers[prev.req_id].rollback(advanced)
         return TokenBitmask(torch.tensor(constrained, dtype=torch.int64).to(device), bits.to(device))
 
     def accept_tokens(self, rows: Sequence[ScheduledRequest], sampled: SampledTokens) -> None:

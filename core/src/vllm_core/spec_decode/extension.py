@@ -1,11 +1,13 @@
 """``SpeculativeDecoding``: the runner extension that drafts tokens with the configured proposer.
 
-After every step it asks the proposer for drafts of each eligible row that sampled; the runner
-returns them with the step's tokens and the scheduler feeds them next step. Rows are not
-drafted for when verification could change what they would produce or report: structured
-outputs (the grammar would have to accept each draft), logprobs (reported per sampled
-position), seeded random sampling (its draws come from the request's own generator, which
-verification does not use). The counters match vLLM's ``spec_decode`` metrics.
+After every step it asks the proposer for drafts of each eligible row that sampled, as many as
+the ``SpeculationPolicy`` allows (none above ``disable_by_batch_size`` requests, none for a while
+for a request whose drafts keep being rejected); the runner returns them with the step's tokens
+and the scheduler feeds them next step. Rows are not drafted for when verification could change
+what they would report: ``prompt_logprobs`` only matter at prefill, so every kind of request is
+drafted for (greedy and random sampling, seeds, logprobs, penalties, structured outputs, stop
+rules), each verified as ``vllm_core.sample.rejection`` describes. The counters match vLLM's
+``spec_decode`` metrics and are logged every ``LOG_INTERVAL_S`` seconds.
 """
 
 from __future__ import annotations
@@ -14,9 +16,12 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, ClassVar
 
+import torch
+
 from vllm_core.config import SpeculativeConfig
 from vllm_core.extensions.runner import RunnerContext, RunnerExtension, SampledTokens
-from vllm_core.sampling_params import SamplingParams
+from vllm_core.spec_decode.metrics import SpecDecodeCounters, SpecDecodeStats
+from vllm_core.spec_decode.policy import SpeculationPolicy
 from vllm_core.spec_decode.proposer import Proposer
 
 if TYPE_CHECKING:
@@ -25,13 +30,14 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-def draftable(params: SamplingParams) -> bool:
-    """Whether a request's tokens may be drafted and verified (see the module docstring)."""
-    return (
-        params.structured_outputs is None
-        and params.logprobs is None
-        and (params.seed is None or params.is_greedy)
-    )
+def proposer_lookahead_slots(config: SpeculativeConfig | None) -> int:
+    """KV slots the configured proposer needs past each request's scheduled tokens (0: none)."""
+    if config is None:
+        return 0
+    from vllm_core.plugins import registry
+
+    slots: int = registry.proposers().get(config.method).num_lookahead_slots(config)
+    return slots
 
 
 class SpeculativeDecoding(RunnerExtension):
@@ -48,18 +54,38 @@ class SpeculativeDecoding(RunnerExtension):
         if config is None:
             return None
         proposer_cls = registry.proposers().get(config.method)
-        logger.info("speculative decoding: %s, %d tokens a step", config.method, config.num_speculative_tokens)
+        logger.info(
+            "speculative decoding: %s, %d tokens a step, off above %s requests a step or below %.0f%% acceptance",
+            config.method, config.num_speculative_tokens, config.disable_by_batch_size,
+            100 * config.min_acceptance_rate,
+        )
         return cls(config, proposer_cls(config, context))
 
     def __init__(self, config: SpeculativeConfig, proposer: Proposer) -> None:
         self.config = config
         self.proposer = proposer
-        self.num_drafts = 0
-        """Steps in which a request verified drafts."""
-        self.num_draft_tokens = 0
-        self.num_accepted_tokens = 0
-        self.accepted_per_pos = [0] * config.num_speculative_tokens
-        """How often the draft at each position was accepted."""
+        self.policy = SpeculationPolicy(config)
+        self.counters = SpecDecodeCounters(config.num_speculative_tokens)
+
+    # the counters under their vLLM names (tests and older callers read these)
+    @property
+    def num_drafts(self) -> int:
+        return self.counters.num_drafts
+
+    @property
+    def num_draft_tokens(self) -> int:
+        return self.counters.num_draft_tokens
+
+    @property
+    def num_accepted_tokens(self) -> int:
+        return self.counters.num_accepted_tokens
+
+    @property
+    def accepted_per_pos(self) -> list[int]:
+        return self.counters.accepted_per_pos
+
+    def stats(self) -> SpecDecodeStats:
+        return self.counters.snapshot()
 
     def accept_tokens(self, rows: Sequence[ScheduledRequest], sampled: SampledTokens) -> None:
         if sampled.lists is None:
@@ -69,20 +95,33 @@ class SpeculativeDecoding(RunnerExtension):
             if not k:
                 continue
             accepted = max(len(tokens) - 1, 0)
-            self.num_drafts += 1
-            self.num_draft_tokens += k
-            self.num_accepted_tokens += accepted
-            for pos in range(min(accepted, len(self.accepted_per_pos))):
-                self.accepted_per_pos[pos] += 1
+            self.counters.record(k, accepted)
+            self.policy.record(row.req_id, k, accepted)
+        self.counters.maybe_log()
 
     def propose_drafts(self, rows: Sequence[ScheduledRequest], sampled: SampledTokens) -> dict[str, list[int]] | None:
-        eligible = [j for j, r in enumerate(rows) if draftable(r.sampling_params)]
+        max_drafts = self.policy.max_drafts([r.req_id for r in rows], len(rows))
+        eligible = [j for j, k in enumerate(max_drafts) if k > 0]
         if not eligible:
             return None
         new_tokens = sampled.rows(eligible)
-        histories = [
-            [*rows[j].prompt_token_ids, *rows[j].output_token_ids, *toks] for j, toks in zip(eligible, new_tokens)
-        ]
-        k = self.config.num_speculative_tokens
-        drafts = self.proposer.propose(histories, [k] * len(eligible))
+        drafts = self.proposer.propose_step(
+            [rows[j] for j in eligible], new_tokens, [max_drafts[j] for j in eligible]
+        )
         return {rows[j].req_id: d for j, d in zip(eligible, drafts) if d}
+
+    def allows_async_step(self, req_ids: Sequence[str]) -> bool:
+        return self.policy.allows_async_step(req_ids)
+
+    def draft_probs(self, req_id: str, draft_token_ids: Sequence[int]) -> torch.Tensor | None:
+        return self.proposer.draft_probs(req_id, draft_token_ids)
+
+    def finish_requests(self, req_ids: set[str]) -> None:
+        self.proposer.finish_requests(req_ids)
+        self.policy.finish_requests(req_ids)
+
+    def kv_bytes_per_block(self, block_size: int) -> int:
+        return self.proposer.kv_bytes_per_block(block_size)
+
+    def kv_cache_initialized(self, num_blocks: int, block_size: int) -> None:
+        self.proposer.kv_cache_initialized(num_blocks, block_size)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -15,7 +15,7 @@ from vllm_core.extensions.runner import RunnerContext, RunnerExtensions, Sampled
 from vllm_core.logprobs import LogprobsMode, PositionLogprobs, PromptLogprobsChunk
 from vllm_core.model_executor.model_loader.loader import LoadedModel
 from vllm_core.platforms.interface import Platform
-from vllm_core.sample.logprobs import prompt_logprobs, sample_logprobs
+from vllm_core.sample.logprobs import prompt_logprobs, sample_logprobs, verified_logprobs
 from vllm_core.sample.metadata import SamplingMetadata
 from vllm_core.sample.sampler import Sampler
 from vllm_core.sampling_params import SamplingParams
@@ -56,15 +56,20 @@ def size_kv_cache(
     platform: Platform,
     profile: Callable[[], int] | None = None,
     prepared_bytes: int | None = None,
+    extra_bytes_per_block: Callable[[int], int] | None = None,
 ) -> KVCacheSpec:
     """Blocks from ``num_gpu_blocks_override``, else the bytes the platform prepared before the
     model loaded (``prepared_bytes``), else ``kv_cache_memory_bytes``, else the platform.
+    ``extra_bytes_per_block(block_size)``: what runner extensions keep per block beside the
+    model's cache (a draft model's own KV); a block costs the sum.
 
     On accelerators ``profile`` runs the largest step once and returns its peak activation
     bytes; the cache gets ``gpu_memory_utilization`` x total minus what is in use minus that peak.
     """
     block_size = cache_config.block_size or platform.default_block_size
     per_block = kv_bytes_per_block(loaded, block_size)
+    if extra_bytes_per_block is not None:
+        per_block += extra_bytes_per_block(block_size)
     if cache_config.num_gpu_blocks_override is not None:
         num_blocks = cache_config.num_gpu_blocks_override
     else:
@@ -107,7 +112,7 @@ class PendingRunnerOutput:
     """Index into ``SchedulerOutput.scheduled`` of each sampling row."""
     fetch: Callable[[], list[int]] | Callable[[], list[list[int]]] | None
     """Each sampling row's token (one-token steps) or tokens (multi-token steps)."""
-    logprobs: dict[str, PositionLogprobs] | None = None
+    logprobs: Mapping[str, PositionLogprobs | list[PositionLogprobs]] | None = None
     prompt_logprobs: dict[str, PromptLogprobsChunk] | None = None
     draft_token_ids: dict[str, list[int]] | None = None
 
@@ -175,6 +180,7 @@ class ModelRunner:
     def initialize_kv_cache(self, kv_spec: KVCacheSpec) -> None:
         self.kv_spec = kv_spec
         self.kv_caches = self._allocate(kv_spec.num_blocks, kv_spec.block_size)
+        self.extensions.kv_cache_initialized(kv_spec.num_blocks, kv_spec.block_size)
 
     def set_step_shapes(self, max_num_seqs: int, max_num_batched_tokens: int, max_model_len: int, block_size: int) -> None:
         """Ask the platform whether it fixes the step's shapes (buckets for every step)."""
@@ -279,7 +285,7 @@ class ModelRunner:
         logprobs = sample_logprobs(logits, sampled, metadata, rows, self.sampler, self.logprobs_mode)
         tokens = SampledTokens(tensor=sampled if len(padded) == len(rows) else sampled[: len(rows)])
         self.extensions.accept_tokens(rows, tokens)
-        drafts = self.extensions.propose_drafts(rows, tokens)
+        drafts = None if output.async_step else self.extensions.propose_drafts(rows, tokens)
         self._prev_sampled = sampled
         self._prev_rows = {r.req_id: j for j, r in enumerate(rows)}
         return PendingRunnerOutput(
@@ -300,8 +306,9 @@ class ModelRunner:
         prompt_lps: dict[str, PromptLogprobsChunk] | None,
     ) -> PendingRunnerOutput:
         """A multi-token step: ``k + 1`` logits rows per request with ``k`` drafts, verified by
-        the sampler (exact match for greedy rows, rejection sampling for random ones); rows
-        without drafts sample as in any step (their own generators, logprobs)."""
+        the sampler (exact match for greedy rows, rejection sampling for random ones, seeded
+        requests drawing from their own generators); rows without drafts sample as in any step.
+        Logprobs are those of every kept token."""
         starts, offset = [], 0
         for r in rows:
             starts.append(offset)
@@ -309,35 +316,45 @@ class ModelRunner:
         drafted = [j for j, r in enumerate(rows) if r.draft_token_ids]
         plain = [j for j, r in enumerate(rows) if not r.draft_token_ids]
         accepted: list[list[int]] = [[] for _ in rows]
-        logprobs = None
+        logprobs: dict[str, PositionLogprobs | list[PositionLogprobs]] = {}
         if plain:
             plain_rows = [rows[j] for j in plain]
             plain_logits = logits[torch.tensor([starts[j] for j in plain], device=logits.device)]
-            generators = {
-                i: self._generator_for(r.req_id, r.sampling_params.seed)
-                for i, r in enumerate(plain_rows)
-                if r.sampling_params.seed is not None and not r.sampling_params.is_greedy
-            }
-            metadata = SamplingMetadata.build(plain_rows, generators, self.device)
+            metadata = SamplingMetadata.build(plain_rows, self._seeded(plain_rows), self.device)
             metadata.token_bitmask = self.extensions.logits_mask(plain_rows, self.device)
             sampled = self.sampler(plain_logits, metadata, self.generator)
-            logprobs = sample_logprobs(plain_logits, sampled, metadata, plain_rows, self.sampler, self.logprobs_mode)
+            logprobs.update(
+                sample_logprobs(plain_logits, sampled, metadata, plain_rows, self.sampler, self.logprobs_mode) or {}
+            )
             for j, tok in zip(plain, sampled.tolist()):
                 accepted[j] = [int(tok)]
         draft_rows = [rows[j] for j in drafted]
         index = torch.tensor(
             [starts[j] + t for j in drafted for t in range(len(rows[j].draft_token_ids) + 1)], device=logits.device
         )
+        draft_logits = logits[index]
         expanded = expand_draft_rows(draft_rows)
         metadata = SamplingMetadata.build(expanded, {}, self.device)
         metadata.token_bitmask = self.extensions.logits_mask(expanded, self.device)
-        verified = self.sampler.verify(logits[index], metadata, draft_batch(draft_rows, self.device), self.generator)
+        drafts_in = draft_batch(draft_rows, self.device, self.extensions.draft_probs, logits.shape[-1])
+        verified = self.sampler.verify(draft_logits, metadata, drafts_in, self.generator, self._seeded(draft_rows))
+        logprobs.update(
+            verified_logprobs(draft_logits, verified, metadata, draft_rows, self.sampler, self.logprobs_mode) or {}
+        )
         for j, toks in zip(drafted, verified):
             accepted[j] = toks
         tokens = SampledTokens(lists=accepted)
         self.extensions.accept_tokens(rows, tokens)
-        drafts = self.extensions.propose_drafts(rows, tokens)
+        drafts = None if output.async_step else self.extensions.propose_drafts(rows, tokens)
         self._prev_rows = {}
         return PendingRunnerOutput(
-            len(output.scheduled), inputs.sample_rows, lambda: accepted, logprobs, prompt_lps, drafts
+            len(output.scheduled), inputs.sample_rows, lambda: accepted, logprobs or None, prompt_lps, drafts
         )
+
+    def _seeded(self, rows: list[ScheduledRequest]) -> dict[int, torch.Generator]:
+        """Row index -> the request's own generator, for seeded random rows."""
+        return {
+            i: self._generator_for(r.req_id, r.sampling_params.seed)
+            for i, r in enumerate(rows)
+            if r.sampling_params.seed is not None and not r.sampling_params.is_greedy
+        }

@@ -8,7 +8,7 @@ row looks like a request whose output already holds the drafts before it, so pen
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 import torch
@@ -31,7 +31,25 @@ def expand_draft_rows(rows: Sequence[ScheduledRequest]) -> list[ScheduledRequest
     return out
 
 
-def draft_batch(rows: Sequence[ScheduledRequest], device: torch.device) -> DraftBatch:
-    """The rows' drafts, flattened in row order (deterministic drafts: no probabilities)."""
+def draft_batch(
+    rows: Sequence[ScheduledRequest],
+    device: torch.device,
+    probs_of: Callable[[str, Sequence[int]], torch.Tensor | None] | None = None,
+    vocab_size: int = 0,
+) -> DraftBatch:
+    """The rows' drafts, flattened in row order. ``probs_of(req_id, drafts)``: the distributions
+    a request's drafts were sampled from, or None (deterministic drafts: one-hot rows); when no
+    row has any, the batch carries no probabilities."""
     flat = [t for r in rows for t in r.draft_token_ids]
-    return DraftBatch(torch.tensor(flat, dtype=torch.int64, device=device), [len(r.draft_token_ids) for r in rows])
+    token_ids = torch.tensor(flat, dtype=torch.int64, device=device)
+    num = [len(r.draft_token_ids) for r in rows]
+    found = [probs_of(r.req_id, r.draft_token_ids) for r in rows] if probs_of is not None else []
+    if not any(p is not None for p in found):
+        return DraftBatch(token_ids, num)
+    parts = []
+    for r, p in zip(rows, found):
+        if p is None:
+            p = torch.zeros(len(r.draft_token_ids), vocab_size, device=device)
+            p[torch.arange(len(r.draft_token_ids), device=device), torch.tensor(list(r.draft_token_ids), device=device)] = 1.0
+        parts.append(p.to(device=device, dtype=torch.float32))
+    return DraftBatch(token_ids, num, torch.cat(parts))

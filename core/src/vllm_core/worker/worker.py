@@ -52,7 +52,7 @@ class Worker:
         return size_kv_cache(
             cache, self.loaded, self.platform,
             profile=lambda: runner.profile_run(max_num_batched_tokens, self.config.scheduler.max_num_seqs, block_size),
-            prepared_bytes=prepared_bytes,
+            prepared_bytes=prepared_bytes, extra_bytes_per_block=runner.extensions.kv_bytes_per_block,
         )
 
     def initialize_kv_cache(self, spec: KVCacheSpec, max_num_batched_tokens: int) -> None:

@@ -16,6 +16,7 @@ values run in float32 whatever the cache dtype, as in the reference; the result 
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any, ClassVar
 
 import torch
@@ -131,6 +132,45 @@ def paged_decode_attention(
     )
 
 
+MAX_EXPANDED_QUERY = 16
+"""Rows with at most this many query tokens (speculative verification: 1 + k; short prefill
+chunks) run on the decode kernel, one pseudo-row per token."""
+
+
+def expanded_decode_attention(
+    lib: Any,
+    query: torch.Tensor,
+    key_cache: torch.Tensor,
+    value_cache: torch.Tensor,
+    metadata: AttentionMetadata,
+    rows: list[int],
+    scale: float,
+    out: torch.Tensor,
+) -> None:
+    """Short multi-token rows through the decode kernel: token ``t`` of a row whose query starts
+    at position ``c`` is a decode row of ``c + t + 1`` keys (causal), reading the row's blocks in
+    place; every token's KV is in the cache already (written before attention)."""
+    qsl, seq_lens_cpu = metadata.query_start_loc_cpu, metadata.seq_lens_cpu
+    tokens: list[int] = []
+    lens: list[int] = []
+    owner: list[int] = []
+    for i in rows:
+        start, end = qsl[i], qsl[i + 1]
+        context = seq_lens_cpu[i] - (end - start)
+        tokens.extend(range(start, end))
+        lens.extend(range(context + 1, context + 1 + end - start))
+        owner.extend([i] * (end - start))
+    index = torch.tensor(tokens, dtype=torch.int64)
+    pseudo = SimpleNamespace(
+        block_tables=metadata.block_tables.index_select(0, torch.tensor(owner, dtype=torch.int64)),
+        seq_lens=torch.tensor(lens, dtype=torch.int32),
+    )
+    q = query.index_select(0, index)
+    result = torch.empty(q.shape, dtype=query.dtype)
+    paged_decode_attention(lib, q, key_cache, value_cache, pseudo, len(tokens), scale, result)  # type: ignore[arg-type]
+    out.index_copy_(0, index, result)
+
+
 class CPUAttentionBackend(AttentionBackend):
     """Vectorised paged attention for the CPU platform; agrees with the reference to float32
     rounding."""
@@ -177,6 +217,11 @@ class CPUAttentionBackend(AttentionBackend):
             ).to(query.dtype)
         qsl = metadata.query_start_loc_cpu
         prefills = [i for i in range(nd, metadata.num_reqs) if qsl[i + 1] > qsl[i]]
+        if prefills and lib is not None and query.dtype in KERNEL_DTYPES and key_cache.dtype == query.dtype:
+            short = [i for i in prefills if qsl[i + 1] - qsl[i] <= MAX_EXPANDED_QUERY]
+            if short:
+                expanded_decode_attention(lib, query, key_cache, value_cache, metadata, short, self.scale, out)
+                prefills = [i for i in prefills if qsl[i + 1] - qsl[i] > MAX_EXPANDED_QUERY]
 
         def prefill(j: int) -> None:
             i = prefills[j]

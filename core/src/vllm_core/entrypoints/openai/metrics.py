@@ -23,6 +23,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from vllm_core.engine.async_llm import FinishedRequestStats
 from vllm_core.engine.core_client import EngineStats
+from vllm_core.spec_decode.metrics import SpecDecodeStats
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -129,6 +130,7 @@ class ServerMetrics:
         info = prometheus_client.Gauge("vllm:cache_config_info", "The KV-cache configuration (value 1).",
                                        sorted(info_labels), registry=r)
         info.labels(**{k: str(v) for k, v in info_labels.items()}).set(1)
+        self.spec_decode = SpecDecodeMetrics(r, names)
 
     def observe_finished(self, stats: FinishedRequestStats) -> None:
         lab = self.labels
@@ -154,4 +156,31 @@ class ServerMetrics:
 
     def render(self, stats: EngineStats | None) -> bytes:
         self.engine.stats = stats
+        if stats is not None and stats.spec_decode is not None:
+            self.spec_decode.update(stats.spec_decode, self.labels)
         return generate_latest(self.registry)
+
+
+class SpecDecodeMetrics:
+    """vLLM's speculative-decoding counters. The core keeps cumulative totals; each scrape adds
+    what they grew by since the last one (a Prometheus counter only goes up)."""
+
+    def __init__(self, registry: CollectorRegistry, names: list[str]) -> None:
+        r = registry
+        self.drafts = Counter("vllm:spec_decode_num_drafts", "Verified steps of requests with drafts.", names, registry=r)
+        self.draft_tokens = Counter("vllm:spec_decode_num_draft_tokens", "Draft tokens verified.", names, registry=r)
+        self.accepted = Counter("vllm:spec_decode_num_accepted_tokens", "Draft tokens accepted.", names, registry=r)
+        self.per_pos = Counter(
+            "vllm:spec_decode_num_accepted_tokens_per_pos", "Accepted draft tokens by position.",
+            [*names, "position"], registry=r,
+        )
+        self._last = SpecDecodeStats()
+
+    def update(self, stats: SpecDecodeStats, labels: dict[str, str]) -> None:
+        last, self._last = self._last, stats
+        self.drafts.labels(**labels).inc(stats.num_drafts - last.num_drafts)
+        self.draft_tokens.labels(**labels).inc(stats.num_draft_tokens - last.num_draft_tokens)
+        self.accepted.labels(**labels).inc(stats.num_accepted_tokens - last.num_accepted_tokens)
+        before = last.accepted_per_pos or (0,) * len(stats.accepted_per_pos)
+        for pos, (now, then) in enumerate(zip(stats.accepted_per_pos, before)):
+            self.per_pos.labels(**labels, position=str(pos)).inc(now - then)
