@@ -41,9 +41,11 @@ def start_engine_core(config: EngineConfig, use_tqdm: bool = False) -> tuple[Pla
     set aside and the cache did not take is released once the core is built or the start failed."""
     platform = resolve_platform(config.device.device)
     platform.setup()
-    prepared = platform.prepare_kv_cache(config.cache)
+    cls = executor_class(config, platform)
+    # workers in other processes size their own caches
+    prepared = platform.prepare_kv_cache(config.cache) if cls.in_process else None
     try:
-        executor = executor_class(config)(config, platform, use_tqdm=use_tqdm)
+        executor = cls(config, platform, use_tqdm=use_tqdm)
         core = EngineCore(config, executor, prepared)
     finally:
         platform.kv_cache_allocated()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import ClassVar
 
 from vllm_core.config import EngineConfig
 from vllm_core.core.sched_output import ModelRunnerOutput, SchedulerOutput
@@ -18,6 +19,9 @@ class Executor(ABC):
     Construction loads the model on every worker; ``initialize`` sizes the KV cache by the
     *smallest* free memory over the workers and allocates it everywhere."""
 
+    in_process: ClassVar[bool] = True
+    """The driver worker runs in the engine core's process (its platform's prepared KV memory is
+    the cache's); False when every rank is a process or actor of its own."""
     config: EngineConfig
     platform: Platform
     loaded: LoadedModel

@@ -80,6 +80,17 @@ class Worker:
     def is_ready(self, req_id: str) -> bool:
         return self._runner().extensions.is_ready(req_id)
 
+    def supports_async_scheduling(self) -> bool:
+        """False when a runner extension needs each step's tokens before the next is scheduled."""
+        return self._runner().extensions.supports_async_scheduling
+
+    def waits_for_requests(self) -> bool:
+        """Whether any runner extension may hold a request back (``is_ready``): when none does,
+        a remote executor answers ``is_ready`` without asking the workers."""
+        from vllm_core.extensions.runner import RunnerExtension
+
+        return any(type(e).is_ready is not RunnerExtension.is_ready for e in self._runner().extensions.items)
+
     def execute_model(self, output: SchedulerOutput) -> ModelRunnerOutput:
         return self._runner().execute(output)
 
