@@ -31,6 +31,7 @@ from torch import nn
 
 from vllm_core.config import EngineConfig
 from vllm_core.core.sched_output import ModelRunnerOutput, SchedulerOutput
+from vllm_core.distributed.checks import check_parallel_sizes, load_hf_config
 from vllm_core.distributed.parallel_state import output_rank
 from vllm_core.engine.core_types import EngineCoreRequest
 from vllm_core.errors import WorkerError
@@ -103,6 +104,7 @@ class MultiprocExecutor(Executor):
     def __init__(self, config: EngineConfig, platform: Platform, use_tqdm: bool = False) -> None:
         super().__init__(config, platform, use_tqdm)
         par = config.parallel
+        check_parallel_sizes(config, load_hf_config(config))  # before any process starts
         self.world_size = par.world_size
         self.output_rank = output_rank(par.tensor_parallel_size, par.pipeline_parallel_size)
         self.timeout_s = par.distributed_timeout_s

@@ -1,0 +1,56 @@
+"""Greedy token ids at TP=2, PP=2 and TP=2 x PP=2 (the ``mp`` backend: one process per rank,
+gloo) equal transformers' greedy ``generate`` (the TP=1 engine is held to the same oracle in
+tests/e2e), with chunked prefill, prefix caching, preemption and async scheduling in one run."""
+
+from __future__ import annotations
+
+import multiprocessing
+
+import pytest
+
+from tests.conftest import hf_greedy, random_prompts
+from tests.distributed.conftest import DEVICE
+from vllm_core import LLM, SamplingParams
+
+NEW_TOKENS = 24
+ENGINE = dict(
+    max_model_len=128, max_num_batched_tokens=24, num_gpu_blocks_override=24, block_size=8,
+    enable_prefix_caching=True, async_scheduling=True,
+)
+"""Chunks of 24 tokens, 24 blocks of 8 for 8 sequences of up to 94 tokens (preemption), a
+shared 40-token prefix (prefix hits), one step ahead where the backend allows it."""
+
+
+def run_and_compare(path: str, hf, tp: int, pp: int, vocab: int) -> LLM:  # type: ignore[no-untyped-def]
+    prefix = random_prompts(1, 40, 40, vocab, seed=99)[0]
+    prompts = random_prompts(8, 3, 30, vocab, seed=1, prefix=prefix)
+    expected = [hf_greedy(hf, p, NEW_TOKENS) for p in prompts]
+    llm = LLM(path, dtype="float32", device=DEVICE, skip_tokenizer_init=True, use_tqdm_on_load=False,
+              tensor_parallel_size=tp, pipeline_parallel_size=pp, distributed_executor_backend="mp", **ENGINE)
+    try:
+        params = SamplingParams(temperature=0.0, max_tokens=NEW_TOKENS, ignore_eos=True, detokenize=False)
+        outs = llm.generate([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False)
+        for i, (o, e) in enumerate(zip(outs, expected)):
+            assert o.outputs[0].token_ids == e, f"tp={tp} pp={pp}: prompt {i} differs"
+        core = llm.llm_engine.core
+        assert core.scheduler.num_preemptions > 0, "the KV cache was meant to be too small"
+        assert sum(o.num_cached_tokens for o in outs) > 0, "no prefix-cache hit"
+        assert core.scheduler.async_scheduling is (pp == 1)
+    finally:
+        llm.llm_engine.core.executor.shutdown()
+    assert not [p for p in multiprocessing.active_children() if p.name.startswith("vllm-core-worker")]
+    return llm
+
+
+@pytest.mark.parametrize(("arch", "tp", "pp"), [("llama", 2, 1), ("qwen3", 1, 2), ("qwen2", 2, 1)])
+def test_greedy_matches_transformers(tiny_models, arch: str, tp: int, pp: int) -> None:  # type: ignore[no-untyped-def]
+    """llama: GQA heads split; qwen3: q/k norms, tied embeddings across stages; qwen2: qkv bias."""
+    path, hf = tiny_models[arch]
+    run_and_compare(path, hf, tp, pp, 512)
+
+
+def test_kv_head_replication_odd_vocab_tp2_pp2(kv1_model) -> None:  # type: ignore[no-untyped-def]
+    """Four ranks: one KV head replicated on both tensor ranks of each stage, a vocabulary of
+    509 padded to 510 and split, two pipeline stages."""
+    path, hf = kv1_model
+    run_and_compare(path, hf, 2, 2, 509)
