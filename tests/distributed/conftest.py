@@ -32,3 +32,6 @@ def kv1_model(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-unty
     config.vocab_size = 509
     path = str(tmp_path_factory.mktemp("tiny-llama-kv1"))
     return path, save_model(config, path)
+
+
+from tests.server.conftest import tiny_chat_model  # noqa: E402,F401 - the server test's model

@@ -65,15 +65,15 @@ def split_cpus(num_ranks: int) -> list[tuple[int, ...] | None]:
     return [tuple(cores[r * len(cores) // num_ranks:(r + 1) * len(cores) // num_ranks]) for r in range(num_ranks)]
 
 
-def _stop(procs: list[Any], conns: list[Any]) -> None:
-    """Ask every worker to exit, then kill the ones still running."""
+def _stop(procs: list[Any], conns: list[Any], grace_s: float = _STOP_GRACE_S) -> None:
+    """Ask every worker to exit, then kill the ones still running after ``grace_s``."""
     msg = b"\x00" + pickle.dumps((-1, "shutdown", ()))
     for c in conns:
         try:
             c.send_bytes(msg)
         except OSError:
             pass
-    deadline = time.monotonic() + _STOP_GRACE_S
+    deadline = time.monotonic() + grace_s
     for p in procs:
         p.join(max(0.0, deadline - time.monotonic()))
     for p in procs:
@@ -165,7 +165,8 @@ class MultiprocExecutor(Executor):
         if self._failed is None:
             self._failed = message
             logger.error("%s; stopping all %d workers", message, self.world_size)
-            self._finalizer()
+            self._finalizer.detach()
+            _stop(self.procs, self.conns, grace_s=0.0)  # the survivors may sit in a collective
         raise WorkerError(message)
 
     def _wait(self, seq: int, rank: int | None = None, timeout: float | None = -1.0) -> Any:

@@ -28,6 +28,8 @@ from vllm_core.config import (
     SpeculativeConfig,
 )
 from vllm_core.core.sched_output import ModelRunnerOutput, ScheduledRequest, SchedulerOutput
+from vllm_core.distributed.communicator import Communicator, SingleRankCommunicator, TorchCommunicator
+from vllm_core.distributed.parallel_state import ParallelContext
 from vllm_core.errors import (
     ConfigError,
     EngineError,
@@ -36,6 +38,7 @@ from vllm_core.errors import (
     PlatformNotAvailableError,
     PluginError,
     RequestError,
+    WorkerError,
 )
 from vllm_core.extensions.runner import RunnerContext, RunnerExtension, SampledTokens
 from vllm_core.extensions.state import BlockKey, CacheSalt, ExtensionState, RequestExtension
@@ -68,6 +71,8 @@ __all__ = [
     "AttentionBackend", "AttentionMetadata",
     "GraphRunner", "DecodeBuffers", "batch_buckets", "ModelInputs",
     "StepShapes", "StepShape", "PAD_SLOT_ID", "PAD_SEQ_LEN",
+    # distributed
+    "Communicator", "TorchCommunicator", "SingleRankCommunicator", "ParallelContext",
     # sampling
     "Sampler", "ReferenceSampler", "SamplingMetadata", "SamplingParams", "TokenBitmask", "DraftBatch",
     "apply_logits_processors", "apply_warpers", "uses_logits_processors",
@@ -81,7 +86,7 @@ __all__ = [
     "SpeculativeConfig",
     # errors
     "EngineError", "ConfigError", "PluginError", "PlatformNotAvailableError", "ModelLoadError", "RequestError",
-    "KVCacheTooSmallError",
+    "KVCacheTooSmallError", "WorkerError",
 ]
 
 _DEPRECATED: dict[str, tuple[str, str]] = {}
