@@ -26,14 +26,23 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 THROUGHPUT = ["--num-prompts", "256", "--input-len", "1024", "--output-len", "128"]
 LATENCY = ["--batch-size", "8", "--input-len", "128", "--output-len", "128", "--num-iters-warmup", "3",
            "--num-iters", "10"]
-COMMON = ["--load-format", "dummy", "--dtype", "bfloat16", "--max-model-len", "4096"]
 
 
-def run(kind: str, model: str, tp: int, out: str, extra: list[str]) -> dict | None:  # type: ignore[type-arg]
+SMOKE_THROUGHPUT = ["--num-prompts", "16", "--input-len", "128", "--output-len", "32"]
+SMOKE_LATENCY = ["--batch-size", "4", "--input-len", "32", "--output-len", "32", "--num-iters-warmup", "1",
+                 "--num-iters", "3"]
+
+
+def run(kind: str, model: str, tp: int, out: str, extra: list[str], smoke: bool) -> dict | None:  # type: ignore[type-arg]
     path = os.path.join(out, f"{kind}_{model}_tp{tp}.json")
+    if kind == "throughput":
+        workload = SMOKE_THROUGHPUT if smoke else THROUGHPUT
+    else:
+        workload = SMOKE_LATENCY if smoke else LATENCY
+    common = ["--load-format", "dummy", "--dtype", "bfloat16", "--max-model-len", "512" if smoke else "4096"]
     args = [sys.executable, "-m", "vllm_core.entrypoints.cli.main", "bench", kind,
-            "--model", os.path.join(HERE, "configs", model), *COMMON, "--tensor-parallel-size", str(tp),
-            *(THROUGHPUT if kind == "throughput" else LATENCY), *extra, "--save-result", path]
+            "--model", os.path.join(HERE, "configs", model), *common, "--tensor-parallel-size", str(tp),
+            *workload, *extra, "--save-result", path]
     print("$", " ".join(args[1:]), flush=True)
     proc = subprocess.run(args, capture_output=True, text=True, timeout=1800)
     if proc.returncode != 0:
@@ -48,15 +57,17 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["llama-3.1-8b", "llama-70b-shape-20l"])
     parser.add_argument("--tp", nargs="+", type=int, default=[1, 2])
     parser.add_argument("--out", default="/tmp/vllm_tp_scaling")
-    parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more engine flags for every run")
+    parser.add_argument("--smoke", action="store_true", help="small workloads (a CPU check of the script)")
+    parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[],
+                        help="more engine flags for every run, e.g. --extra --device cpu")
     a = parser.parse_args()
     os.makedirs(a.out, exist_ok=True)
     rows = []
     for model in a.models:
         base_tps = base_tpot = None
         for tp in a.tp:
-            thr = run("throughput", model, tp, a.out, a.extra)
-            lat = run("latency", model, tp, a.out, a.extra)
+            thr = run("throughput", model, tp, a.out, a.extra, a.smoke)
+            lat = run("latency", model, tp, a.out, a.extra, a.smoke)
             tps = thr["output_tokens_per_second"] if thr else None
             tpot = (lat.get("tpot") or {}).get("mean") if lat else None
             if tp == a.tp[0]:

@@ -20,6 +20,10 @@ class Communicator:
     ``rank_in_group`` is this process's index in ``ranks``. Every rank of the group must call a
     collective, in the same order; ``send`` / ``recv`` take indices in the group."""
 
+    graph_safe: bool = False
+    """Whether the collectives may run inside a captured graph (CUDA graphs): the worker captures
+    graphs for tensor parallel only then. A group of one is always safe (it runs nothing)."""
+
     def __init__(self, ranks: list[int], rank_in_group: int) -> None:
         self.ranks = list(ranks)
         self.rank_in_group = rank_in_group
@@ -65,6 +69,8 @@ class Communicator:
 class SingleRankCommunicator(Communicator):
     """A group of one: every collective is the identity, nothing is sent (TP=1 / PP=1 pay nothing)."""
 
+    graph_safe = True
+
     def __init__(self, rank: int = 0) -> None:
         super().__init__([rank], 0)
 
@@ -96,6 +102,11 @@ class TorchCommunicator(Communicator):
     def __init__(self, ranks: list[int], rank_in_group: int, group: Any) -> None:
         super().__init__(ranks, rank_in_group)
         self.group = group
+        import torch.distributed as dist
+
+        # NCCL collectives on the capturing stream are recorded into CUDA graphs; gloo's run on
+        # the host and cannot be (nor be recorded into a CPU plan)
+        self.graph_safe = dist.get_backend(group) == "nccl"
 
     def all_reduce(self, x: torch.Tensor) -> torch.Tensor:
         import torch.distributed as dist

@@ -68,9 +68,10 @@ class Worker:
         runner.initialize_kv_cache(spec)
         sc = self.config.scheduler
         runner.set_step_shapes(sc.max_num_seqs, max_num_batched_tokens, self.loaded.max_model_len, spec.block_size)
-        if self.parallel.pp_size > 1:
-            # a stage's forward sends and receives between processes: not a replayable graph
-            logger.info("pipeline parallel: graphs off, every step runs eagerly")
+        if self.parallel.pp_size > 1 or not self.parallel.tp.graph_safe:
+            # a stage's forward sends and receives between processes, and host-side collectives
+            # (gloo) are not recorded: no replayable graph
+            logger.info("tensor / pipeline parallel on %s: graphs off, every step runs eagerly", self.platform.name)
         elif not self.config.model.enforce_eager:
             runner.capture_graphs(sc.max_num_seqs, self.loaded.max_model_len)
 
