@@ -93,7 +93,7 @@ def distributed(session: nox.Session) -> None:
     TP=2 run on the cpu platform (its plugin's ops and core binding)."""
     install_base(session)
     session.install(*CONSTRAINTS, *SERVER_DEPS, "ray", "./plugins/vllm-cpu")
-    env = {**ENV, "OMP_NUM_THREADS": "1", "VLLM_CORE_TEST_REQUIRE": "ray"}
+    env = {**ENV, "OMP_NUM_THREADS": "1", "VLLM_CORE_TEST_REQUIRE": "ray,default-model"}
     session.run("pytest", "tests/distributed", *session.posargs, env={**env, "VLLM_CORE_TEST_DEVICES": "reference"})
     session.run("pytest", "tests/distributed/test_parallel_greedy.py", "-k", "llama-2-1", *session.posargs,
                 env={**env, "VLLM_CORE_TEST_DEVICES": "cpu"})

@@ -11,6 +11,7 @@ import pytest
 from tests.conftest import hf_greedy, random_prompts
 from tests.distributed.conftest import DEVICE
 from vllm_core import LLM, SamplingParams
+from vllm_core.errors import ModelLoadError
 
 NEW_TOKENS = 24
 ENGINE = dict(
@@ -54,3 +55,20 @@ def test_kv_head_replication_odd_vocab_tp2_pp2(kv1_model) -> None:  # type: igno
     509 padded to 510 and split, two pipeline stages."""
     path, hf = kv1_model
     run_and_compare(path, hf, 2, 2, 509)
+
+
+def test_pp2_default_gguf_model_matches_transformers(default_model_path: str, hf_default_model) -> None:  # type: ignore[no-untyped-def]
+    """SmolLM2-135M from its GGUF file on two pipeline stages (each dequantizes only its own
+    layers' tensors); its 9 heads do not split over 2 tensor ranks, so TP=2 is refused."""
+    prompts = random_prompts(3, 5, 40, 49152, seed=5)
+    expected = [hf_greedy(hf_default_model, p, 16) for p in prompts]
+    llm = LLM(default_model_path, dtype="float32", device=DEVICE, skip_tokenizer_init=True, use_tqdm_on_load=False,
+              max_model_len=128, num_gpu_blocks_override=32, block_size=16, pipeline_parallel_size=2)
+    try:
+        params = SamplingParams(temperature=0.0, max_tokens=16, ignore_eos=True, detokenize=False)
+        outs = llm.generate([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False)
+        assert [o.outputs[0].token_ids for o in outs] == expected
+    finally:
+        llm.llm_engine.core.executor.shutdown()
+    with pytest.raises(ModelLoadError, match="num_attention_heads \\(9\\) is not divisible by tensor_parallel_size=2"):
+        LLM(default_model_path, tensor_parallel_size=2, use_tqdm_on_load=False)
