@@ -22,12 +22,24 @@ ENGINE = dict(
 shared 40-token prefix (prefix hits), one step ahead where the backend allows it."""
 
 
-def run_and_compare(path: str, hf, tp: int, pp: int, vocab: int) -> LLM:  # type: ignore[no-untyped-def]
+NGRAM = {"method": "ngram", "num_speculative_tokens": 3, "prompt_lookup_min": 1, "prompt_lookup_max": 3}
+
+
+def run_and_compare(path: str, hf, tp: int, pp: int, vocab: int, **engine) -> LLM:  # type: ignore[no-untyped-def]
     prefix = random_prompts(1, 40, 40, vocab, seed=99)[0]
     prompts = random_prompts(8, 3, 30, vocab, seed=1, prefix=prefix)
     expected = [hf_greedy(hf, p, NEW_TOKENS) for p in prompts]
     llm = LLM(path, dtype="float32", device=DEVICE, skip_tokenizer_init=True, use_tqdm_on_load=False,
-              tensor_parallel_size=tp, pipeline_parallel_size=pp, distributed_executor_backend="mp", **ENGINE)
+              tensor_parallel_size=tp, pipeline_parallel_size=pp, distributed_executor_backend="mp",
+              **{**ENGINE, **engine})
+    executor = llm.llm_engine.core.executor
+    launch, drafted = executor.execute_model_async, []
+
+    def counting_launch(out):  # type: ignore[no-untyped-def]
+        drafted.extend(r.draft_token_ids for r in out.scheduled if r.draft_token_ids)
+        return launch(out)
+
+    executor.execute_model_async = counting_launch  # observes the steps, changes nothing
     try:
         params = SamplingParams(temperature=0.0, max_tokens=NEW_TOKENS, ignore_eos=True, detokenize=False)
         outs = llm.generate([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False)
@@ -36,7 +48,9 @@ def run_and_compare(path: str, hf, tp: int, pp: int, vocab: int) -> LLM:  # type
         core = llm.llm_engine.core
         assert core.scheduler.num_preemptions > 0, "the KV cache was meant to be too small"
         assert sum(o.num_cached_tokens for o in outs) > 0, "no prefix-cache hit"
-        assert core.scheduler.async_scheduling is (pp == 1)
+        assert core.scheduler.async_scheduling is (pp == 1 and "speculative_config" not in engine)
+        if "speculative_config" in engine:
+            assert drafted, "no step carried draft tokens to the workers"
     finally:
         llm.llm_engine.core.executor.shutdown()
     assert not [p for p in multiprocessing.active_children() if p.name.startswith("vllm-core-worker")]
@@ -45,9 +59,10 @@ def run_and_compare(path: str, hf, tp: int, pp: int, vocab: int) -> LLM:  # type
 
 @pytest.mark.parametrize(("arch", "tp", "pp"), [("llama", 2, 1), ("qwen3", 1, 2), ("qwen2", 2, 1)])
 def test_greedy_matches_transformers(tiny_models, arch: str, tp: int, pp: int) -> None:  # type: ignore[no-untyped-def]
-    """llama: GQA heads split; qwen3: q/k norms, tied embeddings across stages; qwen2: qkv bias."""
+    """llama: GQA heads split; qwen3: q/k norms, tied embeddings across stages; qwen2: qkv bias,
+    with n-gram speculative decoding (multi-token steps verified on every rank)."""
     path, hf = tiny_models[arch]
-    run_and_compare(path, hf, tp, pp, 512)
+    run_and_compare(path, hf, tp, pp, 512, **({"speculative_config": NGRAM} if arch == "qwen2" else {}))
 
 
 def test_kv_head_replication_odd_vocab_tp2_pp2(kv1_model) -> None:  # type: ignore[no-untyped-def]
