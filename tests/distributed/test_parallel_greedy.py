@@ -1,6 +1,7 @@
 """Greedy token ids at TP=2, PP=2 and TP=2 x PP=2 (the ``mp`` backend: one process per rank,
 gloo) equal transformers' greedy ``generate`` (the TP=1 engine is held to the same oracle in
-tests/e2e), with chunked prefill, prefix caching, preemption and async scheduling in one run."""
+tests/e2e), with chunked prefill, prefix caching, preemption and async scheduling in one run
+(with PP: a step per stage in flight, no placeholder tokens)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 from tests.conftest import hf_greedy, random_prompts
 from tests.distributed.conftest import DEVICE
 from vllm_core import LLM, SamplingParams
+from vllm_core.core.scheduler import PLACEHOLDER_TOKEN_ID
 from vllm_core.errors import ModelLoadError
 
 NEW_TOKENS = 24
@@ -32,11 +34,15 @@ def run_and_compare(path: str, hf, tp: int, pp: int, vocab: int, **engine) -> LL
     llm = LLM(path, dtype="float32", device=DEVICE, skip_tokenizer_init=True, use_tqdm_on_load=False,
               tensor_parallel_size=tp, pipeline_parallel_size=pp, distributed_executor_backend="mp",
               **{**ENGINE, **engine})
-    executor = llm.llm_engine.core.executor
-    launch, drafted = executor.execute_model_async, []
+    core = llm.llm_engine.core
+    executor = core.executor
+    launch, drafted, ahead, placeholders = executor.execute_model_async, [], [], []
 
     def counting_launch(out):  # type: ignore[no-untyped-def]
         drafted.extend(r.draft_token_ids for r in out.scheduled if r.draft_token_ids)
+        placeholders.extend(r.req_id for r in out.scheduled if PLACEHOLDER_TOKEN_ID in r.token_ids)
+        if not out.is_empty:
+            ahead.append(len(core._in_flight))  # steps still running when this one starts
         return launch(out)
 
     executor.execute_model_async = counting_launch  # observes the steps, changes nothing
@@ -45,10 +51,13 @@ def run_and_compare(path: str, hf, tp: int, pp: int, vocab: int, **engine) -> LL
         outs = llm.generate([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False)
         for i, (o, e) in enumerate(zip(outs, expected)):
             assert o.outputs[0].token_ids == e, f"tp={tp} pp={pp}: prompt {i} differs"
-        core = llm.llm_engine.core
         assert core.scheduler.num_preemptions > 0, "the KV cache was meant to be too small"
         assert sum(o.num_cached_tokens for o in outs) > 0, "no prefix-cache hit"
-        assert core.scheduler.async_scheduling is (pp == 1 and "speculative_config" not in engine)
+        assert core.scheduler.async_scheduling is ("speculative_config" not in engine)
+        if core.scheduler.async_scheduling:
+            assert max(ahead) == 1, "the next step starts while the previous one runs"
+        if pp > 1:  # stage 0 runs step N+1 while stage 1 runs step N, on other requests
+            assert not placeholders, "the first stage needs real token ids"
         if "speculative_config" in engine:
             assert drafted, "no step carried draft tokens to the workers"
     finally:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import logging
+from collections import deque
 
 from vllm_core.config import EngineConfig
 from vllm_core.core.kv_cache_manager import KVCacheManager
@@ -74,9 +75,11 @@ class EngineCore:
         self.scheduler = Scheduler(
             sc.model_copy(update={"async_scheduling": async_scheduling, "max_num_batched_tokens": budget}),
             self.kv_cache_manager, loaded.max_model_len,
-            ready=lambda req: executor.is_ready(req.request_id),
+            ready=lambda req: executor.is_ready(req.request_id), placeholders=executor.accepts_placeholders,
         )
-        self._in_flight: tuple[SchedulerOutput, PendingRunnerOutput] | None = None
+        self._steps_ahead = executor.steps_ahead if async_scheduling else 0
+        """Steps left in flight when a step returns (1: one step ahead; pipeline stages: stages - 1)."""
+        self._in_flight: deque[tuple[SchedulerOutput, PendingRunnerOutput]] = deque()
         max_conc = self.kv_spec.num_tokens / loaded.max_model_len
         logger.info(
             "KV cache: %d blocks of %d tokens (%.1f MiB); %.1fx concurrency at max_model_len=%d",
@@ -104,22 +107,24 @@ class EngineCore:
         self.scheduler.finish_requests(request_ids, RequestStatus.FINISHED_ABORTED)
 
     def has_unfinished_requests(self) -> bool:
-        return self.scheduler.has_unfinished_requests() or self._in_flight is not None
+        return self.scheduler.has_unfinished_requests() or bool(self._in_flight)
 
     def step(self) -> list[EngineCoreOutput]:
         """Schedule, run, update. With async scheduling the step launched here is collected by
-        the next call, and this call returns the previous step's tokens: the host schedules and
-        prepares step N+1 while the device runs step N."""
+        a later call, and this call returns the oldest step's tokens: the host schedules and
+        prepares step N+1 while the device runs step N (with pipeline stages, ``stages - 1``
+        steps stay in flight, one per stage, each with requests of its own)."""
         sched_out = self.scheduler.schedule()
         if not self.scheduler.async_scheduling:
             runner_out = self.executor.execute_model(sched_out)
             return self._outputs(self.scheduler.update_from_output(sched_out, runner_out), runner_out)
         pending = self.executor.execute_model_async(sched_out)
-        launched = None if sched_out.is_empty else (sched_out, pending)
-        previous, self._in_flight = self._in_flight, launched
-        if previous is None:
+        if not sched_out.is_empty:
+            self._in_flight.append((sched_out, pending))
+        keep = 0 if sched_out.is_empty else self._steps_ahead  # nothing new started: wait for the oldest
+        if len(self._in_flight) <= keep:
             return []
-        prev_out, pending = previous
+        prev_out, pending = self._in_flight.popleft()
         runner_out = pending.get()
         return self._outputs(self.scheduler.update_from_output(prev_out, runner_out), runner_out)
 

@@ -58,5 +58,17 @@ class Executor(ABC):
     def supports_async_scheduling(self) -> bool:
         """False when a runner extension needs each step's tokens before the next is scheduled."""
 
+    @property
+    def steps_ahead(self) -> int:
+        """Steps the engine keeps in flight under async scheduling (1: schedule step N+1 while
+        step N runs; pipeline parallel executors: one per stage but the last)."""
+        return 1
+
+    @property
+    def accepts_placeholders(self) -> bool:
+        """May a step feed a token still being sampled as a placeholder (the runner takes it from
+        device memory)? False with pipeline stages: such a request waits for its token."""
+        return True
+
     def shutdown(self) -> None:
         """Stop the workers (nothing to do in process)."""

@@ -213,7 +213,17 @@ class RayExecutor(Executor):
 
     @property
     def supports_async_scheduling(self) -> bool:
-        return self.info.supports_async_scheduling and self.config.parallel.pipeline_parallel_size == 1
+        return self.info.supports_async_scheduling
+
+    @property
+    def steps_ahead(self) -> int:
+        # pipeline stages: a step per stage in flight (stage 0 runs step N+1 while stage 1 runs N)
+        return max(1, self.config.parallel.pipeline_parallel_size - 1)
+
+    @property
+    def accepts_placeholders(self) -> bool:
+        # the first stage embeds real token ids: it never has the last stage's samples
+        return self.config.parallel.pipeline_parallel_size == 1
 
     def _shutdown_ray(self) -> None:
         if self._started_ray and self.ray.is_initialized():
