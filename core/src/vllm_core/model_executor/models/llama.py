@@ -99,11 +99,16 @@ class DecoderMLP(nn.Module):
         self.gate_up_proj = MergedColumnParallelLinear(config.hidden_size, [inter, inter], bias=bias, ops=ctx.ops, tp=tp)
         self.down_proj = RowParallelLinear(inter, config.hidden_size, bias=bias, ops=ctx.ops, tp=tp)
         self.ops = ctx.ops
+        self.tp = tp
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # reads only the projections' weight and bias (a wrapper around them keeps working)
         gate_up, down = self.gate_up_proj, self.down_proj
-        # the fused op on this rank's shards; down_proj sums the ranks' partial outputs
-        return down.reduce(self.ops.silu_mlp(x, gate_up.weight, down.weight, gate_up.bias, down.local_bias))
+        if self.tp.world_size == 1:
+            return self.ops.silu_mlp(x, gate_up.weight, down.weight, gate_up.bias, down.bias)
+        # the fused op on this rank's shards, the down bias added once (tensor rank 0), then summed
+        bias = down.bias if self.tp.rank_in_group == 0 else None
+        return self.tp.all_reduce(self.ops.silu_mlp(x, gate_up.weight, down.weight, gate_up.bias, bias))
 
 
 class DecoderLayer(nn.Module):
