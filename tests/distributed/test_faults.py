@@ -62,3 +62,43 @@ def test_bad_combinations_refused_before_start(tiny_models) -> None:  # type: ig
     with pytest.raises(ModelLoadError, match="pipeline_parallel_size=3 is larger than the model's 2 layers"):
         start(path, tp=1, pipeline_parallel_size=3)
     assert not [p for p in multiprocessing.active_children() if p.name.startswith("vllm-core-worker")]
+
+
+DRIVER = """
+import sys
+from vllm_core import LLM
+llm = LLM(sys.argv[1], dtype="float32", device=sys.argv[2], skip_tokenizer_init=True, use_tqdm_on_load=False,
+          max_model_len=64, num_gpu_blocks_override=16, block_size=8, tensor_parallel_size=2,
+          distributed_executor_backend="mp")
+print(" ".join(str(p.pid) for p in llm.llm_engine.core.executor.procs), flush=True)
+sys.stdin.read()
+"""
+
+
+def test_workers_exit_when_the_driver_is_killed(tiny_models) -> None:  # type: ignore[no-untyped-def]
+    """SIGKILL of the engine's process (no clean-up runs): its workers notice and exit."""
+    import subprocess
+    import sys
+
+    path, _ = tiny_models["llama"]
+    driver = subprocess.Popen([sys.executable, "-c", DRIVER, path, DEVICE], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        pids = [int(p) for p in driver.stdout.readline().split()]  # type: ignore[union-attr]
+        assert len(pids) == 2
+        driver.kill()
+        driver.wait(10)
+        deadline = time.monotonic() + 10
+        while any(_running(p) for p in pids):
+            assert time.monotonic() < deadline, f"workers {pids} outlived their driver"
+            time.sleep(0.1)
+    finally:
+        driver.kill()
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

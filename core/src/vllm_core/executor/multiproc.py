@@ -10,9 +10,9 @@ identical without a broadcast per step; TP ranks get bit-identical logits from t
 
 Faults: the driver waits on the output rank's pipe *and* on every worker's pipe and process
 sentinel, with ``distributed_timeout_s`` as the bound; a worker that raises, exits or stays
-silent past the bound is a ``WorkerError`` naming the rank, and every worker is stopped (the
-survivors would wait in a collective otherwise). Workers die with the driver (``PR_SET_PDEATHSIG``)
-and on EOF of their pipe, so none is left behind.
+silent past the bound is a ``WorkerError`` naming the rank, and every worker is killed (the
+survivors would wait in a collective otherwise). Workers exit when the driver process is gone
+(a watcher thread) and on EOF of their pipe, so none is left behind.
 """
 
 from __future__ import annotations
@@ -115,8 +115,8 @@ class MultiprocExecutor(Executor):
         ctx = mp.get_context("spawn")
         me = mp.current_process()
         if me.daemon:
-            # The engine core runs in a daemonic process; its workers die with it
-            # (PR_SET_PDEATHSIG, pipe EOF), which is what the daemon rule protects against.
+            # The engine core runs in a daemonic process; its workers exit with it (they watch
+            # the parent pid and their pipe), which is what the daemon rule protects against.
             me.daemon = False
         init_method = f"tcp://127.0.0.1:{free_port()}"
         cpus = [None] * self.world_size if platform.is_accelerator else split_cpus(self.world_size)

@@ -8,11 +8,12 @@ shard of the model and then runs the ``Worker`` methods the driver sends, in ord
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import pickle
 import signal
+import threading
+import time
 import traceback
 from dataclasses import dataclass
 from typing import Any
@@ -80,15 +81,22 @@ def driver_info(worker: Worker) -> DriverInfo:
     )
 
 
-def die_with_parent() -> None:
-    """Linux: the kernel kills this process when its parent exits (however it exits), so no
-    worker outlives the engine, even one blocked in a collective."""
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    except OSError:
-        return
-    pr_set_pdeathsig = 1
-    libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
+_PARENT_POLL_S = 0.5
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Exit as soon as the driver process is gone, however it went (a thread polls the parent
+    pid; it runs while the main thread waits in a collective, which releases the GIL), so no
+    worker outlives the engine. (``PR_SET_PDEATHSIG`` would fire when the *thread* that started
+    the worker ends, which may be long before the driver does.)"""
+
+    def watch() -> None:
+        while True:
+            if os.getppid() != parent_pid:
+                os._exit(1)
+            time.sleep(_PARENT_POLL_S)
+
+    threading.Thread(target=watch, name="vllm-core-parent-watch", daemon=True).start()
 
 
 def worker_main(spec: WorkerSpec, conn: Any, parent_pid: int) -> None:
@@ -98,9 +106,7 @@ def worker_main(spec: WorkerSpec, conn: Any, parent_pid: int) -> None:
     is a ``Worker`` method or ``"shutdown"``. Replies: ``("ok", seq, value)`` when ``reply`` is set;
     ``("error", seq, traceback)`` for any failure, after which the worker exits.
     """
-    die_with_parent()
-    if os.getppid() != parent_pid:  # the parent died before prctl took effect
-        return
+    die_with_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver decides when to stop
     logging.basicConfig(level=spec.log_level, format=f"%(asctime)s %(levelname)s rank{spec.rank} %(name)s: %(message)s")
     try:
