@@ -81,3 +81,27 @@ def test_each_rank_reads_its_shard(tiny_models, kv1_model, which: str) -> None: 
         want_e = hf_params["model.embed_tokens.weight"][rank * rows:(rank + 1) * rows]
         torch.testing.assert_close(embed.weight[: want_e.shape[0]], want_e, rtol=0, atol=0)
         assert not embed.weight[want_e.shape[0]:].any(), "padding rows must be zero"
+
+
+def test_gguf_rows_read_alone_equal_the_whole_tensors_rows(default_model_path: str) -> None:
+    """A rank's rows of a GGUF tensor (quantized or not, rope-permuted q/k at head boundaries)
+    dequantized alone equal the same rows of the whole tensor, from fewer file bytes."""
+    from vllm_core.model_executor.model_loader.gguf_weights import iter_gguf_lazy_weights
+
+    counter = [0]
+    weights = dict(iter_gguf_lazy_weights(default_model_path, torch.float32, counter))
+    head_dim = 64  # SmolLM2-135M: 9 heads, 3 KV heads of 64
+    cases = {
+        "model.layers.3.self_attn.q_proj.weight": (3 * head_dim, 3 * head_dim),
+        "model.layers.3.self_attn.k_proj.weight": (1 * head_dim, 1 * head_dim),
+        "model.layers.3.mlp.gate_proj.weight": (768, 768),
+        "model.embed_tokens.weight": (24576, 24576),
+    }
+    for name, (start, length) in cases.items():
+        w = weights[name]
+        counter[0] = 0
+        part = w.narrow(0, start, length)
+        part_bytes = counter[0]
+        whole = w.materialize()
+        assert part_bytes < counter[0] - part_bytes, f"{name}: the slice read as much as the whole"
+        torch.testing.assert_close(part, whole.narrow(0, start, length), rtol=0, atol=0, msg=name)
