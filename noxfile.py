@@ -88,7 +88,7 @@ def acme(session: nox.Session) -> None:
 @nox.session
 def distributed(session: nox.Session) -> None:
     """Tensor / pipeline parallelism on the CPU (gloo, one process per rank, one thread each):
-    greedy equality at TP=2, PP=2 and TP=2 x PP=2 with the ``mp`` backend, the ``ray`` backend on a
+    greedy equality at TP=2, PP=2 and TP=2 x PP=2 with the ``mp`` backend (about 3 min), the ``ray`` backend on a
     local Ray, sharded loading, worker faults, a TP=2 server; on the reference platform, then one
     TP=2 run on the cpu platform (its plugin's ops and core binding)."""
     install_base(session)
