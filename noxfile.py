@@ -12,7 +12,7 @@ import os
 
 import nox
 
-nox.options.sessions = ["lint", "typecheck", "core", "cpu", "cuda", "rocm", "acme", "lora", "tpu"]
+nox.options.sessions = ["lint", "typecheck", "core", "cpu", "cuda", "rocm", "acme", "lora", "distributed", "tpu"]
 nox.options.reuse_existing_virtualenvs = True
 
 CONSTRAINTS = ("-c", ".ci/constraints.txt")
@@ -110,6 +110,20 @@ def lora(session: nox.Session) -> None:
     session.run("pytest", "tests/plugins/lora", *session.posargs,
                 env={**ENV, "VLLM_CORE_TEST_DEVICES": "reference,cpu",
                      "VLLM_CORE_TEST_REQUIRE": "lora,triton,cpu,default-model"})
+
+
+@nox.session
+def distributed(session: nox.Session) -> None:
+    """Tensor / pipeline parallelism on the CPU (gloo, one process per rank, one thread each):
+    greedy equality at TP=2, PP=2 and TP=2 x PP=2 with the ``mp`` backend (about 3 min), the ``ray`` backend on a
+    local Ray, sharded loading, worker faults, a TP=2 server; on the reference platform, then one
+    TP=2 run on the cpu platform (its plugin's ops and core binding)."""
+    install_base(session)
+    session.install(*CONSTRAINTS, *SERVER_DEPS, "ray", "./plugins/vllm-cpu")
+    env = {**ENV, "OMP_NUM_THREADS": "1", "VLLM_CORE_TEST_REQUIRE": "ray,default-model"}
+    session.run("pytest", "tests/distributed", *session.posargs, env={**env, "VLLM_CORE_TEST_DEVICES": "reference"})
+    session.run("pytest", "tests/distributed/test_parallel_greedy.py", "-k", "llama-2-1", *session.posargs,
+                env={**env, "VLLM_CORE_TEST_DEVICES": "cpu"})
 
 
 TPU_CONSTRAINTS = ("-c", ".ci/constraints-tpu.txt")

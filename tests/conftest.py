@@ -30,6 +30,7 @@ FEATURES = {
     "lora": "the vllm-lora plugin and peft (the oracle)",
     "triton": "triton (the interpreter runs the GPU kernels on the CPU)",
     "lm-eval": "lm-evaluation-harness (pip install lm-eval), run against the server",
+    "ray": "Ray (pip install ray) for the ray executor backend",
 }
 """What tests may skip for, and what ``VLLM_CORE_TEST_REQUIRE`` can name."""
 

@@ -163,10 +163,9 @@ def test_speculative_and_parallel_config_errors() -> None:
     with pytest.raises(ValueError, match="prompt_lookup_min"):
         SpeculativeConfig(num_speculative_tokens=2, prompt_lookup_min=4, prompt_lookup_max=2)
     assert SpeculativeConfig(num_speculative_tokens=2).lookup_range == (5, 5)
-    with pytest.raises(ValueError, match="tensor_parallel_size=2.*set both to 1"):
-        ParallelConfig(tensor_parallel_size=2)
-    with pytest.raises(ValueError, match="distributed_executor_backend='ray' is not available"):
-        ParallelConfig(distributed_executor_backend="ray")
+    with pytest.raises(ValueError, match="'uni' runs one process.*use 'mp'"):
+        ParallelConfig(tensor_parallel_size=2, distributed_executor_backend="uni")
+    assert ParallelConfig(tensor_parallel_size=2, pipeline_parallel_size=2, distributed_executor_backend="ray").world_size == 4
     assert ParallelConfig(distributed_executor_backend="uni").world_size == 1
 
 

@@ -4,6 +4,7 @@ executor seam."""
 
 from __future__ import annotations
 
+import sys
 import types
 from typing import Any, ClassVar
 
@@ -11,7 +12,7 @@ import pytest
 
 from tests.conftest import hf_greedy, random_prompts
 from vllm_core import LLM, SamplingParams
-from vllm_core.errors import ConfigError, RequestError
+from vllm_core.errors import ConfigError, ModelLoadError, RequestError
 from vllm_core.plugins import register_plugin, unregister_plugin
 from vllm_core.plugins.api import (
     ReferencePlatform,
@@ -164,12 +165,19 @@ def test_padded_sampling_rows_and_warm_up(tiny_models) -> None:  # type: ignore[
         unregister_plugin(plugin)
 
 
-def test_parallel_arguments_are_vllms_and_refused_above_one(tiny_models) -> None:  # type: ignore[no-untyped-def]
+def test_parallel_arguments_are_vllms_and_checked_before_any_worker_starts(tiny_models, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Sizes the model cannot be split into, the in-process backend for a world of several, and
+    the ray backend without Ray are errors before a process starts (tests/distributed runs them)."""
     path, _ = tiny_models["llama"]
-    with pytest.raises(ConfigError, match="tensor_parallel_size=2"):
-        LLM(path, tensor_parallel_size=2, use_tqdm_on_load=False)
-    with pytest.raises(ConfigError, match="pipeline_parallel_size=2"):
-        LLM(path, pipeline_parallel_size=2, use_tqdm_on_load=False)
+    with pytest.raises(ModelLoadError, match="num_attention_heads \\(4\\) is not divisible by tensor_parallel_size=3"):
+        LLM(path, tensor_parallel_size=3, use_tqdm_on_load=False)
+    with pytest.raises(ModelLoadError, match="pipeline_parallel_size=3 is larger than the model's 2 layers"):
+        LLM(path, pipeline_parallel_size=3, use_tqdm_on_load=False)
+    with pytest.raises(ConfigError, match="'uni' runs one process"):
+        LLM(path, tensor_parallel_size=2, distributed_executor_backend="uni", use_tqdm_on_load=False)
+    monkeypatch.setitem(sys.modules, "ray", None)  # Ray not installed
+    with pytest.raises(ConfigError, match="pip install ray"):
+        LLM(path, tensor_parallel_size=2, distributed_executor_backend="ray", use_tqdm_on_load=False)
     with pytest.raises(ConfigError, match="speculative_config must be a dict"):
         LLM(path, speculative_config="ngram", use_tqdm_on_load=False)
     with pytest.raises(ConfigError, match="unknown speculative decoding method 'medusa'; registered: draft_model, ngram"):

@@ -79,16 +79,22 @@ class SchedulerConfig(_Frozen):
 class ParallelConfig(_Frozen):
     """How the model is spread over devices and processes (vLLM's names).
 
-    This release runs a world of one (the in-process executor); sizes above 1 are refused with
-    a message until tensor and pipeline parallelism land."""
+    A world of ``tensor_parallel_size x pipeline_parallel_size`` ranks, one per device (one per
+    process on CPU platforms): each layer split over ``tensor_parallel_size`` ranks, consecutive
+    layers on ``pipeline_parallel_size`` stages."""
 
     tensor_parallel_size: int = Field(default=1, ge=1)
     """Devices each layer is split over (tensor parallelism)."""
     pipeline_parallel_size: int = Field(default=1, ge=1)
     """Consecutive groups of layers on different devices (pipeline parallelism)."""
     distributed_executor_backend: Literal["uni", "mp", "ray"] | None = None
-    """How workers run: ``uni`` (in process), ``mp`` (one process per device), ``ray``
-    (across nodes); None picks ``uni`` for a world of one."""
+    """How workers run: ``uni`` (in process, a world of one), ``mp`` (one process per rank on this
+    node), ``ray`` (Ray actors, across nodes). None: ``uni`` for a world of one; else ``ray`` when a
+    Ray cluster is already initialised in this process or the world is larger than this node's
+    devices, ``mp`` otherwise (vLLM's rule)."""
+    distributed_timeout_s: float = Field(default=300.0, gt=0)
+    """How long the engine waits for a worker (a step's tokens, a collective between ranks) before
+    it fails with an error naming the rank; a dead worker is noticed at once."""
 
     @property
     def world_size(self) -> int:
@@ -96,16 +102,11 @@ class ParallelConfig(_Frozen):
 
     @model_validator(mode="after")
     def _check(self) -> ParallelConfig:
-        if self.world_size > 1:
+        if self.world_size > 1 and self.distributed_executor_backend == "uni":
             raise ValueError(
-                f"tensor_parallel_size={self.tensor_parallel_size}, pipeline_parallel_size="
-                f"{self.pipeline_parallel_size}: this release runs the model on one device (world size 1); "
-                "set both to 1 (multi-device execution is not available yet)"
-            )
-        if self.distributed_executor_backend in ("mp", "ray"):
-            raise ValueError(
-                f"distributed_executor_backend={self.distributed_executor_backend!r} is not available in this "
-                "release; leave it unset or use 'uni' (the in-process executor)"
+                f"distributed_executor_backend='uni' runs one process, but tensor_parallel_size="
+                f"{self.tensor_parallel_size} x pipeline_parallel_size={self.pipeline_parallel_size} needs "
+                f"{self.world_size}; use 'mp' (one node), 'ray' (several nodes) or leave it unset"
             )
         return self
 

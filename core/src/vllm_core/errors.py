@@ -38,3 +38,8 @@ class SamplingParamsError(RequestError):
 
 class KVCacheTooSmallError(ConfigError):
     """The KV cache cannot hold even one sequence of the configured length."""
+
+
+class WorkerError(EngineError):
+    """A worker of a multi-process (``mp`` / ``ray``) engine died, failed or did not answer within
+    ``distributed_timeout_s``: the engine stops its other workers and cannot go on."""

@@ -72,15 +72,20 @@ class Scheduler:
         ready: Callable[[Request], bool] | None = None,
         constraints: Sequence[StepConstraint] = (),
         num_lookahead_slots: int = 0,
+        placeholders: bool = True,
     ) -> None:
         """``ready(request)``: may a waiting request start now? (default: always; the engine
         asks its runner extensions). ``constraints``: features' rules on which waiting
         requests may join each step (``vllm_core.core.step_constraint``).
         ``num_lookahead_slots``: slots kept allocated past each request's scheduled tokens
-        (see the module docstring)."""
+        (see the module docstring). ``placeholders`` (async scheduling): False makes a request
+        whose sampled token is still in flight wait for it instead of feeding a placeholder (with
+        pipeline stages the first stage needs real token ids; several steps are in flight, each
+        with its own requests)."""
         self.ready = ready
         self.constraints = list(constraints)
         self.num_lookahead_slots = num_lookahead_slots
+        self.placeholders = placeholders
         self.max_num_seqs = config.max_num_seqs
         self.max_num_batched_tokens = resolve_max_num_batched_tokens(config, max_model_len)
         self.chunked_prefill = config.enable_chunked_prefill
@@ -141,7 +146,7 @@ class Scheduler:
         i = 0
         while i < len(self.running) and budget > 0:
             req = self.running[i]
-            if req.num_pending_tokens and self._last_token_in_flight(req):
+            if req.num_pending_tokens and (not self.placeholders or self._last_token_in_flight(req)):
                 i += 1
                 continue
             num_new = min(req.num_tokens + req.num_pending_tokens - req.num_computed_tokens, budget)
@@ -164,7 +169,7 @@ class Scheduler:
             constraint.begin_step([r.extensions for r in self.running])
         while not preempted and self.waiting and budget > 0 and len(self.running) < self.max_num_seqs:
             req = self.waiting[0]
-            if not self._may_start(req):
+            if not self._may_start(req) or (req.num_pending_tokens and not self.placeholders):
                 not_ready.append(self.waiting.popleft())
                 continue
             hits, num_hit_tokens = self.kv.get_computed_blocks(req)

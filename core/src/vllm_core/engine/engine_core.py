@@ -9,6 +9,7 @@ from __future__ import annotations
 import gc
 import logging
 import time
+from collections import deque
 
 from vllm_core.config import EngineConfig
 from vllm_core.core.kv_cache_manager import KVCacheManager
@@ -44,9 +45,11 @@ def start_engine_core(config: EngineConfig, use_tqdm: bool = False) -> tuple[Pla
     set aside and the cache did not take is released once the core is built or the start failed."""
     platform = resolve_platform(config.device.device)
     platform.setup()
-    prepared = platform.prepare_kv_cache(config.cache)
+    cls = executor_class(config, platform)
+    # workers in other processes size their own caches
+    prepared = platform.prepare_kv_cache(config.cache) if cls.in_process else None
     try:
-        executor = executor_class(config)(config, platform, use_tqdm=use_tqdm)
+        executor = cls(config, platform, use_tqdm=use_tqdm)
         core = EngineCore(config, executor, prepared)
     finally:
         platform.kv_cache_allocated()
@@ -80,11 +83,14 @@ class EngineCore:
         self.scheduler = Scheduler(
             sc.model_copy(update={"async_scheduling": async_scheduling, "max_num_batched_tokens": budget}),
             self.kv_cache_manager, loaded.max_model_len,
-            ready=lambda req: executor.is_ready(req.request_id),
+            ready=lambda req: executor.is_ready(req.request_id), placeholders=executor.accepts_placeholders,
             constraints=step_constraints(config),
             num_lookahead_slots=proposer_lookahead_slots(config.speculative),
         )
-        self._in_flight: tuple[SchedulerOutput, PendingRunnerOutput] | None = None
+        self._steps_ahead = executor.steps_ahead
+        """Steps left in flight when an async step returns (1: one step ahead; pipeline stages:
+        stages - 1)."""
+        self._in_flight: deque[tuple[SchedulerOutput, PendingRunnerOutput]] = deque()
         self._first_scheduled: dict[str, float] = {}
         """req_id -> when it was first scheduled, until its first output carries it."""
         self.step_num_tokens: list[int] | None = None
@@ -128,47 +134,50 @@ class EngineCore:
             self._first_scheduled.setdefault(sr.req_id, now)
 
     def has_unfinished_requests(self) -> bool:
-        return self.scheduler.has_unfinished_requests() or self._in_flight is not None
+        return self.scheduler.has_unfinished_requests() or bool(self._in_flight)
 
     def step(self) -> list[EngineCoreOutput]:
         """Schedule, run, update. With async scheduling the step launched here is collected by
-        the next call, and this call returns the previous step's tokens: the host schedules and
-        prepares step N+1 while the device runs step N."""
+        a later call, and this call returns the oldest step's tokens: the host schedules and
+        prepares step N+1 while the device runs step N (with pipeline stages, ``stages - 1``
+        steps stay in flight, one per stage, each with requests of its own)."""
         if self._async_when_allowed:
             drained = self._choose_async()
             if drained is not None:
                 return drained
         sched_out = self.scheduler.schedule()
         self._note_scheduled(sched_out)
-        if self.scheduler.async_scheduling and not sched_out.is_empty:
-            self.num_async_steps += 1
         if not self.scheduler.async_scheduling:
             runner_out = self.executor.execute_model(sched_out)
             return self._outputs(self.scheduler.update_from_output(sched_out, runner_out), runner_out)
         pending = self.executor.execute_model_async(sched_out)
-        launched = None if sched_out.is_empty else (sched_out, pending)
-        previous, self._in_flight = self._in_flight, launched
-        if previous is None:
+        if not sched_out.is_empty:
+            self.num_async_steps += 1
+            self._in_flight.append((sched_out, pending))
+        keep = 0 if sched_out.is_empty else self._steps_ahead  # nothing new started: wait for the oldest
+        if len(self._in_flight) <= keep:
             return []
-        prev_out, pending = previous
+        return self._collect_oldest()
+
+    def _collect_oldest(self) -> list[EngineCoreOutput]:
+        prev_out, pending = self._in_flight.popleft()
         runner_out = pending.get()
         return self._outputs(self.scheduler.update_from_output(prev_out, runner_out), runner_out)
 
     def _choose_async(self) -> list[EngineCoreOutput] | None:
         """Per step, when an extension needs some steps' tokens (speculative decoding): run
         ahead of the results when it allows, else synchronously. Switching to synchronous
-        collects the step in flight first (its outputs are returned; the next call schedules)."""
+        collects the steps in flight first (their outputs are returned; the next call schedules)."""
         sched = self.scheduler
         ids = [r.request_id for r in sched.running]
         ids += [r.request_id for r in list(sched.waiting)[: max(sched.max_num_seqs - len(ids), 0)]]
         want = self.executor.allows_async_step(ids)
         if want == sched.async_scheduling:
             return None
-        if not want and self._in_flight is not None:
-            prev_out, pending = self._in_flight
-            self._in_flight = None
-            runner_out = pending.get()
-            outputs = self._outputs(sched.update_from_output(prev_out, runner_out), runner_out)
+        if not want and self._in_flight:
+            outputs: list[EngineCoreOutput] = []
+            while self._in_flight:
+                outputs += self._collect_oldest()
             sched.async_scheduling = False
             return outputs
         sched.async_scheduling = want

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from typing import ClassVar
 
 from vllm_core.config import EngineConfig
 from vllm_core.core.sched_output import ModelRunnerOutput, SchedulerOutput
@@ -19,6 +20,9 @@ class Executor(ABC):
     Construction loads the model on every worker; ``initialize`` sizes the KV cache by the
     *smallest* free memory over the workers and allocates it everywhere."""
 
+    in_process: ClassVar[bool] = True
+    """The driver worker runs in the engine core's process (its platform's prepared KV memory is
+    the cache's); False when every rank is a process or actor of its own."""
     config: EngineConfig
     platform: Platform
     loaded: LoadedModel
@@ -59,6 +63,18 @@ class Executor(ABC):
         """When ``supports_async_scheduling`` is False: may the next step, over these requests,
         still run ahead of its results? (Speculative decoding: when it will draft nothing.)"""
         return False
+
+    @property
+    def steps_ahead(self) -> int:
+        """Steps the engine keeps in flight under async scheduling (1: schedule step N+1 while
+        step N runs; pipeline parallel executors: one per stage but the last)."""
+        return 1
+
+    @property
+    def accepts_placeholders(self) -> bool:
+        """May a step feed a token still being sampled as a placeholder (the runner takes it from
+        device memory)? False with pipeline stages: such a request waits for its token."""
+        return True
 
     def shutdown(self) -> None:
         """Stop the workers (nothing to do in process)."""

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from vllm_core.attention.backend import AttentionBackend
     from vllm_core.config import CacheConfig
     from vllm_core.core.sched_output import ModelRunnerOutput, SchedulerOutput
+    from vllm_core.distributed.communicator import Communicator
     from vllm_core.worker.graph_runner import GraphRunner
     from vllm_core.worker.step_shapes import StepShapes
 
@@ -35,7 +36,8 @@ class Platform(ABC):
     distribution: ClassVar[str] = "vllm-core"
     """The package that ships the platform (for messages)."""
     dist_backend: ClassVar[str] = "gloo"
-    """torch.distributed backend for tensor parallel."""
+    """torch.distributed backend of the tensor / pipeline parallel groups (``gloo``, ``nccl``, a
+    vendor's); ``make_communicator`` runs the collectives on it."""
     is_accelerator: ClassVar[bool] = False
     """True when the KV cache is sized from device memory (``gpu_memory_utilization``)."""
     async_scheduling: ClassVar[bool] = False
@@ -183,6 +185,20 @@ class Platform(ABC):
     def make_graph_runner(self, model: Any, max_num_seqs: int, max_model_len: int, block_size: int) -> GraphRunner | None:
         """A runner that replays captured graphs for decode batches, or None (eager only)."""
         return None
+
+    # --------------------------------------------------------------------- distributed
+    def device_count(self) -> int | None:
+        """Devices of this node one rank each can take; None: no limit (ranks are processes on
+        the host, as on CPU platforms). The executor refuses a world larger than this on one node."""
+        return None
+
+    def make_communicator(self, ranks: list[int], rank_in_group: int, group: Any) -> Communicator:
+        """The collectives of one tensor / pipeline group (``group``: a ``torch.distributed``
+        process group on ``dist_backend``). Override to use a custom all-reduce or a vendor's
+        collective library; the default is plain ``torch.distributed``."""
+        from vllm_core.distributed.communicator import TorchCommunicator
+
+        return TorchCommunicator(ranks, rank_in_group, group)
 
     def describe(self) -> str:
         return f"{self.name} ({self.distribution}, device {self.device_type})"

@@ -30,6 +30,8 @@ from vllm_core.config import (
 )
 from vllm_core.core.sched_output import ModelRunnerOutput, ScheduledRequest, SchedulerOutput
 from vllm_core.core.step_constraint import StepConstraint
+from vllm_core.distributed.communicator import Communicator, SingleRankCommunicator, TorchCommunicator
+from vllm_core.distributed.parallel_state import ParallelContext
 from vllm_core.entrypoints.openai.served_models import ServedModel, ServedModels
 from vllm_core.errors import (
     ConfigError,
@@ -39,6 +41,7 @@ from vllm_core.errors import (
     PlatformNotAvailableError,
     PluginError,
     RequestError,
+    WorkerError,
 )
 from vllm_core.extensions.runner import RunnerContext, RunnerExtension, SampledTokens
 from vllm_core.extensions.state import BlockKey, CacheSalt, ExtensionState, RequestExtension
@@ -73,6 +76,8 @@ __all__ = [
     "AttentionBackend", "AttentionMetadata",
     "GraphRunner", "DecodeBuffers", "batch_buckets", "ModelInputs",
     "StepShapes", "StepShape", "PAD_SLOT_ID", "PAD_SEQ_LEN",
+    # distributed
+    "Communicator", "TorchCommunicator", "SingleRankCommunicator", "ParallelContext",
     # sampling
     "Sampler", "ReferenceSampler", "SamplingMetadata", "SamplingParams", "TokenBitmask", "DraftBatch",
     "apply_logits_processors", "apply_warpers", "uses_logits_processors",
@@ -87,7 +92,7 @@ __all__ = [
     "SpeculativeConfig", "PluginConfig",
     # errors
     "EngineError", "ConfigError", "PluginError", "PlatformNotAvailableError", "ModelLoadError", "RequestError",
-    "KVCacheTooSmallError",
+    "KVCacheTooSmallError", "WorkerError",
 ]
 
 _DEPRECATED: dict[str, tuple[str, str]] = {}

@@ -262,6 +262,8 @@ class ModelRunner:
         hidden = self.graph_runner.try_run(inputs) if replay and self.graph_runner is not None else None
         if hidden is None:
             hidden = self.model(inputs.input_ids, inputs.positions, inputs.metadata)
+            if hidden is None:  # a pipeline stage before the last: it sent its output on
+                return PendingRunnerOutput(len(output.scheduled), [], None)
         prompt_lps = prompt_logprobs(
             self.model.compute_logits, hidden, output.scheduled, inputs.metadata.query_start_loc_cpu  # type: ignore[arg-type]
         )

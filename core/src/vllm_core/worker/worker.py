@@ -10,6 +10,7 @@ import logging
 
 from vllm_core.config import EngineConfig
 from vllm_core.core.sched_output import ModelRunnerOutput, SchedulerOutput
+from vllm_core.distributed.parallel_state import SINGLE, ParallelContext
 from vllm_core.engine.core_types import EngineCoreRequest
 from vllm_core.model_executor.model_loader.loader import LoadedModel, load_model
 from vllm_core.platforms.interface import Platform
@@ -21,10 +22,15 @@ logger = logging.getLogger(__name__)
 class Worker:
     """Loads the model on its platform and runs it through a ``ModelRunner``."""
 
-    def __init__(self, config: EngineConfig, platform: Platform, rank: int = 0, use_tqdm: bool = False) -> None:
+    def __init__(
+        self, config: EngineConfig, platform: Platform, rank: int = 0, use_tqdm: bool = False,
+        parallel: ParallelContext = SINGLE,
+    ) -> None:
+        """``parallel``: this rank's groups (``distributed.init_distributed``); a world of one by default."""
         self.config = config
         self.platform = platform
         self.rank = rank
+        self.parallel = parallel
         self.use_tqdm = use_tqdm
         self.loaded: LoadedModel | None = None
         self.runner: ModelRunner | None = None
@@ -32,7 +38,7 @@ class Worker:
     def load_model(self) -> LoadedModel:
         from vllm_core.plugins import registry
 
-        self.loaded = load_model(self.config.model, self.platform, use_tqdm=self.use_tqdm)
+        self.loaded = load_model(self.config.model, self.platform, use_tqdm=self.use_tqdm, parallel=self.parallel)
         sampler = registry.samplers().get(self.platform.sampler_name())()
         self.runner = ModelRunner(self.loaded, self.platform, sampler, self.config.model.seed, self.config)
         self.runner.logprobs_mode = self.config.model.logprobs_mode
@@ -62,7 +68,11 @@ class Worker:
         runner.initialize_kv_cache(spec)
         sc = self.config.scheduler
         runner.set_step_shapes(sc.max_num_seqs, max_num_batched_tokens, self.loaded.max_model_len, spec.block_size)
-        if not self.config.model.enforce_eager:
+        if self.parallel.pp_size > 1 or not self.parallel.tp.graph_safe:
+            # a stage's forward sends and receives between processes, and host-side collectives
+            # (gloo) are not recorded: no replayable graph
+            logger.info("tensor / pipeline parallel on %s: graphs off, every step runs eagerly", self.platform.name)
+        elif not self.config.model.enforce_eager:
             runner.capture_graphs(sc.max_num_seqs, self.loaded.max_model_len)
         if runner.step_shapes is not None:
             self.platform.warm_up(
@@ -74,6 +84,17 @@ class Worker:
 
     def is_ready(self, req_id: str) -> bool:
         return self._runner().extensions.is_ready(req_id)
+
+    def supports_async_scheduling(self) -> bool:
+        """False when a runner extension needs each step's tokens before the next is scheduled."""
+        return self._runner().extensions.supports_async_scheduling
+
+    def waits_for_requests(self) -> bool:
+        """Whether any runner extension may hold a request back (``is_ready``): when none does,
+        a remote executor answers ``is_ready`` without asking the workers."""
+        from vllm_core.extensions.runner import RunnerExtension
+
+        return any(type(e).is_ready is not RunnerExtension.is_ready for e in self._runner().extensions.items)
 
     def execute_model(self, output: SchedulerOutput) -> ModelRunnerOutput:
         return self._runner().execute(output)

@@ -28,6 +28,10 @@ class TorchGPUPlatform(Platform):
     def device(self, index: int = 0) -> torch.device:
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", index)))
 
+    def device_count(self) -> int | None:
+        """GPUs visible to this process (one tensor / pipeline rank each)."""
+        return torch.cuda.device_count()
+
     def setup(self) -> None:
         torch.cuda.set_device(self.device())
         torch.backends.cuda.matmul.allow_tf32 = False

@@ -75,6 +75,12 @@ class LoRAExtension(RunnerExtension):
             return None
         if context.model is None:
             raise ConfigError("enable_lora=True needs a runner that holds the model")
+        par = context.config.parallel
+        if par.world_size > 1:  # the wrappers hold whole A/B matrices, not a rank's shard
+            raise ConfigError(
+                f"enable_lora=True with tensor_parallel_size={par.tensor_parallel_size}, pipeline_parallel_size="
+                f"{par.pipeline_parallel_size}: vllm-lora runs on one device in this release; set both to 1"
+            )
         return cls(cfg, context)
 
     @classmethod

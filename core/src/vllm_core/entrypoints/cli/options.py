@@ -27,9 +27,12 @@ def engine_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--device", default=None, help="Platform to force (reference, cpu, cuda, ...)."),
         click.option("--kv-cache-memory-bytes", type=int, default=None),
         click.option("--num-gpu-blocks-override", type=int, default=None),
-        click.option("--tensor-parallel-size", type=int, default=None, help="Devices per layer (1 in this release)."),
-        click.option("--pipeline-parallel-size", type=int, default=None, help="Pipeline stages (1 in this release)."),
-        click.option("--distributed-executor-backend", type=click.Choice(["uni", "mp", "ray"]), default=None),
+        click.option("--tensor-parallel-size", type=int, default=None, help="Devices each layer is split over (tensor parallelism)."),
+        click.option("--pipeline-parallel-size", type=int, default=None, help="Stages of consecutive layers (pipeline parallelism)."),
+        click.option("--distributed-executor-backend", type=click.Choice(["uni", "mp", "ray"]), default=None,
+                     help="uni (one process), mp (a process per rank), ray (actors, several nodes); default: vLLM's rule."),
+        click.option("--distributed-timeout-s", type=float, default=None,
+                     help="Seconds a worker may stay silent before the engine fails (default 300)."),
         click.option("--speculative-config", default=None, callback=_json_option,
                      help='Speculative decoding as JSON, e.g. \'{"method": "ngram", "num_speculative_tokens": 4}\'.'),
     ]
@@ -78,7 +81,7 @@ ENGINE_KEYS = (
     "tokenizer", "dtype", "max_model_len", "max_num_seqs", "max_num_batched_tokens",
     "enable_prefix_caching", "block_size", "seed", "load_format", "device",
     "kv_cache_memory_bytes", "num_gpu_blocks_override", "tensor_parallel_size", "pipeline_parallel_size",
-    "distributed_executor_backend", "speculative_config",
+    "distributed_executor_backend", "distributed_timeout_s", "speculative_config",
 )
 
 

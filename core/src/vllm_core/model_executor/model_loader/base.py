@@ -9,6 +9,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from vllm_core.model_executor.model_loader.lazy import Weight
+
 
 class ModelLoader(ABC):
     """Reads a model source. Registered by ``name`` (the ``load_format`` value)."""
@@ -34,6 +36,11 @@ class ModelLoader(ABC):
     def iter_weights(self, model: str, dtype: torch.dtype) -> Iterator[tuple[str, torch.Tensor]]:
         """Hugging Face-named tensors."""
 
+    def iter_lazy_weights(self, model: str, dtype: torch.dtype) -> Iterator[tuple[str, Weight]]:
+        """Like ``iter_weights``, but a loader may yield ``LazyWeight`` objects, so a
+        tensor-parallel rank reads only its shard of each tensor. Default: ``iter_weights``."""
+        yield from self.iter_weights(model, dtype)
+
     def num_weights(self, model: str) -> int | None:
         """How many tensors ``iter_weights`` yields (progress bar), if cheap to know."""
         return None
@@ -42,12 +49,12 @@ class ModelLoader(ABC):
         """Fill ``model_obj``'s parameters; checks that none was left empty."""
         from vllm_core.errors import ModelLoadError
 
-        def tick(it: Iterator[tuple[str, torch.Tensor]]) -> Iterator[tuple[str, torch.Tensor]]:
+        def tick(it: Iterator[tuple[str, Weight]]) -> Iterator[tuple[str, Weight]]:
             for item in it:
                 progress.update(1)
                 yield item
 
-        loaded = model_obj.load_weights(tick(self.iter_weights(model, dtype)))  # type: ignore[operator]
+        loaded = model_obj.load_weights(tick(self.iter_lazy_weights(model, dtype)))  # type: ignore[operator]
         missing = model_obj.expected_weights() - loaded  # type: ignore[operator]
         if missing:
             raise ModelLoadError(

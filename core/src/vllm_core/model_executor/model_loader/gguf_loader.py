@@ -17,6 +17,7 @@ import torch
 
 from vllm_core.errors import ModelLoadError
 from vllm_core.model_executor.model_loader.base import ModelLoader
+from vllm_core.model_executor.model_loader.lazy import Weight
 
 
 def _require_gguf() -> None:
@@ -38,6 +39,11 @@ class GGUFLoader(ModelLoader):
 
     name: ClassVar[str] = "gguf"
     auto_priority: ClassVar[int] = 20
+
+    def __init__(self) -> None:
+        self.bytes_read = [0]
+        """File bytes ``iter_lazy_weights`` dequantized (a rank reads its stage's tensors and, of
+        the column-parallel ones, its rows)."""
 
     @classmethod
     def detect(cls, model: str) -> bool:
@@ -96,6 +102,15 @@ class GGUFLoader(ModelLoader):
         from vllm_core.model_executor.model_loader.gguf_weights import num_gguf_tensors
 
         return num_gguf_tensors(model)
+
+    def iter_lazy_weights(self, model: str, dtype: torch.dtype) -> Iterator[tuple[str, Weight]]:
+        from vllm_core.model_executor.model_loader.gguf_weights import iter_gguf_lazy_weights
+
+        self._check(model)
+        try:
+            yield from iter_gguf_lazy_weights(model, dtype, self.bytes_read)
+        except ValueError as exc:
+            raise ModelLoadError(str(exc)) from exc
 
     def iter_weights(self, model: str, dtype: torch.dtype) -> Iterator[tuple[str, torch.Tensor]]:
         from vllm_core.model_executor.model_loader.gguf_weights import iter_gguf_weights

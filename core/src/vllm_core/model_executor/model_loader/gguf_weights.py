@@ -62,6 +62,8 @@ from vllm_core.model_executor.model_loader.gguf_file import GGUFFile, GGUFTensor
 
 __all__ = [
     "SUPPORTED_GGUF_ARCHITECTURES",
+    "GGUFWeight",
+    "iter_gguf_lazy_weights",
     "iter_gguf_weights",
     "num_gguf_tensors",
     "reverse_rope_permute",
@@ -229,26 +231,75 @@ def iter_gguf_weights(path: str, dtype: torch.dtype = torch.float32) -> Iterator
             cannot be mapped.
         ImportError: the ``gguf`` package is not installed.
     """
+    for name, weight in iter_gguf_lazy_weights(path, dtype):
+        yield name, weight.materialize()
+
+
+class GGUFWeight:
+    """One GGUF tensor, dequantized when read (``model_loader.lazy.LazyWeight``). ``narrow`` along
+    the rows dequantizes only those rows (a quantized row is whole blocks); q/k rows of a
+    rope-permuted file are taken at head boundaries, so the slice is un-permuted on its own.
+    Other slices read the whole tensor. ``bytes_read`` counts the file bytes taken."""
+
+    def __init__(
+        self, tensor: GGUFTensor, gguf: Any, dtype: torch.dtype, rope_heads: int | None, counter: list[int],
+    ) -> None:
+        self._tensor, self._gguf, self._dtype = tensor, gguf, dtype
+        self._rope_heads = rope_heads
+        self._counter = counter
+        self.shape: tuple[int, ...] = tuple(reversed(tensor.shape))
+
+    def _convert(self, tensor: GGUFTensor, heads: int | None) -> torch.Tensor:
+        self._counter[0] += int(tensor.data.nbytes)
+        weight = _to_torch(tensor, self._gguf)
+        if heads is not None:
+            weight = reverse_rope_permute(weight, heads)
+        return weight.to(self._dtype)
+
+    def materialize(self) -> torch.Tensor:
+        return self._convert(self._tensor, self._rope_heads)
+
+    def narrow(self, dim: int, start: int, length: int) -> torch.Tensor:
+        rows = self.shape[0]
+        quantized_1d = len(self.shape) == 1 and self._tensor.data.shape != self.shape
+        if dim % len(self.shape) != 0 or quantized_1d or length == rows:
+            return self.materialize().narrow(dim, start, length)
+        heads = None
+        if self._rope_heads is not None:
+            head_dim = rows // self._rope_heads
+            if start % head_dim or length % head_dim:
+                return self.materialize().narrow(dim, start, length)
+            heads = length // head_dim
+        t = self._tensor
+        part = GGUFTensor(t.name, (*t.shape[:-1], length), t.tensor_type, t.data[start:start + length])
+        return self._convert(part, heads)
+
+
+def iter_gguf_lazy_weights(
+    path: str, dtype: torch.dtype = torch.float32, counter: list[int] | None = None,
+) -> Iterator[tuple[str, GGUFWeight]]:
+    """``iter_gguf_weights`` without reading: each tensor is dequantized when the model reads it
+    (a pipeline stage skips the others' unread, a tensor-parallel rank reads its rows)."""
     gguf = _import_gguf()
     reader = _open_reader(path)
     arch = _architecture(reader, path)
     block_count = _field_value(reader, f"{arch}.block_count")
     num_layers = int(block_count) if block_count is not None else None
+    counter = [0] if counter is None else counter
 
     for tensor in reader.tensors:
         if tensor.name in _SKIPPED_TENSORS:
             continue
         name = _hf_name(arch, tensor.name, num_layers, path)
-        weight = _to_torch(tensor, gguf)
+        rope_heads = None
         if arch in _ROPE_PERMUTED_ARCHITECTURES and (".self_attn.q_proj." in name or ".self_attn.k_proj." in name):
             # q uses n_head, k uses n_head_kv (falling back to n_head when absent, i.e. no GQA).
             layer = int(name.split(".")[2])
-            n_head = _head_count(reader, f"{arch}.attention.head_count", layer)
+            rope_heads = _head_count(reader, f"{arch}.attention.head_count", layer)
             is_k = ".self_attn.k_proj." in name
             if is_k and _field_value(reader, f"{arch}.attention.head_count_kv") is not None:
-                n_head = _head_count(reader, f"{arch}.attention.head_count_kv", layer)
-            weight = reverse_rope_permute(weight, n_head)
-        yield name, weight.to(dtype)
+                rope_heads = _head_count(reader, f"{arch}.attention.head_count_kv", layer)
+        yield name, GGUFWeight(tensor, gguf, dtype, rope_heads, counter)
 
 
 def num_gguf_tensors(path: str) -> int:

@@ -11,6 +11,7 @@ import torch
 
 from vllm_core.errors import ModelLoadError
 from vllm_core.model_executor.model_loader.base import ModelLoader
+from vllm_core.model_executor.model_loader.lazy import SafetensorsSlice, Weight
 
 
 def load_hf_config(model: str) -> Any:
@@ -41,6 +42,11 @@ class SafetensorsLoader(ModelLoader):
 
     name: ClassVar[str] = "safetensors"
     auto_priority: ClassVar[int] = 10
+
+    def __init__(self) -> None:
+        self.bytes_read = [0]
+        """Bytes ``iter_lazy_weights`` read from the files (a rank of a tensor-parallel group
+        reads its shards and the replicated tensors, not the whole checkpoint)."""
 
     @classmethod
     def detect(cls, model: str) -> bool:
@@ -74,3 +80,11 @@ class SafetensorsLoader(ModelLoader):
             with safe_open(f, framework="pt") as st:
                 for name in st.keys():
                     yield name, st.get_tensor(name).to(dtype)
+
+    def iter_lazy_weights(self, model: str, dtype: torch.dtype) -> Iterator[tuple[str, Weight]]:
+        from safetensors import safe_open
+
+        for f in self._files(model):
+            with safe_open(f, framework="pt") as st:
+                for name in st.keys():
+                    yield name, SafetensorsSlice(st.get_slice(name), dtype, self.bytes_read)

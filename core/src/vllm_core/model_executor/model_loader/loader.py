@@ -13,6 +13,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from vllm_core.config import ModelConfig
+from vllm_core.distributed.parallel_state import SINGLE, ParallelContext
 from vllm_core.errors import ConfigError, ModelLoadError
 from vllm_core.model_executor.model_loader.base import ModelLoader
 from vllm_core.model_executor.model_loader.default_model import default_model_path
@@ -121,8 +122,13 @@ def architectures_of(hf_config: Any, path: str) -> list[str]:
     return [arch]
 
 
-def load_model(config: ModelConfig, platform: Platform, use_tqdm: bool = True) -> LoadedModel:
-    """Read config and tokenizer, build the architecture on the platform, load weights."""
+def load_model(
+    config: ModelConfig, platform: Platform, use_tqdm: bool = True, parallel: ParallelContext = SINGLE,
+) -> LoadedModel:
+    """Read config and tokenizer, build the architecture on the platform, load weights.
+
+    ``parallel``: this rank's tensor / pipeline groups; the model builds its shard and stage,
+    and reads only those weights."""
     from vllm_core.plugins import registry
 
     start = time.perf_counter()
@@ -147,6 +153,7 @@ def load_model(config: ModelConfig, platform: Platform, use_tqdm: bool = True) -
         ops=platform.ops,
         attention_backend=backend,
         max_positions=max(max_model_len, getattr(hf_config, "max_position_embeddings", 0) or 0),
+        parallel=parallel,
     )
     device = platform.device()
     old_dtype = torch.get_default_dtype()

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import torch
 
 from vllm_core.attention.backend import AttentionBackend
 from vllm_core.attention.metadata import AttentionMetadata
+from vllm_core.distributed.parallel_state import SINGLE, ParallelContext
 from vllm_core.platforms.ops import Ops
 
 
@@ -21,6 +22,9 @@ class ModelContext:
     attention_backend: type[AttentionBackend]
     max_positions: int
     """Largest position the rotary table must cover."""
+    parallel: ParallelContext = field(default=SINGLE)
+    """This rank's tensor / pipeline groups (a world of one by default): a model builds its
+    shard of the layers (``model_executor.layers.parallel``) and its pipeline stage."""
 
 
 class CausalLM(Protocol):
@@ -28,8 +32,9 @@ class CausalLM(Protocol):
 
     def forward(
         self, input_ids: torch.Tensor, positions: torch.Tensor, metadata: AttentionMetadata
-    ) -> torch.Tensor:
-        """input_ids, positions: [T] -> hidden states [T, hidden]."""
+    ) -> torch.Tensor | None:
+        """input_ids, positions: [T] -> hidden states [T, hidden]; None on a pipeline stage
+        other than the last (it sent its output to the next stage)."""
         ...
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:

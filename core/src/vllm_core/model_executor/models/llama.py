@@ -3,6 +3,12 @@
 
 q, k and v are one fused projection and gate/up another; ``load_weights`` maps the separate
 Hugging Face tensors into their shards.
+
+Tensor parallel (``ModelContext.parallel.tp``): the projections are the parallel layers of
+``model_executor.layers.parallel`` (heads, gate/up rows and the vocabulary split over the ranks;
+o_proj and down_proj all-reduce). Pipeline parallel (``.pp``): a stage builds only its layers
+(``distributed.pipeline.stage_layers``; the others are empty placeholders, so parameter names stay
+the checkpoint's), receives the previous stage's hidden states and sends its own on.
 """
 
 from __future__ import annotations
@@ -15,9 +21,18 @@ from torch import nn
 
 from vllm_core.attention.layer import Attention
 from vllm_core.attention.metadata import AttentionMetadata
+from vllm_core.distributed.pipeline import recv_intermediate, send_intermediate, stage_layers
 from vllm_core.errors import ModelLoadError
-from vllm_core.model_executor.layers.basic import Linear, RMSNorm, VocabEmbedding
+from vllm_core.model_executor.layers.basic import RMSNorm
+from vllm_core.model_executor.layers.parallel import (
+    MergedColumnParallelLinear,
+    ParallelLMHead,
+    QKVParallelLinear,
+    RowParallelLinear,
+    VocabParallelEmbedding,
+)
 from vllm_core.model_executor.layers.rotary import RotaryEmbedding
+from vllm_core.model_executor.model_loader.lazy import Weight, materialize
 from vllm_core.model_executor.models.interface import ModelContext
 
 
@@ -33,13 +48,21 @@ def head_dim_of(config: Any) -> int:
 class DecoderAttention(nn.Module):
     def __init__(self, config: Any, layer_idx: int, ctx: ModelContext, qkv_bias: bool, qk_norm: bool) -> None:
         super().__init__()
-        self.num_heads = config.num_attention_heads
-        self.num_kv_heads = getattr(config, "num_key_value_heads", None) or self.num_heads
+        tp = ctx.parallel.tp
+        total_heads = config.num_attention_heads
+        total_kv_heads = getattr(config, "num_key_value_heads", None) or total_heads
         self.head_dim = head_dim_of(config)
+        self.qkv_proj = QKVParallelLinear(
+            config.hidden_size, self.head_dim, total_heads, total_kv_heads, bias=qkv_bias, ops=ctx.ops, tp=tp,
+        )
+        # this rank's heads (all of them with one rank)
+        self.num_heads, self.num_kv_heads = self.qkv_proj.num_heads, self.qkv_proj.num_kv_heads
         self.q_size = self.num_heads * self.head_dim
         self.kv_size = self.num_kv_heads * self.head_dim
-        self.qkv_proj = Linear(config.hidden_size, self.q_size + 2 * self.kv_size, bias=qkv_bias, ops=ctx.ops)
-        self.o_proj = Linear(self.q_size, config.hidden_size, bias=getattr(config, "attention_bias", False), ops=ctx.ops)
+        self.o_proj = RowParallelLinear(
+            total_heads * self.head_dim, config.hidden_size, bias=getattr(config, "attention_bias", False),
+            ops=ctx.ops, tp=tp,
+        )
         eps = config.rms_norm_eps
         self.q_norm = RMSNorm(self.head_dim, eps, ctx.ops) if qk_norm else None
         self.k_norm = RMSNorm(self.head_dim, eps, ctx.ops) if qk_norm else None
@@ -72,13 +95,20 @@ class DecoderMLP(nn.Module):
         act = getattr(config, "hidden_act", "silu")
         if act != "silu":
             raise ModelLoadError(f"hidden_act {act!r} is not supported; supported: silu")
-        self.gate_up_proj = Linear(config.hidden_size, 2 * config.intermediate_size, bias=bias, ops=ctx.ops)
-        self.down_proj = Linear(config.intermediate_size, config.hidden_size, bias=bias, ops=ctx.ops)
+        inter, tp = config.intermediate_size, ctx.parallel.tp
+        self.gate_up_proj = MergedColumnParallelLinear(config.hidden_size, [inter, inter], bias=bias, ops=ctx.ops, tp=tp)
+        self.down_proj = RowParallelLinear(inter, config.hidden_size, bias=bias, ops=ctx.ops, tp=tp)
         self.ops = ctx.ops
+        self.tp = tp
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # reads only the projections' weight and bias (a wrapper around them keeps working)
         gate_up, down = self.gate_up_proj, self.down_proj
-        return self.ops.silu_mlp(x, gate_up.weight, down.weight, gate_up.bias, down.bias)
+        if self.tp.world_size == 1:
+            return self.ops.silu_mlp(x, gate_up.weight, down.weight, gate_up.bias, down.bias)
+        # the fused op on this rank's shards, the down bias added once (tensor rank 0), then summed
+        bias = down.bias if self.tp.rank_in_group == 0 else None
+        return self.tp.all_reduce(self.ops.silu_mlp(x, gate_up.weight, down.weight, gate_up.bias, bias))
 
 
 class DecoderLayer(nn.Module):
@@ -109,19 +139,42 @@ class DecoderLayer(nn.Module):
 class DecoderModel(nn.Module):
     def __init__(self, config: Any, ctx: ModelContext, qkv_bias: bool, qk_norm: bool) -> None:
         super().__init__()
-        self.embed_tokens = VocabEmbedding(config.vocab_size, config.hidden_size, ctx.ops)
-        self.layers = nn.ModuleList(
-            DecoderLayer(config, i, ctx, qkv_bias, qk_norm) for i in range(config.num_hidden_layers)
+        self.pp = ctx.parallel.pp
+        self.hidden_size = config.hidden_size
+        self.stage = stage_layers(config.num_hidden_layers, self.pp.rank_in_group, self.pp.world_size)
+        self.embed_tokens = (
+            VocabParallelEmbedding(config.vocab_size, config.hidden_size, ctx.ops, ctx.parallel.tp)
+            if self.pp.is_first else None
         )
-        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps, ctx.ops)
+        self.layers = nn.ModuleList(
+            DecoderLayer(config, i, ctx, qkv_bias, qk_norm) if i in self.stage else nn.Identity()
+            for i in range(config.num_hidden_layers)
+        )
+        self.stage_layers: list[DecoderLayer] = [self.layers[i] for i in self.stage]  # type: ignore[misc]
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps, ctx.ops) if self.pp.is_last else None
 
-    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, metadata: AttentionMetadata) -> torch.Tensor:
-        hidden = self.embed_tokens.forward(input_ids)
-        residual = None
-        for layer in self.layers:
+    def forward(
+        self, input_ids: torch.Tensor, positions: torch.Tensor, metadata: AttentionMetadata
+    ) -> torch.Tensor | None:
+        residual: torch.Tensor | None
+        if self.embed_tokens is not None:
+            hidden, residual = self.embed_tokens.forward(input_ids), None
+        else:
+            hidden, residual = recv_intermediate(
+                self.pp, input_ids.shape[0], self.hidden_size, self.dtype_of(), input_ids.device
+            )
+        for layer in self.stage_layers:
             hidden, residual = layer.forward(positions, hidden, residual, metadata)
+        if self.norm is None:
+            assert residual is not None
+            send_intermediate(self.pp, hidden, residual)
+            return None
         hidden, _ = self.norm.forward(hidden, residual)
         return hidden
+
+    def dtype_of(self) -> torch.dtype:
+        """The activations' dtype (the weights')."""
+        return self.stage_layers[0].input_layernorm.weight.dtype
 
 
 class LlamaForCausalLM(nn.Module):
@@ -147,65 +200,80 @@ class LlamaForCausalLM(nn.Module):
         self.config = config
         self.model = DecoderModel(config, ctx, self.qkv_bias(config), self.qk_norm)
         self.tie_word_embeddings = bool(getattr(config, "tie_word_embeddings", False))
-        self.lm_head = None if self.tie_word_embeddings else Linear(config.hidden_size, config.vocab_size, ops=ctx.ops)
+        pp = ctx.parallel.pp
+        # Tied: the last stage's head reads the embedding (its own copy when the first stage is
+        # another process). With one stage the head is the embedding itself.
+        self.lm_head: ParallelLMHead | None = None
+        if pp.is_last and not (self.tie_word_embeddings and pp.is_first):
+            self.lm_head = ParallelLMHead(config.vocab_size, config.hidden_size, ctx.ops, ctx.parallel.tp)
         self.ops = ctx.ops
 
-    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, metadata: AttentionMetadata) -> torch.Tensor:
+    def forward(
+        self, input_ids: torch.Tensor, positions: torch.Tensor, metadata: AttentionMetadata
+    ) -> torch.Tensor | None:
         return self.model(input_ids, positions, metadata)
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        weight = self.model.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
-        return self.ops.linear(hidden, weight)
+        head = self.lm_head if self.lm_head is not None else self.model.embed_tokens
+        assert head is not None
+        return head.logits(hidden)
 
     def attention_layers(self) -> list[Attention]:
         return [layer.self_attn.attn for layer in self._layers()]
 
     def _layers(self) -> list[DecoderLayer]:
-        return list(self.model.layers)  # type: ignore[arg-type]
+        return self.model.stage_layers
 
-    def _shard_offsets(self, fused: str) -> list[tuple[int, int]]:
-        attn = self._layers()[0].self_attn
-        if fused == ".qkv_proj":
-            sizes: list[int] = [attn.q_size, attn.kv_size, attn.kv_size]
-        else:
-            inter = int(self.config.intermediate_size)
-            sizes = [inter, inter]
-        offsets, start = [], 0
-        for size in sizes:
-            offsets.append((start, size))
-            start += size
-        return offsets
+    def _on_other_stage(self, name: str) -> bool:
+        """A checkpoint tensor another pipeline stage holds (this one skips it unread)."""
+        if name.startswith("model.layers."):
+            return int(name.split(".")[2]) not in self.model.stage
+        if name.startswith("model.embed_tokens."):
+            return self.model.embed_tokens is None and not (self.tie_word_embeddings and self.lm_head is not None)
+        if name.startswith("model.norm."):
+            return self.model.norm is None
+        if name.startswith("lm_head."):
+            return self.lm_head is None
+        return False
 
-    def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> set[str]:
+    def load_weights(self, weights: Iterable[tuple[str, Weight]]) -> set[str]:
         params = dict(self.named_parameters())
+        modules = dict(self.named_modules())
         loaded: set[str] = set()
         for name, tensor in weights:
             if "rotary_emb.inv_freq" in name:
                 continue
             if name == "lm_head.weight" and self.tie_word_embeddings:
                 continue
+            if self._on_other_stage(name):
+                continue
             target, shard = name, None
             for fused, part, idx in self.stacked_params:
                 if part in name:
                     target, shard = name.replace(part, fused), idx
                     break
-            param = params.get(target)
-            if param is None:
-                raise ModelLoadError(
-                    f"weight {name!r} has no matching parameter in {type(self).__name__}; "
-                    "the checkpoint does not match the architecture in its config"
-                )
-            data = param.data
-            if shard is not None:
-                fused = ".qkv_proj" if ".qkv_proj" in target else ".gate_up_proj"
-                start, size = self._shard_offsets(fused)[shard]
-                data = data.narrow(0, start, size)
-            if data.shape != tensor.shape:
-                raise ModelLoadError(
-                    f"weight {name!r} has shape {tuple(tensor.shape)}, expected {tuple(data.shape)}"
-                )
-            data.copy_(tensor)
-            loaded.add(target if shard is None else f"{target}#{shard}")
+            targets = [target]
+            if target == "model.embed_tokens.weight" and self.tie_word_embeddings and self.lm_head is not None:
+                # a tied head on a stage of its own reads the embedding
+                targets = ["lm_head.weight"] + ([target] if self.model.embed_tokens is not None else [])
+            for t in targets:
+                if t not in params:
+                    raise ModelLoadError(
+                        f"weight {name!r} has no matching parameter in {type(self).__name__}; "
+                        "the checkpoint does not match the architecture in its config"
+                    )
+                module_name, param_name = t.rsplit(".", 1)
+                loader = getattr(modules[module_name], "weight_loader", None)
+                if loader is not None:
+                    loader(param_name, tensor, shard)
+                else:
+                    data, full = params[t].data, materialize(tensor)
+                    if data.shape != full.shape:
+                        raise ModelLoadError(
+                            f"weight {name!r} has shape {tuple(full.shape)}, expected {tuple(data.shape)}"
+                        )
+                    data.copy_(full)
+                loaded.add(t if shard is None else f"{t}#{shard}")
         return loaded
 
     def expected_weights(self) -> set[str]:
