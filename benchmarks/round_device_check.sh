@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# After merging this round's branches: the GPU test suites of vllm-cuda and vllm-lora on the
+# device and one nano-vllm throughput run, in ONE device call (about 8 minutes on an H100).
+# Usage on the device:  bash benchmarks/round_device_check.sh
+set -uo pipefail
+OUT=${OUT:-/tmp/vllm_out}
+mkdir -p "$OUT"
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+python3 -m pip install -q --no-deps --no-build-isolation -e core -e plugins/vllm-cuda -e plugins/vllm-lora 2>&1 | grep -v WARNING
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/device.txt"
+echo "=== vllm-cuda tests on the GPU"
+timeout 300 python3 -m pytest tests/plugins/cuda -q -x -p no:cacheprovider 2>&1 | tail -15 | tee "$OUT/cuda_tests.log"
+echo "=== vllm-lora tests on the GPU"
+VLLM_CORE_TEST_DEVICES=cuda timeout 150 python3 -m pytest tests/plugins/lora -q -x -p no:cacheprovider \
+  --deselect tests/plugins/lora/test_lora_server.py 2>&1 | tail -15 | tee "$OUT/lora_tests.log"
+echo "=== nano-vllm workload (256 prompts)"
+timeout 120 vllm-core bench throughput --model benchmarks/configs/qwen3-0.6b --load-format dummy --dtype bfloat16 \
+  --num-prompts 256 --input-len-range 100 1024 --output-len-range 100 1024 --temperature 0.6 --seed 0 \
+  --max-model-len 4096 --save-result "$OUT/throughput_qwen3_0.6b.json" 2>&1 | grep -E "Device|Output token"
