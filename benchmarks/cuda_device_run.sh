@@ -15,7 +15,7 @@ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/devic
 
 step() { echo; echo "=== $1"; }
 step "kernel, conformance and end-to-end tests on the GPU"
-timeout 300 python3 -m pytest tests/plugins/cuda -q -x -p no:cacheprovider 2>&1 | tail -25 | tee "$OUT/tests.log"
+timeout 420 python3 -m pytest tests/plugins/cuda -q -x -p no:cacheprovider 2>&1 | tail -25 | tee "$OUT/tests.log"
 
 step "copy bandwidth"
 python3 benchmarks/bandwidth.py | tee "$OUT/bandwidth.json"
