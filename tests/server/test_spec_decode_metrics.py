@@ -31,7 +31,7 @@ def test_spec_decode_counters_on_metrics(spec_server: RunningServer) -> None:
     assert metrics["vllm:spec_decode_num_draft_tokens_total"] == stats.num_draft_tokens
     assert metrics["vllm:spec_decode_num_accepted_tokens_total"] == stats.num_accepted_tokens
     assert stats.num_accepted_tokens == stats.num_draft_tokens  # the target drafts for itself
-    name = 'vllm:spec_decode_num_accepted_tokens_per_pos_total{model_name="test-model",position="0"}'
+    name = 'vllm:spec_decode_num_accepted_tokens_per_pos_total{engine="0",model_name="test-model",position="0"}'
     assert metrics[name] == stats.accepted_per_pos[0] == stats.num_drafts
     # a second scrape adds nothing new
     again = read_metrics(spec_server.url)
