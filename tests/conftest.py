@@ -52,10 +52,25 @@ def require_or_skip(feature: str, reason: str) -> NoReturn:
     that installs it cannot pass by skipping."""
     if feature not in FEATURES:
         raise ValueError(f"unknown test feature {feature!r}; known: {sorted(FEATURES)}")
+    lacking = _hardware_lacks(feature)
+    if lacking:  # the machine cannot have it: a skip, required or not (a build failure still fails)
+        pytest.skip(f"{reason} (this machine's CPU lacks {', '.join(lacking)})", allow_module_level=True)
     if feature in required_features():
         pytest.fail(f"{ENV_REQUIRE} requires {feature!r} ({FEATURES[feature]}), but it is missing: {reason}",
                     pytrace=False)
     pytest.skip(f"{reason} (set {ENV_REQUIRE}={feature} to make this a failure)", allow_module_level=True)
+
+
+def _hardware_lacks(feature: str) -> list[str]:
+    """The CPU flags ``feature`` needs that this machine does not have (only ``cpu-kernels`` has any)."""
+    if feature != "cpu-kernels":
+        return []
+    try:
+        from vllm_cpu.kernels import REQUIRED_CPU_FLAGS, cpu_flags
+    except ImportError:
+        return []
+    have = cpu_flags()
+    return [f for f in REQUIRED_CPU_FLAGS if f not in have]
 
 
 def import_or_require(module: str, feature: str) -> ModuleType:
