@@ -9,37 +9,20 @@ missing: a skip raised here would be an error whenever this folder is named on t
 
 from __future__ import annotations
 
-import importlib.util
 import os
 
 import pytest
 import torch
+
+from tests.triton_interpreter import fix_interpreter_loop_bounds
 
 INTERPRETED = not torch.cuda.is_available()
 if INTERPRETED:
     os.environ["TRITON_INTERPRET"] = "1"
 
 
-def _fix_interpreter_loop_bounds() -> None:
-    """Triton 3.6's interpreter turns a loaded scalar (a 1-element array) into a ``range`` bound
-    with ``int(array)``, which numpy >= 2.4 refuses (triton-lang/triton#9171, fixed upstream by
-    #9172). Apply the upstream fix: take the single element explicitly."""
-    from triton.runtime import interpreter
-
-    original = getattr(interpreter, "_patch_lang_tensor", None)
-    if original is None or getattr(original, "fixed_index", False):
-        return
-
-    def patch_lang_tensor(tensor, scope):  # type: ignore[no-untyped-def]
-        original(tensor, scope)
-        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.reshape(-1)[0]))
-
-    patch_lang_tensor.fixed_index = True  # type: ignore[attr-defined]
-    interpreter._patch_lang_tensor = patch_lang_tensor
-
-
-if INTERPRETED and importlib.util.find_spec("triton") is not None:
-    _fix_interpreter_loop_bounds()
+if INTERPRETED:
+    fix_interpreter_loop_bounds()
 
 
 @pytest.fixture(scope="session")

@@ -25,7 +25,7 @@ import socket
 import time
 import weakref
 from multiprocessing.connection import wait
-from typing import Any, ClassVar, NoReturn
+from typing import Any, NoReturn
 
 from torch import nn
 
@@ -35,7 +35,7 @@ from vllm_core.distributed.checks import check_parallel_sizes, load_hf_config
 from vllm_core.distributed.parallel_state import output_rank
 from vllm_core.engine.core_types import EngineCoreRequest
 from vllm_core.errors import WorkerError
-from vllm_core.executor.abstract import Executor
+from vllm_core.executor.worker_group import WorkerGroupExecutor
 from vllm_core.executor.worker_proc import DriverInfo, WorkerSpec, worker_main
 from vllm_core.model_executor.model_loader.loader import LoadedModel
 from vllm_core.platforms.interface import Platform
@@ -96,10 +96,9 @@ class _RemotePending(PendingRunnerOutput):
         return out
 
 
-class MultiprocExecutor(Executor):
+class MultiprocExecutor(WorkerGroupExecutor):
     """One worker process per rank (spawned), driven over pipes."""
 
-    in_process: ClassVar[bool] = False
 
     def __init__(self, config: EngineConfig, platform: Platform, use_tqdm: bool = False) -> None:
         super().__init__(config, platform, use_tqdm)
@@ -111,7 +110,7 @@ class MultiprocExecutor(Executor):
         self._seq = 0
         self._replies: dict[int, Any] = {}
         self._failed: str | None = None
-        self._ready_cache: set[str] = set()
+        self._init_ready_cache()
         ctx = mp.get_context("spawn")
         me = mp.current_process()
         if me.daemon:
@@ -230,36 +229,8 @@ class MultiprocExecutor(Executor):
     def add_request(self, request: EngineCoreRequest) -> None:
         self._send("add_request", (request,), set())
 
-    def is_ready(self, req_id: str) -> bool:
-        if not self._waits_for_requests or req_id in self._ready_cache:
-            return True
-        if all(self._call_all("is_ready", req_id)):
-            self._ready_cache.add(req_id)
-            return True
-        return False
-
-    def execute_model(self, output: SchedulerOutput) -> ModelRunnerOutput:
-        return self.execute_model_async(output).get()
-
-    def execute_model_async(self, output: SchedulerOutput) -> PendingRunnerOutput:
-        self._ready_cache.difference_update(output.finished_req_ids)
-        for r in output.scheduled:
-            self._ready_cache.discard(r.req_id)
+    def _launch_step(self, output: SchedulerOutput) -> PendingRunnerOutput:
         return _RemotePending(self, self._send("execute_model", (output,), {self.output_rank}))
-
-    @property
-    def supports_async_scheduling(self) -> bool:
-        return self.info.supports_async_scheduling
-
-    @property
-    def steps_ahead(self) -> int:
-        # pipeline stages: a step per stage in flight (stage 0 runs step N+1 while stage 1 runs N)
-        return max(1, self.config.parallel.pipeline_parallel_size - 1)
-
-    @property
-    def accepts_placeholders(self) -> bool:
-        # the first stage embeds real token ids: it never has the last stage's samples
-        return self.config.parallel.pipeline_parallel_size == 1
 
     def shutdown(self) -> None:
         self._finalizer()

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, ClassVar, NoReturn
+from typing import Any, NoReturn
 
 from torch import nn
 
@@ -26,7 +26,7 @@ from vllm_core.distributed.checks import check_parallel_sizes, load_hf_config
 from vllm_core.distributed.parallel_state import output_rank
 from vllm_core.engine.core_types import EngineCoreRequest
 from vllm_core.errors import ConfigError, WorkerError
-from vllm_core.executor.abstract import Executor
+from vllm_core.executor.worker_group import WorkerGroupExecutor
 from vllm_core.executor.worker_proc import DriverInfo, WorkerSpec, driver_info, start_worker
 from vllm_core.model_executor.model_loader.loader import LoadedModel
 from vllm_core.platforms.interface import Platform
@@ -84,10 +84,9 @@ class _RayPending(PendingRunnerOutput):
         return out
 
 
-class RayExecutor(Executor):
+class RayExecutor(WorkerGroupExecutor):
     """One Ray actor per rank, placed by a placement group."""
 
-    in_process: ClassVar[bool] = False
 
     def __init__(self, config: EngineConfig, platform: Platform, use_tqdm: bool = False) -> None:
         super().__init__(config, platform, use_tqdm)
@@ -103,7 +102,7 @@ class RayExecutor(Executor):
         self._failed: str | None = None
         self._unchecked: list[tuple[int, Any]] = []
         """(rank, ref) of calls nobody waited for (``add_request``): their errors surface at the next wait."""
-        self._ready_cache: set[str] = set()
+        self._init_ready_cache()
         self._started_ray = not ray.is_initialized()
         if self._started_ray:
             ray.init(ignore_reinit_error=True, log_to_driver=False)
@@ -196,34 +195,8 @@ class RayExecutor(Executor):
     def add_request(self, request: EngineCoreRequest) -> None:
         self._unchecked += list(enumerate(self._send("add_request", (request,), set())))
 
-    def is_ready(self, req_id: str) -> bool:
-        if not self._waits_for_requests or req_id in self._ready_cache:
-            return True
-        if all(self._call_all("is_ready", req_id)):
-            self._ready_cache.add(req_id)
-            return True
-        return False
-
-    def execute_model(self, output: SchedulerOutput) -> ModelRunnerOutput:
-        return self.execute_model_async(output).get()
-
-    def execute_model_async(self, output: SchedulerOutput) -> PendingRunnerOutput:
-        self._ready_cache.difference_update(output.finished_req_ids)
+    def _launch_step(self, output: SchedulerOutput) -> PendingRunnerOutput:
         return _RayPending(self, self._send("execute_model", (output,), {self.output_rank}))
-
-    @property
-    def supports_async_scheduling(self) -> bool:
-        return self.info.supports_async_scheduling
-
-    @property
-    def steps_ahead(self) -> int:
-        # pipeline stages: a step per stage in flight (stage 0 runs step N+1 while stage 1 runs N)
-        return max(1, self.config.parallel.pipeline_parallel_size - 1)
-
-    @property
-    def accepts_placeholders(self) -> bool:
-        # the first stage embeds real token ids: it never has the last stage's samples
-        return self.config.parallel.pipeline_parallel_size == 1
 
     def _shutdown_ray(self) -> None:
         if self._started_ray and self.ray.is_initialized():
