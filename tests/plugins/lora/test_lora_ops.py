@@ -52,11 +52,16 @@ def unpack(c: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor, tor
     return out, x, a, b, offsets, slots, scaling
 
 
+def packed(b: list[torch.Tensor]) -> tuple[torch.Tensor, tuple[int, ...]]:
+    """The ops' B: [L, R, N] with the slices side by side, and the slice sizes."""
+    return torch.cat(b, -1), tuple(t.shape[-1] for t in b)
+
+
 @pytest.mark.parametrize("sizes", [(64, 32, 32), (40,), (24, 24)])
 def test_torch_ops_match_the_definition(sizes: tuple[int, ...]) -> None:
     out, x, a, b, offsets, slots, scaling = unpack(case(sizes=sizes))
     want = naive(out, x, a, b, offsets, slots, scaling)
-    TorchLoRAOps().add_lora(out, x, a, b, offsets, slots, scaling)
+    TorchLoRAOps().add_lora(out, x, a, *packed(b), slots, scaling)
     torch.testing.assert_close(out, want, rtol=1e-5, atol=1e-4)
 
 
@@ -71,12 +76,12 @@ def test_triton_ops_match_torch(t: int, dtype: torch.dtype) -> None:
 
     out, x, a, b, offsets, slots, scaling = unpack(case(t=t, dtype=dtype, seed=t))
     want = out.clone()
-    TorchLoRAOps().add_lora(want, x, a, b, offsets, slots, scaling)
+    TorchLoRAOps().add_lora(want, x, a, *packed(b), slots, scaling)
     exact = naive(out, x, a, b, offsets, slots, scaling)
     dev = torch.device("cuda" if on_gpu else "cpu")
     got = out.to(dev)
-    TritonLoRAOps().add_lora(got, x.to(dev), a.to(dev), [t_.to(dev) for t_ in b], offsets, slots.to(dev),
-                             scaling.to(dev))
+    bp, sizes = packed(b)
+    TritonLoRAOps().add_lora(got, x.to(dev), a.to(dev), bp.to(dev), sizes, slots.to(dev), scaling.to(dev))
     out = got.cpu()
     if dtype == torch.float32:
         torch.testing.assert_close(out, want, rtol=1e-4 if on_gpu else 1e-5, atol=1e-3 if on_gpu else 1e-4)
@@ -84,3 +89,50 @@ def test_triton_ops_match_torch(t: int, dtype: torch.dtype) -> None:
         span = float(exact.float().abs().max())
         torch.testing.assert_close(out.float(), exact.float(), rtol=1e-2, atol=1e-2 * span)
         torch.testing.assert_close(want.float(), exact.float(), rtol=1e-2, atol=1e-2 * span)
+
+
+@pytest.mark.parametrize("t", [1, 5, 70])
+@pytest.mark.parametrize("k", [48, 300])
+@pytest.mark.parametrize("sizes", [(64, 32, 32), (40,), (24, 24)])
+def test_triton_split_k_and_slices(t: int, k: int, sizes: tuple[int, ...]) -> None:
+    """The shrink split over K (forced: many waves wanted, K of 3 tiles) and one expand launch
+    for 1-3 slices of odd widths give the definition's result."""
+    import_or_require("triton", "triton")
+    from vllm_lora.ops.triton_ops import TritonLoRAOps
+
+    on_gpu = torch.cuda.is_available()
+    dev = torch.device("cuda" if on_gpu else "cpu")
+    out, x, a, b, offsets, slots, scaling = unpack(case(t=t, k=k, sizes=sizes, seed=t + k))
+    if t >= 30:
+        slots[10:30] = 0  # a segment of 20 rows: two blocks of one slot
+    exact = naive(out, x, a, b, offsets, slots, scaling)
+    ops = TritonLoRAOps()
+    ops.waves = 64
+    bp, sz = packed(b)
+    got = out.to(dev)
+    ops.add_lora(got, x.to(dev), a.to(dev), bp.to(dev), sz, slots.to(dev), scaling.to(dev))
+    assert ops.split_k(ops.num_blocks(t, 3), len(sizes), k, 128, dev) == (3 if k == 300 else 1)
+    torch.testing.assert_close(got.cpu(), exact, rtol=1e-4, atol=1e-3 if on_gpu else 1e-4)
+
+
+@pytest.mark.parametrize("t", [1, 17, 70])
+def test_triton_tables_cover_each_adapter_row_once(t: int) -> None:
+    """The step's blocks: each of one slot, at most BLOCK_M rows, every adapter row in exactly
+    one block, base and padding rows in none, and no more blocks than the grid has programs."""
+    import_or_require("triton", "triton")
+    from vllm_lora.ops.triton_ops import TritonLoRAOps
+
+    ops = TritonLoRAOps()
+    g = torch.Generator().manual_seed(t)
+    buf = torch.full((96,), -1, dtype=torch.int64)
+    buf[:t] = torch.randint(-1, 4, (t,), generator=g)
+    order, blocks = ops.token_tables(buf, torch.ones(4), torch.float32)
+    seen: list[int] = []
+    live = [j for j in range(blocks.shape[1]) if int(blocks[0, j]) >= 0]
+    assert len(live) <= ops.num_blocks(t, 4) and live == list(range(len(live)))
+    for j in live:
+        slot, start, end = (int(v) for v in blocks[:, j])
+        rows = order[start:min(end, start + ops.block_m)].tolist()
+        assert rows and all(int(buf[r]) == slot for r in rows)
+        seen += rows
+    assert sorted(seen) == [r for r in range(96) if int(buf[r]) >= 0]

@@ -85,11 +85,11 @@ class LoRALinear(nn.Module):
         self.base = base
         self.batch = batch
         self.offsets = [sum(slice_sizes[:i]) for i in range(len(slice_sizes))]
-        self.slice_sizes = slice_sizes
+        self.slice_sizes = tuple(slice_sizes)
         self.lora_a = torch.zeros(len(slice_sizes), max_loras, rank, in_features, dtype=dtype, device=weight.device)
         """[S, L, R, in]"""
-        self.lora_b = [torch.zeros(max_loras, rank, n, dtype=dtype, device=weight.device) for n in slice_sizes]
-        """per slice [L, R, out_s]: B transposed"""
+        self.lora_b = torch.zeros(max_loras, rank, out_features, dtype=dtype, device=weight.device)
+        """[L, R, out]: B transposed, the slices side by side in their output columns"""
 
     @property
     def weight(self) -> torch.Tensor:
@@ -108,7 +108,7 @@ class LoRALinear(nn.Module):
             return out
         t = x.shape[0]
         slots = batch.slots_for(t)
-        batch.ops.add_lora(out, x, self.lora_a, self.lora_b, self.offsets, slots, batch.scaling, batch.tables_for(t))
+        batch.ops.add_lora(out, x, self.lora_a, self.lora_b, self.slice_sizes, slots, batch.scaling, batch.tables_for(t))
         return out
 
     def set_slot(self, slot: int, slice_index: int, a: torch.Tensor, b: torch.Tensor) -> None:
@@ -117,13 +117,13 @@ class LoRALinear(nn.Module):
         r = a.shape[0]
         self.lora_a[slice_index, slot].zero_()
         self.lora_a[slice_index, slot, :r].copy_(a, non_blocking=True)
-        self.lora_b[slice_index][slot].zero_()
-        self.lora_b[slice_index][slot, :r].copy_(b.t(), non_blocking=True)
+        off, n = self.offsets[slice_index], self.slice_sizes[slice_index]
+        self.lora_b[slot, :, off : off + n].zero_()
+        self.lora_b[slot, :r, off : off + n].copy_(b.t(), non_blocking=True)
 
     def clear_slot(self, slot: int) -> None:
         self.lora_a[:, slot].zero_()
-        for b in self.lora_b:
-            b[slot].zero_()
+        self.lora_b[slot].zero_()
 
 
 class LoRAMLP(nn.Module):

@@ -74,8 +74,8 @@ class LoRAOpsConformance:
             step = make_step(tokens, segment, LAYOUTS[layout], dtype)
             want = definition(step)
             out = step["out"].to(device)
-            ops.add_lora(out, step["x"].to(device), step["a"].to(device), [t.to(device) for t in step["b"]],
-                         step["offsets"], step["slots"].to(device), step["scaling"].to(device))
+            ops.add_lora(out, step["x"].to(device), step["a"].to(device), torch.cat(step["b"], -1).to(device),
+                         LAYOUTS[layout], step["slots"].to(device), step["scaling"].to(device))
             got = out.double().cpu()
             span = float((want - step["out"].double()).abs().max()) or 1.0
             tol = 1e-4 if dtype == torch.float32 else 2e-2

@@ -6,8 +6,8 @@ projection with ``S`` output slices (qkv: 3, gate/up: 2, o/down: 1) the op adds,
     out[t, slice s] += scaling[slot_t] * (x[t] @ A[s, slot_t]^T) @ B[s, slot_t]^T
 
 for every token whose slot is >= 0. ``A`` is ``[S, L, R, in]`` and ``B`` is stored transposed,
-``[L, R, out_s]`` per slice (L: ``max_loras`` slots, R: the padded ``max_lora_rank``; a rank-r
-adapter fills ``r`` rows and leaves zeros). Implementations: ``TorchLoRAOps`` (any platform) and
+``[L, R, N]`` with the slices side by side in the columns they fill in ``out`` (L: ``max_loras``
+slots, R: the padded ``max_lora_rank``; a rank-r adapter fills ``r`` rows and leaves zeros). Implementations: ``TorchLoRAOps`` (any platform) and
 ``TritonLoRAOps`` (GPUs).
 """
 

@@ -34,16 +34,17 @@ class LoRAOps:
         out: torch.Tensor,
         x: torch.Tensor,
         lora_a: torch.Tensor,
-        lora_b: list[torch.Tensor],
-        offsets: list[int],
+        lora_b: torch.Tensor,
+        slice_sizes: tuple[int, ...],
         token_slots: torch.Tensor,
         scaling: torch.Tensor,
         tables: tuple[torch.Tensor, ...] | None = None,
     ) -> None:
-        """out: [T, sum(out_s)]; x: [T, in]; lora_a: [S, L, R, in]; lora_b[s]: [L, R, out_s]
-        (B transposed); offsets[s]: the first column of slice s in ``out``; token_slots: [T]
-        int64 (-1: no adapter); scaling: [L] float32; ``tables``: ``token_tables`` of this step
-        (rows [:T]), computed here when None."""
+        """out: [T, N]; x: [T, in]; lora_a: [S, L, R, in]; lora_b: [L, R, N], B transposed,
+        the slices side by side in the columns they have in ``out`` (slice s: ``slice_sizes[s]``
+        columns after the ones before it, ``sum(slice_sizes) == N``); token_slots: [T] int64
+        (-1: no adapter); scaling: [L] float32; ``tables``: ``token_tables`` of this step,
+        computed here when None."""
         raise NotImplementedError
 
 
@@ -67,8 +68,8 @@ class TorchLoRAOps(LoRAOps):
         out: torch.Tensor,
         x: torch.Tensor,
         lora_a: torch.Tensor,
-        lora_b: list[torch.Tensor],
-        offsets: list[int],
+        lora_b: torch.Tensor,
+        slice_sizes: tuple[int, ...],
         token_slots: torch.Tensor,
         scaling: torch.Tensor,
         tables: tuple[torch.Tensor, ...] | None = None,
@@ -79,7 +80,9 @@ class TorchLoRAOps(LoRAOps):
         shrunk = torch.matmul(x, lora_a.view(s_ * l_ * r_, k_).t())  # [T, S*L*R]
         shrunk.view(t, s_, l_, r_).mul_(own.view(t, 1, l_, 1))  # each row keeps its own slot's columns
         rows = shrunk.view(t, s_, l_ * r_)
-        for s, (b, off) in enumerate(zip(lora_b, offsets)):
-            n = b.shape[-1]
-            delta = torch.matmul(rows[:, s], b.view(l_ * r_, n))  # strided rows: no copy
+        off = 0
+        for s, n in enumerate(slice_sizes):
+            b = lora_b[:, :, off : off + n].reshape(l_ * r_, n)  # a view: [L, R] merge
+            delta = torch.matmul(rows[:, s], b)  # strided rows: no copy
             out[:, off : off + n].addcmul_(delta, token_scale)
+            off += n
