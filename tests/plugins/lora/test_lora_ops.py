@@ -115,10 +115,12 @@ def test_triton_split_k_and_slices(t: int, k: int, sizes: tuple[int, ...]) -> No
     torch.testing.assert_close(got.cpu(), exact, rtol=1e-4, atol=1e-3 if on_gpu else 1e-4)
 
 
+@pytest.mark.parametrize("source", ["device", "host"])
 @pytest.mark.parametrize("t", [1, 17, 70])
-def test_triton_tables_cover_each_adapter_row_once(t: int) -> None:
-    """The step's blocks: each of one slot, at most BLOCK_M rows, every adapter row in exactly
-    one block, base and padding rows in none, and no more blocks than the grid has programs."""
+def test_triton_tables_cover_each_adapter_row_once(t: int, source: str) -> None:
+    """The step's blocks (computed on the device from the whole slot buffer, or on the host from
+    the step's rows): each of one slot, at most BLOCK_M rows, every adapter row in exactly one
+    block, base and padding rows in none, and no more blocks than the grid has programs."""
     import_or_require("triton", "triton")
     from vllm_lora.ops.triton_ops import TritonLoRAOps
 
@@ -126,7 +128,12 @@ def test_triton_tables_cover_each_adapter_row_once(t: int) -> None:
     g = torch.Generator().manual_seed(t)
     buf = torch.full((96,), -1, dtype=torch.int64)
     buf[:t] = torch.randint(-1, 4, (t,), generator=g)
-    order, blocks = ops.token_tables(buf, torch.ones(4), torch.float32)
+    if source == "device":
+        order, blocks = ops.token_tables(buf, torch.ones(4), torch.float32)
+    else:
+        host = ops.host_tables(buf[:t].numpy(), 4, 96)
+        order, blocks = (torch.from_numpy(a) for a in host)
+        assert blocks.shape == ops.token_tables(buf, torch.ones(4), torch.float32)[1].shape
     seen: list[int] = []
     live = [j for j in range(blocks.shape[1]) if int(blocks[0, j]) >= 0]
     assert len(live) <= ops.num_blocks(t, 4) and live == list(range(len(live)))

@@ -147,10 +147,7 @@ class LoRAExtension(RunnerExtension):
         counts = np.fromiter((sr.num_tokens for sr in output.scheduled), dtype=np.int64, count=len(digests))
         rows = np.full(inputs.input_ids.shape[0], -1, dtype=np.int64)
         rows[: int(counts.sum())] = np.repeat(per_req, counts)
-        buf = self.batch.slots_for(rows.shape[0])
-        buf.copy_(_host(torch.from_numpy(rows), self.device), non_blocking=True)
-        self.batch.token_slots[rows.shape[0]:].fill_(-1)
-        self.batch.refresh()
+        self.batch.load_step(rows, lambda t: _host(t, self.device))
         # the first step (the profiling run, on accelerators) runs the op, so its memory is counted
         self.batch.active = bool(slot_of) or self._first_step
         self._first_step = False

@@ -11,9 +11,11 @@ the current adapters; the step's token -> slot map is one persistent buffer (``L
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -67,6 +69,21 @@ class LoRABatch:
             return
         for dst, src in zip(self.tables, new):
             dst.copy_(src)
+
+    def load_step(self, rows: np.ndarray, to_device: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        """The step's token -> slot map (``rows``: [T] int64 on the host) into ``token_slots``
+        (rows past T: -1) and the ops' tables, from the host where the ops can (no device work
+        beyond the copies), else recomputed on the device. ``to_device`` makes a host tensor a
+        source that an asynchronous copy may read (pinned memory on accelerators)."""
+        t = rows.shape[0]
+        self.slots_for(t).copy_(to_device(torch.from_numpy(rows)), non_blocking=True)
+        self.token_slots[t:].fill_(-1)
+        host = self.ops.host_tables(rows, self.scaling.shape[0], self.token_slots.shape[0])
+        if host is None or self.tables is None:
+            self.refresh()
+            return
+        for dst, src in zip(self.tables, host):
+            dst[..., : src.shape[-1]].copy_(to_device(torch.from_numpy(src)), non_blocking=True)
 
     def tables_for(self, num_tokens: int) -> tuple[torch.Tensor, ...] | None:
         return None if self.tables is None else self.ops.step_tables(self.tables, num_tokens)

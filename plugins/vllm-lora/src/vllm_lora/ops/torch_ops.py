@@ -11,6 +11,7 @@ batch needs no sorting or gathering.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 
@@ -23,6 +24,12 @@ class LoRAOps:
                      ) -> tuple[torch.Tensor, ...] | None:
         """Per-step tables an implementation computes once for all layers from the full
         ``token_slots`` buffer (rows past the step's are -1), or None."""
+        return None
+
+    def host_tables(self, rows: np.ndarray, num_slots: int, num_rows: int) -> tuple[np.ndarray, ...] | None:
+        """The same tables from the step's slots on the host (``rows``: the step's [T] int64 slots;
+        ``num_rows``: the persistent buffer's N), or None where the tables need the device.
+        Each table's last axis may be shorter than the device tables': it fills their start."""
         return None
 
     def step_tables(self, tables: tuple[torch.Tensor, ...], num_tokens: int) -> tuple[torch.Tensor, ...]:
