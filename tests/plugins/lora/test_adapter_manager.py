@@ -65,6 +65,24 @@ def test_constraint_admits_at_most_max_loras_adapters(lora_models: dict[str, Any
     assert c.admit(refs["mlp4"])
 
 
+def test_lora_requests_info_names_running_and_waiting_adapters(lora_models: dict[str, Any]) -> None:
+    """vLLM's ``vllm:lora_requests_info`` labels: each adapter's request name once, in queue
+    order, base requests left out, and ``max_lora``; the value is the sample's time."""
+    import time
+
+    s = specs(lora_models)
+    refs = {n: ExtensionState([AdapterRef(n, i + 1, spec)]) for i, (n, spec) in enumerate(s.items())}
+    before = time.time()
+    (gauge,) = MaxAdaptersConstraint(2).info_gauges(
+        [refs["all16"], ExtensionState(), refs["qv8"], refs["all16"]], [refs["mlp4"], refs["ku32"], refs["mlp4"]])
+    assert gauge.name == "vllm:lora_requests_info"
+    assert dict(gauge.labels) == {"max_lora": "2", "running_lora_adapters": "all16,qv8",
+                                  "waiting_lora_adapters": "mlp4,ku32"}
+    assert before <= gauge.value <= time.time()
+    (idle,) = MaxAdaptersConstraint(2).info_gauges([], [ExtensionState()])
+    assert dict(idle.labels)["running_lora_adapters"] == dict(idle.labels)["waiting_lora_adapters"] == ""
+
+
 def test_no_step_holds_more_adapters_than_slots(lora_models: dict[str, Any]) -> None:
     """max_loras=1 with four adapters and base requests: every step's running requests use at
     most one adapter, the waiting ones are never refused, and all finish."""
@@ -76,7 +94,7 @@ def test_no_step_holds_more_adapters_than_slots(lora_models: dict[str, Any]) -> 
     params = SamplingParams(max_tokens=4, temperature=0.0, ignore_eos=True)
     for i, p in enumerate(random_prompts(10, 5, 12, 512, seed=2)):
         engine.add_request(str(i), {"prompt_token_ids": p}, params, {"lora_request": loras[i % len(loras)]})
-    finished, most = set(), 0
+    finished, most, seen_waiting = set(), 0, False
     while engine.has_unfinished_requests():
         for out in engine.step():
             if out.finished:
@@ -84,7 +102,16 @@ def test_no_step_holds_more_adapters_than_slots(lora_models: dict[str, Any]) -> 
         running = {ref.digest for r in core.scheduler.running if (ref := r.extensions.get(AdapterRef)) is not None}
         most = max(most, len(running))
         assert len(running) <= 1
-    assert finished == {str(i) for i in range(10)} and most == 1
+        if running and core.scheduler.waiting:  # the engine's stats report both queues' adapters
+            from vllm_core.engine.core_client import _stats
+
+            (info,) = [g for g in _stats(core).info_gauges if g.name == "vllm:lora_requests_info"]
+            labels = dict(info.labels)
+            waiting = {ref.name for r in core.scheduler.waiting if (ref := r.extensions.get(AdapterRef)) is not None}
+            assert len(labels["running_lora_adapters"].split(",")) == 1 and labels["max_lora"] == "1"
+            assert set(filter(None, labels["waiting_lora_adapters"].split(","))) == waiting
+            seen_waiting = seen_waiting or bool(waiting)
+    assert finished == {str(i) for i in range(10)} and most == 1 and seen_waiting
 
 
 def test_an_adapter_rewritten_after_its_check_is_refused(lora_models: dict[str, Any], tmp_path: Any) -> None:

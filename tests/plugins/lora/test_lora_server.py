@@ -128,3 +128,33 @@ def test_runtime_routes_need_the_environment_variable(lora_server: RunningServer
     with TestClient(app) as tc:
         assert tc.post("/v1/load_lora_adapter", json={"lora_name": "x", "lora_path": "/x"}).status_code == 404
         assert tc.post("/v1/unload_lora_adapter", json={"lora_name": "x"}).status_code == 404
+
+
+def lora_info(url: str) -> dict[str, str] | None:
+    """The labels of ``/metrics``' one ``vllm:lora_requests_info`` series (None: absent)."""
+    import re
+
+    import httpx
+
+    lines = [ln for ln in httpx.get(f"{url}/metrics", timeout=30).text.splitlines()
+             if ln.startswith("vllm:lora_requests_info{")]
+    assert len(lines) <= 1, lines  # one series: the current state, no stale label sets
+    if not lines:
+        return None
+    return dict(re.findall(r'(\w+)="([^"]*)"', lines[0].partition("}")[0]))
+
+
+def test_lora_requests_info_on_metrics(lora_server: RunningServer) -> None:
+    """``vllm:lora_requests_info`` with vLLM's labels: nothing running when idle; a streaming
+    request on the ``sql`` adapter shows it among the running adapters."""
+    assert lora_info(lora_server.url) == {"max_lora": "2", "waiting_lora_adapters": "", "running_lora_adapters": ""}
+    client = lora_server.client()
+    stream = client.completions.create(model="sql", prompt=PROMPT, max_tokens=120, temperature=0.0, stream=True,
+                                       extra_body={"ignore_eos": True})
+    seen = []
+    for _ in stream:  # each chunk: the request is still running
+        seen.append(lora_info(lora_server.url))
+        if seen[-1] is not None and seen[-1]["running_lora_adapters"] == "sql":
+            break
+    stream.close()
+    assert seen and seen[-1] == {"max_lora": "2", "waiting_lora_adapters": "", "running_lora_adapters": "sql"}, seen

@@ -10,12 +10,24 @@ asked again next step: it waits, it is never failed.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from vllm_core.extensions.state import ExtensionState
 
 
+@dataclass(frozen=True)
+class InfoGauge:
+    """One sample a feature reports about the scheduler's queues, served on ``/metrics`` as a
+    gauge with exactly these labels (LoRA: ``vllm:lora_requests_info``)."""
+
+    name: str
+    documentation: str
+    labels: tuple[tuple[str, str], ...]
+    value: float
+
+
 class StepConstraint:
-    """Base class: admits everything."""
+    """Base class: admits everything, reports nothing."""
 
     def begin_step(self, running: Sequence[ExtensionState]) -> None:
         """A step starts; ``running`` is the extension state of every running request."""
@@ -24,3 +36,8 @@ class StepConstraint:
         """May this waiting request start in this step? Answering True counts it as running
         for the rest of the step."""
         return True
+
+    def info_gauges(self, running: Sequence[ExtensionState], waiting: Sequence[ExtensionState]) -> Sequence[InfoGauge]:
+        """Samples for ``/metrics`` from the running and waiting requests' extension state
+        (asked when the server is scraped, in the engine core's process)."""
+        return ()

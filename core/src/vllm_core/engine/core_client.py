@@ -37,6 +37,7 @@ from multiprocessing.connection import wait as _wait_ready
 from typing import Any
 
 from vllm_core.config import EngineConfig
+from vllm_core.core.step_constraint import InfoGauge
 from vllm_core.engine.core_types import EngineCoreOutput, EngineCoreRequest
 from vllm_core.errors import EngineError
 from vllm_core.spec_decode.metrics import SpecDecodeStats
@@ -102,6 +103,8 @@ class EngineStats:
     num_preemptions: int
     spec_decode: SpecDecodeStats | None = None
     """Speculative decoding's cumulative counters (None: speculation is off)."""
+    info_gauges: tuple[InfoGauge, ...] = ()
+    """What the scheduler's step constraints report about the queues (``StepConstraint.info_gauges``)."""
 
 
 def _stats(core: Any) -> EngineStats:
@@ -116,7 +119,17 @@ def _stats(core: Any) -> EngineStats:
         prefix_cache_hits=kv.prefix_hits,
         num_preemptions=sched.num_preemptions,
         spec_decode=_spec_decode_stats(core),
+        info_gauges=_info_gauges(sched),
     )
+
+
+def _info_gauges(sched: Any) -> tuple[InfoGauge, ...]:
+    constraints = getattr(sched, "constraints", ())
+    if not constraints:
+        return ()
+    running = [r.extensions for r in sched.running]
+    waiting = [r.extensions for r in sched.waiting]
+    return tuple(g for c in constraints for g in c.info_gauges(running, waiting))
 
 
 def _spec_decode_stats(core: Any) -> SpecDecodeStats | None:

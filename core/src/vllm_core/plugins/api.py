@@ -29,7 +29,7 @@ from vllm_core.config import (
     SpeculativeConfig,
 )
 from vllm_core.core.sched_output import ModelRunnerOutput, ScheduledRequest, SchedulerOutput
-from vllm_core.core.step_constraint import StepConstraint
+from vllm_core.core.step_constraint import InfoGauge, StepConstraint
 from vllm_core.distributed.communicator import Communicator, SingleRankCommunicator, TorchCommunicator
 from vllm_core.distributed.parallel_state import ParallelContext
 from vllm_core.entrypoints.openai.served_models import ServedModel, ServedModels
@@ -86,7 +86,7 @@ __all__ = [
     # seams
     "RequestExtension", "ExtensionState", "CacheSalt", "BlockKey",
     "RunnerExtension", "RunnerContext", "SampledTokens", "Proposer",
-    "StepConstraint", "RequestArgument", "FrontendContext", "LoRARequest", "ServedModel", "ServedModels",
+    "StepConstraint", "InfoGauge", "RequestArgument", "FrontendContext", "LoRARequest", "ServedModel", "ServedModels",
     # configuration
     "EngineConfig", "ModelConfig", "CacheConfig", "SchedulerConfig", "ParallelConfig", "DeviceConfig",
     "SpeculativeConfig", "PluginConfig",

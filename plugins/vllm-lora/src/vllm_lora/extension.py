@@ -10,6 +10,7 @@ row's slot into the persistent ``token_slots`` buffer that the wrapped projectio
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -20,6 +21,7 @@ from vllm_core.plugins.api import (
     ConfigError,
     EngineConfig,
     ExtensionState,
+    InfoGauge,
     ModelInputs,
     RunnerContext,
     RunnerExtension,
@@ -63,6 +65,19 @@ class MaxAdaptersConstraint(StepConstraint):
             return False
         self._active.add(ref.digest)
         return True
+
+    def info_gauges(self, running: Sequence[ExtensionState], waiting: Sequence[ExtensionState]) -> list[InfoGauge]:
+        """vLLM's ``vllm:lora_requests_info``: the adapters (by request name, each once, in queue
+        order) of the running and the waiting requests, and ``max_lora``; the value is the time
+        of the sample, as vLLM's ``set_to_current_time``."""
+
+        def names(states: Sequence[ExtensionState]) -> str:
+            refs = (ext.get(AdapterRef) for ext in states)
+            return ",".join(dict.fromkeys(ref.name for ref in refs if ref is not None))
+
+        labels = (("max_lora", str(self.max_loras)), ("waiting_lora_adapters", names(waiting)),
+                  ("running_lora_adapters", names(running)))
+        return [InfoGauge("vllm:lora_requests_info", "Running stats on lora requests.", labels, time.time())]
 
 
 class LoRAExtension(RunnerExtension):

@@ -7,7 +7,9 @@ core's running totals as counters: ``vllm:prefix_cache_queries_total``,
 histograms (tokens, success by reason, TTFT, inter-token latency, queue / prefill / decode /
 inference / end-to-end time) are fed by every finished request, and
 ``vllm:iteration_tokens_total`` by every engine step. ``vllm:cache_config_info`` is a constant 1
-labelled with the cache configuration. Counters have no ``_created`` series (as vLLM: they are
+labelled with the cache configuration. Features add gauges of their own through their step
+constraint (``StepConstraint.info_gauges``, read at scrape time with the engine's numbers and
+labelled as the feature says: LoRA's ``vllm:lora_requests_info`` has vLLM's three labels only). Counters have no ``_created`` series (as vLLM: they are
 turned off for the whole process). Each server has its own registry, so several servers can live
 in one process (tests).
 """
@@ -82,6 +84,10 @@ class _EngineCollector:
                             s.prefix_cache_queries)
         yield self._counter("vllm:prefix_cache_hits", "Prompt tokens found in the prefix cache.", s.prefix_cache_hits)
         yield self._counter("vllm:num_preemptions", "Requests preempted (recomputed) so far.", s.num_preemptions)
+        for info in s.info_gauges:  # features' samples, with their own labels only
+            g = GaugeMetricFamily(info.name, info.documentation, labels=[k for k, _ in info.labels])
+            g.add_metric([v for _, v in info.labels], info.value)
+            yield g
 
 
 class ServerMetrics:
