@@ -33,11 +33,11 @@ class AdapterSpec:
 ADAPTERS = (
     AdapterSpec("qv8", 8, 16, ["q_proj", "v_proj"]),
     AdapterSpec("all16", 16, 32, ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"], True),
-    AdapterSpec("mlp4", 4, 8, r".*\.(o_proj|down_proj|gate_proj)"),
-    AdapterSpec("ku32", 32, 16, ["k_proj", "up_proj"]),
+    AdapterSpec("mlp4", 4, 8, r".*\.(embed_tokens|o_proj|down_proj|gate_proj)"),
+    AdapterSpec("ku32", 32, 16, ["k_proj", "up_proj", "embed_tokens"]),
 )
-"""Different ranks (4 .. 32), target sets (attention only, MLP only by regex, all seven) and
-scalings (rsLoRA on one)."""
+"""Different ranks (4 .. 32), target sets (attention only, MLP and the input embedding by regex,
+all seven projections, the embedding by name) and scalings (rsLoRA on one)."""
 
 
 def save_adapter(base: Any, spec: AdapterSpec, path: str, seed: int) -> None:
@@ -52,6 +52,8 @@ def save_adapter(base: Any, spec: AdapterSpec, path: str, seed: int) -> None:
         for name, p in model.named_parameters():
             if "lora_B" in name:
                 p.normal_(0.0, 0.2)
+            elif "lora_embedding_B" in name:  # A is N(0, 1) for the embedding: keep its delta O(0.1)
+                p.normal_(0.0, 0.02)
     model.save_pretrained(path, safe_serialization=True)
 
 

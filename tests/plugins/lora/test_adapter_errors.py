@@ -60,13 +60,19 @@ BAD: dict[str, tuple[str, Callable[[str], None] | None, str]] = {
     "rank": ("ku32", None, "exceeds max_lora_rank=16"),
     "bin": ("qv8", to_bin, "pickle"),
     "modules_to_save": ("qv8", edit_config(modules_to_save=["lm_head"]), "modules_to_save"),
-    "target_list": ("qv8", edit_config(target_modules=["q_proj", "embed_tokens"]), "'embed_tokens' not supported"),
+    "target_list": ("qv8", edit_config(target_modules=["q_proj", "lm_head"]), "'lm_head' not supported"),
+    "extra_vocab": ("qv8", edit_config(trainable_token_indices=[3, 5]), "extra or retrained vocabulary"),
     "target_regex": ("qv8", edit_config(target_modules=r".*lm_head"), "lm_head"),
     "bias": ("qv8", edit_config(bias="all"), "bias='all'"),
     "dora": ("qv8", edit_config(use_dora=True), "use_dora"),
     "rank_pattern": ("qv8", edit_config(rank_pattern={"q_proj": 4}), "rank_pattern"),
     "unsupported_tensor": ("qv8", add_tensor("base_model.model.lm_head.lora_A.weight", (8, 64)), "lm_head"),
     "missing_b": ("qv8", drop_b, "only lora_A"),
+    # an embedding LoRA over a resized vocabulary (tiny models: 512 tokens, hidden 64)
+    "extra_vocab_rows": ("qv8", add_tensor("base_model.model.model.embed_tokens.base_layer.weight", (516, 64)),
+                         "extra vocabulary are not supported"),
+    "extra_vocab_lora": ("qv8", add_tensor("base_model.model.model.embed_tokens.lora_embedding_A", (8, 516)),
+                         "has shape (8, 516), the base model needs (8, 512)"),
     "not_json": ("qv8", lambda d: open(os.path.join(d, "adapter_config.json"), "w").write("{"), "not valid JSON"),
 }
 

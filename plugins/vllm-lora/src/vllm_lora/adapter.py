@@ -4,8 +4,10 @@ An adapter is a directory holding ``adapter_config.json`` and ``adapter_model.sa
 (what ``PeftModel.save_pretrained`` writes). Supported: ``r``, ``lora_alpha``, ``use_rslora``,
 ``target_modules`` as a list or a regex string, ``bias: "none"``, on the projections
 ``q_proj k_proj v_proj o_proj gate_proj up_proj down_proj`` (q/k/v and gate/up map onto the
-slices of our fused ``qkv_proj`` / ``gate_up_proj``, each slice with its own A and B). Anything
-else is refused at load with the value and the fix, never skipped.
+slices of our fused ``qkv_proj`` / ``gate_up_proj``, each slice with its own A and B) and on the
+input embedding ``embed_tokens`` (PEFT's ``lora_embedding_A`` [r, vocab] / ``lora_embedding_B``
+[hidden, r], the base vocabulary). Anything else (``lm_head``, ``modules_to_save``, extra
+vocabulary) is refused at load with the value and the fix, never skipped.
 
 Every check here reads only the config and the safetensors header (tensor names and shapes),
 so the front end runs it for each new adapter before a request reaches the engine; the
@@ -37,10 +39,18 @@ MODULE_SLICES: dict[str, tuple[str, int]] = {
     "down_proj": ("down_proj", 0),
 }
 """PEFT module name -> (our module, its slice)."""
-SUPPORTED_MODULES = tuple(MODULE_SLICES)
+EMBEDDING = "embed_tokens"
+"""The input embedding: LoRA'd by a gather of A's rows (``EMBEDDING_LAYER`` in the module pairs)."""
+EMBEDDING_LAYER = -1
+SUPPORTED_MODULES = (*MODULE_SLICES, EMBEDDING)
 _PARENT = {"q_proj": "self_attn", "k_proj": "self_attn", "v_proj": "self_attn", "o_proj": "self_attn",
            "gate_proj": "mlp", "up_proj": "mlp", "down_proj": "mlp"}
 _KEY = re.compile(r"^base_model\.model\.model\.layers\.(\d+)\.(self_attn|mlp)\.(\w+)\.lora_([AB])\.weight$")
+_EMBED_KEY = re.compile(r"^base_model\.model\.model\.embed_tokens\.lora_embedding_([AB])$")
+_EMBED_BASE_KEY = "base_model.model.model.embed_tokens.base_layer.weight"
+"""The copy of the base embedding PEFT saves beside an embedding LoRA (``save_embedding_layers``):
+ignored when it has the base model's shape, as vLLM does."""
+_UNSUPPORTED = "lm_head, modules_to_save, bias and extra-vocabulary adapters are not"
 
 
 class AdapterError(RequestError):
@@ -56,6 +66,7 @@ class ModelShapes:
     q_size: int
     kv_size: int
     intermediate: int
+    vocab: int = 0
 
     @classmethod
     def from_hf_config(cls, config: Any) -> ModelShapes:
@@ -63,7 +74,7 @@ class ModelShapes:
         head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
         kv_heads = getattr(config, "num_key_value_heads", None) or heads
         return cls(config.num_hidden_layers, config.hidden_size, heads * head_dim, kv_heads * head_dim,
-                   config.intermediate_size)
+                   config.intermediate_size, config.vocab_size)
 
     def in_out(self, module: str) -> tuple[int, int]:
         """(in_features, out_features) of a PEFT module name."""
@@ -71,7 +82,7 @@ class ModelShapes:
             "q_proj": (self.hidden, self.q_size), "k_proj": (self.hidden, self.kv_size),
             "v_proj": (self.hidden, self.kv_size), "o_proj": (self.q_size, self.hidden),
             "gate_proj": (self.hidden, self.intermediate), "up_proj": (self.hidden, self.intermediate),
-            "down_proj": (self.intermediate, self.hidden),
+            "down_proj": (self.intermediate, self.hidden), EMBEDDING: (self.vocab, self.hidden),
         }[module]
 
 
@@ -84,7 +95,8 @@ class AdapterSpec:
     scaling: float
     """``lora_alpha / r`` (``lora_alpha / sqrt(r)`` with ``use_rslora``)."""
     modules: tuple[tuple[int, str], ...]
-    """(layer, PEFT module) pairs the adapter changes."""
+    """(layer, PEFT module) pairs the adapter changes (``(EMBEDDING_LAYER, "embed_tokens")`` for
+    the input embedding)."""
     digest: str
     """SHA-256 of the config and the weights: what identifies the adapter's content."""
 
@@ -118,7 +130,12 @@ def read_config(path: str) -> dict[str, Any]:
         raise _fail(path, f"peft_type {peft_type!r} is not supported; supported: LORA")
     if cfg.get("modules_to_save"):
         raise _fail(path, f"modules_to_save={cfg['modules_to_save']!r} is not supported (it replaces whole base "
-                    "modules); train the adapter without modules_to_save")
+                    "modules: a full embedding or lm_head copy per adapter); train the adapter without "
+                    "modules_to_save (a LoRA on embed_tokens is supported)")
+    for key in ("trainable_token_indices", "new_tokens"):
+        if cfg.get(key):
+            raise _fail(path, f"{key} (extra or retrained vocabulary) is not supported; supported: adapters over "
+                        "the base model's vocabulary")
     if cfg.get("bias", "none") != "none":
         raise _fail(path, f"bias={cfg['bias']!r} is not supported; supported: 'none'")
     for key in ("use_dora", "fan_in_fan_out"):
@@ -133,19 +150,18 @@ def read_config(path: str) -> dict[str, Any]:
 def check_targets(path: str, target_modules: Any, shapes: ModelShapes) -> None:
     """``target_modules`` (a list of names or a regex over module paths) names only modules we serve."""
     if isinstance(target_modules, str):
-        others = ("embed_tokens", "lm_head")
-        names = [f"model.layers.{i}.{_PARENT[m]}.{m}" for i in range(shapes.num_layers) for m in SUPPORTED_MODULES]
-        matched_others = [n for n in ("model.embed_tokens", "lm_head") if re.fullmatch(target_modules, n)]
-        if matched_others:
-            raise _fail(path, f"target_modules {target_modules!r} matches {', '.join(matched_others)}; "
-                        f"supported: {', '.join(SUPPORTED_MODULES)} ({', '.join(others)} are not)")
+        names = [f"model.layers.{i}.{_PARENT[m]}.{m}" for i in range(shapes.num_layers) for m in MODULE_SLICES]
+        names.append(f"model.{EMBEDDING}")
+        if re.fullmatch(target_modules, "lm_head"):
+            raise _fail(path, f"target_modules {target_modules!r} matches lm_head; supported: "
+                        f"{', '.join(SUPPORTED_MODULES)} (lm_head is not)")
         if not any(re.fullmatch(target_modules, n) or n.endswith(target_modules) for n in names):
             raise _fail(path, f"target_modules {target_modules!r} matches no supported module; "
                         f"supported: {', '.join(SUPPORTED_MODULES)}")
         return
     if not isinstance(target_modules, list) or not target_modules:
         raise _fail(path, f"target_modules must be a list of module names or a regex, got {target_modules!r}")
-    bad = [m for m in target_modules if m not in MODULE_SLICES]
+    bad = [m for m in target_modules if m not in SUPPORTED_MODULES]
     if bad:
         raise _fail(path, f"target module(s) {', '.join(map(repr, bad))} not supported; supported: "
                     f"{', '.join(SUPPORTED_MODULES)}")
@@ -178,10 +194,25 @@ def _check_tensors(path: str, shapes: ModelShapes, rank: int) -> tuple[tuple[int
     try:
         with safe_open(os.path.join(path, WEIGHTS_FILE), framework="pt") as f:
             for key in f.keys():
+                if key == _EMBED_BASE_KEY:
+                    got = tuple(f.get_slice(key).get_shape())
+                    if got != (shapes.vocab, shapes.hidden):
+                        raise _fail(path, f"tensor {key!r} has shape {got}, the base model's embedding is "
+                                    f"{(shapes.vocab, shapes.hidden)}: adapters with extra vocabulary are not supported")
+                    continue
+                e = _EMBED_KEY.match(key)
+                if e is not None:
+                    want = (rank, shapes.vocab) if e[1] == "A" else (shapes.hidden, rank)
+                    got = tuple(f.get_slice(key).get_shape())
+                    if got != want:
+                        raise _fail(path, f"tensor {key!r} has shape {got}, the base model needs {want} (an adapter "
+                                    "with extra vocabulary, or trained on another model?)")
+                    found.setdefault((EMBEDDING_LAYER, EMBEDDING), set()).add(e[1])
+                    continue
                 m = _KEY.match(key)
                 if m is None:
                     raise _fail(path, f"tensor {key!r} is not a LoRA A/B weight of a supported module; supported: "
-                                f"{', '.join(SUPPORTED_MODULES)} (embedding, lm_head and bias adapters are not)")
+                                f"{', '.join(SUPPORTED_MODULES)} ({_UNSUPPORTED})")
                 layer, parent, module, ab = int(m[1]), m[2], m[3], m[4]
                 if module not in MODULE_SLICES or _PARENT[module] != parent:
                     raise _fail(path, f"tensor {key!r}: module {parent}.{module} is not supported; supported: "
@@ -202,7 +233,8 @@ def _check_tensors(path: str, shapes: ModelShapes, rank: int) -> tuple[tuple[int
         raise _fail(path, f"cannot read {WEIGHTS_FILE}: {exc}") from None
     half = [k for k, v in found.items() if v != {"A", "B"}]
     if half:
-        raise _fail(path, f"layer {half[0][0]} {half[0][1]} has only lora_{''.join(found[half[0]])}; both A and B are needed")
+        where = EMBEDDING if half[0][0] == EMBEDDING_LAYER else f"layer {half[0][0]} {half[0][1]}"
+        raise _fail(path, f"{where} has only lora_{''.join(found[half[0]])}; both A and B are needed")
     if not found:
         raise _fail(path, f"{WEIGHTS_FILE} holds no LoRA weights")
     return tuple(sorted(found))
@@ -231,6 +263,10 @@ def load_adapter(spec: AdapterSpec) -> dict[tuple[int, str], tuple[torch.Tensor,
         raise _fail(spec.path, f"cannot read {WEIGHTS_FILE}: {exc}") from None
     out: dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor]] = {}
     for layer, module in spec.modules:
+        if module == EMBEDDING:
+            prefix = f"base_model.model.model.{EMBEDDING}.lora_embedding_"
+            out[(layer, module)] = (tensors[prefix + "A"], tensors[prefix + "B"])
+            continue
         prefix = f"base_model.model.model.layers.{layer}.{_PARENT[module]}.{module}.lora_"
         out[(layer, module)] = (tensors[prefix + "A.weight"], tensors[prefix + "B.weight"])
     return out

@@ -30,7 +30,7 @@ from vllm_core.plugins.api import (
     StepConstraint,
 )
 from vllm_lora.config import LoRAConfig
-from vllm_lora.layers import LoRABatch, LoRALinear, padded_rank, target_of, wrap_model
+from vllm_lora.layers import LoRABatch, LoRAEmbedding, LoRALinear, padded_rank, target_of, wrap_model
 from vllm_lora.manager import DeviceSlots, HostAdapters
 from vllm_lora.ops import select_lora_ops
 from vllm_lora.request import AdapterRef
@@ -122,7 +122,7 @@ class LoRAExtension(RunnerExtension):
         self.batch.capture_lora = device.type != "cpu"
         self.batch.active = self.batch.capture_lora
         self.batch.refresh()
-        self.modules: dict[tuple[int, str], LoRALinear] = wrap_model(
+        self.modules: dict[tuple[int, str], LoRALinear | LoRAEmbedding] = wrap_model(
             model, self.batch, cfg.max_loras, padded_rank(cfg.max_lora_rank), dtype
         )
         self.device = device

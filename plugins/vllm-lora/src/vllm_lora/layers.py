@@ -1,7 +1,7 @@
 """LoRA around the loaded model's projections, without touching the model's code.
 
-``wrap_model`` replaces, after loading, each decoder layer's ``qkv_proj``, ``o_proj``,
-``gate_up_proj`` and ``down_proj`` with a ``LoRALinear`` that runs the base projection and then
+``wrap_model`` replaces, after loading, the input embedding with a ``LoRAEmbedding`` and each
+decoder layer's ``qkv_proj``, ``o_proj``, ``gate_up_proj`` and ``down_proj`` with a ``LoRALinear`` that runs the base projection and then
 adds every token's adapter delta (``LoRAOps.add_lora``); the gated MLP, which the model runs as
 one fused op on the raw weights, is replaced by ``LoRAMLP`` (the same gate/up, SiLU-and-mul,
 down, through the wrapped projections). The adapters live in per-module device buffers with
@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from vllm_core.plugins.api import ConfigError
-from vllm_lora.adapter import MODULE_SLICES
+from vllm_lora.adapter import EMBEDDING, EMBEDDING_LAYER, MODULE_SLICES
 from vllm_lora.ops import LoRAOps
 
 
@@ -143,6 +143,63 @@ class LoRALinear(nn.Module):
         self.lora_b[slot].zero_()
 
 
+class LoRAEmbedding(nn.Module):
+    """The input embedding with a LoRA per slot (PEFT's embedding LoRA): each token row adds
+    ``scaling * A^T[token] @ B^T`` of its slot's adapter. A^T is kept as ``[L * vocab, R]`` so the
+    row is one gather (index ``slot * vocab + token``); the expand is one matmul over the slots'
+    concatenated B with every row masked to its own slot (no host sync, fixed shapes)."""
+
+    def __init__(self, base: Any, batch: LoRABatch, max_loras: int, rank: int, dtype: torch.dtype) -> None:
+        super().__init__()
+        weight: torch.Tensor = base.weight
+        self.vocab, hidden = weight.shape
+        self.base = base
+        self.batch = batch
+        self.lora_a = torch.zeros(max_loras * self.vocab, rank, dtype=dtype, device=weight.device)
+        """[L * vocab, R]: each slot's A transposed, row ``slot * vocab + token``"""
+        self.lora_b = torch.zeros(max_loras, rank, hidden, dtype=dtype, device=weight.device)
+        """[L, R, hidden]: B transposed"""
+        self.slot_ids = torch.arange(max_loras, device=weight.device)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        weight: torch.Tensor = self.base.weight
+        return weight
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """A tied head reads the base embedding (PEFT's embedding LoRA leaves the head alone)."""
+        logits: torch.Tensor = self.base.logits(hidden)
+        return logits
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.base.forward(input_ids)
+        batch = self.batch
+        if not batch.active:
+            return out
+        t = input_ids.shape[0]
+        slots = batch.slots_for(t)
+        l_, r_, hidden = self.lora_b.shape
+        rows = self.lora_a.index_select(0, slots.clamp(min=0) * self.vocab + input_ids)  # [T, R]
+        own = (slots.unsqueeze(1) == self.slot_ids.unsqueeze(0)).to(rows.dtype)  # [T, L]
+        per_slot = (own.unsqueeze(2) * rows.unsqueeze(1)).view(t, l_ * r_)
+        delta = torch.matmul(per_slot, self.lora_b.view(l_ * r_, hidden))
+        scale = torch.where(slots >= 0, batch.scaling.index_select(0, slots.clamp(min=0)), 0.0)
+        return out + delta * scale.to(delta.dtype).unsqueeze(1)
+
+    def set_slot(self, slot: int, slice_index: int, a: torch.Tensor, b: torch.Tensor) -> None:
+        """Put A [r, vocab] and B [hidden, r] (PEFT's lora_embedding_A / _B) in ``slot``."""
+        r = a.shape[0]
+        rows = self.lora_a.view(-1, self.vocab, self.lora_a.shape[1])[slot]
+        rows.zero_()
+        rows[:, :r].copy_(a.t(), non_blocking=True)
+        self.lora_b[slot].zero_()
+        self.lora_b[slot, :r].copy_(b.t(), non_blocking=True)
+
+    def clear_slot(self, slot: int) -> None:
+        self.lora_a.view(-1, self.vocab, self.lora_a.shape[1])[slot].zero_()
+        self.lora_b[slot].zero_()
+
+
 class LoRAMLP(nn.Module):
     """The gated MLP through its (wrapped) projections: down(silu(gate) * up)."""
 
@@ -165,15 +222,21 @@ ModuleKey = tuple[int, str]
 """(layer index, our module name: qkv_proj, o_proj, gate_up_proj, down_proj)"""
 
 
-def wrap_model(model: nn.Module, batch: LoRABatch, max_loras: int, rank: int, dtype: torch.dtype) -> dict[ModuleKey, LoRALinear]:
-    """Wrap every decoder layer's projections; returns them by (layer, module)."""
+def wrap_model(model: nn.Module, batch: LoRABatch, max_loras: int, rank: int, dtype: torch.dtype,
+               ) -> dict[ModuleKey, LoRALinear | LoRAEmbedding]:
+    """Wrap every decoder layer's projections and the input embedding; returns them by (layer,
+    module), the embedding as ``(EMBEDDING_LAYER, "embed_tokens")``."""
     layers: Any = getattr(getattr(model, "model", None), "layers", None)
     if layers is None:
         raise ConfigError(
             f"LoRA: {type(model).__name__} has no decoder layers at model.layers; LoRA serves the Llama-family "
             "models (Llama, Mistral, Qwen2, Qwen3, SmolLM2)"
         )
-    wrapped: dict[ModuleKey, LoRALinear] = {}
+    wrapped: dict[ModuleKey, LoRALinear | LoRAEmbedding] = {}
+    inner: Any = getattr(model, "model", None)
+    if getattr(inner, EMBEDDING, None) is not None:
+        inner.embed_tokens = wrapped[(EMBEDDING_LAYER, EMBEDDING)] = LoRAEmbedding(
+            inner.embed_tokens, batch, max_loras, rank, dtype)
     for i, layer in enumerate(layers):
         attn: Any = getattr(layer, "self_attn", None)
         mlp: Any = getattr(layer, "mlp", None)
@@ -203,5 +266,7 @@ def wrap_model(model: nn.Module, batch: LoRABatch, max_loras: int, rank: int, dt
 
 def target_of(layer: int, peft_module: str) -> tuple[ModuleKey, int]:
     """Where a PEFT module's A/B go: ((layer, our module), slice index)."""
+    if peft_module == EMBEDDING:
+        return (EMBEDDING_LAYER, EMBEDDING), 0
     module, slice_index = MODULE_SLICES[peft_module]
     return (layer, module), slice_index
