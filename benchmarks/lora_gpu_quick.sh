@@ -4,7 +4,8 @@
 #      device against the float64 definition), the PEFT oracle through the engine on cuda (CUDA
 #      graphs, Triton kernels), ~1.5 min;
 #   2. the op micro-benchmark: GPU us per call of round 1's kernels vs the current ones vs the
-#      PyTorch fallback, per Qwen3-0.6B projection, 1..2048 tokens (lora_kernel_bench.py), ~40 s;
+#      PyTorch fallback, per Qwen3-0.6B projection, 1..4096 tokens, and the current op's launch
+#      settings (block_n x waves) per layer (lora_kernel_bench.py --sweep), ~1 min;
 #   3. throughput, nano-vllm shape (256 requests, 100-1024 in/out, Qwen3-0.6B, dummy weights,
 #      bfloat16): base vs 4 adapters vs 16 adapters (max_loras 8), rank 16 on all seven
 #      projections, in one run, printing each ratio to base (goals 0.85 and 0.75), ~2.5 min.
@@ -27,8 +28,8 @@ VLLM_CORE_TEST_DEVICES=cuda timeout 120 python3 -m pytest -q -x -p no:cacheprovi
   tests/plugins/lora/test_lora_oracle.py -k "cuda or triton" 2>&1 | tail -5 | tee -a "$OUT/lora_tests.log"
 
 echo; echo "=== LoRA op micro-benchmark (GPU us per call, CUDA graphs)"
-timeout 120 python3 benchmarks/lora_kernel_bench.py --tokens 1 16 64 256 1024 4096 --out "$OUT/lora_kernels.json" 2>&1 \
-  | tee "$OUT/lora_kernels.log" | tail -40
+timeout 150 python3 benchmarks/lora_kernel_bench.py --tokens 1 16 64 256 1024 4096 --sweep --out "$OUT/lora_kernels.json" 2>&1 \
+  | tee "$OUT/lora_kernels.log" | tail -45
 
 echo; echo "=== Qwen3-0.6B nano-vllm shape: base vs lora4 vs lora16 (max_loras 8)"
 timeout 330 python3 benchmarks/lora_bench.py --model benchmarks/configs/qwen3-0.6b --load-format dummy \

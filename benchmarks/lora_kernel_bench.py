@@ -84,6 +84,44 @@ def bench_module(module: str, t: int, k: int, sizes: tuple[int, ...], impls: dic
     return row
 
 
+def sweep(args: argparse.Namespace, results: list[dict[str, Any]], g: torch.Generator) -> None:
+    """GPU us per decoder layer (four projections) of the current op for each launch setting."""
+    from vllm_lora.ops.triton_ops import TritonLoRAOps
+
+    dev = torch.device("cuda")
+    scaling = torch.full((args.slots,), 2.0, device=dev)
+    settings = [(bn, w) for bn in (64, 128, 256) for w in (1, 2, 4, 8)]
+    print("\ncurrent op per layer (us) by block_n/waves (defaults "
+          f"{TritonLoRAOps.block_n}/{TritonLoRAOps.waves}):")
+    print(f"{'tokens':>6} " + " ".join(f"{f'{bn}/{w}':>8}" for bn, w in settings))
+    for t in args.tokens:
+        slots_buf = torch.full((8192,), -1, dtype=torch.int64, device=dev)
+        slots_buf[:t] = torch.arange(t, device=dev) % args.slots
+        line = []
+        for bn, w in settings:
+            ops = TritonLoRAOps()
+            ops.block_n, ops.waves = bn, w
+            tables = ops.token_tables(slots_buf, scaling, torch.bfloat16)
+            total = 0.0
+            for module, (k, sizes) in MODULES.items():
+                total += time_op(ops, tables, module, t, k, sizes, slots_buf, scaling, args, g)
+            line.append(total)
+            results.append({"tokens": t, "sweep_block_n": bn, "sweep_waves": w, "layer_us": total})
+        print(f"{t:>6} " + " ".join(f"{v:>8.1f}" for v in line))
+
+
+def time_op(ops: Any, tables: Any, module: str, t: int, k: int, sizes: tuple[int, ...], slots_buf: torch.Tensor,
+            scaling: torch.Tensor, args: argparse.Namespace, g: torch.Generator) -> float:
+    dev, dtype = slots_buf.device, torch.bfloat16
+    n = sum(sizes)
+    x = torch.randn(t, k, device=dev, dtype=dtype, generator=g)
+    a = torch.randn(len(sizes), args.slots, args.rank, k, device=dev, dtype=dtype, generator=g) * 0.01
+    b = torch.randn(args.slots, args.rank, n, device=dev, dtype=dtype, generator=g) * 0.01
+    out = torch.zeros(t, n, device=dev, dtype=dtype)
+    tab = ops.step_tables(tables, t)
+    return gpu_us(lambda: ops.add_lora(out, x, a, b, sizes, slots_buf[:t], scaling, tab), args.reps)
+
+
 def main() -> None:
     from lora_ops_baseline import BaselineTritonLoRAOps
     from vllm_lora.ops.torch_ops import TorchLoRAOps
@@ -95,6 +133,8 @@ def main() -> None:
     ap.add_argument("--rank", type=int, default=16)
     ap.add_argument("--reps", type=int, default=20)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--sweep", action="store_true",
+                    help="also time the current op's launch settings (block_n x waves) per layer")
     args = ap.parse_args()
     dev = torch.device("cuda")
     dtype = torch.bfloat16
@@ -121,6 +161,8 @@ def main() -> None:
               f"{per_layer['torch']:>8.1f} {per_layer['new'] / per_layer['round1']:>10.3f}   LoRA/base matmuls: "
               f"round1 {per_layer['round1'] / per_layer['base']:.2f}, new {per_layer['new'] / per_layer['base']:.2f}, "
               f"torch {per_layer['torch'] / per_layer['base']:.2f}")
+    if args.sweep:
+        sweep(args, results, g)
     if args.out:
         with open(args.out, "w") as f:
             json.dump(results, f, indent=1)
