@@ -4,7 +4,9 @@
 loading the request's adapter into host memory on a loader thread (pinned while the request
 lives; ``is_ready`` holds the request in the queue until it is there); ``prepare_step`` puts
 the step's adapters in device slots (copying the new ones in place) and writes every token
-row's slot into the persistent ``token_slots`` buffer that the wrapped projections read.
+row's slot into the persistent ``token_slots`` buffer that the wrapped projections read, with
+the ops' per-step tables (``LoRABatch.load_step``). The scheduler's ``MaxAdaptersConstraint``
+also reports vLLM's ``vllm:lora_requests_info`` for ``/metrics``.
 """
 
 from __future__ import annotations

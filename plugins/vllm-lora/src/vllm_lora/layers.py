@@ -1,10 +1,11 @@
 """LoRA around the loaded model's projections, without touching the model's code.
 
 ``wrap_model`` replaces, after loading, the input embedding with a ``LoRAEmbedding`` and each
-decoder layer's ``qkv_proj``, ``o_proj``, ``gate_up_proj`` and ``down_proj`` with a ``LoRALinear`` that runs the base projection and then
-adds every token's adapter delta (``LoRAOps.add_lora``); the gated MLP, which the model runs as
-one fused op on the raw weights, is replaced by ``LoRAMLP`` (the same gate/up, SiLU-and-mul,
-down, through the wrapped projections). The adapters live in per-module device buffers with
+decoder layer's ``qkv_proj``, ``o_proj``, ``gate_up_proj`` and ``down_proj`` with a
+``LoRALinear`` that runs the base projection and then adds every token's adapter delta
+(``LoRAOps.add_lora``); the gated MLP, which the model runs as one fused op on the raw weights,
+is replaced by ``LoRAMLP`` (the same gate/up, SiLU-and-mul, down, through the wrapped
+projections). The adapters live in per-module device buffers with
 ``max_loras`` slots, written in place when an adapter is put in a slot, so captured graphs read
 the current adapters; the step's token -> slot map is one persistent buffer (``LoRABatch``).
 """
