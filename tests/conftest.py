@@ -29,6 +29,8 @@ FEATURES = {
     "madv-hugepage": "madvise(MADV_HUGEPAGE) on this kernel",
     "lora": "the vllm-lora plugin and peft (the oracle)",
     "triton": "triton (the interpreter runs the GPU kernels on the CPU)",
+    "cuda-compile": "vllm-cuda's compile check and Triton's NVIDIA backend (builds GPU kernels for sm_80 / sm_90 "
+                    "without a GPU)",
     "lm-eval": "lm-evaluation-harness (pip install lm-eval), run against the server",
     "ray": "Ray (pip install ray) for the ray executor backend",
 }
