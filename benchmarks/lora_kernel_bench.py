@@ -84,30 +84,30 @@ def bench_module(module: str, t: int, k: int, sizes: tuple[int, ...], impls: dic
     return row
 
 
-def sweep(args: argparse.Namespace, results: list[dict[str, Any]], g: torch.Generator) -> None:
+def sweep(args: argparse.Namespace, results: list[dict[str, Any]], g: torch.Generator, dev: torch.device) -> None:
     """GPU us per decoder layer (four projections) of the current op for each launch setting."""
     from vllm_lora.ops.triton_ops import TritonLoRAOps
 
-    dev = torch.device("cuda")
     scaling = torch.full((args.slots,), 2.0, device=dev)
-    settings = [(bn, w) for bn in (64, 128, 256) for w in (1, 2, 4, 8)]
-    print("\ncurrent op per layer (us) by block_n/waves (defaults "
-          f"{TritonLoRAOps.block_n}/{TritonLoRAOps.waves}):")
-    print(f"{'tokens':>6} " + " ".join(f"{f'{bn}/{w}':>8}" for bn, w in settings))
+    d = TritonLoRAOps
+    settings = [(d.block_m, bn, w) for bn in (64, 128, 256) for w in (1, 2, 4, 8)]
+    settings += [(bm, d.block_n, d.waves) for bm in (32, 64)]
+    print(f"\ncurrent op per layer (us) by block_m/block_n/waves (defaults {d.block_m}/{d.block_n}/{d.waves}):")
+    print(f"{'tokens':>6} " + " ".join(f"{f'{bm}/{bn}/{w}':>9}" for bm, bn, w in settings))
     for t in args.tokens:
         slots_buf = torch.full((8192,), -1, dtype=torch.int64, device=dev)
         slots_buf[:t] = torch.arange(t, device=dev) % args.slots
         line = []
-        for bn, w in settings:
+        for bm, bn, w in settings:
             ops = TritonLoRAOps()
-            ops.block_n, ops.waves = bn, w
+            ops.block_m, ops.block_n, ops.waves = bm, bn, w
             tables = ops.token_tables(slots_buf, scaling, torch.bfloat16)
             total = 0.0
             for module, (k, sizes) in MODULES.items():
                 total += time_op(ops, tables, module, t, k, sizes, slots_buf, scaling, args, g)
             line.append(total)
-            results.append({"tokens": t, "sweep_block_n": bn, "sweep_waves": w, "layer_us": total})
-        print(f"{t:>6} " + " ".join(f"{v:>8.1f}" for v in line))
+            results.append({"tokens": t, "sweep_block_m": bm, "sweep_block_n": bn, "sweep_waves": w, "layer_us": total})
+        print(f"{t:>6} " + " ".join(f"{v:>9.1f}" for v in line))
 
 
 def time_op(ops: Any, tables: Any, module: str, t: int, k: int, sizes: tuple[int, ...], slots_buf: torch.Tensor,
@@ -162,7 +162,7 @@ def main() -> None:
               f"round1 {per_layer['round1'] / per_layer['base']:.2f}, new {per_layer['new'] / per_layer['base']:.2f}, "
               f"torch {per_layer['torch'] / per_layer['base']:.2f}")
     if args.sweep:
-        sweep(args, results, g)
+        sweep(args, results, g, dev)
     if args.out:
         with open(args.out, "w") as f:
             json.dump(results, f, indent=1)
