@@ -93,10 +93,11 @@ def test_triton_ops_match_torch(t: int, dtype: torch.dtype) -> None:
 
 @pytest.mark.parametrize("t", [1, 5, 70])
 @pytest.mark.parametrize("k", [48, 300])
-@pytest.mark.parametrize("sizes", [(64, 32, 32), (40,), (24, 24)])
-def test_triton_split_k_and_slices(t: int, k: int, sizes: tuple[int, ...]) -> None:
+@pytest.mark.parametrize(("sizes", "block_m"), [((64, 32, 32), 16), ((40,), 16), ((24, 24), 16), ((64, 32, 32), 64)])
+def test_triton_split_k_and_slices(t: int, k: int, sizes: tuple[int, ...], block_m: int) -> None:
     """The shrink split over K (forced: many waves wanted, K of 3 tiles) and one expand launch
-    for 1-3 slices of odd widths give the definition's result."""
+    for 1-3 slices of odd widths give the definition's result (and with 64-row blocks, the
+    benchmark sweep's other setting)."""
     import_or_require("triton", "triton")
     from vllm_lora.ops.triton_ops import TritonLoRAOps
 
@@ -107,7 +108,7 @@ def test_triton_split_k_and_slices(t: int, k: int, sizes: tuple[int, ...]) -> No
         slots[10:30] = 0  # a segment of 20 rows: two blocks of one slot
     exact = naive(out, x, a, b, offsets, slots, scaling)
     ops = TritonLoRAOps()
-    ops.waves = 64
+    ops.waves, ops.block_m = 64, block_m
     bp, sz = packed(b)
     got = out.to(dev)
     ops.add_lora(got, x.to(dev), a.to(dev), bp.to(dev), sz, slots.to(dev), scaling.to(dev))
