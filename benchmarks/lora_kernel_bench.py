@@ -94,7 +94,7 @@ def sweep(args: argparse.Namespace, results: list[dict[str, Any]], g: torch.Gene
     settings += [(bm, d.block_n, d.waves) for bm in (32, 64)]
     print(f"\ncurrent op per layer (us) by block_m/block_n/waves (defaults {d.block_m}/{d.block_n}/{d.waves}):")
     print(f"{'tokens':>6} " + " ".join(f"{f'{bm}/{bn}/{w}':>9}" for bm, bn, w in settings))
-    for t in args.tokens:
+    for t in args.sweep_tokens or args.tokens:
         slots_buf = torch.full((8192,), -1, dtype=torch.int64, device=dev)
         slots_buf[:t] = torch.arange(t, device=dev) % args.slots
         line = []
@@ -134,7 +134,9 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=20)
     ap.add_argument("--out", default=None)
     ap.add_argument("--sweep", action="store_true",
-                    help="also time the current op's launch settings (block_n x waves) per layer")
+                    help="also time the current op's launch settings (block_m, block_n, waves) per layer")
+    ap.add_argument("--sweep-tokens", type=int, nargs="+", default=None, help="token counts of the sweep "
+                    "(default: --tokens)")
     args = ap.parse_args()
     dev = torch.device("cuda")
     dtype = torch.bfloat16
