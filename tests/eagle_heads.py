@@ -49,8 +49,6 @@ def save_eagle_head(path: str, target_config: Any, method: str = "eagle", seed: 
         rms_norm_eps=target_config.rms_norm_eps, rope_theta=getattr(target_config, "rope_theta", 10000.0),
         rope_scaling=getattr(target_config, "rope_scaling", None), tie_word_embeddings=False,
     )
-    for key, value in overrides.items():
-        setattr(config, key, value)
     tensors: dict[str, torch.Tensor] = {}
     if own_embedding:
         tensors["embed_tokens.weight"] = torch.randn(vocab, h, generator=gen) * scale
@@ -76,6 +74,8 @@ def save_eagle_head(path: str, target_config: Any, method: str = "eagle", seed: 
             t2d = torch.zeros(vocab, dtype=torch.bool)
             t2d[ids] = True
             tensors["t2d"] = t2d
+    for key, value in overrides.items():
+        setattr(config, key, value)
     os.makedirs(path, exist_ok=True)
     config.save_pretrained(path)
     save_file({k: v.contiguous() for k, v in tensors.items()}, os.path.join(path, "model.safetensors"))

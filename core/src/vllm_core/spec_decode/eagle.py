@@ -274,7 +274,14 @@ class Eagle3Proposer(EagleProposer):
                 f"(target_hidden_size / hidden_size) but the target's are {target_h}; use the head trained for "
                 "this target"
             )
-        self.aux_layers = eagle3_aux_layers(head_config, len(self.target.model.layers))
+        num_layers = len(self.target.model.layers)
+        self.aux_layers = eagle3_aux_layers(head_config, num_layers)
+        if not all(0 <= i < num_layers for i in self.aux_layers):
+            raise ConfigError(
+                f"eagle3 head {self.config.model!r} reads the target's layers {list(self.aux_layers)} "
+                f"(eagle_aux_hidden_state_layer_ids) but the target has {num_layers} (0..{num_layers - 1}); use the "
+                "head trained for this target or fix the ids in its config.json"
+            )
         weights = head_weights(self.method, tensors)
         with self._building():
             head = Eagle3LlamaHead(
