@@ -144,19 +144,20 @@ class EagleLlamaHead(EagleHead):
         self.layers = nn.ModuleList(
             DecoderLayer(config, first_layer_id + i, ctx, bias, False) for i in range(config.num_hidden_layers)
         )
-        del self.layers[0].input_layernorm  # EAGLE-1's first layer reads fc's output as is
+        self.decoder_layers: list[DecoderLayer] = list(self.layers)  # type: ignore[arg-type]
+        del self.decoder_layers[0].input_layernorm  # EAGLE-1's first layer reads fc's output as is
         self._target_logits = target.compute_logits
 
     def forward(
         self, input_ids: torch.Tensor, positions: torch.Tensor, hidden: torch.Tensor, metadata: AttentionMetadata
     ) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.fc.forward(torch.cat([self.embed(input_ids), hidden], dim=-1))
-        first = self.layers[0]
+        first = self.decoder_layers[0]
         residual = x
         x = first.self_attn.forward(positions, x, metadata)
         x, residual = first.post_attention_layernorm.forward(x, residual)
         x = first.mlp.forward(x)
-        for layer in list(self.layers)[1:]:
+        for layer in self.decoder_layers[1:]:
             x, residual = layer.forward(positions, x, residual, metadata)
         out = x + residual
         return out, out
@@ -165,7 +166,7 @@ class EagleLlamaHead(EagleHead):
         return self._target_logits(hidden).argmax(dim=-1)
 
     def attention_layers(self) -> list[Any]:
-        return [layer.self_attn.attn for layer in self.layers]
+        return [layer.self_attn.attn for layer in self.decoder_layers]
 
 
 def eagle3_aux_layers(config: Any, num_target_layers: int) -> tuple[int, ...]:
@@ -182,6 +183,20 @@ def eagle3_aux_layers(config: Any, num_target_layers: int) -> tuple[int, ...]:
     return (min(2, n - 1), n // 2, max(n - 3, 0))
 
 
+class Eagle3DecoderLayer(DecoderLayer):
+    """EAGLE-3's one layer: its attention reads ``[2H]`` (embedding and hidden state side by
+    side), and the hidden state has a norm of its own (``hidden_norm``)."""
+
+    def __init__(self, config: Any, layer_idx: int, ctx: ModelContext) -> None:
+        super().__init__(config, layer_idx, ctx, bool(getattr(config, "attention_bias", False)), False)
+        h = config.hidden_size
+        total_kv = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+        self.self_attn.qkv_proj = QKVParallelLinear(
+            2 * h, head_dim_of(config), config.num_attention_heads, total_kv, bias=False, ops=ctx.ops
+        )
+        self.hidden_norm = RMSNorm(h, config.rms_norm_eps, ctx.ops)
+
+
 class Eagle3LlamaHead(EagleHead):
     """EAGLE-3 head (see the module docstring)."""
 
@@ -192,18 +207,17 @@ class Eagle3LlamaHead(EagleHead):
         super().__init__(config, target, own_embedding, ctx)
         h = config.hidden_size
         self.fc = Linear(num_aux * target_hidden_size, h, bias=False, ops=ctx.ops)
-        layer = DecoderLayer(config, first_layer_id, ctx, bool(getattr(config, "attention_bias", False)), False)
-        attn = layer.self_attn
-        total_kv = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
-        attn.qkv_proj = QKVParallelLinear(2 * h, head_dim_of(config), config.num_attention_heads, total_kv,
-                                          bias=False, ops=ctx.ops)
-        layer.hidden_norm = RMSNorm(h, config.rms_norm_eps, ctx.ops)
-        self.layers = nn.ModuleList([layer])
+        self.layers = nn.ModuleList([Eagle3DecoderLayer(config, first_layer_id, ctx)])
         self.norm = RMSNorm(h, config.rms_norm_eps, ctx.ops)
         self.draft_vocab_size = int(getattr(config, "draft_vocab_size", None) or config.vocab_size)
         self.lm_head = ParallelLMHead(self.draft_vocab_size, h, ctx.ops)
         self.norm_before_residual = bool(getattr(config, "norm_before_residual", False))
         self.register_buffer("d2t", None)
+
+    @property
+    def layer(self) -> Eagle3DecoderLayer:
+        layer: Eagle3DecoderLayer = self.layers[0]  # type: ignore[assignment]
+        return layer
 
     def set_vocab_map(self, d2t: torch.Tensor | None) -> None:
         """``d2t`` [draft_vocab] int64: target id = draft id + d2t[draft id] (None: the same ids)."""
@@ -217,7 +231,7 @@ class Eagle3LlamaHead(EagleHead):
     def forward(
         self, input_ids: torch.Tensor, positions: torch.Tensor, hidden: torch.Tensor, metadata: AttentionMetadata
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        layer = self.layers[0]
+        layer = self.layer
         embeds = layer.input_layernorm.forward(self.embed(input_ids))
         if self.norm_before_residual:
             hidden = layer.hidden_norm.forward(hidden)
@@ -236,7 +250,7 @@ class Eagle3LlamaHead(EagleHead):
         return ids if self.d2t is None else ids + self.d2t[ids]
 
     def attention_layers(self) -> list[Any]:
-        return [self.layers[0].self_attn.attn]
+        return [self.layer.self_attn.attn]
 
 
 def head_weights(method: str, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
