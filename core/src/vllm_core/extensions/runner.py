@@ -183,6 +183,13 @@ class RunnerExtension:
         e.g. a proposer that drafts nothing for them)? Asked once per step; default no."""
         return False
 
+    @classmethod
+    def allows_async_step_by_config(cls, config: EngineConfig, req_ids: Sequence[str]) -> bool:
+        """The part of ``allows_async_step`` that needs no state of the extension, only the
+        engine's config: executors whose runners live in other processes (``mp``, ``ray``) ask
+        this on the driver instead of a round trip to the workers. Default no."""
+        return False
+
     def draft_probs(self, req_id: str, draft_token_ids: Sequence[int]) -> torch.Tensor | None:
         """The distributions the request's drafts were sampled from ([len(drafts), vocab]
         float32), or None when they were not sampled (deterministic drafts, or not this
@@ -233,6 +240,11 @@ class RunnerExtensions:
     @property
     def supports_async_scheduling(self) -> bool:
         return all(type(e).supports_async_scheduling for e in self.items)
+
+    @property
+    def sync_names(self) -> tuple[str, ...]:
+        """The extensions that need each step's tokens before the next (step by step)."""
+        return tuple(type(e).name for e in self.items if not type(e).supports_async_scheduling)
 
     def add_request(self, req_id: str, params: SamplingParams, extensions: ExtensionState) -> None:
         for e in self.items:

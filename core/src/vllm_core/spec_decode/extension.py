@@ -25,6 +25,7 @@ from vllm_core.spec_decode.policy import SpeculationPolicy
 from vllm_core.spec_decode.proposer import Proposer
 
 if TYPE_CHECKING:
+    from vllm_core.config import EngineConfig
     from vllm_core.core.sched_output import ScheduledRequest, SchedulerOutput
     from vllm_core.worker.input_batch import ModelInputs
 
@@ -113,6 +114,11 @@ class SpeculativeDecoding(RunnerExtension):
 
     def allows_async_step(self, req_ids: Sequence[str]) -> bool:
         return self.policy.allows_async_step(req_ids)
+
+    @classmethod
+    def allows_async_step_by_config(cls, config: EngineConfig, req_ids: Sequence[str]) -> bool:
+        # only the batch-size rule: each request's acceptance lives with the runner
+        return config.speculative is not None and SpeculationPolicy.over_batch_limit(config.speculative, len(req_ids))
 
     def draft_probs(self, req_id: str, draft_token_ids: Sequence[int]) -> torch.Tensor | None:
         return self.proposer.draft_probs(req_id, draft_token_ids)
