@@ -1,5 +1,5 @@
 """EAGLE and EAGLE-3 speculative decoding on a tiny random-weight llama, with tiny random heads
-in their Hugging Face layout (``tests/eagle_heads.py``): greedy output equals transformers'
+in their Hugging Face layout (``vllm_core.spec_decode.random_heads``): greedy output equals transformers'
 under chunked prefill + prefix caching, preemption, async scheduling asked for and ``n > 1``,
 with several requests a step; the hidden states the heads read equal transformers' (the
 target's output for EAGLE, three layers' inputs for EAGLE-3); a head built to copy a bigram
@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from tests.conftest import hf_greedy, installed_platforms, random_prompts, save_tiny_model
-from tests.eagle_heads import save_eagle_head
 from vllm_core import LLM, SamplingParams
 from vllm_core.errors import ConfigError
+from vllm_core.spec_decode.random_heads import save_eagle_head
 
 NEW_TOKENS = 24
 DEVICE = installed_platforms()[0]

@@ -1,5 +1,7 @@
-"""Tiny random EAGLE / EAGLE-3 heads in their Hugging Face checkpoint layout (for tests and
-benchmarks): ``config.json`` and ``model.safetensors`` in a directory."""
+"""Random-weight EAGLE / EAGLE-3 heads in their Hugging Face checkpoint layout (``config.json``
+and ``model.safetensors`` in a directory), for tests and benchmarks: their drafts are almost never
+accepted, so they measure the mechanics (exact output, what a drafting step costs), not speed-ups.
+"""
 
 from __future__ import annotations
 
@@ -31,7 +33,8 @@ def _layer(prefix: str, hidden: int, inter: int, heads: int, kv_heads: int, head
 
 def save_eagle_head(path: str, target_config: Any, method: str = "eagle", seed: int = 0, scale: float = 0.1,
                     own_embedding: bool = True, draft_vocab_size: int | None = None,
-                    aux_layers: list[int] | None = None, **overrides: Any) -> str:
+                    aux_layers: list[int] | None = None, dtype: torch.dtype = torch.float32,
+                    **overrides: Any) -> str:
     """A random head for ``target_config`` (a transformers LlamaConfig): EAGLE-1 (``fc``,
     ``layers.0.*`` without its input norm) or EAGLE-3 (``midlayer.*``, ``fc`` over three layers,
     ``norm``, ``lm_head`` over ``draft_vocab_size`` tokens with ``d2t`` / ``t2d``)."""
@@ -39,8 +42,9 @@ def save_eagle_head(path: str, target_config: Any, method: str = "eagle", seed: 
     from transformers import LlamaConfig
 
     gen = torch.Generator().manual_seed(seed)
+    num_kv = getattr(target_config, "num_key_value_heads", None) or target_config.num_attention_heads
     h = overrides.pop("hidden_size", target_config.hidden_size)
-    heads, kv_heads = target_config.num_attention_heads, target_config.num_key_value_heads
+    heads, kv_heads = target_config.num_attention_heads, num_kv
     head_dim = h // heads
     inter, vocab = target_config.intermediate_size, target_config.vocab_size
     config = LlamaConfig(
@@ -78,5 +82,8 @@ def save_eagle_head(path: str, target_config: Any, method: str = "eagle", seed: 
         setattr(config, key, value)
     os.makedirs(path, exist_ok=True)
     config.save_pretrained(path)
-    save_file({k: v.contiguous() for k, v in tensors.items()}, os.path.join(path, "model.safetensors"))
+    save_file(
+        {k: (v.to(dtype) if v.is_floating_point() else v).contiguous() for k, v in tensors.items()},
+        os.path.join(path, "model.safetensors"),
+    )
     return path
