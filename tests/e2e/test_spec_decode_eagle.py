@@ -91,33 +91,53 @@ def test_greedy_tokens_equal_transformers(models: dict[str, Any], method: str, s
 def test_heads_read_the_targets_hidden_states(models: dict[str, Any], method: str) -> None:
     """Every position's state in the hidden-state cache equals transformers' (EAGLE: the output
     after the final norm; EAGLE-3: ``fc`` of the inputs of layers (2, L // 2, L - 3), clipped to
-    this 2-layer target), after chunked prefill and verification steps rolled some rows back."""
-    llm = make_llm(models["target"], spec(models, method, min_acceptance_rate=0.0), max_num_batched_tokens=16)
+    this 2-layer target), for four requests after chunked prefill, steps over more than
+    ``disable_by_batch_size`` requests (plain decode steps: replayed graphs / plans where the
+    platform has them) and verification steps that rolled some rows back."""
+    llm = make_llm(models["target"], spec(models, method, min_acceptance_rate=0.0, disable_by_batch_size=2),
+                   max_num_batched_tokens=16)
+    runner = llm.llm_engine.core.runner
     proposer = spec_of(llm).proposer
-    slot_of: dict[int, int] = {}
+    slot_of: dict[tuple[str, int], int] = {}
     accept = proposer.accept_hidden_states
 
-    def watch(output: Any, inputs: Any, hidden: Any) -> None:  # records where each position was written
-        n = inputs.num_actual_tokens
-        for pos, slot in zip(inputs.positions[:n].tolist(), inputs.metadata.slot_mapping[:n].tolist()):
-            slot_of[pos] = slot
+    def watch(output: Any, inputs: Any, hidden: Any) -> None:  # notes where each position was written
+        slots = inputs.metadata.slot_mapping.tolist()
+        for row, start in zip(output.scheduled, inputs.metadata.query_start_loc_cpu):
+            for j in range(row.num_tokens):
+                slot_of[row.req_id, row.start_pos + j] = slots[start + j]
         accept(output, inputs, hidden)
 
     proposer.accept_hidden_states = watch
-    prompt = models["prompts"][0]
-    out = llm.generate({"prompt_token_ids": prompt}, greedy(), use_tqdm=False)[0].outputs[0].token_ids
-    seq = prompt + list(out)
-    with torch.no_grad():
-        states = models["hf"](torch.tensor([seq[:-1]]), output_hidden_states=True).hidden_states
-    if method == "eagle":
-        want = states[-1][0]
-    else:
-        layers = proposer.aux_layers
-        assert layers == (1, 1, 0)
-        want = torch.cat([states[i][0] for i in layers], dim=-1) @ proposer.head.fc.weight.T
-    got = proposer.hidden_cache[torch.tensor([slot_of[p] for p in range(len(seq) - 1)])]
-    torch.testing.assert_close(got, want, atol=2e-4, rtol=1e-4)
-    assert spec_of(llm).num_draft_tokens > 0
+    replayed = []
+    if runner.graph_runner is not None:
+        try_run = runner.graph_runner.try_run
+
+        def counting(inputs: Any) -> Any:
+            out = try_run(inputs)
+            replayed.append(out is not None)
+            return out
+
+        runner.graph_runner.try_run = counting
+    prompts = models["prompts"][:4]
+    outs = llm.generate([{"prompt_token_ids": p} for p in prompts], [greedy(max_tokens=8 + 4 * i) for i in range(4)],
+                        use_tqdm=False)
+    for prompt, out in zip(prompts, outs):
+        seq = prompt + list(out.outputs[0].token_ids)
+        with torch.no_grad():
+            states = models["hf"](torch.tensor([seq[:-1]]), output_hidden_states=True).hidden_states
+        if method == "eagle":
+            want = states[-1][0]
+        else:
+            assert proposer.aux_layers == (1, 1, 0)
+            want = torch.cat([states[i][0] for i in proposer.aux_layers], dim=-1) @ proposer.head.fc.weight.T
+        rid = out.request_id
+        got = proposer.hidden_cache[torch.tensor([slot_of[rid, p] for p in range(len(seq) - 1)])]
+        torch.testing.assert_close(got, want, atol=2e-4, rtol=1e-4)
+    ext = spec_of(llm)
+    assert ext.num_draft_tokens > 0 and ext.policy.num_steps_off_by_batch > 0
+    if method == "eagle" and runner.graph_runner is not None:  # EAGLE-3's taps keep cpu plans off
+        assert any(replayed), "no plain decode step replayed a graph"
 
 
 def bigram_target(path: str) -> Any:
