@@ -209,12 +209,12 @@ class ModelRunner:
             ids = list(range(next_block, next_block + blocks_per[i]))
             next_block += blocks_per[i]
             rows.append(ScheduledRequest(f"profile-{i}", [0] * n, 0, ids, params, True, 0, None))
+        if self.hidden_tap is not None:  # a buffer kept for good: in use, not activation
+            self.hidden_tap.reserve(num_tokens)
         self.platform.synchronize()
         before = self.platform.current_memory_bytes() or 0
         self.platform.reset_peak_memory()
         self._allocate(next_block, block_size)
-        if self.hidden_tap is not None:
-            self.hidden_tap.reserve(num_tokens)
         self.execute(SchedulerOutput(rows, num_tokens))
         self.platform.synchronize()
         peak = self.platform.peak_memory_bytes() or before
