@@ -3,7 +3,9 @@ in their Hugging Face layout (``vllm_core.spec_decode.random_heads``): greedy ou
 under chunked prefill + prefix caching, preemption, async scheduling asked for and ``n > 1``,
 with several requests a step; the hidden states the heads read equal transformers' (the
 target's output for EAGLE, three layers' inputs for EAGLE-3); a head built to copy a bigram
-target has every draft accepted; bad configurations fail with errors that name the fix."""
+target has every draft accepted (EAGLE-1: fc passes the token through; EAGLE-3: attention to the
+row's own position, a d2t-mapped draft vocabulary); bad configurations fail with errors that
+name the fix."""
 
 from __future__ import annotations
 
@@ -183,6 +185,74 @@ def test_a_head_that_copies_the_target_has_its_drafts_accepted(tmp_path_factory:
     assert stats.num_draft_tokens > 0
     assert stats.acceptance_rate > 0.95, stats
     assert stats.mean_acceptance_length > 4.0, stats
+    assert_all_blocks_free(llm)
+
+
+def copying_eagle3_head(path: str, hf: Any, alpha: float = 3.0) -> str:
+    """An EAGLE-3 head that predicts the bigram target's next token: its own embedding of token
+    ``t`` is ``[w, w, 0, 0]`` with ``w`` the unit code of the target's next token ``g(t)``; its
+    attention (q = k = alpha x, v = x) picks the row's own position, so the output is ``w``; its LM
+    head scores draft ids by their codes, over a draft vocabulary of the tokens the target can
+    produce, mapped back by ``d2t``. ``norm_before_residual`` with a zero ``hidden_norm`` keeps the
+    hidden states out (they are checked against transformers in another test)."""
+    from safetensors.torch import load_file, save_file
+
+    cfg = hf.config
+    with torch.no_grad():
+        follows = (hf.model.embed_tokens.weight @ hf.lm_head.weight.T).argmax(dim=-1)  # g(t)
+    produced = sorted(set(follows.tolist()))
+    save_eagle_head(path, cfg, "eagle3", seed=4, own_embedding=True, draft_vocab_size=len(produced),
+                    norm_before_residual=True)
+    t = load_file(f"{path}/model.safetensors")
+    h, d = cfg.hidden_size, cfg.hidden_size // cfg.num_attention_heads  # 64, 16
+    gen = torch.Generator().manual_seed(5)
+    code = torch.nn.functional.normalize(torch.randn(cfg.vocab_size, d, generator=gen), dim=-1)
+    embed = torch.zeros(cfg.vocab_size, h)
+    embed[:, :d] = embed[:, d : 2 * d] = code[follows]
+    t["embed_tokens.weight"] = embed
+    t["midlayer.input_layernorm.weight"] = torch.ones(h)
+    t["midlayer.hidden_norm.weight"] = torch.zeros(h)
+    q, k, v = torch.zeros(h, 2 * h), torch.zeros(d * 2, 2 * h), torch.zeros(d * 2, 2 * h)
+    for head in range(cfg.num_attention_heads):  # heads 0, 1 share kv group 0 (chunk 0); 2, 3 group 1
+        group = head // (cfg.num_attention_heads // cfg.num_key_value_heads)
+        q[head * d : (head + 1) * d, group * d : (group + 1) * d] = alpha * torch.eye(d)
+    for group in range(cfg.num_key_value_heads):
+        k[group * d : (group + 1) * d, group * d : (group + 1) * d] = alpha * torch.eye(d)
+        v[group * d : (group + 1) * d, group * d : (group + 1) * d] = torch.eye(d)
+    o = torch.zeros(h, h)
+    o[:d, :d] = torch.eye(d)
+    t.update({"midlayer.self_attn.q_proj.weight": q, "midlayer.self_attn.k_proj.weight": k,
+              "midlayer.self_attn.v_proj.weight": v, "midlayer.self_attn.o_proj.weight": o})
+    t["midlayer.post_attention_layernorm.weight"] = torch.ones(h)
+    t["midlayer.mlp.down_proj.weight"].zero_()
+    t["norm.weight"] = torch.ones(h)
+    ids = torch.tensor(produced, dtype=torch.int64)
+    lm = torch.zeros(len(produced), h)
+    lm[:, :d] = code[ids]
+    t["lm_head.weight"] = lm
+    t["d2t"] = ids - torch.arange(len(produced))
+    t.pop("t2d", None)
+    save_file(t, f"{path}/model.safetensors")
+    return path
+
+
+def test_an_eagle3_head_that_copies_the_target_has_its_drafts_accepted(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """EAGLE-3's token path: the head's own embedding, its attention over its paged KV (the row's
+    own position), ``norm_before_residual`` and a draft vocabulary mapped by ``d2t``: every
+    draft accepted, output equal to transformers'."""
+    target = str(tmp_path_factory.mktemp("bigram3"))
+    hf = bigram_target(target)
+    head = copying_eagle3_head(str(tmp_path_factory.mktemp("copy-head3")), hf)
+    prompts = random_prompts(4, 4, 20, 512, seed=12)
+    llm = make_llm(target, {"method": "eagle3", "model": head, "num_speculative_tokens": 4},
+                   max_num_batched_tokens=16, enable_prefix_caching=True)
+    outs = llm.generate([{"prompt_token_ids": p} for p in prompts], greedy(), use_tqdm=False)
+    assert [list(o.outputs[0].token_ids) for o in outs] == [hf_greedy(hf, p, NEW_TOKENS) for p in prompts]
+    stats = spec_of(llm).stats()
+    assert stats.num_draft_tokens > 0
+    assert stats.acceptance_rate > 0.95, stats
     assert_all_blocks_free(llm)
 
 
