@@ -47,12 +47,12 @@ def save_eagle_head(path: str, target_config: Any, method: str = "eagle", seed: 
     heads, kv_heads = target_config.num_attention_heads, num_kv
     head_dim = h // heads
     inter, vocab = target_config.intermediate_size, target_config.vocab_size
-    config = LlamaConfig(
-        vocab_size=vocab, hidden_size=h, intermediate_size=inter, num_hidden_layers=1, num_attention_heads=heads,
-        num_key_value_heads=kv_heads, max_position_embeddings=target_config.max_position_embeddings,
-        rms_norm_eps=target_config.rms_norm_eps, rope_theta=getattr(target_config, "rope_theta", 10000.0),
-        rope_scaling=getattr(target_config, "rope_scaling", None), tie_word_embeddings=False,
-    )
+    base = {k: v for k, v in target_config.to_dict().items()
+            if k not in ("architectures", "torch_dtype", "dtype", "_name_or_path", "transformers_version")}
+    base.update(vocab_size=vocab, hidden_size=h, intermediate_size=inter, num_hidden_layers=1,
+                num_attention_heads=heads, num_key_value_heads=kv_heads, tie_word_embeddings=False)
+    base.pop("head_dim", None)
+    config = LlamaConfig(**base)  # the target's rotary settings, norms and context length
     tensors: dict[str, torch.Tensor] = {}
     if own_embedding:
         tensors["embed_tokens.weight"] = torch.randn(vocab, h, generator=gen) * scale
