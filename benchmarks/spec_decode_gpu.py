@@ -11,7 +11,13 @@ tokens. Random weights make acceptance meaningless, so this measures:
   disabled (``min_acceptance_rate=0``: the raw cost of verifying ``k`` rejected drafts) and with
   the default policy (it backs off); the issue asks for <= 10 % of plain TPOT;
 * **under load**: 64 concurrent requests, speculation on (default policy: off above
-  ``disable_by_batch_size``) vs off; the issue asks for >= 0.97x.
+  ``disable_by_batch_size``) vs off; the issue asks for >= 0.97x;
+* **EAGLE mechanics**: random-weight EAGLE-1 and EAGLE-3 heads (``vllm_core.spec_decode.random_heads``,
+  written once per run for the model's config, bf16, sharing the target's embedding; EAGLE-3 with a
+  32k draft vocabulary) at batch 1 with the off-switch disabled: their drafts are ~never accepted,
+  so TPOT vs plain is the cost of a drafting step (head passes, hidden-state capture, verifying k
+  rejected drafts), not a speed-up; and EAGLE-3 at 64 requests (the target keeps writing the
+  hidden-state cache while the policy drafts nothing).
 
     python benchmarks/spec_decode_gpu.py [--model benchmarks/configs/llama-3.1-8b] [--quick] [--save-result f.json]
 
@@ -54,6 +60,26 @@ def _register_forced_miss() -> None:
             register(ForcedMiss)
 
     register_plugin(Plugin(), "spec-decode-bench")
+
+
+def write_eagle_heads(model: str) -> dict[str, str]:
+    """Random EAGLE-1 and EAGLE-3 heads for ``model``'s config (bf16, the target's embedding),
+    in a temporary directory."""
+    import tempfile
+
+    import torch
+    from transformers import AutoConfig
+
+    from vllm_core.spec_decode.random_heads import save_eagle_head
+
+    config = AutoConfig.from_pretrained(model)
+    root = tempfile.mkdtemp(prefix="eagle-heads-")
+    return {
+        "eagle": save_eagle_head(f"{root}/eagle", config, "eagle", scale=0.02, own_embedding=False,
+                                 dtype=torch.bfloat16),
+        "eagle3": save_eagle_head(f"{root}/eagle3", config, "eagle3", scale=0.02, own_embedding=False,
+                                  draft_vocab_size=min(32000, config.vocab_size), dtype=torch.bfloat16),
+    }
 
 
 def run_one(args: argparse.Namespace, spec: dict[str, Any] | None, concurrency: int) -> dict[str, Any]:
@@ -116,7 +142,8 @@ def main() -> None:
     ap.add_argument("--input-len", type=int, default=512)
     ap.add_argument("--output-len", type=int, default=128)
     ap.add_argument("--iters", type=int, default=3)
-    ap.add_argument("--quick", action="store_true", help="k in {2, 4} only")
+    ap.add_argument("--quick", action="store_true", help="k = 4 only, fewer configurations (< 5 min on an H100)")
+    ap.add_argument("--only", default=None, help="comma-separated configuration names to run (plain always runs)")
     ap.add_argument("--save-result", default=None)
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -125,17 +152,29 @@ def main() -> None:
         print("RESULT " + json.dumps(run_one(args, job["spec"], job["concurrency"])), flush=True)
         return
 
-    ks = [2, 4] if args.quick else [1, 2, 4, 6, 8]
-    jobs: list[tuple[str, dict[str, Any] | None, int]] = [("plain", None, 1)]
+    ks = [4] if args.quick else [1, 2, 4, 6, 8]
+    heads = write_eagle_heads(args.model)
+    eagle = {"method": "eagle", "model": heads["eagle"], "num_speculative_tokens": 4, "min_acceptance_rate": 0.0}
+    eagle3 = {"method": "eagle3", "model": heads["eagle3"], "num_speculative_tokens": 4}
+    jobs: list[tuple[str, dict[str, Any] | None, int]] = [
+        ("plain", None, 1), ("eagle_k4_raw", eagle, 1), ("eagle3_k4_raw", {**eagle3, "min_acceptance_rate": 0.0}, 1),
+    ]
     for k in ks:
         jobs.append((f"self_k{k}", {"method": "draft_model", "model": args.model, "num_speculative_tokens": k}, 1))
     miss = {"method": "forced_miss", "num_speculative_tokens": 4}
     jobs += [("miss_k4_raw", {**miss, "min_acceptance_rate": 0.0}, 1), ("miss_k4_policy", miss, 1),
              ("plain_c64", None, 64),
              ("ngram_c64", {"method": "ngram", "num_speculative_tokens": 4, "prompt_lookup_max": 4}, 64),
-             ("miss_c64_raw_batch", {**miss, "min_acceptance_rate": 0.0}, 64)]
+             ("eagle3_c64", eagle3, 64)]
+    if not args.quick:
+        jobs += [("eagle_k4_policy", {**eagle, "min_acceptance_rate": 0.1}, 1),
+                 ("miss_c64_raw_batch", {**miss, "min_acceptance_rate": 0.0}, 64)]
+    if args.only:
+        wanted = set(args.only.split(",")) | {"plain", "plain_c64"}
+        jobs = [j for j in jobs if j[0] in wanted]
     results: dict[str, Any] = {}
     for name, spec, conc in jobs:
+        started = time.perf_counter()
         cmd = [sys.executable, __file__, "--model", args.model, "--input-len", str(args.input_len),
                "--output-len", str(args.output_len), "--iters", str(args.iters),
                "--one", json.dumps({"spec": spec, "concurrency": conc})]
@@ -145,6 +184,7 @@ def main() -> None:
             print(f"{name}: failed\n{proc.stderr[-3000:]}", flush=True)
             continue
         results[name] = json.loads(line[len("RESULT "):])
+        results[name]["job_wall_s"] = round(time.perf_counter() - started, 1)
         print(name, results[name], flush=True)
 
     plain, plain64 = results.get("plain"), results.get("plain_c64")

@@ -180,6 +180,6 @@ def test_parallel_arguments_are_vllms_and_checked_before_any_worker_starts(tiny_
         LLM(path, tensor_parallel_size=2, distributed_executor_backend="ray", use_tqdm_on_load=False)
     with pytest.raises(ConfigError, match="speculative_config must be a dict"):
         LLM(path, speculative_config="ngram", use_tqdm_on_load=False)
-    with pytest.raises(ConfigError, match="unknown speculative decoding method 'medusa'; registered: draft_model, ngram"):
+    with pytest.raises(ConfigError, match="unknown speculative decoding method 'medusa'; registered: draft_model, eagle, eagle3, ngram"):
         LLM(path, device="reference", skip_tokenizer_init=True, max_model_len=64,
             speculative_config={"method": "medusa", "num_speculative_tokens": 2}, use_tqdm_on_load=False)

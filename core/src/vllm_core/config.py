@@ -116,7 +116,8 @@ class SpeculativeConfig(_Frozen):
     model verifies in one step; greedy output is unchanged, sampled output keeps its distribution."""
 
     method: str = "ngram"
-    """A registered proposer (``register_proposers``): ``ngram`` (prompt lookup) is built in."""
+    """A registered proposer (``register_proposers``); built in: ``ngram`` (prompt lookup),
+    ``draft_model``, ``eagle`` and ``eagle3`` (heads fed with the target's hidden states)."""
     num_speculative_tokens: int = Field(gt=0, le=64)
     """Most draft tokens per request and step."""
     prompt_lookup_max: int | None = Field(default=None, gt=0)
@@ -125,7 +126,8 @@ class SpeculativeConfig(_Frozen):
     """n-gram: shortest suffix looked up (default: ``prompt_lookup_max``, else 5)."""
     model: str | None = None
     """Draft or EAGLE model of the methods that need one (``draft_model``: a small model with the
-    target's vocabulary, loaded like any model: a Hugging Face directory or a ``.gguf`` file)."""
+    target's vocabulary, loaded like any model: a Hugging Face directory or a ``.gguf`` file;
+    ``eagle`` / ``eagle3``: the head's directory, ``config.json`` and ``*.safetensors``)."""
     disable_by_batch_size: int | None = Field(default=32, gt=0)
     """Off-switch (vLLM's name): a step with more sampling requests than this drafts nothing, as
     verifying drafts costs compute that a large batch no longer has to spare. None: never."""
@@ -147,8 +149,9 @@ class SpeculativeConfig(_Frozen):
             raise ValueError(f"prompt_lookup_min ({lo}) is larger than prompt_lookup_max ({hi})")
         if self.method in ("draft_model", "eagle", "eagle3") and not self.model:
             raise ValueError(
-                f"speculative method {self.method!r} needs a model: add \"model\": PATH (a small model "
-                "with the target's vocabulary)"
+                f"speculative method {self.method!r} needs a model: add \"model\": PATH (draft_model: a small "
+                "model with the target's vocabulary; eagle / eagle3: the directory of an EAGLE head trained for "
+                "the target)"
             )
         return self
 

@@ -71,6 +71,47 @@ def test_replayed_plan_equals_the_eager_step_bit_for_bit(tiny_models, dtype: str
         assert not torch.equal(cache, old)  # the step wrote its keys and values
 
 
+def test_verification_step_replays_the_decode_plans(tiny_models) -> None:  # type: ignore[no-untyped-def]
+    """Rows of several tokens (a request verifying drafts, a short prefill) replay the decode
+    plans as one decode row per token (``DecodeBuffers.load_flat``): the same hidden states and
+    KV writes as the eager step; a row longer than ``MAX_FLAT_QUERY`` runs eagerly."""
+    from vllm_core.core.sched_output import ScheduledRequest, SchedulerOutput
+    from vllm_core.worker.graph_runner import MAX_FLAT_QUERY
+    from vllm_core.worker.input_batch import prepare_inputs
+
+    path, _ = tiny_models["llama"]
+    llm = _llm(path)
+    _kernels_or_skip()
+    runner = llm.llm_engine.core.runner
+    g = torch.Generator().manual_seed(2)
+    for cache in runner.kv_caches:
+        cache.copy_(torch.randn(cache.shape, generator=g))
+    params = SamplingParams(temperature=0.0, max_tokens=8)
+
+    def row(rid: str, n: int, start: int, blocks: list[int], drafts: int) -> ScheduledRequest:
+        ids = torch.randint(3, 512, (n,), generator=g).tolist()
+        return ScheduledRequest(rid, ids, start, blocks, params, True, 0, None, draft_token_ids=ids[n - drafts:])
+
+    rows = [row("a", 1, 20, [0, 1], 0), row("b", 5, 30, [2, 3, 4], 4), row("c", 3, 0, [5], 0), row("d", 4, 14, [6], 3)]
+    inputs = prepare_inputs(SchedulerOutput(rows, 13), 16, torch.device("cpu"))
+    before = [c.clone() for c in runner.kv_caches]
+    with torch.inference_mode():
+        replayed = runner.graph_runner.try_run(inputs)
+        assert replayed is not None, "a verification step did not replay the plans"
+        replayed = replayed.clone()
+        after_replay = [c.clone() for c in runner.kv_caches]
+        for cache, old in zip(runner.kv_caches, before, strict=True):
+            cache.copy_(old)
+        eager = runner.model(inputs.input_ids, inputs.positions, inputs.metadata)
+    assert replayed.shape == eager.shape == (13, 64)
+    torch.testing.assert_close(replayed, eager, atol=1e-5, rtol=1e-5)
+    for cache, replay_cache in zip(runner.kv_caches, after_replay, strict=True):
+        assert torch.equal(cache, replay_cache)
+    long = [row("e", MAX_FLAT_QUERY + 1, 0, [7], 0)]
+    assert runner.graph_runner.try_run(prepare_inputs(SchedulerOutput(long, MAX_FLAT_QUERY + 1), 16,
+                                                      torch.device("cpu"))) is None
+
+
 def test_plan_survives_the_ops_replacing_their_scratch(tiny_models) -> None:  # type: ignore[no-untyped-def]
     """A prefill larger than any captured batch grows the gated MLP's scratch; the plans keep the
     one they were recorded with."""

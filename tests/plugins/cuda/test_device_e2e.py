@@ -1,5 +1,6 @@
 """On a real NVIDIA GPU (skipped elsewhere): greedy tokens of the cuda platform equal
-transformers' in float32, CUDA-graph replay equals eager, bfloat16 stays close."""
+transformers' in float32 (with n-gram, draft-model, EAGLE and EAGLE-3 speculation too), CUDA-graph
+replay equals eager, bfloat16 stays close."""
 
 from __future__ import annotations
 
@@ -42,6 +43,22 @@ def test_float32_matches_transformers(tiny_models, arch: str, engine: dict) -> N
     prompts = random_prompts(16, 3, 60, 512, seed=1)
     expected = [hf_greedy(hf, p, NEW) for p in prompts]
     assert run(path, prompts, dtype="float32", **engine) == expected
+
+
+@pytest.mark.parametrize("method", ["eagle", "eagle3"])
+def test_eagle_heads_match_transformers(tiny_models, tmp_path, method: str) -> None:  # type: ignore[no-untyped-def]
+    """Random EAGLE / EAGLE-3 heads on the GPU (the target's hidden states captured in its CUDA
+    graphs, verification steps replayed as decode graphs): transformers' greedy tokens."""
+    from vllm_core.spec_decode.random_heads import save_eagle_head
+
+    path, hf = tiny_models["llama"]
+    head = save_eagle_head(str(tmp_path / method), hf.config, method, own_embedding=method == "eagle",
+                           draft_vocab_size=128 if method == "eagle3" else None)
+    prompts = random_prompts(16, 3, 60, 512, seed=1)
+    expected = [hf_greedy(hf, p, NEW) for p in prompts]
+    spec = {"method": method, "model": head, "num_speculative_tokens": 3, "min_acceptance_rate": 0.0}
+    assert run(path, prompts, dtype="float32", speculative_config=spec, max_num_batched_tokens=32, block_size=8,
+               enable_prefix_caching=True) == expected
 
 
 @pytest.mark.parametrize("arch", ["llama", "qwen3"])

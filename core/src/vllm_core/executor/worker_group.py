@@ -4,6 +4,7 @@ worker ranks, whatever carries the calls (pipes or Ray actors)."""
 from __future__ import annotations
 
 from abc import abstractmethod
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from vllm_core.core.sched_output import ModelRunnerOutput, SchedulerOutput
@@ -52,6 +53,16 @@ class WorkerGroupExecutor(Executor):
     @property
     def supports_async_scheduling(self) -> bool:
         return bool(self.info.supports_async_scheduling)
+
+    def allows_async_step(self, req_ids: Sequence[str]) -> bool:
+        # decided on the driver from the config (``allows_async_step_by_config``): asking the
+        # workers would wait for the step they are running
+        from vllm_core.plugins import registry
+
+        extensions, names = registry.runner_extensions(), self.info.sync_extensions
+        return bool(names) and all(
+            extensions.get(name).allows_async_step_by_config(self.config, req_ids) for name in names
+        )
 
     @property
     def steps_ahead(self) -> int:

@@ -51,6 +51,8 @@ class DriverInfo:
     load_seconds: float
     supports_async_scheduling: bool
     waits_for_requests: bool
+    sync_extensions: tuple[str, ...] = ()
+    """Runner extensions that need each step's tokens (``RunnerExtensions.sync_names``)."""
 
 
 def start_worker(spec: WorkerSpec) -> Worker:
@@ -78,6 +80,7 @@ def driver_info(worker: Worker) -> DriverInfo:
     return DriverInfo(
         loaded.hf_config, loaded.tokenizer, loaded.dtype, loaded.max_model_len, loaded.model_path,
         loaded.load_seconds, worker.supports_async_scheduling(), worker.waits_for_requests(),
+        worker.sync_extensions(),
     )
 
 

@@ -12,6 +12,8 @@ of every step; the runner, the engine core and the scheduler know no feature by 
     logits_mask          allowed tokens per sampling row (applied before any sampling)
     prepare_step         before the forward pass, with the whole step and its input tensors
     allows_graph         after prepare_step: may this step replay a captured graph?
+    accept_hidden_states after the forward pass: the step's hidden states (for an extension
+                         that asked for them with ``hidden_states_wanted``: EAGLE drafts)
     accept_tokens        the tokens each sampling row produced this step
     propose_drafts       draft tokens for each row's next step (speculative decoding)
     draft_probs          the distributions sampled drafts were drawn from (verification)
@@ -88,6 +90,29 @@ class SampledTokens:
         return [[int(t)] for t in picked]
 
 
+@dataclass
+class StepHiddenStates:
+    """One step's hidden states, token rows in the order of the step's ``input_ids`` (rows past
+    ``inputs.num_actual_tokens`` are padding)."""
+
+    last: torch.Tensor
+    """[T, hidden]: the model's output (after its final norm), the rows logits are computed from."""
+    aux: torch.Tensor | None = None
+    """[T, len(aux_layers) * hidden]: the input of each of ``aux_layers`` (the residual stream
+    entering that decoder layer), concatenated in that order; None when no layer was asked for."""
+    aux_layers: tuple[int, ...] = ()
+
+    def aux_of(self, layers: Sequence[int]) -> torch.Tensor:
+        """[T, len(layers) * hidden]: the given layers' columns of ``aux``, in that order."""
+        if self.aux is None:
+            raise ValueError(f"no auxiliary hidden states were kept; asked for layers {list(layers)}")
+        if tuple(layers) == self.aux_layers:
+            return self.aux
+        width = self.aux.shape[1] // len(self.aux_layers)
+        cols = [self.aux[:, self.aux_layers.index(i) * width : (self.aux_layers.index(i) + 1) * width] for i in layers]
+        return torch.cat(cols, dim=-1)
+
+
 class RunnerExtension:
     """Base class: every callback is optional and does nothing by default."""
 
@@ -131,6 +156,16 @@ class RunnerExtension:
         False runs it eagerly, for a feature whose work the captured graphs do not hold."""
         return True
 
+    def hidden_states_wanted(self) -> tuple[int, ...] | None:
+        """None (the default): the extension reads no hidden states. A tuple: it gets every
+        step's hidden states (``accept_hidden_states``) and, besides the model's output, the input
+        of these decoder layers (empty: the output only). Asked once, when the runner starts."""
+        return None
+
+    def accept_hidden_states(self, output: SchedulerOutput, inputs: ModelInputs, hidden: StepHiddenStates) -> None:
+        """After the forward pass of every step (before sampling), for an extension whose
+        ``hidden_states_wanted`` is not None: the hidden states of all the step's tokens."""
+
     def logits_mask(self, rows: Sequence[ScheduledRequest], device: torch.device) -> TokenBitmask | None:
         """Allowed tokens of some of ``rows`` (the logits rows of the step, in order), or None."""
         return None
@@ -146,6 +181,13 @@ class RunnerExtension:
         """For an extension with ``supports_async_scheduling = False``: may the next step over
         these requests run ahead of its results anyway (the extension will not need its tokens,
         e.g. a proposer that drafts nothing for them)? Asked once per step; default no."""
+        return False
+
+    @classmethod
+    def allows_async_step_by_config(cls, config: EngineConfig, req_ids: Sequence[str]) -> bool:
+        """The part of ``allows_async_step`` that needs no state of the extension, only the
+        engine's config: executors whose runners live in other processes (``mp``, ``ray``) ask
+        this on the driver instead of a round trip to the workers. Default no."""
         return False
 
     def draft_probs(self, req_id: str, draft_token_ids: Sequence[int]) -> torch.Tensor | None:
@@ -178,6 +220,7 @@ class RunnerExtensions:
     def __init__(self, extensions: Sequence[RunnerExtension]) -> None:
         self.items = list(extensions)
         self._by_name = {type(e).name: e for e in self.items}
+        self._hidden_readers = [e for e in self.items if e.hidden_states_wanted() is not None]
 
     @classmethod
     def create(cls, context: RunnerContext) -> RunnerExtensions:
@@ -197,6 +240,11 @@ class RunnerExtensions:
     @property
     def supports_async_scheduling(self) -> bool:
         return all(type(e).supports_async_scheduling for e in self.items)
+
+    @property
+    def sync_names(self) -> tuple[str, ...]:
+        """The extensions that need each step's tokens before the next (step by step)."""
+        return tuple(type(e).name for e in self.items if not type(e).supports_async_scheduling)
 
     def add_request(self, req_id: str, params: SamplingParams, extensions: ExtensionState) -> None:
         for e in self.items:
@@ -220,6 +268,17 @@ class RunnerExtensions:
 
     def allows_graph(self) -> bool:
         return all(e.allows_graph() for e in self.items)
+
+    def hidden_states_wanted(self) -> tuple[int, ...] | None:
+        """The union of the extensions' wanted layers (sorted), or None when none reads any."""
+        wanted = [w for w in (e.hidden_states_wanted() for e in self._hidden_readers) if w is not None]
+        if not wanted:
+            return None
+        return tuple(sorted({i for w in wanted for i in w}))
+
+    def accept_hidden_states(self, output: SchedulerOutput, inputs: ModelInputs, hidden: StepHiddenStates) -> None:
+        for e in self._hidden_readers:
+            e.accept_hidden_states(output, inputs, hidden)
 
     def logits_mask(self, rows: Sequence[ScheduledRequest], device: torch.device) -> TokenBitmask | None:
         masks = [m for m in (e.logits_mask(rows, device) for e in self.items) if m is not None]

@@ -43,7 +43,7 @@ from vllm_core.errors import (
     RequestError,
     WorkerError,
 )
-from vllm_core.extensions.runner import RunnerContext, RunnerExtension, SampledTokens
+from vllm_core.extensions.runner import RunnerContext, RunnerExtension, SampledTokens, StepHiddenStates
 from vllm_core.extensions.state import BlockKey, CacheSalt, ExtensionState, RequestExtension
 from vllm_core.lora_request import LoRARequest
 from vllm_core.platforms.interface import Platform
@@ -85,7 +85,7 @@ __all__ = [
     "ScheduledRequest", "SchedulerOutput", "ModelRunnerOutput",
     # seams
     "RequestExtension", "ExtensionState", "CacheSalt", "BlockKey",
-    "RunnerExtension", "RunnerContext", "SampledTokens", "Proposer",
+    "RunnerExtension", "RunnerContext", "SampledTokens", "StepHiddenStates", "Proposer",
     "StepConstraint", "InfoGauge", "RequestArgument", "FrontendContext", "LoRARequest", "ServedModel", "ServedModels",
     # configuration
     "EngineConfig", "ModelConfig", "CacheConfig", "SchedulerConfig", "ParallelConfig", "DeviceConfig",

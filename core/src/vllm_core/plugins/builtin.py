@@ -82,7 +82,10 @@ def register_runner_extensions(register: Callable[[type[Any]], None]) -> None:
 @hookimpl
 def register_proposers(register: Callable[[type[Any]], None]) -> None:
     from vllm_core.spec_decode.draft_model import DraftModelProposer
+    from vllm_core.spec_decode.eagle import Eagle3Proposer, EagleProposer
     from vllm_core.spec_decode.ngram import NgramProposer
 
     register(NgramProposer)
     register(DraftModelProposer)
+    register(EagleProposer)
+    register(Eagle3Proposer)

@@ -19,13 +19,15 @@ from typing import TYPE_CHECKING, ClassVar
 import torch
 
 from vllm_core.config import SpeculativeConfig
-from vllm_core.extensions.runner import RunnerContext, RunnerExtension, SampledTokens
+from vllm_core.extensions.runner import RunnerContext, RunnerExtension, SampledTokens, StepHiddenStates
 from vllm_core.spec_decode.metrics import SpecDecodeCounters, SpecDecodeStats
 from vllm_core.spec_decode.policy import SpeculationPolicy
 from vllm_core.spec_decode.proposer import Proposer
 
 if TYPE_CHECKING:
-    from vllm_core.core.sched_output import ScheduledRequest
+    from vllm_core.config import EngineConfig
+    from vllm_core.core.sched_output import ScheduledRequest, SchedulerOutput
+    from vllm_core.worker.input_batch import ModelInputs
 
 logger = logging.getLogger(__name__)
 
@@ -113,12 +115,23 @@ class SpeculativeDecoding(RunnerExtension):
     def allows_async_step(self, req_ids: Sequence[str]) -> bool:
         return self.policy.allows_async_step(req_ids)
 
+    @classmethod
+    def allows_async_step_by_config(cls, config: EngineConfig, req_ids: Sequence[str]) -> bool:
+        # only the batch-size rule: each request's acceptance lives with the runner
+        return config.speculative is not None and SpeculationPolicy.over_batch_limit(config.speculative, len(req_ids))
+
     def draft_probs(self, req_id: str, draft_token_ids: Sequence[int]) -> torch.Tensor | None:
         return self.proposer.draft_probs(req_id, draft_token_ids)
 
     def finish_requests(self, req_ids: set[str]) -> None:
         self.proposer.finish_requests(req_ids)
         self.policy.finish_requests(req_ids)
+
+    def hidden_states_wanted(self) -> tuple[int, ...] | None:
+        return self.proposer.hidden_states_wanted()
+
+    def accept_hidden_states(self, output: SchedulerOutput, inputs: ModelInputs, hidden: StepHiddenStates) -> None:
+        self.proposer.accept_hidden_states(output, inputs, hidden)
 
     def kv_bytes_per_block(self, block_size: int) -> int:
         return self.proposer.kv_bytes_per_block(block_size)

@@ -16,7 +16,10 @@ keep being rejected. The policy, evaluated before every proposal:
 Neither rule changes any output: drafts only decide how many tokens a step may yield. When
 the engine wants async scheduling (accelerators), a step that will draft nothing by these rules
 runs ahead of its results like any step without speculation (``allows_async_step``); the engine
-switches back to synchronous steps when drafting resumes.
+switches back to synchronous steps when drafting resumes. With the runners in other processes
+(``mp``, ``ray`` executors) the driver decides by rule 1 alone (``over_batch_limit``, from the
+config): the acceptance averages live with the runners, and asking them every step would wait for
+the step in flight, so backed-off steps stay synchronous there.
 """
 
 from __future__ import annotations
@@ -51,6 +54,11 @@ class SpeculationPolicy:
         self._requests: dict[str, _Acceptance] = {}
         self.num_steps_off_by_batch = 0
         """Steps in which the batch-size rule turned speculation off."""
+
+    @staticmethod
+    def over_batch_limit(config: SpeculativeConfig, num_requests: int) -> bool:
+        """Rule 1: a step over ``num_requests`` drafts nothing."""
+        return config.disable_by_batch_size is not None and num_requests > config.disable_by_batch_size
 
     def record(self, req_id: str, num_drafts: int, num_accepted: int) -> None:
         """A verified step of a request: ``num_accepted`` of its ``num_drafts`` drafts kept."""

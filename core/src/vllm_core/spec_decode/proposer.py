@@ -9,10 +9,11 @@ from typing import TYPE_CHECKING, ClassVar
 import torch
 
 from vllm_core.config import SpeculativeConfig
-from vllm_core.extensions.runner import RunnerContext
+from vllm_core.extensions.runner import RunnerContext, StepHiddenStates
 
 if TYPE_CHECKING:
-    from vllm_core.core.sched_output import ScheduledRequest
+    from vllm_core.core.sched_output import ScheduledRequest, SchedulerOutput
+    from vllm_core.worker.input_batch import ModelInputs
 
 
 class Proposer(ABC):
@@ -55,6 +56,14 @@ class Proposer(ABC):
         proposed) were sampled from, [len(draft_token_ids), vocab] float32; None for
         deterministic drafts (verified as one-hot)."""
         return None
+
+    def hidden_states_wanted(self) -> tuple[int, ...] | None:
+        """None (the default): the proposer reads no hidden states of the target. A tuple: it
+        gets every step's (``accept_hidden_states``): the output and the input of these layers."""
+        return None
+
+    def accept_hidden_states(self, output: SchedulerOutput, inputs: ModelInputs, hidden: StepHiddenStates) -> None:
+        """After every target forward: the hidden states of all the step's tokens."""
 
     def finish_requests(self, req_ids: set[str]) -> None:
         """Requests finished or aborted: drop their state."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
+import numpy as np
 import torch
 
 from vllm_core.attention.metadata import AttentionMetadata
@@ -48,6 +49,10 @@ def batch_buckets(max_num_seqs: int, limit: int | None = None) -> list[int]:
     if top not in sizes:
         sizes.append(top)
     return sorted(set(sizes))
+
+
+MAX_FLAT_QUERY = 9
+"""Longest row a graph replay takes as one decode row per token (1 + 8 drafts)."""
 
 
 class DecodeBuffers:
@@ -89,12 +94,13 @@ class DecodeBuffers:
         )
 
     def load(self, inputs: ModelInputs) -> int | None:
-        """Copy a pure-decode batch into the buffers and return its bucket, or None (prefill or
-        mixed rows, more rows than the largest bucket, a wider block table)."""
+        """Copy a decode batch into the buffers and return its bucket, or None (longer rows,
+        more rows than the largest bucket, a wider block table). Rows of up to ``MAX_FLAT_QUERY``
+        tokens (verification) are loaded as one decode row per token (``load_flat``)."""
         md = inputs.metadata
         n = md.num_reqs
         if md.num_decodes != n:
-            return None
+            return self.load_flat(inputs)
         shape = self.shapes.select(n, n, md.block_tables.shape[1])
         if shape is None:
             return None
@@ -106,4 +112,34 @@ class DecodeBuffers:
         self.block_tables[:n, : md.block_tables.shape[1]].copy_(md.block_tables, non_blocking=True)
         self.seq_lens[:n].copy_(md.seq_lens, non_blocking=True)
         self.seq_lens[n:bs].fill_(PAD_SEQ_LEN)
+        return bs
+
+    def load_flat(self, inputs: ModelInputs) -> int | None:
+        """A step whose rows have ``1 .. MAX_FLAT_QUERY`` tokens as one decode row per token:
+        the request's block table, ``seq_len`` = its context + the token's index + 1."""
+        md = inputs.metadata
+        n = md.num_reqs
+        qsl = np.asarray(md.query_start_loc_cpu, dtype=np.int64)
+        total = int(qsl[-1])
+        if md.max_query_len > MAX_FLAT_QUERY or total != inputs.num_actual_tokens or total != inputs.input_ids.shape[0]:
+            return None
+        q_lens = np.diff(qsl)
+        if (q_lens < 1).any():
+            return None
+        shape = self.shapes.select(total, total, md.block_tables.shape[1])
+        if shape is None:
+            return None
+        bs = shape.num_reqs
+        owner = np.repeat(np.arange(n), q_lens)
+        lens = (np.asarray(md.seq_lens_cpu, dtype=np.int64) - q_lens)[owner] + (np.arange(total) - qsl[:-1][owner]) + 1
+        device = self.seq_lens.device
+        self.input_ids[:total].copy_(inputs.input_ids, non_blocking=True)
+        self.positions[:total].copy_(inputs.positions, non_blocking=True)
+        self.slot_mapping[:total].copy_(md.slot_mapping, non_blocking=True)
+        self.slot_mapping[total:bs].fill_(PAD_SLOT_ID)
+        index = torch.from_numpy(owner).to(device=md.block_tables.device)
+        self.block_tables[:total, : md.block_tables.shape[1]].copy_(md.block_tables.index_select(0, index),
+                                                                     non_blocking=True)
+        self.seq_lens[:total].copy_(torch.from_numpy(lens.astype(np.int32)).to(device), non_blocking=True)
+        self.seq_lens[total:bs].fill_(PAD_SEQ_LEN)
         return bs

@@ -20,6 +20,7 @@ from vllm_core.sample.metadata import SamplingMetadata
 from vllm_core.sample.sampler import Sampler
 from vllm_core.sampling_params import SamplingParams
 from vllm_core.worker.graph_runner import GraphRunner
+from vllm_core.worker.hidden_states import HiddenStatesTap
 from vllm_core.worker.input_batch import ModelInputs, prepare_inputs
 from vllm_core.worker.multi_token import draft_batch, expand_draft_rows
 from vllm_core.worker.step_shapes import StepShapes
@@ -155,6 +156,10 @@ class ModelRunner:
                 RunnerContext(config, loaded.tokenizer, loaded.hf_config.vocab_size, self.device, loaded.model, platform)
             )
         )
+        self.hidden_tap = None if config is None else HiddenStatesTap.create(
+            self.model, self.extensions, max(config.scheduler.max_num_batched_tokens or 0, config.scheduler.max_num_seqs)
+        )
+        """The step's hidden states for the extensions that read them (None: none does)."""
         self.kv_spec: KVCacheSpec | None = None
         self.kv_caches: list[torch.Tensor] = []
         self.graph_runner: GraphRunner | None = None
@@ -187,6 +192,9 @@ class ModelRunner:
         self.step_shapes = self.platform.step_shapes(max_num_seqs, max_num_batched_tokens, max_model_len, block_size)
         if self.step_shapes is not None:
             logger.info("static step shapes: %s", self.step_shapes.describe())
+        if self.hidden_tap is not None:  # before graphs are captured: they keep the buffers they saw
+            shapes = self.step_shapes.token_buckets if self.step_shapes is not None else ()
+            self.hidden_tap.reserve(max(max_num_batched_tokens, max_num_seqs, *shapes))
 
     def profile_run(self, num_tokens: int, num_seqs: int, block_size: int) -> int:
         """Run the largest step (``num_tokens`` over ``num_seqs`` requests, every row sampled with
@@ -201,6 +209,8 @@ class ModelRunner:
             ids = list(range(next_block, next_block + blocks_per[i]))
             next_block += blocks_per[i]
             rows.append(ScheduledRequest(f"profile-{i}", [0] * n, 0, ids, params, True, 0, None))
+        if self.hidden_tap is not None:  # a buffer kept for good: in use, not activation
+            self.hidden_tap.reserve(num_tokens)
         self.platform.synchronize()
         before = self.platform.current_memory_bytes() or 0
         self.platform.reset_peak_memory()
@@ -264,6 +274,8 @@ class ModelRunner:
             hidden = self.model(inputs.input_ids, inputs.positions, inputs.metadata)
             if hidden is None:  # a pipeline stage before the last: it sent its output on
                 return PendingRunnerOutput(len(output.scheduled), [], None)
+        if self.hidden_tap is not None:
+            self.extensions.accept_hidden_states(output, inputs, self.hidden_tap.step(hidden))
         prompt_lps = prompt_logprobs(
             self.model.compute_logits, hidden, output.scheduled, inputs.metadata.query_start_loc_cpu  # type: ignore[arg-type]
         )

@@ -89,6 +89,10 @@ class Worker:
         """False when a runner extension needs each step's tokens before the next is scheduled."""
         return self._runner().extensions.supports_async_scheduling
 
+    def sync_extensions(self) -> tuple[str, ...]:
+        """Names of the runner extensions that need each step's tokens before the next."""
+        return self._runner().extensions.sync_names
+
     def waits_for_requests(self) -> bool:
         """Whether any runner extension may hold a request back (``is_ready``): when none does,
         a remote executor answers ``is_ready`` without asking the workers."""

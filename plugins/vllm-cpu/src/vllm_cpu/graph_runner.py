@@ -79,4 +79,4 @@ class CPUGraphRunner(GraphRunner):
         bs = self.buffers.load(inputs)
         if bs is None:
             return None
-        return self.plans[bs].run()[: inputs.metadata.num_reqs]
+        return self.plans[bs].run()[: inputs.num_actual_tokens]  # one row per token (verification rows too)

@@ -54,4 +54,4 @@ class CUDAGraphRunner(GraphRunner):
         if bs is None:
             return None
         self.graphs[bs].replay()
-        return self.outputs[bs][: inputs.metadata.num_reqs]
+        return self.outputs[bs][: inputs.num_actual_tokens]  # one row per token (verification rows too)

@@ -13,7 +13,7 @@ the checkpoint's), receives the previous stage's hidden states and sends its own
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -22,7 +22,7 @@ from torch import nn
 from vllm_core.attention.layer import Attention
 from vllm_core.attention.metadata import AttentionMetadata
 from vllm_core.distributed.pipeline import recv_intermediate, send_intermediate, stage_layers
-from vllm_core.errors import ModelLoadError
+from vllm_core.errors import ConfigError, EngineError, ModelLoadError
 from vllm_core.model_executor.layers.basic import RMSNorm
 from vllm_core.model_executor.layers.parallel import (
     MergedColumnParallelLinear,
@@ -33,6 +33,7 @@ from vllm_core.model_executor.layers.parallel import (
 )
 from vllm_core.model_executor.layers.rotary import RotaryEmbedding
 from vllm_core.model_executor.model_loader.lazy import Weight, materialize
+from vllm_core.model_executor.models.aux_hidden import AuxHiddenStates
 from vllm_core.model_executor.models.interface import ModelContext
 
 
@@ -152,6 +153,8 @@ class DecoderModel(nn.Module):
         )
         self.stage_layers: list[DecoderLayer] = [self.layers[i] for i in self.stage]  # type: ignore[misc]
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps, ctx.ops) if self.pp.is_last else None
+        self.aux_hidden_states: AuxHiddenStates | None = None
+        """Layers whose input the forward keeps (``set_aux_hidden_state_layers``); None: none."""
 
     def forward(
         self, input_ids: torch.Tensor, positions: torch.Tensor, metadata: AttentionMetadata
@@ -163,8 +166,15 @@ class DecoderModel(nn.Module):
             hidden, residual = recv_intermediate(
                 self.pp, input_ids.shape[0], self.hidden_size, self.dtype_of(), input_ids.device
             )
-        for layer in self.stage_layers:
-            hidden, residual = layer.forward(positions, hidden, residual, metadata)
+        taps = self.aux_hidden_states
+        if taps is None:
+            for layer in self.stage_layers:
+                hidden, residual = layer.forward(positions, hidden, residual, metadata)
+        else:
+            for i, layer in zip(self.stage, self.stage_layers):
+                if i in taps.column:
+                    taps.record(i, hidden, residual)
+                hidden, residual = layer.forward(positions, hidden, residual, metadata)
         if self.norm is None:
             assert residual is not None
             send_intermediate(self.pp, hidden, residual)
@@ -212,6 +222,34 @@ class LlamaForCausalLM(nn.Module):
         self, input_ids: torch.Tensor, positions: torch.Tensor, metadata: AttentionMetadata
     ) -> torch.Tensor | None:
         return self.model(input_ids, positions, metadata)
+
+    def set_aux_hidden_state_layers(self, layers: Sequence[int], max_tokens: int) -> AuxHiddenStates:
+        """Keep the input of these decoder layers on every forward (for steps of up to
+        ``max_tokens`` tokens); read them with ``aux_hidden_states(T)``."""
+        if self.model.pp.world_size > 1:
+            raise ConfigError(
+                "auxiliary hidden states (EAGLE-3) need the whole model in one pipeline stage; "
+                "use pipeline_parallel_size=1"
+            )
+        weight = self.model.stage_layers[0].input_layernorm.weight
+        taps = AuxHiddenStates(
+            layers, len(self.model.layers), self.config.hidden_size, max_tokens, weight.dtype, weight.device
+        )
+        self.model.aux_hidden_states = taps
+        return taps
+
+    def aux_hidden_states(self, num_tokens: int) -> torch.Tensor:
+        """[num_tokens, len(layers) * hidden]: the kept layers' inputs of the last forward."""
+        taps = self.model.aux_hidden_states
+        if taps is None:
+            raise EngineError("no auxiliary hidden-state layers were set (set_aux_hidden_state_layers)")
+        return taps.read(num_tokens)
+
+    def embed_input_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """The token embeddings (a draft head that shares the target's vocabulary reads them)."""
+        if self.model.embed_tokens is None:
+            raise ConfigError("this pipeline stage holds no token embedding; use pipeline_parallel_size=1")
+        return self.model.embed_tokens.forward(input_ids)
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         head = self.lm_head if self.lm_head is not None else self.model.embed_tokens
