@@ -12,6 +12,7 @@ so every attention backend and platform that has the op supports M-RoPE. With 1-
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -24,6 +25,7 @@ class MRotaryEmbedding(nn.Module):
     def __init__(self, base: nn.Module, mrope_section: Sequence[int]) -> None:
         super().__init__()
         self.base = base
+        self.ops: Any = base.ops
         cache: torch.Tensor = base.cos_sin_cache  # type: ignore[assignment]
         half = cache.shape[-1] // 2
         if sum(mrope_section) != half:
@@ -53,4 +55,4 @@ class MRotaryEmbedding(nn.Module):
             return self.base.forward(positions, q, k)  # type: ignore[no-any-return]
         table = self._composed(positions)
         index = torch.arange(table.shape[0], device=table.device)
-        return self.base.ops.rotary_embedding(index, q, k, table)  # type: ignore[no-any-return]
+        return self.ops.rotary_embedding(index, q, k, table)  # type: ignore[no-any-return]
