@@ -12,7 +12,7 @@ from tests.conftest import installed_platforms
 
 from .tiny_models import draw, hf_generate
 
-DEVICES = [d for d in installed_platforms() if d in ("reference", "cpu")]
+DEVICES = [d for d in installed_platforms() if d in ("reference", "cpu", "cuda")]
 MAX_TOKENS = 8
 ASK = "USER: <image>\nWhat is shown? ASSISTANT:"
 

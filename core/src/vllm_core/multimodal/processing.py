@@ -34,7 +34,7 @@ class MultiModalPromptProcessor:
         """The front end's handler for a loaded model (``ModelConfig``, its HF config and tokenizer)."""
         from vllm_core.multimodal.registry import processor_for
 
-        processor = processor_for(model_path, hf_config, tokenizer) if tokenizer is not None else None
+        processor = processor_for(model_path, hf_config, tokenizer)
         return cls(processor, model_config.limit_mm_per_prompt, model_config.model or model_path)
 
     def apply(self, token_ids: Sequence[int], data: Any) -> tuple[list[int], MultiModalInputs]:
