@@ -25,7 +25,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from mm_common import encoder_stats, image_prompts, random_image, text_twins  # noqa: E402
 
 CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "llava-1.5-7b")
-IMAGE_TOKENS = 576
 
 
 def main() -> None:
@@ -36,23 +35,28 @@ def main() -> None:
     parser.add_argument("--output-len", type=int, nargs=2, default=(128, 512))
     parser.add_argument("--max-num-seqs", type=int, default=256)
     parser.add_argument("--save-result", default=None)
+    parser.add_argument("--model", default=CONFIG, help="a LLaVA config directory (dummy weights)")
     args = parser.parse_args()
     if args.quick:
         args.num_requests, args.output_len = 64, (128, 256)
 
     from vllm_core import LLM, SamplingParams
 
-    llm = LLM(CONFIG, load_format="dummy", dtype="bfloat16", max_model_len=2048, max_num_seqs=args.max_num_seqs,
+    from transformers import AutoConfig
+
+    vision = AutoConfig.from_pretrained(args.model).vision_config
+    size, image_tokens = vision.image_size, (vision.image_size // vision.patch_size) ** 2
+    llm = LLM(args.model, load_format="dummy", dtype="bfloat16", max_model_len=2048, max_num_seqs=args.max_num_seqs,
               limit_mm_per_prompt={"image": 1}, use_tqdm_on_load=False)
     platform = llm.llm_engine.platform
     rng = random.Random(0)
     out_lens = [rng.randint(*args.output_len) for _ in range(args.num_requests)]
     params = [SamplingParams(temperature=0.0, max_tokens=n, ignore_eos=True, detokenize=False) for n in out_lens]
     t0 = time.perf_counter()
-    prompts = image_prompts(args.num_requests, tuple(args.text_len), 32064, 336, seed=1)
+    prompts = image_prompts(args.num_requests, tuple(args.text_len), 32064, size, seed=1)
     images_s = time.perf_counter() - t0
-    twins = text_twins(prompts, IMAGE_TOKENS, 32064)
-    warm = [{"prompt_token_ids": [1, 32000, 5, 6], "multi_modal_data": {"image": random_image(336, 7)}}]
+    twins = text_twins(prompts, image_tokens, 32064)
+    warm = [{"prompt_token_ids": [1, 32000, 5, 6], "multi_modal_data": {"image": random_image(size, 7)}}]
     llm.generate(warm, SamplingParams(max_tokens=4, detokenize=False), use_tqdm=False)  # warm-up (graphs, encoder)
 
     def timed(batch: list[dict]) -> tuple[float, int]:
@@ -74,7 +78,7 @@ def main() -> None:
     preprocess_per_image = (time.perf_counter() - t0) / min(32, len(prompts))
 
     result = {
-        "config": "llava-1.5-7b (dummy, bf16)", "requests": args.num_requests, "text_len": args.text_len,
+        "config": f"{os.path.basename(args.model)} (dummy, bf16)", "requests": args.num_requests, "text_len": args.text_len,
         "output_len": args.output_len, "device": platform.name,
         "image": {"output_tok_s": img_tokens / img_wall, "wall_s": img_wall, "encoder_runs": runs - runs0,
                   "encoder_s": enc - enc0, "encoder_share": (enc - enc0) / img_wall,
@@ -84,8 +88,8 @@ def main() -> None:
     }
     result["ratio_image_vs_text"] = result["image"]["output_tok_s"] / result["text_only"]["output_tok_s"]
     print(f"{'run':<34}{'output tok/s':>14}{'wall s':>10}")
-    print(f"{'image + text (576 image tokens)':<34}{result['image']['output_tok_s']:>14.1f}{img_wall:>10.2f}")
-    print(f"{'text only (image as 576 tokens)':<34}{result['text_only']['output_tok_s']:>14.1f}{txt_wall:>10.2f}")
+    print(f"{f'image + text ({image_tokens} image tokens)':<34}{result['image']['output_tok_s']:>14.1f}{img_wall:>10.2f}")
+    print(f"{f'text only (image as {image_tokens} tokens)':<34}{result['text_only']['output_tok_s']:>14.1f}{txt_wall:>10.2f}")
     print(f"ratio image / text-only: {result['ratio_image_vs_text']:.3f} (issue: >= 0.8)")
     print(f"encoder: {runs - runs0} images, {enc - enc0:.2f} s = {result['image']['encoder_share']:.1%} of the image run; "
           f"front-end preprocessing {preprocess_per_image * 1e3:.1f} ms per image")

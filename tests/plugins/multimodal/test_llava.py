@@ -105,6 +105,10 @@ def test_same_image_twice_one_encoder_run(llava: Any) -> None:
     assert runner.cache.encoder_runs - before == 1
 
 
+SYSTEM = ("SYSTEM: You are a careful assistant. You describe pictures in plain words, one short sentence "
+          "at a time, and you never guess. ")
+
+
 def test_prefix_cache_keys_on_the_image(llava: Any, tiny_llava: tuple[str, Any, Any]) -> None:
     from vllm_core import SamplingParams
 
@@ -112,17 +116,20 @@ def test_prefix_cache_keys_on_the_image(llava: Any, tiny_llava: tuple[str, Any, 
     kv = llava.llm_engine.core.kv_cache_manager
     first, second = draw(60, 45, 21), draw(45, 60, 22)  # images no other test sends
     params = SamplingParams(max_tokens=MAX_TOKENS, temperature=0.0, ignore_eos=True)
+    text = SYSTEM + ASK
 
-    def run(img: Any) -> list[int]:
-        (out,) = llava.generate({"prompt": ASK, "multi_modal_data": {"image": img}}, params, use_tqdm=False)
-        expected = hf_generate(model, dict(processor(text=ASK, images=img, return_tensors="pt")), MAX_TOKENS)
+    def run(img: Any) -> tuple[list[int], int]:
+        (out,) = llava.generate({"prompt": text, "multi_modal_data": {"image": img}}, params, use_tqdm=False)
+        expected = hf_generate(model, dict(processor(text=text, images=img, return_tensors="pt")), MAX_TOKENS)
         assert list(out.outputs[0].token_ids) == expected
-        return expected
+        return expected, out.prompt_token_ids.index(model.config.image_token_index)
 
-    a = run(first)
+    a, offset = run(first)
+    assert offset >= 32  # the system prompt fills two blocks of 16 before the image
     hits = kv.prefix_hits
-    b = run(second)  # same text, another image: no block may be shared
-    assert kv.prefix_hits == hits
+    b, _ = run(second)  # same text, another image: only the blocks before the image are shared
+    assert kv.prefix_hits - hits == offset // 16 * 16
     assert a != b
-    run(first)  # same text and image: its full blocks hit
-    assert kv.prefix_hits > hits
+    hits = kv.prefix_hits
+    run(first)  # same text and image: every full block but the last hits
+    assert kv.prefix_hits - hits > offset // 16 * 16
