@@ -54,10 +54,14 @@ def _llm(path: str, device: str, **kwargs: Any) -> Any:
 
 
 def _run(llm: Any, names: list[str]) -> list[Any]:
+    return _run_prompts(llm, [_prompt(n) for n in names])
+
+
+def _run_prompts(llm: Any, prompts: list[dict[str, Any]]) -> list[Any]:
     from vllm_core import SamplingParams
 
     params = SamplingParams(max_tokens=MAX_TOKENS, temperature=0.0, ignore_eos=True)
-    return llm.generate([_prompt(n) for n in names], params, use_tqdm=False)  # type: ignore[no-any-return]
+    return llm.generate(prompts, params, use_tqdm=False)  # type: ignore[no-any-return]
 
 
 def _runner(llm: Any) -> Any:
@@ -80,11 +84,17 @@ def test_alone_then_mixed_batch(llava: Any, oracle: dict[str, tuple[list[int], l
         assert list(out.outputs[0].token_ids) == oracle[name][1], name
     # the image decides the tokens: same text, different images, different output
     assert oracle["wide"][1] != oracle["tall"][1]
+    # the token-id form: one placeholder id per image, expanded by the engine
+    ids = llava.get_tokenizer().encode(ASK)
+    (by_ids,) = _run_prompts(llava, [{"prompt_token_ids": ids, "multi_modal_data": _prompt("wide")["multi_modal_data"]}])
+    assert by_ids.prompt_token_ids == oracle["wide"][0]
+    assert list(by_ids.outputs[0].token_ids) == oracle["wide"][1]
 
 
-def test_chunked_prefill_cuts_image_spans(tiny_llava: tuple[str, Any, Any], oracle: dict[str, Any]) -> None:
+@pytest.mark.parametrize("device", DEVICES)
+def test_chunked_prefill_cuts_image_spans(device: str, tiny_llava: tuple[str, Any, Any], oracle: dict[str, Any]) -> None:
     # 7-token steps: every image span (16 tokens at offset 6) is cut into 3 chunks
-    llm = _llm(tiny_llava[0], DEVICES[0], max_num_batched_tokens=7, enable_chunked_prefill=True)
+    llm = _llm(tiny_llava[0], device, max_num_batched_tokens=7, enable_chunked_prefill=True)
     names = ["two", "wide", "text", "tall"]
     for name, out in zip(names, _run(llm, names)):
         assert list(out.outputs[0].token_ids) == oracle[name][1], name
