@@ -38,6 +38,11 @@ def text_twins(prompts: list[dict[str, Any]], image_tokens: int, vocab: int, see
 
 
 def encoder_stats(llm: Any) -> tuple[int, float]:
-    """(images encoded, seconds in the encoder) of an engine run in this process."""
+    """(images encoded, seconds in the encoder while timed) of an engine run in this process."""
     ext = llm.llm_engine.core.runner.extensions.get("multimodal")
     return ext.cache.encoder_runs, ext.cache.encoder_seconds
+
+
+def time_encoder(llm: Any, on: bool) -> None:
+    """Make the engine wait for each encoder batch and time it (a device sync per batch)."""
+    llm.llm_engine.core.runner.extensions.get("multimodal").time_encoder = on
