@@ -88,7 +88,10 @@ def processor_for(model_config: Any, hf_config: Any = None, tokenizer: Any = Non
     if hf_config is None:
         from transformers import AutoConfig
 
-        hf_config = AutoConfig.from_pretrained(path)
+        try:
+            hf_config = AutoConfig.from_pretrained(path)
+        except (OSError, ValueError):  # a .gguf file, the default model: text-only models here
+            return None
     registered = processors()
     arch = next((a for a in architectures(hf_config) if a in registered), None)
     if arch is None:
