@@ -157,10 +157,13 @@ class DecoderModel(nn.Module):
         """Layers whose input the forward keeps (``set_aux_hidden_state_layers``); None: none."""
 
     def forward(
-        self, input_ids: torch.Tensor, positions: torch.Tensor, metadata: AttentionMetadata
+        self, input_ids: torch.Tensor, positions: torch.Tensor, metadata: AttentionMetadata,
+        inputs_embeds: torch.Tensor | None = None,
     ) -> torch.Tensor | None:
         residual: torch.Tensor | None
-        if self.embed_tokens is not None:
+        if inputs_embeds is not None:
+            hidden, residual = inputs_embeds, None
+        elif self.embed_tokens is not None:
             hidden, residual = self.embed_tokens.forward(input_ids), None
         else:
             hidden, residual = recv_intermediate(
@@ -219,9 +222,17 @@ class LlamaForCausalLM(nn.Module):
         self.ops = ctx.ops
 
     def forward(
-        self, input_ids: torch.Tensor, positions: torch.Tensor, metadata: AttentionMetadata
+        self, input_ids: torch.Tensor, positions: torch.Tensor, metadata: AttentionMetadata,
+        inputs_embeds: torch.Tensor | None = None,
     ) -> torch.Tensor | None:
-        return self.model(input_ids, positions, metadata)
+        """``inputs_embeds`` [T, hidden]: used instead of embedding ``input_ids`` (a
+        vision-language model merges image embeddings into it)."""
+        return self.model(input_ids, positions, metadata, inputs_embeds)
+
+    def embed_input_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """[T] -> [T, hidden]: the token embeddings (first pipeline stage)."""
+        assert self.model.embed_tokens is not None
+        return self.model.embed_tokens.forward(input_ids)
 
     def set_aux_hidden_state_layers(self, layers: Sequence[int], max_tokens: int) -> AuxHiddenStates:
         """Keep the input of these decoder layers on every forward (for steps of up to
