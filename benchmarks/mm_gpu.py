@@ -40,9 +40,9 @@ def main() -> None:
     if args.quick:
         args.num_requests, args.output_len = 64, (128, 256)
 
-    from vllm_core import LLM, SamplingParams
-
     from transformers import AutoConfig
+
+    from vllm_core import LLM, SamplingParams
 
     vision = AutoConfig.from_pretrained(args.model).vision_config
     size, image_tokens = vision.image_size, (vision.image_size // vision.patch_size) ** 2

@@ -229,11 +229,6 @@ class LlamaForCausalLM(nn.Module):
         vision-language model merges image embeddings into it)."""
         return self.model(input_ids, positions, metadata, inputs_embeds)
 
-    def embed_input_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """[T] -> [T, hidden]: the token embeddings (first pipeline stage)."""
-        assert self.model.embed_tokens is not None
-        return self.model.embed_tokens.forward(input_ids)
-
     def set_aux_hidden_state_layers(self, layers: Sequence[int], max_tokens: int) -> AuxHiddenStates:
         """Keep the input of these decoder layers on every forward (for steps of up to
         ``max_tokens`` tokens); read them with ``aux_hidden_states(T)``."""
@@ -257,7 +252,8 @@ class LlamaForCausalLM(nn.Module):
         return taps.read(num_tokens)
 
     def embed_input_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """The token embeddings (a draft head that shares the target's vocabulary reads them)."""
+        """[T] -> [T, hidden]: the token embeddings (a vision-language model merges image
+        embeddings into them; a draft head that shares the target's vocabulary reads them)."""
         if self.model.embed_tokens is None:
             raise ConfigError("this pipeline stage holds no token embedding; use pipeline_parallel_size=1")
         return self.model.embed_tokens.forward(input_ids)
