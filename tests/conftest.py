@@ -31,6 +31,7 @@ FEATURES = {
     "triton": "triton (the interpreter runs the GPU kernels on the CPU)",
     "lm-eval": "lm-evaluation-harness (pip install lm-eval), run against the server",
     "ray": "Ray (pip install ray) for the ray executor backend",
+    "pillow": "Pillow (pip install pillow; the vllm-multimodal plugin brings it) to decode test images",
 }
 """What tests may skip for, and what ``VLLM_CORE_TEST_REQUIRE`` can name."""
 

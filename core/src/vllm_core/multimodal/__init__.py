@@ -1,0 +1,1 @@
+"""Multimodal inputs (images) for vision-language models."""

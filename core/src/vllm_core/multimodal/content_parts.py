@@ -1,0 +1,200 @@
+"""Chat messages with content parts -> messages for the chat template and their images, in order.
+
+Accepted parts (a message's ``content`` is a string or a list of them):
+
+- OpenAI: ``{"type": "text", "text": ...}``, ``{"type": "image_url", "image_url": {"url": ...,
+  "detail": ...}}`` (the URL may also be given as a plain string), and vLLM's offline
+  ``{"type": "image_pil", "image_pil": <PIL.Image>}``;
+- Anthropic ``/v1/messages`` image blocks: ``{"type": "image", "source": {"type": "base64",
+  "media_type": "image/png", "data": ...}}`` and ``{"type": "image", "source": {"type": "url",
+  "url": ...}}``.
+
+A message with images gets a content list of ``{"type": "text", "text": ...}`` and
+``{"type": "image"}`` items, which Hugging Face chat templates of vision-language models turn
+into the model's image placeholder. A text-only message gets its text parts joined by newlines
+into a plain string, so text models see exactly what they saw before content parts existed.
+
+Nothing here loads an image: ``ImageRef`` says where each one comes from, and
+``media.MediaConnector`` loads it (``load_images`` / ``load_images_async``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from vllm_core.multimodal.media import MediaConnector, MediaError
+
+IMAGE_PART_TYPES = ("image_url", "image_pil", "image")
+DETAILS = ("auto", "low", "high")
+ANTHROPIC_MEDIA_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
+
+
+class ContentPartError(ValueError):
+    """A content part the parser cannot read; ``param`` names it (``messages[0].content[1]``)."""
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+class ImageLimitError(ContentPartError):
+    """More images in one prompt than ``limit_mm_per_prompt`` allows."""
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """One image of a conversation, not loaded yet."""
+
+    where: str
+    """The part it came from, for error messages: ``messages[0].content[1]``."""
+    url: str | None = None
+    """A ``data:`` / ``file://`` / ``http(s)://`` URL (None when ``image`` is given)."""
+    image: Any = None
+    """An image object given directly (``image_pil`` parts)."""
+
+
+@dataclass
+class ParsedChat:
+    """The messages to render with the chat template and the images they refer to, in order."""
+
+    messages: list[dict[str, Any]]
+    images: list[ImageRef] = field(default_factory=list)
+
+    @property
+    def image_parts(self) -> str:
+        """The image parts, named for an error message (``messages[0].content[1], ...``)."""
+        return ", ".join(ref.where for ref in self.images)
+
+
+def _image_ref(part: dict[str, Any], where: str) -> ImageRef:
+    kind = part["type"]
+    if kind == "image_url":
+        value = part.get("image_url")
+        url = value.get("url") if isinstance(value, dict) else value
+        if not isinstance(url, str) or not url:
+            raise ContentPartError(f"{where}: an image_url part needs image_url.url, a data:, file:// or http(s):// "
+                                   f"URL string, got {value!r}", where)
+        detail = value.get("detail") if isinstance(value, dict) else None
+        if detail is not None and detail not in DETAILS:
+            raise ContentPartError(f"{where}: image_url.detail {detail!r} is not one of {', '.join(DETAILS)}", where)
+        return ImageRef(where, url=url)
+    if kind == "image_pil":
+        image = part.get("image_pil")
+        if image is None or not hasattr(image, "convert"):
+            raise ContentPartError(f"{where}: an image_pil part needs image_pil, a PIL.Image.Image, got "
+                                   f"{type(image).__name__}", where)
+        return ImageRef(where, image=image)
+    source = part.get("source")  # Anthropic's image block
+    if not isinstance(source, dict):
+        raise ContentPartError(f"{where}: an image block needs a source: {{'type': 'base64', 'media_type': "
+                               f"'image/png', 'data': ...}} or {{'type': 'url', 'url': ...}}, got {source!r}", where)
+    if source.get("type") == "base64":
+        media_type, data = source.get("media_type"), source.get("data")
+        if media_type not in ANTHROPIC_MEDIA_TYPES:
+            raise ContentPartError(f"{where}: source.media_type {media_type!r} is not one of "
+                                   f"{', '.join(ANTHROPIC_MEDIA_TYPES)}", where)
+        if not isinstance(data, str) or not data:
+            raise ContentPartError(f"{where}: source.data must be the base64 image bytes", where)
+        return ImageRef(where, url=f"data:{media_type};base64,{data}")
+    if source.get("type") == "url":
+        url = source.get("url")
+        if not isinstance(url, str) or not url:
+            raise ContentPartError(f"{where}: source.url must be a URL string, got {url!r}", where)
+        return ImageRef(where, url=url)
+    raise ContentPartError(f"{where}: source.type {source.get('type')!r} is not one of base64, url", where)
+
+
+def _parse_content(content: list[Any], label: str, images: list[ImageRef]) -> str | list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    has_image = False
+    for j, part in enumerate(content):
+        where = f"{label}.content[{j}]"
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text":
+            text = part.get("text")
+            if not isinstance(text, str):
+                raise ContentPartError(f"{where}: a text part needs text, a string, got {text!r}", where)
+            items.append({"type": "text", "text": text})
+        elif kind in IMAGE_PART_TYPES:
+            images.append(_image_ref(part, where))
+            items.append({"type": "image"})
+            has_image = True
+        else:
+            raise ContentPartError(f"{where}: content part type {kind!r} is not supported; use text, image_url "
+                                   f"(or image_pil offline, or an Anthropic image block), got {part!r}"[:400], where)
+    if not has_image:
+        return "\n".join(item["text"] for item in items)
+    return items
+
+
+def check_image_limit(images: Sequence[ImageRef], limit_mm_per_prompt: Mapping[str, int] | None) -> None:
+    """At most ``limit_mm_per_prompt["image"]`` images in one prompt (no limit given: any); the
+    error names the first part past the limit."""
+    limit = (limit_mm_per_prompt or {}).get("image")
+    if limit is None or len(images) <= limit:
+        return
+    where = images[limit].where
+    raise ImageLimitError(f"{where}: {len(images)} images in one prompt, more than the limit of {limit} "
+                          f"(limit_mm_per_prompt={dict(limit_mm_per_prompt or {})}); send at most {limit}, or start "
+                          f"the engine with a larger --limit-mm-per-prompt '{{\"image\": {len(images)}}}'", where)
+
+
+def parse_chat_content(
+    messages: Sequence[Mapping[str, Any]],
+    limit_mm_per_prompt: Mapping[str, int] | None = None,
+    labels: Sequence[str] | None = None,
+) -> ParsedChat:
+    """Split ``messages`` into template messages and image references (see the module doc).
+
+    ``labels[i]`` names message ``i`` in errors (default ``messages[i]``: a caller that built
+    the messages from another shape, as ``/v1/messages`` does, passes the client's names).
+    Too many images for ``limit_mm_per_prompt`` raise ``ImageLimitError`` before anything is
+    fetched.
+    """
+    out: list[dict[str, Any]] = []
+    images: list[ImageRef] = []
+    for i, message in enumerate(messages):
+        label = labels[i] if labels is not None else f"messages[{i}]"
+        m = dict(message)
+        content = m.get("content")
+        if isinstance(content, list):
+            m["content"] = _parse_content(content, label, images)
+        elif content is None:
+            m["content"] = ""
+        elif not isinstance(content, str):
+            raise ContentPartError(f"{label}.content must be a string or a list of parts, got "
+                                   f"{type(content).__name__}", f"{label}.content")
+        out.append(m)
+    check_image_limit(images, limit_mm_per_prompt)
+    return ParsedChat(out, images)
+
+
+def load_images(refs: Sequence[ImageRef], connector: MediaConnector) -> list[Any]:
+    """The images of ``refs`` in order (PIL images given directly pass through, as RGB)."""
+    return [_as_rgb(ref) if ref.image is not None else connector.load_image(ref.url or "", ref.where) for ref in refs]
+
+
+async def load_images_async(refs: Sequence[ImageRef], connector: MediaConnector) -> list[Any]:
+    """``load_images`` for the server: all fetched concurrently, none blocking the event loop."""
+    async def one(ref: ImageRef) -> Any:
+        if ref.image is not None:
+            return _as_rgb(ref)
+        return await connector.load_image_async(ref.url or "", ref.where)
+
+    return list(await asyncio.gather(*(one(ref) for ref in refs)))
+
+
+def _as_rgb(ref: ImageRef) -> Any:
+    try:
+        return ref.image if getattr(ref.image, "mode", "RGB") == "RGB" else ref.image.convert("RGB")
+    except (OSError, ValueError) as exc:
+        raise MediaError(f"{ref.where}: the image_pil image cannot be converted to RGB ({exc})", ref.where) from None
+
+
+__all__ = [
+    "ContentPartError", "ImageLimitError", "ImageRef", "ParsedChat", "check_image_limit", "load_images",
+    "load_images_async", "parse_chat_content",
+]
