@@ -18,8 +18,9 @@ nox.options.reuse_existing_virtualenvs = True
 CONSTRAINTS = ("-c", ".ci/constraints.txt")
 ORACLE_DEPS = ("transformers", "gguf", "accelerate", "pytest", "jsonschema", "scipy")
 ENV = {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2"), "TOKENIZERS_PARALLELISM": "false"}
-SERVER_DEPS = ("./core[server,structured]", "openai", "anthropic")
-"""What the engine-level suites (tests/e2e, tests/server) need."""
+SERVER_DEPS = ("./core[server,structured]", "openai", "anthropic", "pillow")
+"""What the engine-level suites (tests/e2e, tests/server) need (Pillow draws and decodes the
+server's image tests: tests/server/test_multimodal_*.py)."""
 
 
 def install_base(session: nox.Session) -> None:
@@ -53,7 +54,7 @@ def core(session: nox.Session) -> None:
     install_base(session)
     session.install(*CONSTRAINTS, *SERVER_DEPS)
     session.run("pytest", "tests/core", "tests/e2e", "tests/server", *session.posargs,
-                env={**ENV, "VLLM_CORE_TEST_DEVICES": "reference", "VLLM_CORE_TEST_REQUIRE": "default-model"})
+                env={**ENV, "VLLM_CORE_TEST_DEVICES": "reference", "VLLM_CORE_TEST_REQUIRE": "default-model,pillow"})
 
 
 @nox.session
@@ -64,7 +65,7 @@ def cpu(session: nox.Session) -> None:
     install_base(session)
     session.install(*CONSTRAINTS, *SERVER_DEPS, "./plugins/vllm-cpu")
     session.run("pytest", "tests/plugins/cpu", "tests/e2e", "tests/server", *session.posargs,
-                env={**ENV, "VLLM_CORE_TEST_DEVICES": "cpu", "VLLM_CORE_TEST_REQUIRE": "cpu,cpu-kernels,default-model"})
+                env={**ENV, "VLLM_CORE_TEST_DEVICES": "cpu", "VLLM_CORE_TEST_REQUIRE": "cpu,cpu-kernels,default-model,pillow"})
 
 
 @nox.session

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+BIG = 8192
+"""Bytes ``/big`` announces and sends (the tests' size limits are under it)."""
 SLOW_S = 3.0
 """How long ``/slow`` waits before answering (the tests' fetch timeout is well under it)."""
 
@@ -73,7 +75,7 @@ def _handler(state: MediaHTTPServer) -> type[BaseHTTPRequestHandler]:
                 except OSError:
                     pass
             elif path == "/big":  # says how big it is
-                self._send(b"\0" * 4096)
+                self._send(b"\0" * BIG)
             elif path == "/big-unannounced":  # chunked, no Content-Length: only counting catches it
                 self.send_response(200)
                 self.send_header("Content-Type", "image/png")

@@ -69,7 +69,7 @@ def test_http_timeout_and_slow_drip(http: MediaHTTPServer, mode: str) -> None:
 @pytest.mark.parametrize("mode", MODES)
 def test_http_too_large_announced_or_not(http: MediaHTTPServer, mode: str) -> None:
     connector = MediaConnector.create(max_bytes=1024)
-    refused(connector, http.url("/big"), mode, "4096 bytes, more than the limit of 1024", "VLLM_IMAGE_FETCH_MAX_BYTES")
+    refused(connector, http.url("/big"), mode, "8192 bytes, more than the limit of 1024", "VLLM_IMAGE_FETCH_MAX_BYTES")
     refused(connector, http.url("/big-unannounced"), mode, "more than the limit of 1024")
 
 
