@@ -192,3 +192,14 @@ def test_text_only_paths_never_import_pillow() -> None:
             "parse_chat_content([{'role': 'user', 'content': [{'type': 'text', 'text': 'hi'}]}]); "
             "assert 'PIL' not in sys.modules, 'PIL imported'")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_allowed_media_domains(http: MediaHTTPServer, mode: str) -> None:
+    connector = MediaConnector.create(allowed_media_domains=["127.0.0.1"])
+    assert load(connector, http.url("/red.png"), mode).size == (8, 6)
+    refused(connector, http.url("/redirect"), mode, "redirect (HTTP 302)", "--allowed-media-domains")
+    other = MediaConnector.create(allowed_media_domains=["images.example.test"])
+    hits = http.hits.get("/red.png", 0)
+    refused(other, http.url("/red.png"), mode, "host '127.0.0.1'", "images.example.test")
+    assert http.hits.get("/red.png", 0) == hits  # refused before any request

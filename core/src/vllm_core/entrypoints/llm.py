@@ -95,13 +95,15 @@ class LLM:
     ``num_gpu_blocks_override``, ...
 
     ``allowed_local_media_path``: the directory ``file://`` image URLs in ``chat`` messages may
-    read under (None: ``file://`` URLs are refused); ``data:`` and ``http(s)://`` URLs need none.
+    read under (None: ``file://`` URLs are refused); ``allowed_media_domains``: the only hosts
+    ``http(s)://`` image URLs may name (None: any).
     """
 
     def __init__(self, model: str | None = None, *, use_tqdm_on_load: bool = True,
-                 allowed_local_media_path: str | None = None, **kwargs: Any) -> None:
+                 allowed_local_media_path: str | None = None, allowed_media_domains: list[str] | None = None,
+                 **kwargs: Any) -> None:
         try:
-            self.media = MediaConnector.create(allowed_local_media_path)
+            self.media = MediaConnector.create(allowed_local_media_path, allowed_media_domains=allowed_media_domains)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         self.limit_mm_per_prompt: dict[str, int] | None = kwargs.get("limit_mm_per_prompt")

@@ -7,7 +7,8 @@ Three URL kinds, as vLLM accepts them:
   (``--allowed-local-media-path DIR``; without it every ``file://`` URL is refused);
 - ``http://`` / ``https://``: fetched with a deadline (``VLLM_IMAGE_FETCH_TIMEOUT`` seconds,
   default 5) and a size limit (``VLLM_IMAGE_FETCH_MAX_BYTES``, default 20 MiB), which also bounds
-  ``data:`` and ``file://`` images.
+  ``data:`` and ``file://`` images; with ``--allowed-media-domains`` only from those hosts and
+  without following redirects (as vLLM: a redirect could leave the list).
 
 ``MediaConnector.load_image`` serves the offline ``LLM.chat``; ``load_image_async`` serves the
 server (the download is asynchronous, base64 and image decoding run in a worker thread, so the
@@ -26,6 +27,7 @@ import binascii
 import io
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -111,16 +113,18 @@ class MediaConnector:
 
     ``allowed_local_media_path``: the directory ``file://`` URLs may read under (None: none);
     ``fetch_timeout``: seconds for a whole ``http(s)://`` download; ``max_bytes``: the largest
-    image accepted from any URL kind.
+    image accepted from any URL kind; ``allowed_media_domains``: the only hosts ``http(s)://``
+    URLs may name (None: any host, redirects followed).
     """
 
     allowed_local_media_path: Path | None = None
     fetch_timeout: float = DEFAULT_FETCH_TIMEOUT
     max_bytes: int = DEFAULT_MAX_BYTES
+    allowed_media_domains: tuple[str, ...] | None = None
 
     @classmethod
     def create(cls, allowed_local_media_path: str | os.PathLike[str] | None = None, fetch_timeout: float | None = None,
-               max_bytes: int | None = None) -> MediaConnector:
+               max_bytes: int | None = None, allowed_media_domains: Sequence[str] | None = None) -> MediaConnector:
         """A connector from options, unset ones from ``$VLLM_IMAGE_FETCH_TIMEOUT`` /
         ``$VLLM_IMAGE_FETCH_MAX_BYTES`` or the defaults; the allowed directory must exist."""
         allowed = None
@@ -133,7 +137,8 @@ class MediaConnector:
         limit = max_bytes if max_bytes is not None else _env_int(ENV_FETCH_MAX_BYTES, DEFAULT_MAX_BYTES)
         if timeout <= 0 or limit <= 0:
             raise ValueError(f"fetch_timeout ({timeout}) and max_bytes ({limit}) must be > 0")
-        return cls(allowed, timeout, limit)
+        domains = tuple(d.lower() for d in allowed_media_domains) if allowed_media_domains else None
+        return cls(allowed, timeout, limit, domains)
 
     # ------------------------------------------------------------------------------ bytes
     def _scheme(self, url: Any, where: str) -> str:
@@ -145,6 +150,13 @@ class MediaConnector:
                 f"{where}: image URL {describe_url(url)!r} has scheme {scheme or '(none)'!r}, which is not "
                 "allowed; use a data:image/...;base64, URL, an http(s):// URL, or a file:// path under "
                 "--allowed-local-media-path", where)
+        domains = self.allowed_media_domains
+        if scheme in ("http", "https") and domains is not None:
+            host = (urlparse(url).hostname or "").lower()
+            if host not in domains:
+                raise MediaError(f"{where}: image URL {describe_url(url)!r} names host {host!r}, which is not in "
+                                 f"--allowed-media-domains ({', '.join(domains)}); fetch from one of those hosts or "
+                                 "send the image as a data: URL", where)
         return scheme
 
     def _too_large(self, where: str, url: str, size: int | str) -> MediaError:
@@ -205,6 +217,9 @@ class MediaConnector:
                           "that the URL is reachable from the server, or send the image as a data: URL", where)
 
     def _check_response(self, where: str, url: str, status: int, length: str | None) -> None:
+        if 300 <= status < 400 and self.allowed_media_domains is not None:
+            raise MediaError(f"{where}: fetching image {describe_url(url)!r} returned a redirect (HTTP {status}), which "
+                             "is not followed while --allowed-media-domains is set; give the final URL", where)
         if status != 200:
             raise MediaError(f"{where}: fetching image {describe_url(url)!r} returned HTTP {status}; check the URL",
                              where)
@@ -215,7 +230,7 @@ class MediaConnector:
         httpx = _httpx(where)
         deadline = time.monotonic() + self.fetch_timeout
         try:
-            with httpx.Client(timeout=self.fetch_timeout, follow_redirects=True) as client, \
+            with httpx.Client(timeout=self.fetch_timeout, follow_redirects=self.allowed_media_domains is None) as client, \
                     client.stream("GET", url) as resp:
                 self._check_response(where, url, resp.status_code, resp.headers.get("content-length"))
                 buf = bytearray()
@@ -235,7 +250,7 @@ class MediaConnector:
         httpx = _httpx(where)
 
         async def fetch() -> bytes:
-            async with httpx.AsyncClient(timeout=self.fetch_timeout, follow_redirects=True) as client, \
+            async with httpx.AsyncClient(timeout=self.fetch_timeout, follow_redirects=self.allowed_media_domains is None) as client, \
                     client.stream("GET", url) as resp:
                 self._check_response(where, url, resp.status_code, resp.headers.get("content-length"))
                 buf = bytearray()

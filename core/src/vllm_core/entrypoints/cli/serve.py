@@ -117,6 +117,8 @@ def limit_mm_per_prompt(value: Any) -> dict[str, int] | None:
               help="Seconds an http(s):// image may take (default: $VLLM_IMAGE_FETCH_TIMEOUT or 5).")
 @click.option("--image-fetch-max-bytes", type=click.IntRange(min=1), default=None,
               help="Largest image accepted, in bytes (default: $VLLM_IMAGE_FETCH_MAX_BYTES or 20 MiB).")
+@click.option("--allowed-media-domains", multiple=True,
+              help="Only hosts http(s):// image URLs may name (repeatable; redirects are then not followed).")
 @click.option("--uvicorn-log-level", default="warning", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug", "trace"]))
 def serve(model_arg: str | None, model: str | None, host: str, port: int, api_key: str | None,
@@ -124,7 +126,8 @@ def serve(model_arg: str | None, model: str | None, host: str, port: int, api_ke
           tool_call_parser: str | None, tool_parser_plugin: str | None, reasoning_parser: str | None,
           max_pending_requests: int | None, allowed_origins: tuple[str, ...], allowed_methods: tuple[str, ...],
           allowed_headers: tuple[str, ...], allowed_local_media_path: str | None, image_fetch_timeout: float | None,
-          image_fetch_max_bytes: int | None, uvicorn_log_level: str, **kwargs: Any) -> None:
+          image_fetch_max_bytes: int | None, allowed_media_domains: tuple[str, ...], uvicorn_log_level: str,
+          **kwargs: Any) -> None:
     """Serve MODEL (default: the embedded SmolLM2-135M-Instruct) over the OpenAI API."""
     from vllm_core.errors import EngineError
     from vllm_core.plugins import registry
@@ -159,6 +162,7 @@ def serve(model_arg: str | None, model: str | None, host: str, port: int, api_ke
         "limit_mm_per_prompt": mm_limit,
         "image_fetch_timeout": image_fetch_timeout,
         "image_fetch_max_bytes": image_fetch_max_bytes,
+        "allowed_media_domains": tuple(allowed_media_domains) or None,
     }
     cors = None
     if allowed_origins:

@@ -198,7 +198,7 @@ class ServingChat(ServingBase):
             self.reasoning_parser_cls = registry.reasoning_parsers().get(settings.reasoning_parser)
         self.tokenizer = tok
         connector = MediaConnector.create(settings.allowed_local_media_path, settings.image_fetch_timeout,
-                                          settings.image_fetch_max_bytes)
+                                          settings.image_fetch_max_bytes, settings.allowed_media_domains)
         self.media = ChatMedia(connector, settings.limit_mm_per_prompt, model_accepts_images(engine.info.hf_config),
                                self.model_name)
 

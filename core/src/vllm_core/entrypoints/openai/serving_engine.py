@@ -45,6 +45,8 @@ class ServerSettings:
     """Seconds for an ``http(s)://`` image (None: ``$VLLM_IMAGE_FETCH_TIMEOUT`` or 5)."""
     image_fetch_max_bytes: int | None = None
     """Largest image accepted (None: ``$VLLM_IMAGE_FETCH_MAX_BYTES`` or 20 MiB)."""
+    allowed_media_domains: tuple[str, ...] | None = None
+    """The only hosts ``http(s)://`` image URLs may name (None: any; then redirects are followed)."""
 
 
 class ServingBase:
