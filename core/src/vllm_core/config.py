@@ -41,6 +41,9 @@ class ModelConfig(_Frozen):
     logprobs_mode: Literal["raw_logprobs", "raw_logits", "processed_logprobs", "processed_logits"] = "raw_logprobs"
     """What sampled-token logprobs report: the model's distribution (raw) or the sampler's after
     penalties, masks, temperature and top-k/top-p/min-p (processed); logprobs or logits."""
+    limit_mm_per_prompt: dict[str, int] = {}
+    """Most multimodal items of each modality one prompt may carry (``{"image": 4}``); a modality
+    left out allows one (``vllm_core.multimodal.DEFAULT_LIMIT_PER_PROMPT``, vLLM's old default)."""
 
 
 class CacheConfig(_Frozen):

@@ -28,6 +28,7 @@ from vllm_core.engine.core_types import EngineCoreOutput, EngineCoreRequest
 from vllm_core.engine.input_processor import InputProcessor, PromptType
 from vllm_core.engine.output_processor import OutputProcessor, fan_out
 from vllm_core.errors import RequestError
+from vllm_core.multimodal.processing import MultiModalPromptProcessor
 from vllm_core.outputs import RequestOutput
 from vllm_core.plugins.arguments import FrontendContext, RequestArguments
 from vllm_core.sampling_params import SamplingParams
@@ -131,6 +132,7 @@ class AsyncLLM:
         self.input_processor = InputProcessor(
             self.tokenizer, info.max_model_len, info.vocab_size, info.eos_token_id, config.model.max_logprobs,
             RequestArguments.create(FrontendContext(config, info.hf_config, info.tokenizer)),
+            MultiModalPromptProcessor.create(config.model, info.hf_config, info.tokenizer, info.model_path),
         )
         self.output_processor = OutputProcessor(self.tokenizer)
         self.streams: dict[str, RequestStream] = {}

@@ -133,7 +133,7 @@ def _load(config: EngineConfig) -> tuple[Any, EngineInfo]:
         tokenizer=loaded.tokenizer,
         hf_config=loaded.hf_config,
         max_model_len=loaded.max_model_len,
-        vocab_size=loaded.hf_config.vocab_size,
+        vocab_size=loaded.text_config.vocab_size,
         eos_token_id=eos_token_id_of(loaded.tokenizer, loaded.hf_config),
         model_path=loaded.model_path,
         dtype=str(loaded.dtype).removeprefix("torch."),

@@ -9,7 +9,8 @@ from typing import Any, Union
 
 from vllm_core.engine.core_types import EngineCoreRequest
 from vllm_core.errors import RequestError
-from vllm_core.extensions.state import CacheSalt, ExtensionState
+from vllm_core.extensions.state import CacheSalt, ExtensionState, RequestExtension
+from vllm_core.multimodal.processing import MultiModalPromptProcessor
 from vllm_core.plugins.arguments import RequestArguments
 from vllm_core.sample.admission import DEFAULT_MAX_LOGPROBS, check_params_for_model, truncate_prompt
 from vllm_core.sampling_params import SamplingParams
@@ -18,6 +19,9 @@ PromptType = Union[str, dict[str, Any], list[int]]
 
 
 class InputProcessor:
+    """Tokenizes and validates prompts (and applies the model's multimodal processor) in the
+    front end, before anything reaches the engine core."""
+
     def __init__(
         self,
         tokenizer: Any,
@@ -26,9 +30,13 @@ class InputProcessor:
         eos_token_id: int | None,
         max_logprobs: int = DEFAULT_MAX_LOGPROBS,
         request_arguments: RequestArguments | None = None,
+        multimodal: MultiModalPromptProcessor | None = None,
     ) -> None:
-        """``request_arguments``: the plugins' per-request keyword arguments (``lora_request``)."""
+        """``request_arguments``: the plugins' per-request keyword arguments (``lora_request``);
+        ``multimodal``: the model's handling of ``multi_modal_data`` (None: prompts with it are
+        refused as for a text-only model)."""
         self.request_arguments = request_arguments or RequestArguments({})
+        self.multimodal = multimodal or MultiModalPromptProcessor(None, {}, "this model")
         self.tokenizer = tokenizer
         self.max_logprobs = max_logprobs
         self.max_model_len = max_model_len
@@ -66,6 +74,11 @@ class InputProcessor:
         if not isinstance(params, SamplingParams):
             raise RequestError(f"sampling_params must be SamplingParams, got {type(params).__name__}")
         text, ids = self.tokenize(prompt)
+        mm_state: RequestExtension | None = None
+        if isinstance(prompt, dict) and prompt.get("multi_modal_data") is not None:
+            ids, mm_state = self.multimodal.apply(ids, prompt["multi_modal_data"])
+            if params.truncate_prompt_tokens is not None:
+                raise RequestError("truncate_prompt_tokens cannot be used with multi_modal_data (it would cut images)")
         ids = truncate_prompt(ids, params.truncate_prompt_tokens, self.max_model_len)
         params = check_params_for_model(params, self.vocab_size, self.tokenizer, self.max_logprobs)
         if not ids:
@@ -81,6 +94,9 @@ class InputProcessor:
             )
         room = self.max_model_len - len(ids)
         max_tokens = room if params.max_tokens is None else min(params.max_tokens, room)
+        extensions = self.extensions_of(prompt, request_args)
+        if mm_state is not None:
+            extensions.set(mm_state)
         return text, EngineCoreRequest(
             request_id=request_id,
             prompt_token_ids=ids,
@@ -88,7 +104,7 @@ class InputProcessor:
             eos_token_id=self.eos_token_id,
             max_tokens=max_tokens,
             arrival_time=time.monotonic(),
-            extensions=self.extensions_of(prompt, request_args),
+            extensions=extensions,
         )
 
     def extensions_of(self, prompt: PromptType, request_args: Mapping[str, Any] | None = None) -> ExtensionState:

@@ -12,6 +12,7 @@ from vllm_core.engine.engine_core import start_engine_core
 from vllm_core.engine.input_processor import InputProcessor, PromptType
 from vllm_core.engine.output_processor import OutputProcessor, fan_out
 from vllm_core.errors import RequestError
+from vllm_core.multimodal.processing import MultiModalPromptProcessor
 from vllm_core.outputs import RequestOutput
 from vllm_core.plugins.arguments import FrontendContext, RequestArguments
 from vllm_core.sampling_params import SamplingParams
@@ -37,9 +38,10 @@ class LLMEngine:
         self.tokenizer = self.loaded.tokenizer
         self.max_model_len = self.loaded.max_model_len
         self.input_processor = InputProcessor(
-            self.tokenizer, self.max_model_len, self.loaded.hf_config.vocab_size,
+            self.tokenizer, self.max_model_len, self.loaded.text_config.vocab_size,
             eos_token_id_of(self.tokenizer, self.loaded.hf_config), config.model.max_logprobs,
             RequestArguments.create(FrontendContext(config, self.loaded.hf_config, self.tokenizer)),
+            MultiModalPromptProcessor.create(config.model, self.loaded.hf_config, self.tokenizer, self.loaded.model_path),
         )
         self.output_processor = OutputProcessor(self.tokenizer)
         self._ids = itertools.count()

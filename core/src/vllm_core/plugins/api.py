@@ -46,6 +46,17 @@ from vllm_core.errors import (
 from vllm_core.extensions.runner import RunnerContext, RunnerExtension, SampledTokens
 from vllm_core.extensions.state import BlockKey, CacheSalt, ExtensionState, RequestExtension
 from vllm_core.lora_request import LoRARequest
+from vllm_core.model_executor.model_loader.lazy import Weight, materialize
+from vllm_core.model_executor.models.interface import ModelContext
+from vllm_core.multimodal import (
+    MultiModalFeature,
+    MultiModalInputError,
+    MultiModalInputs,
+    MultiModalProcessor,
+    PlaceholderRange,
+    ProcessedItem,
+    hash_item,
+)
 from vllm_core.platforms.interface import Platform
 from vllm_core.platforms.ops import NATIVE_OPS, Ops
 from vllm_core.platforms.reference import ReferencePlatform, cpu_memory_info
@@ -87,6 +98,11 @@ __all__ = [
     "RequestExtension", "ExtensionState", "CacheSalt", "BlockKey",
     "RunnerExtension", "RunnerContext", "SampledTokens", "Proposer",
     "StepConstraint", "RequestArgument", "FrontendContext", "LoRARequest", "ServedModel", "ServedModels",
+    # multimodal (1.2)
+    "MultiModalProcessor", "ProcessedItem", "MultiModalFeature", "MultiModalInputs", "MultiModalInputError",
+    "PlaceholderRange", "hash_item",
+    # models built from the core's (1.2)
+    "ModelContext", "Weight", "materialize", "language_model_class",
     # configuration
     "EngineConfig", "ModelConfig", "CacheConfig", "SchedulerConfig", "ParallelConfig", "DeviceConfig",
     "SpeculativeConfig", "PluginConfig",
@@ -94,6 +110,22 @@ __all__ = [
     "EngineError", "ConfigError", "PluginError", "PlatformNotAvailableError", "ModelLoadError", "RequestError",
     "KVCacheTooSmallError", "WorkerError",
 ]
+
+def language_model_class(text_config: Any) -> type[Any]:
+    """The registered model class of a config's language model (a vision-language model builds
+    its decoder with it: ``language_model_class(hf_config.text_config)(text_config, ctx)``); the
+    architecture comes from ``architectures`` or, when the config names none, its
+    ``model_type``; an architecture name (``"Qwen2ForCausalLM"``) is looked up as is. (1.2)"""
+    from vllm_core.model_executor.model_loader.loader import architectures_of
+    from vllm_core.plugins import registry
+
+    models = registry.models()
+    if isinstance(text_config, str):  # an architecture name
+        return models.get(text_config)  # type: ignore[no-any-return]
+    archs = architectures_of(text_config, "text_config")
+    arch = next((a for a in archs if a in models), archs[0])
+    return models.get(arch)  # type: ignore[no-any-return]
+
 
 _DEPRECATED: dict[str, tuple[str, str]] = {}
 """Old name -> (new name, the minor version that removes it): kept one minor version."""

@@ -111,5 +111,13 @@ def register_api_routes(app: Any, engine: Any, settings: Any) -> None:
 
 
 @hookspec
+def register_multimodal_processors(register: Callable[[str, type[Any]], None]) -> None:
+    """Register ``MultiModalProcessor`` subclasses (``vllm_core.plugins.api``) by Hugging Face
+    architecture name: ``register("LlavaForConditionalGeneration", LlavaProcessor)``. The front
+    end uses the served model's processor for prompts with ``multi_modal_data`` (image
+    preprocessing, placeholder expansion); a model with none takes no images. (API 1.2)"""
+
+
+@hookspec
 def register_commands(cli: Any) -> None:
     """Add subcommands to the ``vllm-core`` click group: ``@cli.command() def mycmd(): ...``."""

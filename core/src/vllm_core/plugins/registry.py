@@ -128,6 +128,12 @@ def runner_extensions() -> Registry[Any]:
     return _collect("register_runner_extensions", "runner extension", ConfigError, "", True)
 
 
+def multimodal_processors() -> Registry[Any]:
+    from vllm_core.errors import ConfigError
+
+    return _collect("register_multimodal_processors", "multimodal processor", ConfigError, "", False)
+
+
 def engine_args() -> Registry[Any]:
     from vllm_core.errors import ConfigError
 

@@ -20,7 +20,8 @@ class ModelInputs:
     input_ids: torch.Tensor
     """[T] int64 (T: the step's tokens, or its token bucket with static shapes)"""
     positions: torch.Tensor
-    """[T] int64"""
+    """[T] int64; a runner extension may replace it with [3, T] (M-RoPE: temporal, height,
+    width positions) in ``prepare_step`` for a model that takes them."""
     metadata: AttentionMetadata
     logits_indices: torch.Tensor
     """[L] int64: the token row whose hidden state gives each logits row: one per sampling
@@ -35,6 +36,10 @@ class ModelInputs:
     """Real logits rows (the rest of ``logits_indices`` is padding); -1: all of them."""
     num_actual_tokens: int = -1
     """Real tokens (the rest of ``input_ids`` is padding); -1: all of them."""
+    inputs_embeds: torch.Tensor | None = None
+    """[T, hidden]: set by a runner extension in ``prepare_step`` (image embeddings merged with
+    the tokens' embeddings), the model reads it instead of embedding ``input_ids``; None: the
+    model embeds ``input_ids`` (API 1.2)."""
 
     def __post_init__(self) -> None:
         if self.num_logits_rows < 0:

@@ -152,7 +152,7 @@ class ModelRunner:
         self.request_generators: dict[str, torch.Generator] = {}
         self.extensions = (
             RunnerExtensions([]) if config is None else RunnerExtensions.create(
-                RunnerContext(config, loaded.tokenizer, loaded.hf_config.vocab_size, self.device, loaded.model, platform)
+                RunnerContext(config, loaded.tokenizer, loaded.text_config.vocab_size, self.device, loaded.model, platform)
             )
         )
         self.kv_spec: KVCacheSpec | None = None
@@ -258,10 +258,16 @@ class ModelRunner:
         self.extensions.prepare_step(output, inputs)
         rows = [output.scheduled[i] for i in inputs.sample_rows]
         self.extensions.prepare_rows(rows)
-        replay = self.graph_runner is not None and self.extensions.allows_graph()
+        # captured graphs hold token ids and 1-D positions: a step an extension gave embeddings
+        # or multi-axis positions runs eagerly
+        plain = inputs.inputs_embeds is None and inputs.positions.dim() == 1
+        replay = self.graph_runner is not None and plain and self.extensions.allows_graph()
         hidden = self.graph_runner.try_run(inputs) if replay and self.graph_runner is not None else None
         if hidden is None:
-            hidden = self.model(inputs.input_ids, inputs.positions, inputs.metadata)
+            hidden = (
+                self.model(inputs.input_ids, inputs.positions, inputs.metadata) if inputs.inputs_embeds is None
+                else self.model(inputs.input_ids, inputs.positions, inputs.metadata, inputs_embeds=inputs.inputs_embeds)
+            )
             if hidden is None:  # a pipeline stage before the last: it sent its output on
                 return PendingRunnerOutput(len(output.scheduled), [], None)
         prompt_lps = prompt_logprobs(

@@ -41,6 +41,19 @@ class LoadedModel:
     model_path: str
     load_seconds: float
 
+    @property
+    def text_config(self) -> Any:
+        """The language model's config (``hf_config`` itself, or a vision-language model's
+        ``text_config``): vocabulary, heads, context length."""
+        return text_config_of(self.hf_config)
+
+
+def text_config_of(hf_config: Any) -> Any:
+    """The language model's part of a config: ``get_text_config()`` of a composite config
+    (LLaVA, Qwen2-VL: vocab, heads and positions live in ``text_config``), else the config."""
+    get = getattr(hf_config, "get_text_config", None)
+    return get() if callable(get) else hf_config
+
 
 def resolve_model_path(model: str | None) -> str:
     """``None`` or empty means the embedded default model."""
@@ -144,15 +157,16 @@ def load_model(
         )
     cls = models.get(arch)
     dtype = resolve_dtype(config.dtype, hf_config, platform)
-    max_model_len = resolve_max_model_len(config.max_model_len, hf_config)
+    text_config = text_config_of(hf_config)
+    max_model_len = resolve_max_model_len(config.max_model_len, text_config)
     tokenizer = None if config.skip_tokenizer_init else loader.load_tokenizer(path, config.tokenizer)
 
-    head_dim = getattr(hf_config, "head_dim", None) or hf_config.hidden_size // hf_config.num_attention_heads
+    head_dim = getattr(text_config, "head_dim", None) or text_config.hidden_size // text_config.num_attention_heads
     backend = platform.select_attention_backend(head_dim, dtype)
     ctx = ModelContext(
         ops=platform.ops,
         attention_backend=backend,
-        max_positions=max(max_model_len, getattr(hf_config, "max_position_embeddings", 0) or 0),
+        max_positions=max(max_model_len, getattr(text_config, "max_position_embeddings", 0) or 0),
         parallel=parallel,
     )
     device = platform.device()

@@ -154,10 +154,13 @@ class DecoderModel(nn.Module):
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps, ctx.ops) if self.pp.is_last else None
 
     def forward(
-        self, input_ids: torch.Tensor, positions: torch.Tensor, metadata: AttentionMetadata
+        self, input_ids: torch.Tensor, positions: torch.Tensor, metadata: AttentionMetadata,
+        inputs_embeds: torch.Tensor | None = None,
     ) -> torch.Tensor | None:
         residual: torch.Tensor | None
-        if self.embed_tokens is not None:
+        if inputs_embeds is not None:
+            hidden, residual = inputs_embeds, None
+        elif self.embed_tokens is not None:
             hidden, residual = self.embed_tokens.forward(input_ids), None
         else:
             hidden, residual = recv_intermediate(
@@ -209,9 +212,17 @@ class LlamaForCausalLM(nn.Module):
         self.ops = ctx.ops
 
     def forward(
-        self, input_ids: torch.Tensor, positions: torch.Tensor, metadata: AttentionMetadata
+        self, input_ids: torch.Tensor, positions: torch.Tensor, metadata: AttentionMetadata,
+        inputs_embeds: torch.Tensor | None = None,
     ) -> torch.Tensor | None:
-        return self.model(input_ids, positions, metadata)
+        """``inputs_embeds`` [T, hidden]: used instead of embedding ``input_ids`` (a
+        vision-language model merges image embeddings into it)."""
+        return self.model(input_ids, positions, metadata, inputs_embeds)
+
+    def embed_input_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """[T] -> [T, hidden]: the token embeddings (first pipeline stage)."""
+        assert self.model.embed_tokens is not None
+        return self.model.embed_tokens.forward(input_ids)
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         head = self.lm_head if self.lm_head is not None else self.model.embed_tokens

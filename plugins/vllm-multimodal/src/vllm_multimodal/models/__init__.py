@@ -1,0 +1,1 @@
+"""Vision-language models: vision towers and the models that merge them into the core's decoder."""

@@ -1,0 +1,1 @@
+"""Front-end processors (``MultiModalProcessor``): the model's own HF image processor, token counts."""
