@@ -32,6 +32,7 @@ FEATURES = {
     "lm-eval": "lm-evaluation-harness (pip install lm-eval), run against the server",
     "ray": "Ray (pip install ray) for the ray executor backend",
     "pillow": "Pillow (pip install pillow; the vllm-multimodal plugin brings it) to decode test images",
+    "multimodal": "the vllm-multimodal plugin (pip install ./plugins/vllm-multimodal) and Pillow",
 }
 """What tests may skip for, and what ``VLLM_CORE_TEST_REQUIRE`` can name."""
 

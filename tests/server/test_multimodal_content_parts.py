@@ -147,3 +147,58 @@ def test_load_errors_name_the_part() -> None:
     parsed = parse_chat_content(messages)
     with pytest.raises(MediaError, match=r"^messages\[0\]\.content\[1\]: .*not an image Pillow can decode"):
         load_images(parsed.images, MediaConnector.create())
+
+
+LLAVA_TEMPLATE = ("{% for message in messages %}{{ message['role'].upper() + ': ' }}{% for content in message['content'] "
+                  "| selectattr('type', 'equalto', 'image') %}{{ '<image>\\n' }}{% endfor %}{% for content in "
+                  "message['content'] | selectattr('type', 'equalto', 'text') %}{{ content['text'] + ' ' }}{% endfor %}"
+                  "{% endfor %}{% if add_generation_prompt %}{{ 'ASSISTANT:' }}{% endif %}")
+CHATML = ("{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + "
+          "'<|im_end|>' + '\\n'}}{% endfor %}")
+
+
+def test_template_content_format() -> None:
+    from vllm_core.multimodal.content_parts import renders_content_parts
+
+    assert renders_content_parts(LLAVA_TEMPLATE)  # llava-hf's processor template
+    assert renders_content_parts("{%- for item in message.content %}{{ item.text }}{% endfor %}")
+    assert renders_content_parts('{% for c in messages[0]["content"] %}{% endfor %}')
+    assert not renders_content_parts(CHATML)  # SmolLM2's: content rendered as one string
+    assert not renders_content_parts("{% for message in messages %}{{ message.content }}{% endfor %}")
+
+
+def test_flatten_for_string_templates() -> None:
+    from vllm_core.multimodal.content_parts import flatten_image_content
+
+    messages = [{"role": "system", "content": "s"},
+                {"role": "user", "content": [{"type": "text", "text": "What is it?"}, {"type": "image"}]},
+                {"role": "user", "content": [{"type": "image"}, {"type": "image"}, {"type": "text", "text": "a"},
+                                             {"type": "text", "text": "b"}]},
+                {"role": "user", "content": [{"type": "text", "text": "<image> then <image>?"}, {"type": "image"},
+                                             {"type": "image"}]},
+                {"role": "user", "content": [{"type": "image"}]}]
+    assert [m["content"] for m in flatten_image_content(messages, "<image>")] == [
+        "s", "<image>\nWhat is it?", "<image>\n<image>\na\nb", "<image> then <image>?", "<image>\n"]
+
+
+def test_policy_refuses_before_loading() -> None:
+    from vllm_core.multimodal import MultiModalInputError
+    from vllm_core.multimodal.content_parts import ChatImagePolicy
+
+    connector = MediaConnector.create()
+    messages = [{"role": "user", "content": [{"type": "text", "text": "x"},
+                                             {"type": "image_url", "image_url": {"url": "http://127.0.0.1:9/a.png"}},
+                                             {"type": "image_url", "image_url": {"url": "http://127.0.0.1:9/b.png"}}]}]
+    text_only = ChatImagePolicy(connector, None, {"image": 4}, "tiny")
+    with pytest.raises(MultiModalInputError, match=r"^messages\[0\]\.content\[1\], messages\[0\]\.content\[2\]: the "
+                                                   r"model 'tiny' is text-only") as info:
+        text_only.parse(messages)
+    assert info.value.param == "messages[0].content[1]"  # type: ignore[attr-defined]
+    assert text_only.parse([{"role": "user", "content": [{"type": "text", "text": "x"}]}]).messages[0]["content"] == "x"
+    one = ChatImagePolicy(connector, "<image>", {}, "llava")  # no limit named: the engine's default of one
+    with pytest.raises(ImageLimitError, match="2 images in one prompt, more than the limit of 1"):
+        one.parse(messages)
+    two = ChatImagePolicy(connector, "<image>", {"image": 2}, "llava")
+    parsed = two.parse(messages)
+    assert two.template_messages(parsed, CHATML)[0]["content"] == "<image>\n<image>\nx"
+    assert two.template_messages(parsed, LLAVA_TEMPLATE) is parsed.messages

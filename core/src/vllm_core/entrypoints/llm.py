@@ -23,7 +23,7 @@ from vllm_core.engine.input_processor import PromptType
 from vllm_core.engine.llm_engine import LLMEngine
 from vllm_core.errors import ConfigError, RequestError
 from vllm_core.lora_request import LoRARequest
-from vllm_core.multimodal.content_parts import load_images, parse_chat_content
+from vllm_core.multimodal.content_parts import ChatImagePolicy
 from vllm_core.multimodal.media import MediaConnector
 from vllm_core.outputs import RequestOutput
 from vllm_core.sampling_params import BeamSearchParams, RequestOutputKind, SamplingParams
@@ -103,12 +103,13 @@ class LLM:
                  allowed_local_media_path: str | None = None, allowed_media_domains: list[str] | None = None,
                  **kwargs: Any) -> None:
         try:
-            self.media = MediaConnector.create(allowed_local_media_path, allowed_media_domains=allowed_media_domains)
+            connector = MediaConnector.create(allowed_local_media_path, allowed_media_domains=allowed_media_domains)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
-        self.limit_mm_per_prompt: dict[str, int] | None = kwargs.get("limit_mm_per_prompt")
         self.engine_config = build_engine_config(model, **kwargs)
         self.llm_engine = LLMEngine(self.engine_config, use_tqdm=use_tqdm_on_load)
+        self.chat_images = ChatImagePolicy.for_engine(connector, self.llm_engine.input_processor.multimodal,
+                                                      model or "the default model")
 
     def get_tokenizer(self) -> Any:
         return self.llm_engine.get_tokenizer()
@@ -170,12 +171,13 @@ class LLM:
         tok = self.get_tokenizer()
         prompts: list[PromptType] = []
         for conv in conversations:
-            parsed = parse_chat_content(validate_messages(conv), self.limit_mm_per_prompt)
-            text = apply_chat_template(tok, parsed.messages, chat_template, add_generation_prompt, tools)
+            parsed = self.chat_images.parse(validate_messages(conv))
+            messages = self.chat_images.template_messages(parsed, chat_template or getattr(tok, "chat_template", None))
+            text = apply_chat_template(tok, messages, chat_template, add_generation_prompt, tools)
             # The template already holds the special tokens (BOS): do not add them again.
             prompt: dict[str, Any] = {"prompt": text, "prompt_token_ids": tok.encode(text, add_special_tokens=False)}
             if parsed.images:
-                prompt["multi_modal_data"] = {"image": load_images(parsed.images, self.media)}
+                prompt["multi_modal_data"] = {"image": self.chat_images.load(parsed)}
             prompts.append(prompt)
         return self.generate(prompts, sampling_params, use_tqdm, lora_request)
 

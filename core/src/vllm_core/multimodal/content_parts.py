@@ -15,16 +15,22 @@ into the model's image placeholder. A text-only message gets its text parts join
 into a plain string, so text models see exactly what they saw before content parts existed.
 
 Nothing here loads an image: ``ImageRef`` says where each one comes from, and
-``media.MediaConnector`` loads it (``load_images`` / ``load_images_async``).
+``media.MediaConnector`` loads it (``load_images`` / ``load_images_async``). ``ChatImagePolicy``
+puts it together for one engine, as ``LLM.chat`` and the server use it: parse, refuse (a
+text-only model, too many images) before anything is fetched, load, and fit the messages to the
+chat template (a template that renders ``content`` only as a string gets the model's placeholder
+text instead of ``{"type": "image"}`` items, as vLLM's "string" content format).
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from vllm_core.multimodal.inputs import DEFAULT_LIMIT_PER_PROMPT, MultiModalInputError
 from vllm_core.multimodal.media import MediaConnector, MediaError
 
 IMAGE_PART_TYPES = ("image_url", "image_pil", "image")
@@ -194,7 +200,92 @@ def _as_rgb(ref: ImageRef) -> Any:
         raise MediaError(f"{ref.where}: the image_pil image cannot be converted to RGB ({exc})", ref.where) from None
 
 
+_ITERATES_CONTENT = re.compile(r"""\bfor\s+\w+\s+in\s+[\w.\[\]'"]*content\b""")
+
+
+def renders_content_parts(chat_template: str) -> bool:
+    """Whether a chat template loops over a message's ``content`` (Hugging Face templates of
+    vision-language models do: ``{% for item in message['content'] %}``), so it takes content
+    lists; otherwise it renders ``content`` as one string (vLLM's "string" content format)."""
+    return _ITERATES_CONTENT.search(chat_template) is not None
+
+
+def flatten_image_content(messages: Sequence[Mapping[str, Any]], placeholder: str) -> list[dict[str, Any]]:
+    """Messages for a template that renders ``content`` as a string: each image item becomes the
+    model's placeholder text, placed before the message's text as vLLM does (a placeholder the
+    text already holds counts: ``"<image> and <image>, which differs?"`` stays as written)."""
+    out = []
+    for message in messages:
+        m = dict(message)
+        content = m.get("content")
+        if isinstance(content, list):
+            text = "\n".join(item["text"] for item in content if item["type"] == "text")
+            missing = sum(1 for item in content if item["type"] == "image") - text.count(placeholder)
+            m["content"] = "\n".join([placeholder] * max(0, missing) + [text])
+        out.append(m)
+    return out
+
+
+class ChatImagePolicy:
+    """One engine's handling of images in chat messages (``LLM.chat`` and the server's chat and
+    messages routes): what it accepts, how many, where images may come from.
+
+    ``placeholder``: the model's image placeholder text (None: a text-only model, which gets no
+    images); ``limits``: ``limit_mm_per_prompt`` (a modality it does not name allows
+    ``DEFAULT_LIMIT_PER_PROMPT``, as the engine's own check); ``model_name`` names the model in
+    errors.
+    """
+
+    def __init__(self, connector: MediaConnector, placeholder: str | None, limits: Mapping[str, int] | None,
+                 model_name: str) -> None:
+        self.connector = connector
+        self.placeholder = placeholder
+        self.limits = dict(limits or {})
+        self.model_name = model_name
+
+    @classmethod
+    def for_engine(cls, connector: MediaConnector, multimodal: Any, model_name: str) -> ChatImagePolicy:
+        """The policy of an engine's ``MultiModalPromptProcessor`` (``input_processor.multimodal``)."""
+        proc = multimodal.processor
+        placeholder = proc.placeholder_text("image") if proc is not None and "image" in proc.modalities else None
+        return cls(connector, placeholder, multimodal.limits, model_name)
+
+    @property
+    def accepts_images(self) -> bool:
+        return self.placeholder is not None
+
+    @property
+    def image_limit(self) -> int:
+        return self.limits.get("image", DEFAULT_LIMIT_PER_PROMPT)
+
+    def parse(self, messages: Sequence[Mapping[str, Any]], labels: Sequence[str] | None = None) -> ParsedChat:
+        """``parse_chat_content``, then the refusals that need no download: images for a
+        text-only model (``MultiModalInputError`` naming every image part), too many images."""
+        parsed = parse_chat_content(messages, None, labels)
+        if parsed.images and not self.accepts_images:
+            err = MultiModalInputError(
+                f"{parsed.image_parts}: the model {self.model_name!r} is text-only, so it takes no image parts; "
+                "send text only, or serve a vision-language model (LLaVA-1.5, Qwen2-VL) with the vllm-multimodal "
+                "plugin (pip install ./plugins/vllm-multimodal)")
+            err.param = parsed.images[0].where  # type: ignore[attr-defined]
+            raise err
+        check_image_limit(parsed.images, {"image": self.image_limit})
+        return parsed
+
+    def template_messages(self, parsed: ParsedChat, chat_template: str | None) -> list[dict[str, Any]]:
+        """``parsed.messages`` in the form ``chat_template`` renders (see ``renders_content_parts``)."""
+        if not parsed.images or self.placeholder is None or (chat_template and renders_content_parts(chat_template)):
+            return parsed.messages
+        return flatten_image_content(parsed.messages, self.placeholder)
+
+    def load(self, parsed: ParsedChat) -> list[Any]:
+        return load_images(parsed.images, self.connector)
+
+    async def load_async(self, parsed: ParsedChat) -> list[Any]:
+        return await load_images_async(parsed.images, self.connector)
+
+
 __all__ = [
-    "ContentPartError", "ImageLimitError", "ImageRef", "ParsedChat", "check_image_limit", "load_images",
-    "load_images_async", "parse_chat_content",
+    "ChatImagePolicy", "ContentPartError", "ImageLimitError", "ImageRef", "ParsedChat", "check_image_limit",
+    "flatten_image_content", "load_images", "load_images_async", "parse_chat_content", "renders_content_parts",
 ]

@@ -159,7 +159,6 @@ def serve(model_arg: str | None, model: str | None, host: str, port: int, api_ke
         "reasoning_parser": reasoning_parser,
         "max_pending_requests": max_pending_requests,
         "allowed_local_media_path": allowed_local_media_path,
-        "limit_mm_per_prompt": mm_limit,
         "image_fetch_timeout": image_fetch_timeout,
         "image_fetch_max_bytes": image_fetch_max_bytes,
         "allowed_media_domains": tuple(allowed_media_domains) or None,

@@ -21,7 +21,6 @@ import jinja2
 
 from vllm_core.beam_search import beam_search_async
 from vllm_core.engine.async_llm import AsyncLLM, run_to_completion
-from vllm_core.entrypoints.openai.chat_media import ChatMedia, model_accepts_images
 from vllm_core.entrypoints.openai.errors import APIError
 from vllm_core.entrypoints.openai.logprobs import chat_logprobs, prompt_logprobs_json
 from vllm_core.entrypoints.openai.protocol import (
@@ -48,7 +47,8 @@ from vllm_core.entrypoints.openai.serving_engine import (
     stop_holdback,
 )
 from vllm_core.errors import RequestError
-from vllm_core.multimodal.content_parts import ParsedChat, parse_chat_content
+from vllm_core.multimodal.content_parts import ChatImagePolicy, ParsedChat, parse_chat_content
+from vllm_core.multimodal.inputs import MultiModalInputError
 from vllm_core.multimodal.media import MediaConnector
 from vllm_core.outputs import RequestOutput
 from vllm_core.reasoning.abstract import ReasoningParser, ReasoningStreamer
@@ -57,7 +57,7 @@ from vllm_core.tokenizers.chat import apply_chat_template
 from vllm_core.tool_parsers.abstract import ParsedToolCall, ToolCallDelta, ToolCallStreamer, ToolParser, make_call
 
 
-def parse_messages(messages: list[dict[str, Any]], media: ChatMedia | None = None,
+def parse_messages(messages: list[dict[str, Any]], media: ChatImagePolicy | None = None,
                    labels: list[str] | None = None) -> ParsedChat:
     """OpenAI messages -> what chat templates expect, and their images: text parts joined (image
     parts become ``{"type": "image"}`` items, see ``vllm_core.multimodal.content_parts``), call
@@ -199,8 +199,7 @@ class ServingChat(ServingBase):
         self.tokenizer = tok
         connector = MediaConnector.create(settings.allowed_local_media_path, settings.image_fetch_timeout,
                                           settings.image_fetch_max_bytes, settings.allowed_media_domains)
-        self.media = ChatMedia(connector, settings.limit_mm_per_prompt, model_accepts_images(engine.info.hf_config),
-                               self.model_name)
+        self.media = ChatImagePolicy.for_engine(connector, engine.input_processor.multimodal, self.model_name)
 
     # ------------------------------------------------------------------------------ request
     def _tool_mode(self, req: ChatCompletionRequest) -> ToolMode:
@@ -247,9 +246,10 @@ class ServingChat(ServingBase):
             kwargs["continue_final_message"] = True
         tools = [t.model_dump(exclude_none=True) for t in req.tools] if req.tools and mode.kind != "none" else None
         try:
-            messages = (parsed or parse_messages(req.messages, self.media)).messages
-            text = apply_chat_template(tok, messages, req.chat_template or self.settings.chat_template,
-                                       add_gen, tools, **kwargs)
+            template = req.chat_template or self.settings.chat_template
+            messages = self.media.template_messages(parsed or parse_messages(req.messages, self.media),
+                                                    template or getattr(tok, "chat_template", None))
+            text = apply_chat_template(tok, messages, template, add_gen, tools, **kwargs)
         except jinja2.TemplateError as exc:
             raise APIError(f"the chat template failed on these messages: {exc}", 400, "messages") from exc
         except RequestError as exc:
@@ -281,7 +281,7 @@ class ServingChat(ServingBase):
         if parsed.images and req.use_beam_search:
             raise APIError(f"{parsed.image_parts}: use_beam_search cannot be combined with image parts", 400,
                            "use_beam_search")
-        images = await self.media.load(parsed)
+        images = await self.media.load_async(parsed) if parsed.images else []
         prompt = await self.engine.run_in_tokenizer_thread(self._prompt, req, mode, parsed, images)
         max_tokens = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
         self.check_length(len(prompt["prompt_token_ids"]), max_tokens)
@@ -304,7 +304,12 @@ class ServingChat(ServingBase):
         if req.use_beam_search:
             return mode, self._beam_search(req, prompt, rid, max_tokens, constraint)
         params = req.sampling_params(max_tokens, None, **extra)
-        return mode, await self.engine.submit_async(prompt, params, rid, **self.request_args_for(req.model))
+        try:
+            return mode, await self.engine.submit_async(prompt, params, rid, **self.request_args_for(req.model))
+        except MultiModalInputError as exc:  # the engine's check (placeholders, item kinds): name the parts
+            if not parsed.images:
+                raise
+            raise APIError(f"{parsed.image_parts}: {exc}", 400, parsed.images[0].where) from None
 
     def _beam_search(self, req: ChatCompletionRequest, prompt: dict[str, Any], rid: str, max_tokens: int | None,
                      constraint: StructuredOutputsParams | None) -> AsyncIterator[RequestOutput]:

@@ -39,8 +39,6 @@ class ServerSettings:
     """Models plugins serve besides the base (LoRA adapters), filled while the server runs."""
     allowed_local_media_path: str | None = None
     """The directory ``file://`` image URLs may read under (None: ``file://`` is refused)."""
-    limit_mm_per_prompt: dict[str, int] | None = field(default=None, compare=False)
-    """Most images per request (``{"image": 2}``), checked before anything is fetched."""
     image_fetch_timeout: float | None = None
     """Seconds for an ``http(s)://`` image (None: ``$VLLM_IMAGE_FETCH_TIMEOUT`` or 5)."""
     image_fetch_max_bytes: int | None = None
