@@ -46,8 +46,9 @@ class ContentPartError(ValueError):
         self.param = param
 
 
-class ImageLimitError(ContentPartError):
-    """More images in one prompt than ``limit_mm_per_prompt`` allows."""
+class ImageLimitError(ContentPartError, MultiModalInputError):
+    """More images in one prompt than ``limit_mm_per_prompt`` allows (the engine's own error
+    class for it too, raised here before anything is fetched)."""
 
 
 @dataclass(frozen=True)
