@@ -135,6 +135,7 @@ def test_file_urls_only_under_the_allowed_directory(media_dirs: tuple[Path, Path
     refused(connector, f"file://{allowed}/../outside/out.png", mode, "outside the allowed directory")
     refused(connector, f"file://{allowed}/link.png", mode, "outside the allowed directory")  # a symlink escape
     refused(connector, f"file://{allowed}/missing.png", mode, "does not exist")
+    refused(connector, f"file://{outside}/missing.png", mode, "outside the allowed directory")  # no probing outside
     refused(connector, f"file://{allowed}/sub", mode, "not a regular file")
     refused(connector, f"file://otherhost{allowed}/in.png", mode, "'otherhost'")
     refused(MediaConnector.create(), f"file://{allowed}/in.png", mode, "--allowed-local-media-path DIR")
@@ -203,3 +204,14 @@ def test_allowed_media_domains(http: MediaHTTPServer, mode: str) -> None:
     hits = http.hits.get("/red.png", 0)
     refused(other, http.url("/red.png"), mode, "host '127.0.0.1'", "images.example.test")
     assert http.hits.get("/red.png", 0) == hits  # refused before any request
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_decompression_bomb_is_refused_before_decoding(pil: Any, mode: str) -> None:
+    import io
+
+    buf = io.BytesIO()
+    pil.new("L", (9000, 8000)).save(buf, format="PNG")  # 72 Mpx of zeros: a few dozen kilobytes
+    assert len(buf.getvalue()) < 200_000
+    refused(MediaConnector.create(), "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode(), mode,
+            "9000x8000 pixels, more than the limit")

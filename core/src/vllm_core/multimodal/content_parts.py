@@ -191,7 +191,13 @@ async def load_images_async(refs: Sequence[ImageRef], connector: MediaConnector)
             return _as_rgb(ref)
         return await connector.load_image_async(ref.url or "", ref.where)
 
-    return list(await asyncio.gather(*(one(ref) for ref in refs)))
+    tasks = [asyncio.ensure_future(one(ref)) for ref in refs]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:  # one failed: the others' downloads are of no use
+            task.cancel()
+        raise
 
 
 def _as_rgb(ref: ImageRef) -> Any:

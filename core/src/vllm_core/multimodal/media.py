@@ -39,6 +39,9 @@ ENV_FETCH_MAX_BYTES = "VLLM_IMAGE_FETCH_MAX_BYTES"
 """Largest image, in bytes, fetched, read or base64-decoded (default 20 MiB)."""
 DEFAULT_FETCH_TIMEOUT = 5.0
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024
+MAX_PIXELS = 8192 * 8192
+"""Largest image decoded, in pixels: a few compressed megabytes can hold a far larger image
+(a decompression bomb); vision encoders resize to well under a megapixel anyway."""
 INSTALL_HINT = "pip install ./plugins/vllm-multimodal"
 
 
@@ -97,7 +100,10 @@ def decode_image(data: bytes, where: str = "image", source: str = "") -> Any:
         raise MediaError(f"{where}: decoding images needs Pillow, which is not installed; run "
                          f"`{INSTALL_HINT}` (it brings Pillow and the vision-language models)", where) from None
     try:
-        image = Image.open(io.BytesIO(data))
+        image = Image.open(io.BytesIO(data))  # reads the header only: the size is known before decoding
+        if image.width * image.height > MAX_PIXELS:
+            raise MediaError(f"{where}: {source or 'the image'} is {image.width}x{image.height} pixels, more than the "
+                             f"limit of {MAX_PIXELS} pixels; send a smaller image", where)
         image.load()
         return image.convert("RGB")
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
@@ -192,13 +198,16 @@ class MediaConnector:
             raise MediaError(f"{where}: file:// URL {describe_url(url)!r} names host {parsed.netloc!r}; only local "
                              "paths (file:///path) are read", where)
         raw = Path(unquote(parsed.path))
-        try:
-            path = raw.resolve(strict=True)
+        try:  # not strict: a path outside is refused as outside whether it exists or not (no probing)
+            path = raw.resolve(strict=False)
         except (OSError, RuntimeError):
-            raise MediaError(f"{where}: file:// image {str(raw)!r} does not exist", where) from None
+            raise MediaError(f"{where}: file:// image path {str(raw)!r} cannot be resolved (a symlink loop?)",
+                             where) from None
         if not path.is_relative_to(allowed):
             raise MediaError(f"{where}: file:// image {str(raw)!r} resolves to {str(path)!r}, outside the allowed "
                              f"directory {str(allowed)!r} (--allowed-local-media-path); move the image there", where)
+        if not path.exists():
+            raise MediaError(f"{where}: file:// image {str(raw)!r} does not exist", where)
         if not path.is_file():
             raise MediaError(f"{where}: file:// image {str(raw)!r} is not a regular file", where)
         size = path.stat().st_size
