@@ -12,7 +12,7 @@ import os
 
 import nox
 
-nox.options.sessions = ["lint", "typecheck", "core", "cpu", "cuda", "rocm", "acme", "lora", "distributed", "tpu"]
+nox.options.sessions = ["lint", "typecheck", "core", "cpu", "cuda", "rocm", "acme", "lora", "multimodal", "distributed", "tpu"]
 nox.options.reuse_existing_virtualenvs = True
 
 CONSTRAINTS = ("-c", ".ci/constraints.txt")
@@ -43,7 +43,7 @@ def typecheck(session: nox.Session) -> None:
     session.install(*CONSTRAINTS, "mypy", "./core[server]")
     # the plugins need only vllm-core and torch to be checked: no triton (mypy takes it as Any)
     session.install("--no-deps", "./plugins/vllm-cpu", "./plugins/vllm-cuda", "./plugins/vllm-rocm", "./plugins/vllm-lora",
-                    "./plugins/vllm-tpu",
+                    "./plugins/vllm-tpu", "./plugins/vllm-multimodal",
                     "./examples/acme-platform")
     session.run("mypy")
 
@@ -111,6 +111,19 @@ def lora(session: nox.Session) -> None:
     session.run("pytest", "tests/plugins/lora", *session.posargs,
                 env={**ENV, "VLLM_CORE_TEST_DEVICES": "reference,cpu",
                      "VLLM_CORE_TEST_REQUIRE": "lora,triton,cpu,default-model"})
+
+
+@nox.session
+def multimodal(session: nox.Session) -> None:
+    """Core + vllm-multimodal (+ vllm-cpu): tiny random LLaVA-1.5 and Qwen2-VL against
+    transformers' generate on the reference and cpu platforms (alone, mixed with text-only
+    requests, several images per prompt, chunked prefill through image spans, prefix caching),
+    the encoder cache, input errors, the AsyncLLM path (about 1.5 min on 2 cores)."""
+    install_base(session)
+    session.install(*CONSTRAINTS, *SERVER_DEPS, "pillow", "./plugins/vllm-cpu", "./plugins/vllm-multimodal")
+    session.run("pytest", "tests/plugins/multimodal", *session.posargs,
+                env={**ENV, "VLLM_CORE_TEST_DEVICES": "reference,cpu",
+                     "VLLM_CORE_TEST_REQUIRE": "multimodal,cpu,default-model"})
 
 
 @nox.session

@@ -32,3 +32,13 @@ def tiny_llava(tmp_path_factory: pytest.TempPathFactory, mm_tokenizer: Any) -> t
     path = str(tmp_path_factory.mktemp("tiny-llava"))
     model, processor = save_tiny_llava(path, mm_tokenizer)
     return path, model, processor
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen2_vl(tmp_path_factory: pytest.TempPathFactory, mm_tokenizer: Any) -> tuple[str, Any, Any]:
+    """(checkpoint dir, transformers model, HF Qwen2VLImageProcessor)."""
+    from .tiny_models import save_tiny_qwen2_vl
+
+    path = str(tmp_path_factory.mktemp("tiny-qwen2-vl"))
+    model, image_processor = save_tiny_qwen2_vl(path, mm_tokenizer)
+    return path, model, image_processor

@@ -89,3 +89,48 @@ def model_dir(tmp: str, name: str) -> str:
     path = os.path.join(tmp, name)
     os.makedirs(path, exist_ok=True)
     return path
+
+
+def save_tiny_qwen2_vl(path: str, tok: Any, seed: int = 0) -> tuple[Any, Any]:
+    """(HF model, HF image processor); patch 4, merge 2: an image of W x H pixels takes about
+    W * H / 64 tokens (dynamic resolution). ``qwen2_vl_inputs`` does what ``Qwen2VLProcessor``
+    does (that class needs torchvision for its video half)."""
+    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLImageProcessor
+
+    ids = {t: tok.convert_tokens_to_ids(t) for t in IMAGE_TOKENS}
+    config = Qwen2VLConfig(
+        text_config=dict(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                         rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
+                         tie_word_embeddings=False, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                         initializer_range=0.1),
+        vision_config=dict(depth=2, embed_dim=32, hidden_size=64, num_heads=2, mlp_ratio=2, patch_size=4,
+                           spatial_merge_size=2, temporal_patch_size=2, initializer_range=0.1),
+        image_token_id=ids["<|image_pad|>"], vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"], video_token_id=ids["<image>"], tie_word_embeddings=False,
+        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+    )
+    config.architectures = ["Qwen2VLForConditionalGeneration"]
+    torch.manual_seed(seed)
+    model = Qwen2VLForConditionalGeneration(config).eval()
+    model.save_pretrained(path, safe_serialization=True)
+    image_processor = Qwen2VLImageProcessor(patch_size=4, temporal_patch_size=2, merge_size=2,
+                                            min_pixels=16 * 16, max_pixels=48 * 48)
+    image_processor.save_pretrained(path)
+    tok.save_pretrained(path)
+    return model, image_processor
+
+
+def qwen2_vl_inputs(image_processor: Any, tok: Any, text: str, images: list[Any]) -> dict[str, Any]:
+    """Qwen2VLProcessor's outputs: each ``<|image_pad|>`` repeated ``t*h*w / 4`` times, then
+    tokenized; pixel values, grids and the token types transformers' M-RoPE index reads."""
+    inputs: dict[str, Any] = {}
+    if images:
+        inputs = dict(image_processor(images=images, return_tensors="pt"))
+        parts = text.split("<|image_pad|>")
+        counts = [int(g.prod()) // 4 for g in inputs["image_grid_thw"]]
+        text = parts[0] + "".join("<|image_pad|>" * n + p for n, p in zip(counts, parts[1:]))
+    ids = torch.tensor([tok.encode(text)])
+    pad = tok.convert_tokens_to_ids("<|image_pad|>")
+    inputs.update(input_ids=ids, attention_mask=torch.ones_like(ids), mm_token_type_ids=(ids == pad).int())
+    return inputs

@@ -64,10 +64,10 @@ class MultiModalPromptProcessor:
         features: list[MultiModalFeature] = []
         next_item = {m: 0 for m in processed}
         for t in token_ids:
-            m = markers.get(t)
-            if m is None:
+            if t not in markers:
                 out.append(t)
                 continue
+            m = markers[t]
             raw, item = processed[m][next_item[m]]
             next_item[m] += 1
             features.append(MultiModalFeature(

@@ -36,11 +36,17 @@ from vllm_multimodal.encoder_cache import EncoderCache
 logger = logging.getLogger(__name__)
 
 DEFAULT_ENCODER_BUDGET = 8192
-"""Encoder tokens per step (and encoder-cache rows) when ``max_num_batched_tokens`` is unset."""
+"""Encoder tokens newly admitted requests may bring per step when ``max_num_batched_tokens`` is
+unset; also the encoder cache's least size in rows (8192 rows of a 4096-wide model in bf16:
+64 MiB), so chunks of a span cut by a small token budget still find their image cached."""
 
 
 def encoder_budget(config: EngineConfig) -> int:
     return config.scheduler.max_num_batched_tokens or DEFAULT_ENCODER_BUDGET
+
+
+def encoder_cache_rows(config: EngineConfig) -> int:
+    return max(encoder_budget(config), DEFAULT_ENCODER_BUDGET)
 
 
 class MultiModalRunner(RunnerExtension):
@@ -57,7 +63,7 @@ class MultiModalRunner(RunnerExtension):
     def create(cls, context: RunnerContext) -> MultiModalRunner | None:
         if not hasattr(context.model, "embed_multimodal"):
             return None
-        return cls(context.model, context.device, encoder_budget(context.config), context.platform)
+        return cls(context.model, context.device, encoder_cache_rows(context.config), context.platform)
 
     @classmethod
     def step_constraint(cls, config: EngineConfig) -> StepConstraint | None:
