@@ -132,3 +132,16 @@ def test_anthropic_image_block_gets_anthropic_400(text_server: RunningServer) ->
 def test_tokenize_refuses_image_parts(text_server: RunningServer) -> None:
     r = post(text_server, "/tokenize", {"messages": [{"role": "user", "content": [image_part(PNG)]}]})
     assert r.status_code == 400 and r.json()["error"]["param"] == "messages[0].content[0]", r.text
+
+
+def test_offline_chat_text_only_model(tiny_chat_model: str) -> None:
+    from vllm_core import LLM, SamplingParams
+    from vllm_core.multimodal import MultiModalInputError
+
+    llm = LLM(tiny_chat_model, use_tqdm_on_load=False, max_model_len=128, num_gpu_blocks_override=16)
+    messages = [{"role": "user", "content": [{"type": "text", "text": "hi"}, image_part(PNG)]}]
+    with pytest.raises(MultiModalInputError, match=r"^messages\[0\]\.content\[1\]: the model .* is text-only"):
+        llm.chat(messages, SamplingParams(max_tokens=2), use_tqdm=False)
+    (out,) = llm.chat([{"role": "user", "content": [{"type": "text", "text": "hi"}]}], SamplingParams(max_tokens=2),
+                      use_tqdm=False)
+    assert len(out.outputs[0].token_ids) == 2

@@ -15,13 +15,10 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import import_or_require
 from tests.server.conftest import RunningServer, start_server
 from tests.server.media_http import MediaHTTPServer, media_http_server
 
-import_or_require("vllm_multimodal", "multimodal")
-
-from tests.plugins.multimodal.tiny_models import draw, save_tiny_llava, tiny_tokenizer  # noqa: E402
+from .tiny_models import draw
 
 ENGINE = {"max_model_len": 256, "num_gpu_blocks_override": 64, "block_size": 16, "max_num_seqs": 8,
           "dtype": "float32", "limit_mm_per_prompt": {"image": 2}}
@@ -50,10 +47,8 @@ def ask(*parts: dict[str, Any], text: str = QUESTION) -> list[dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def llava_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
-    path = str(tmp_path_factory.mktemp("tiny-llava-server"))
-    save_tiny_llava(path, tiny_tokenizer())
-    return path
+def llava_dir(tiny_llava: tuple[str, Any, Any]) -> str:
+    return tiny_llava[0]
 
 
 @pytest.fixture(scope="module")
@@ -236,15 +231,6 @@ def test_offline_chat_refusals(offline: Any, media_dir: Path) -> None:
         offline.chat(ask(image_part(f"file://{media_dir}/secret.png")), greedy(), use_tqdm=False)
     with pytest.raises(MultiModalInputError, match="3 images in one prompt"):
         offline.chat(ask(*[image_part(f"file://{media_dir}/allowed/wide.png")] * 3), greedy(), use_tqdm=False)
-
-
-def test_offline_chat_text_only_model(tiny_chat_model: str) -> None:
-    from vllm_core import LLM
-    from vllm_core.multimodal import MultiModalInputError
-
-    llm = LLM(tiny_chat_model, use_tqdm_on_load=False, max_model_len=128, num_gpu_blocks_override=16)
-    with pytest.raises(MultiModalInputError, match=r"^messages\[0\]\.content\[1\]: the model .* is text-only"):
-        llm.chat(ask(image_part("data:image/png;base64,AAAA")), greedy(), use_tqdm=False)
 
 
 def test_cli_serve_flags(llava_dir: str, media_dir: Path, pictures: dict[str, bytes]) -> None:
