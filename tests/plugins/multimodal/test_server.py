@@ -256,3 +256,29 @@ def test_cli_serve_flags(llava_dir: str, media_dir: Path, pictures: dict[str, by
     finally:
         proc.proc.terminate()
         proc.proc.wait(60)
+
+
+def test_qwen2_vl_server(tiny_qwen2_vl: tuple[str, Any, Any], pictures: dict[str, bytes]) -> None:
+    """Qwen2-VL (dynamic resolution, M-RoPE) through the server: its own placeholder text, the
+    offline tokens for both images."""
+    from PIL import Image
+
+    from vllm_core import LLM
+
+    path = tiny_qwen2_vl[0]
+    engine = {**ENGINE, "max_model_len": 512, "num_gpu_blocks_override": 96}
+    llm = LLM(path, use_tqdm_on_load=False, **engine)
+    tok = llm.get_tokenizer()
+    placeholder = "<|vision_start|><|image_pad|><|vision_end|>"
+    text = tok.apply_chat_template([{"role": "user", "content": f"{placeholder}\n{QUESTION}"}], tokenize=False,
+                                   add_generation_prompt=True)
+    srv = start_server(path, engine, served_name="tiny-qwen2-vl")
+    try:
+        for raw in pictures.values():
+            image = Image.open(io.BytesIO(raw)).convert("RGB")
+            (want,) = llm.generate({"prompt_token_ids": tok.encode(text, add_special_tokens=False),
+                                    "multi_modal_data": {"image": image}}, greedy(), use_tqdm=False)
+            prompt_ids, ids, _ = chat_ids(srv, ask(image_part(data_url(raw))))
+            assert prompt_ids == list(want.prompt_token_ids) and ids == list(want.outputs[0].token_ids)
+    finally:
+        srv.stop()
