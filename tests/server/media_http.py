@@ -101,11 +101,15 @@ def _handler(state: MediaHTTPServer) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128  # the default 5 drops concurrent connects (SYN retried after a second)
+
+
 @contextmanager
 def media_http_server(files: dict[str, bytes] | None = None) -> Iterator[MediaHTTPServer]:
     """Serve ``files`` and the misbehaving routes until the block ends."""
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
-    httpd.daemon_threads = True
+    httpd = _Server(("127.0.0.1", 0), BaseHTTPRequestHandler)
     state = MediaHTTPServer(f"http://127.0.0.1:{httpd.server_address[1]}", dict(files or {}))
     httpd.RequestHandlerClass = _handler(state)
     thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
