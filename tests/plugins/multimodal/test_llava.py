@@ -12,7 +12,7 @@ from tests.conftest import installed_platforms
 
 from .tiny_models import draw, hf_generate
 
-DEVICES = [d for d in installed_platforms() if d in ("reference", "cpu")]
+DEVICES = [d for d in installed_platforms() if d in ("reference", "cpu", "cuda")]
 MAX_TOKENS = 8
 ASK = "USER: <image>\nWhat is shown? ASSISTANT:"
 
@@ -54,10 +54,14 @@ def _llm(path: str, device: str, **kwargs: Any) -> Any:
 
 
 def _run(llm: Any, names: list[str]) -> list[Any]:
+    return _run_prompts(llm, [_prompt(n) for n in names])
+
+
+def _run_prompts(llm: Any, prompts: list[dict[str, Any]]) -> list[Any]:
     from vllm_core import SamplingParams
 
     params = SamplingParams(max_tokens=MAX_TOKENS, temperature=0.0, ignore_eos=True)
-    return llm.generate([_prompt(n) for n in names], params, use_tqdm=False)  # type: ignore[no-any-return]
+    return llm.generate(prompts, params, use_tqdm=False)  # type: ignore[no-any-return]
 
 
 def _runner(llm: Any) -> Any:
@@ -80,11 +84,17 @@ def test_alone_then_mixed_batch(llava: Any, oracle: dict[str, tuple[list[int], l
         assert list(out.outputs[0].token_ids) == oracle[name][1], name
     # the image decides the tokens: same text, different images, different output
     assert oracle["wide"][1] != oracle["tall"][1]
+    # the token-id form: one placeholder id per image, expanded by the engine
+    ids = llava.get_tokenizer().encode(ASK)
+    (by_ids,) = _run_prompts(llava, [{"prompt_token_ids": ids, "multi_modal_data": _prompt("wide")["multi_modal_data"]}])
+    assert by_ids.prompt_token_ids == oracle["wide"][0]
+    assert list(by_ids.outputs[0].token_ids) == oracle["wide"][1]
 
 
-def test_chunked_prefill_cuts_image_spans(tiny_llava: tuple[str, Any, Any], oracle: dict[str, Any]) -> None:
+@pytest.mark.parametrize("device", DEVICES)
+def test_chunked_prefill_cuts_image_spans(device: str, tiny_llava: tuple[str, Any, Any], oracle: dict[str, Any]) -> None:
     # 7-token steps: every image span (16 tokens at offset 6) is cut into 3 chunks
-    llm = _llm(tiny_llava[0], DEVICES[0], max_num_batched_tokens=7, enable_chunked_prefill=True)
+    llm = _llm(tiny_llava[0], device, max_num_batched_tokens=7, enable_chunked_prefill=True)
     names = ["two", "wide", "text", "tall"]
     for name, out in zip(names, _run(llm, names)):
         assert list(out.outputs[0].token_ids) == oracle[name][1], name
@@ -105,6 +115,10 @@ def test_same_image_twice_one_encoder_run(llava: Any) -> None:
     assert runner.cache.encoder_runs - before == 1
 
 
+SYSTEM = ("SYSTEM: You are a careful assistant. You describe pictures in plain words, one short sentence "
+          "at a time, and you never guess. ")
+
+
 def test_prefix_cache_keys_on_the_image(llava: Any, tiny_llava: tuple[str, Any, Any]) -> None:
     from vllm_core import SamplingParams
 
@@ -112,17 +126,20 @@ def test_prefix_cache_keys_on_the_image(llava: Any, tiny_llava: tuple[str, Any, 
     kv = llava.llm_engine.core.kv_cache_manager
     first, second = draw(60, 45, 21), draw(45, 60, 22)  # images no other test sends
     params = SamplingParams(max_tokens=MAX_TOKENS, temperature=0.0, ignore_eos=True)
+    text = SYSTEM + ASK
 
-    def run(img: Any) -> list[int]:
-        (out,) = llava.generate({"prompt": ASK, "multi_modal_data": {"image": img}}, params, use_tqdm=False)
-        expected = hf_generate(model, dict(processor(text=ASK, images=img, return_tensors="pt")), MAX_TOKENS)
+    def run(img: Any) -> tuple[list[int], int]:
+        (out,) = llava.generate({"prompt": text, "multi_modal_data": {"image": img}}, params, use_tqdm=False)
+        expected = hf_generate(model, dict(processor(text=text, images=img, return_tensors="pt")), MAX_TOKENS)
         assert list(out.outputs[0].token_ids) == expected
-        return expected
+        return expected, out.prompt_token_ids.index(model.config.image_token_index)
 
-    a = run(first)
+    a, offset = run(first)
+    assert offset >= 32  # the system prompt fills two blocks of 16 before the image
     hits = kv.prefix_hits
-    b = run(second)  # same text, another image: no block may be shared
-    assert kv.prefix_hits == hits
+    b, _ = run(second)  # same text, another image: only the blocks before the image are shared
+    assert kv.prefix_hits - hits == offset // 16 * 16
     assert a != b
-    run(first)  # same text and image: its full blocks hit
-    assert kv.prefix_hits > hits
+    hits = kv.prefix_hits
+    run(first)  # same text and image: every full block but the last hits
+    assert kv.prefix_hits - hits > offset // 16 * 16

@@ -13,7 +13,7 @@ from tests.conftest import installed_platforms
 
 from .tiny_models import draw, hf_generate, qwen2_vl_inputs
 
-DEVICES = [d for d in installed_platforms() if d in ("reference", "cpu")]
+DEVICES = [d for d in installed_platforms() if d in ("reference", "cpu", "cuda")]
 MAX_TOKENS = 8
 IMG = "<|vision_start|><|image_pad|><|vision_end|>"
 

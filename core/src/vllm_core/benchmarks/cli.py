@@ -114,7 +114,7 @@ def throughput(model: str | None, dataset: str, input_len: int | None, output_le
     )
     started = _start(model, kwargs)
     llm = started.llm
-    vocab = llm.llm_engine.loaded.hf_config.vocab_size
+    vocab = llm.llm_engine.loaded.text_config.vocab_size
     try:
         require_max_model_len(llm, data.max_seq_len, "the longest prompt plus output")
         warmup(llm, data, vocab, temperature)

@@ -141,7 +141,7 @@ def run_latency(
             f"{batch_size}, {input_len}, {output_len}, {num_iters}, {num_iters_warmup}"
         )
     engine = llm.llm_engine
-    vocab = engine.loaded.hf_config.vocab_size
+    vocab = engine.loaded.text_config.vocab_size
     params = sampling_params(output_len, temperature)
     timings = []
     for i in range(num_iters_warmup + num_iters):

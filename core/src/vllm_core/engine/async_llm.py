@@ -132,7 +132,7 @@ class AsyncLLM:
         self.input_processor = InputProcessor(
             self.tokenizer, info.max_model_len, info.vocab_size, info.eos_token_id, config.model.max_logprobs,
             RequestArguments.create(FrontendContext(config, info.hf_config, info.tokenizer)),
-            MultiModalPromptProcessor.create(config.model, info.hf_config, info.tokenizer, info.model_path),
+            MultiModalPromptProcessor.create(config.model, info.hf_config, info.tokenizer, info.model_path, info.block_size),
         )
         self.output_processor = OutputProcessor(self.tokenizer)
         self.streams: dict[str, RequestStream] = {}

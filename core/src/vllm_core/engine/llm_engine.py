@@ -41,7 +41,9 @@ class LLMEngine:
             self.tokenizer, self.max_model_len, self.loaded.text_config.vocab_size,
             eos_token_id_of(self.tokenizer, self.loaded.hf_config), config.model.max_logprobs,
             RequestArguments.create(FrontendContext(config, self.loaded.hf_config, self.tokenizer)),
-            MultiModalPromptProcessor.create(config.model, self.loaded.hf_config, self.tokenizer, self.loaded.model_path),
+            MultiModalPromptProcessor.create(
+                config.model, self.loaded.hf_config, self.tokenizer, self.loaded.model_path, self.core.kv_spec.block_size
+            ),
         )
         self.output_processor = OutputProcessor(self.tokenizer)
         self._ids = itertools.count()

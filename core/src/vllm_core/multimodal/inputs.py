@@ -69,15 +69,21 @@ class MultiModalInputs(RequestExtension):
     models with multi-axis rotary embeddings (M-RoPE: Qwen2-VL); None: 1-D positions."""
     mrope_position_delta: int = 0
     """M-RoPE: position of a token at index ``i >= prompt_len`` is ``i + delta`` on every axis."""
+    block_size: int = 0
+    """The prefix cache's block size (the front end knows it from the engine); 0: unknown."""
 
     def block_hash_extra_keys(self, block_index: int) -> tuple[BlockKey, ...]:
-        # Block 0 carries every item's hash (and where it sits): the chain separates every
-        # later block, so the same text with another image never shares a block, and the same
-        # text with the same image does. (Conservative: text before the first image is not
-        # shared across different images either; block keys do not know the block size.)
-        if block_index != 0:
-            return ()
-        return tuple(("mm", f.modality, f.identifier, f.placeholder.offset) for f in self.features)
+        # An item's hash keys every block its placeholder range overlaps; the hash chain carries
+        # it into every later block. So the same text with another image never shares a block
+        # from the image on, the same text with the same image does, and the text before the
+        # first image (a system prompt) is shared whatever the image. With the block size
+        # unknown, block 0 carries every item (nothing after it is shared across images).
+        if self.block_size <= 0:
+            hit = self.features if block_index == 0 else ()
+        else:
+            lo, hi = block_index * self.block_size, (block_index + 1) * self.block_size
+            hit = tuple(f for f in self.features if f.placeholder.offset < hi and f.placeholder.end > lo)
+        return tuple(("mm", f.modality, f.identifier, f.placeholder.offset) for f in hit)
 
     @property
     def num_encoder_tokens(self) -> int:

@@ -24,18 +24,25 @@ from vllm_core.multimodal.registry import MultiModalProcessor, ProcessedItem
 class MultiModalPromptProcessor:
     """Applies one model's ``MultiModalProcessor`` (or refuses images for a text-only model)."""
 
-    def __init__(self, processor: MultiModalProcessor | None, limits: Mapping[str, int], model_name: str) -> None:
+    def __init__(
+        self, processor: MultiModalProcessor | None, limits: Mapping[str, int], model_name: str, block_size: int = 0,
+    ) -> None:
+        """``block_size``: the prefix cache's (image hashes key the blocks their tokens are in)."""
         self.processor = processor
         self.limits = dict(limits)
         self.model_name = model_name
+        self.block_size = block_size
 
     @classmethod
-    def create(cls, model_config: Any, hf_config: Any, tokenizer: Any, model_path: str) -> MultiModalPromptProcessor:
-        """The front end's handler for a loaded model (``ModelConfig``, its HF config and tokenizer)."""
+    def create(
+        cls, model_config: Any, hf_config: Any, tokenizer: Any, model_path: str, block_size: int = 0,
+    ) -> MultiModalPromptProcessor:
+        """The front end's handler for a loaded model (``ModelConfig``, its HF config and
+        tokenizer, the KV cache's block size)."""
         from vllm_core.multimodal.registry import processor_for
 
-        processor = processor_for(model_path, hf_config, tokenizer) if tokenizer is not None else None
-        return cls(processor, model_config.limit_mm_per_prompt, model_config.model or model_path)
+        processor = processor_for(model_path, hf_config, tokenizer)
+        return cls(processor, model_config.limit_mm_per_prompt, model_config.model or model_path, block_size)
 
     def apply(self, token_ids: Sequence[int], data: Any) -> tuple[list[int], MultiModalInputs]:
         """Expand each placeholder token of ``token_ids`` to its item's tokens; returns the new
@@ -77,6 +84,6 @@ class MultiModalPromptProcessor:
             out.extend([t] * item.num_tokens)
         rope = proc.mrope_positions(out, features)
         if rope is None:
-            return out, MultiModalInputs(tuple(features))
+            return out, MultiModalInputs(tuple(features), block_size=self.block_size)
         positions, delta = rope
-        return out, MultiModalInputs(tuple(features), positions, int(delta))
+        return out, MultiModalInputs(tuple(features), positions, int(delta), self.block_size)

@@ -38,7 +38,8 @@ class MultiModalProcessor:
     modalities: ClassVar[tuple[str, ...]] = ("image",)
     """What ``multi_modal_data`` may hold for this model."""
 
-    def __init__(self, model_path: str, hf_config: Any, tokenizer: Any) -> None:
+    def __init__(self, model_path: str, hf_config: Any, tokenizer: Any | None) -> None:
+        """``tokenizer``: the model's, or None (a directory without one: token-id prompts)."""
         self.model_path = model_path
         self.hf_config = hf_config
         self.tokenizer = tokenizer
@@ -79,14 +80,18 @@ def processor_for(model_config: Any, hf_config: Any = None, tokenizer: Any = Non
     """The multimodal processor of a model, or None when the model takes no images.
 
     ``model_config``: a ``ModelConfig`` (or a model path); ``hf_config`` / ``tokenizer``: the
-    loaded ones (read from the model path when omitted). The answer's ``placeholder_text("image")``
+    loaded ones (read from the model path when omitted; a model directory without a tokenizer
+    gets None, and its prompts must be token ids). The answer's ``placeholder_text("image")``
     is what goes into a prompt per image.
     """
     path = model_config if isinstance(model_config, str) else getattr(model_config, "model", "")
     if hf_config is None:
         from transformers import AutoConfig
 
-        hf_config = AutoConfig.from_pretrained(path)
+        try:
+            hf_config = AutoConfig.from_pretrained(path)
+        except (OSError, ValueError):  # a .gguf file, the default model: text-only models here
+            return None
     registered = processors()
     arch = next((a for a in architectures(hf_config) if a in registered), None)
     if arch is None:
@@ -94,6 +99,9 @@ def processor_for(model_config: Any, hf_config: Any = None, tokenizer: Any = Non
     if tokenizer is None:
         from transformers import AutoTokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained(getattr(model_config, "tokenizer", None) or path)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(getattr(model_config, "tokenizer", None) or path)
+        except (OSError, ValueError):
+            tokenizer = None  # dummy-weight directories: token-id prompts only
     cls: type[MultiModalProcessor] = registered.get(arch)
     return cls(path, hf_config, tokenizer)

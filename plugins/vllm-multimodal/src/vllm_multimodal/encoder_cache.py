@@ -25,7 +25,8 @@ class EncoderCache:
         self.encoder_runs = 0
         """Items the encoder ran for (the same image twice, cached: one run)."""
         self.encoder_seconds = 0.0
-        """Wall time spent in the encoder (host clock around each batch, synchronised)."""
+        """Wall time spent in the encoder (host clock around each batch, synchronised), counted
+        while the extension's ``time_encoder`` is on."""
 
     def get(self, identifier: str) -> torch.Tensor | None:
         item = self._items.get(identifier)

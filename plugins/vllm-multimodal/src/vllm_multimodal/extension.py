@@ -58,6 +58,9 @@ class MultiModalRunner(RunnerExtension):
         self.platform = platform
         self.cache = EncoderCache(cache_tokens)
         self.uses_mrope = bool(getattr(model, "uses_mrope", False))
+        self.time_encoder = False
+        """True: wait for each encoder batch and add its wall time to ``cache.encoder_seconds``
+        (a device sync per batch: off by default, benchmarks turn it on)."""
 
     @classmethod
     def create(cls, context: RunnerContext) -> MultiModalRunner | None:
@@ -106,9 +109,10 @@ class MultiModalRunner(RunnerExtension):
         if missing:
             t0 = time.perf_counter()
             results = self.model.embed_multimodal(missing)
-            if self.platform is not None:
-                self.platform.synchronize()
-            self.cache.encoder_seconds += time.perf_counter() - t0
+            if self.time_encoder:
+                if self.platform is not None:
+                    self.platform.synchronize()
+                self.cache.encoder_seconds += time.perf_counter() - t0
             self.cache.encoder_runs += len(missing)
             for f, emb in zip(missing, results):
                 if emb.shape[0] != f.num_tokens:

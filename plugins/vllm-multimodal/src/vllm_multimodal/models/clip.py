@@ -37,8 +37,13 @@ class CLIPEmbeddings(nn.Module):
         self.position_embedding = nn.Embedding(num_positions, config.hidden_size)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        patches = self.patch_embedding(pixel_values.to(self.patch_embedding.weight.dtype))
-        patches = patches.flatten(2).transpose(1, 2)  # [B, N, D]
+        # the stride-p convolution as one matmul over the unfolded patches (no cuDNN: no TF32
+        # convolution on GPUs, the same sums on every platform)
+        w = self.patch_embedding.weight  # [D, C, p, p]
+        b, c, h, wd = pixel_values.shape
+        p = w.shape[-1]
+        x = pixel_values.to(w.dtype).reshape(b, c, h // p, p, wd // p, p).permute(0, 2, 4, 1, 3, 5)
+        patches = F.linear(x.reshape(b, (h // p) * (wd // p), c * p * p), w.reshape(w.shape[0], -1))  # [B, N, D]
         cls = self.class_embedding.expand(patches.shape[0], 1, -1)
         return torch.cat([cls, patches], dim=1) + self.position_embedding.weight[: patches.shape[1] + 1]
 

@@ -22,6 +22,8 @@ class LlavaProcessor(MultiModalProcessor):
         self.extra_tokens = 1 if hf_config.vision_feature_select_strategy == "full" else 0
 
     def placeholder_text(self, modality: str) -> str:
+        if self.tokenizer is None:
+            return "<image>"
         return str(self.tokenizer.convert_ids_to_tokens(self.image_token_id))
 
     def placeholder_token_id(self, modality: str) -> int:

@@ -22,7 +22,7 @@ class Qwen2VLProcessor(MultiModalProcessor):
         self.merge = int(hf_config.vision_config.spatial_merge_size)
 
     def placeholder_text(self, modality: str) -> str:
-        pad = self.tokenizer.convert_ids_to_tokens(self.image_token_id)
+        pad = "<|image_pad|>" if self.tokenizer is None else self.tokenizer.convert_ids_to_tokens(self.image_token_id)
         return f"<|vision_start|>{pad}<|vision_end|>"
 
     def placeholder_token_id(self, modality: str) -> int:
