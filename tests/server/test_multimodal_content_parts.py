@@ -201,4 +201,13 @@ def test_policy_refuses_before_loading() -> None:
     two = ChatImagePolicy(connector, "<image>", {"image": 2}, "llava")
     parsed = two.parse(messages)
     assert two.template_messages(parsed, CHATML)[0]["content"] == "<image>\n<image>\nx"
-    assert two.template_messages(parsed, LLAVA_TEMPLATE) is parsed.messages
+    assert two.template_messages(parsed, LLAVA_TEMPLATE) == [{"role": "user", "content": [
+        {"type": "text", "text": "x"}, {"type": "image"}, {"type": "image"}]}]
+    # a vision-language model's parts template: text-only messages become one text part each
+    text = parse_chat_content([{"role": "system", "content": "s"}, {"role": "user", "content": "hi"}])
+    assert two.template_messages(text, LLAVA_TEMPLATE) == [
+        {"role": "system", "content": [{"type": "text", "text": "s"}]},
+        {"role": "user", "content": [{"type": "text", "text": "hi"}]}]
+    assert two.template_messages(text, CHATML) == text.messages
+    assert text_only.template_messages(text, LLAVA_TEMPLATE) == text.messages  # text models: untouched
+    assert two.template_messages(text, {"default": CHATML}) == text.messages  # a dict of named templates

@@ -282,3 +282,46 @@ def test_qwen2_vl_server(tiny_qwen2_vl: tuple[str, Any, Any], pictures: dict[str
             assert prompt_ids == list(want.prompt_token_ids) and ids == list(want.outputs[0].token_ids)
     finally:
         srv.stop()
+
+
+LLAVA_HF_TEMPLATE = (  # llava-hf/llava-1.5-7b-hf's processor template (chat_template.json)
+    "{% for message in messages %}{% if message['role'] != 'system' %}{{ message['role'].upper() + ': '}}{% endif %}"
+    "{# Render all images first #}{% for content in message['content'] | selectattr('type', 'equalto', 'image') %}"
+    "{{ '<image>\\n' }}{% endfor %}{# Render all text next #}{% if message['role'] != 'assistant' %}{% for content in "
+    "message['content'] | selectattr('type', 'equalto', 'text') %}{{ content['text'] + ' '}}{% endfor %}{% else %}"
+    "{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}{{ content['text'] + ' '}}"
+    "{% endfor %}{% endif %}{% endfor %}{% if add_generation_prompt %}{{ 'ASSISTANT:' }}{% endif %}")
+
+
+def test_processor_chat_template(llava_dir: str, tmp_path: Path, pictures: dict[str, bytes]) -> None:
+    """A llava-hf style checkpoint: no tokenizer template, the processor's in chat_template.json,
+    looping over content parts. Image parts become ``{"type": "image"}`` items, text-only
+    messages text parts, and the prompt is the one llava-hf's model card writes by hand."""
+    import json
+    import shutil
+
+    from PIL import Image
+
+    from vllm_core import LLM
+
+    path = tmp_path / "llava-hf-style"
+    shutil.copytree(llava_dir, path)
+    (path / "chat_template.jinja").unlink()
+    (path / "chat_template.json").write_text(json.dumps({"chat_template": LLAVA_HF_TEMPLATE}))
+    llm = LLM(str(path), use_tqdm_on_load=False, **ENGINE)
+    assert not llm.get_tokenizer().chat_template
+    tok = llm.get_tokenizer()
+    by_hand = f"USER: <image>\n{QUESTION} ASSISTANT:"
+    image = Image.open(io.BytesIO(pictures["wide"])).convert("RGB")
+    (want,) = llm.generate({"prompt_token_ids": tok.encode(by_hand, add_special_tokens=False),
+                            "multi_modal_data": {"image": image}}, greedy(), use_tqdm=False)
+    (chat,) = llm.chat(ask(image_part(data_url(pictures["wide"]))), greedy(), use_tqdm=False)
+    assert chat.prompt_token_ids == want.prompt_token_ids and chat.outputs[0].token_ids == want.outputs[0].token_ids
+    srv = start_server(str(path), ENGINE, served_name="llava-hf-style")
+    try:
+        prompt_ids, ids, _ = chat_ids(srv, ask(image_part(data_url(pictures["wide"]))))
+        assert prompt_ids == list(want.prompt_token_ids) and ids == list(want.outputs[0].token_ids)
+        r = httpx.post(f"{srv.url}/tokenize", json={"messages": [{"role": "user", "content": "hi"}]}, timeout=60)
+        assert r.json()["tokens"] == tok.encode("USER: hi ASSISTANT:", add_special_tokens=False), r.text
+    finally:
+        srv.stop()

@@ -27,7 +27,7 @@ from vllm_core.multimodal.content_parts import ChatImagePolicy
 from vllm_core.multimodal.media import MediaConnector
 from vllm_core.outputs import RequestOutput
 from vllm_core.sampling_params import BeamSearchParams, RequestOutputKind, SamplingParams
-from vllm_core.tokenizers.chat import apply_chat_template, validate_messages
+from vllm_core.tokenizers.chat import apply_chat_template, processor_chat_template, validate_messages
 
 logger = logging.getLogger(__name__)
 
@@ -110,6 +110,8 @@ class LLM:
         self.llm_engine = LLMEngine(self.engine_config, use_tqdm=use_tqdm_on_load)
         self.chat_images = ChatImagePolicy.for_engine(connector, self.llm_engine.input_processor.multimodal,
                                                       model or "the default model")
+        self.chat_template = processor_chat_template(model)
+        """The model directory's processor template (``chat_template.json``), else None: the tokenizer's."""
 
     def get_tokenizer(self) -> Any:
         return self.llm_engine.get_tokenizer()
@@ -170,6 +172,7 @@ class LLM:
         conversations = [messages] if isinstance(messages[0], dict) else list(messages)
         tok = self.get_tokenizer()
         prompts: list[PromptType] = []
+        chat_template = chat_template or self.chat_template
         for conv in conversations:
             parsed = self.chat_images.parse(validate_messages(conv))
             messages = self.chat_images.template_messages(parsed, chat_template or getattr(tok, "chat_template", None))

@@ -233,6 +233,14 @@ def flatten_image_content(messages: Sequence[Mapping[str, Any]], placeholder: st
     return out
 
 
+def as_content_parts(message: Mapping[str, Any]) -> dict[str, Any]:
+    """``message`` with a string ``content`` turned into ``[{"type": "text", "text": content}]``."""
+    m = dict(message)
+    if isinstance(m.get("content"), str):
+        m["content"] = [{"type": "text", "text": m["content"]}]
+    return m
+
+
 class ChatImagePolicy:
     """One engine's handling of images in chat messages (``LLM.chat`` and the server's chat and
     messages routes): what it accepts, how many, where images may come from.
@@ -279,11 +287,19 @@ class ChatImagePolicy:
         check_image_limit(parsed.images, {"image": self.image_limit})
         return parsed
 
-    def template_messages(self, parsed: ParsedChat, chat_template: str | None) -> list[dict[str, Any]]:
-        """``parsed.messages`` in the form ``chat_template`` renders (see ``renders_content_parts``)."""
-        if not parsed.images or self.placeholder is None or (chat_template and renders_content_parts(chat_template)):
+    def template_messages(self, parsed: ParsedChat, chat_template: Any) -> list[dict[str, Any]]:
+        """``parsed.messages`` in the form ``chat_template`` renders (vLLM's content formats): a
+        text-only model's messages as they are; a vision-language model whose template loops over
+        ``content`` gets every content as a list of parts (a plain string becomes one text part:
+        such templates, llava-hf's among them, render nothing of a string); one whose template
+        renders ``content`` as a string gets the image placeholders written into the text."""
+        if self.placeholder is None:
             return parsed.messages
-        return flatten_image_content(parsed.messages, self.placeholder)
+        if isinstance(chat_template, str) and renders_content_parts(chat_template):
+            return [as_content_parts(m) for m in parsed.messages]
+        if parsed.images:
+            return flatten_image_content(parsed.messages, self.placeholder)
+        return parsed.messages
 
     def load(self, parsed: ParsedChat) -> list[Any]:
         return load_images(parsed.images, self.connector)
@@ -293,6 +309,6 @@ class ChatImagePolicy:
 
 
 __all__ = [
-    "ChatImagePolicy", "ContentPartError", "ImageLimitError", "ImageRef", "ParsedChat", "check_image_limit",
+    "ChatImagePolicy", "ContentPartError", "as_content_parts", "ImageLimitError", "ImageRef", "ParsedChat", "check_image_limit",
     "flatten_image_content", "load_images", "load_images_async", "parse_chat_content", "renders_content_parts",
 ]

@@ -53,7 +53,7 @@ from vllm_core.multimodal.media import MediaConnector
 from vllm_core.outputs import RequestOutput
 from vllm_core.reasoning.abstract import ReasoningParser, ReasoningStreamer
 from vllm_core.sampling_params import StructuredOutputsParams
-from vllm_core.tokenizers.chat import apply_chat_template
+from vllm_core.tokenizers.chat import apply_chat_template, processor_chat_template
 from vllm_core.tool_parsers.abstract import ParsedToolCall, ToolCallDelta, ToolCallStreamer, ToolParser, make_call
 
 
@@ -200,6 +200,8 @@ class ServingChat(ServingBase):
         connector = MediaConnector.create(settings.allowed_local_media_path, settings.image_fetch_timeout,
                                           settings.image_fetch_max_bytes, settings.allowed_media_domains)
         self.media = ChatImagePolicy.for_engine(connector, engine.input_processor.multimodal, self.model_name)
+        self.chat_template = settings.chat_template or processor_chat_template(engine.info.model_path)
+        """``--chat-template``, else the model directory's processor template, else the tokenizer's (None)."""
 
     # ------------------------------------------------------------------------------ request
     def _tool_mode(self, req: ChatCompletionRequest) -> ToolMode:
@@ -246,7 +248,7 @@ class ServingChat(ServingBase):
             kwargs["continue_final_message"] = True
         tools = [t.model_dump(exclude_none=True) for t in req.tools] if req.tools and mode.kind != "none" else None
         try:
-            template = req.chat_template or self.settings.chat_template
+            template = req.chat_template or self.chat_template
             messages = self.media.template_messages(parsed or parse_messages(req.messages, self.media),
                                                     template or getattr(tok, "chat_template", None))
             text = apply_chat_template(tok, messages, template, add_gen, tools, **kwargs)
