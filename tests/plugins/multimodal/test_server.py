@@ -325,3 +325,25 @@ def test_processor_chat_template(llava_dir: str, tmp_path: Path, pictures: dict[
         assert r.json()["tokens"] == tok.encode("USER: hi ASSISTANT:", add_special_tokens=False), r.text
     finally:
         srv.stop()
+
+
+def test_responses_api_input_image(llava_server: RunningServer, http: MediaHTTPServer, pictures: dict[str, bytes]) -> None:
+    """``/v1/responses`` with ``input_image`` parts (vLLM's Responses API images)."""
+    import openai
+
+    client = llava_server.client()
+    want = client.chat.completions.create(model=llava_server.model, messages=ask(image_part(data_url(pictures["tall"]))),
+                                          max_tokens=MAX_TOKENS, temperature=0).choices[0].message.content
+    for url in (data_url(pictures["tall"]), http.url("/tall.png")):
+        resp = client.responses.create(model=llava_server.model, max_output_tokens=MAX_TOKENS, temperature=0, input=[
+            {"role": "user", "content": [{"type": "input_text", "text": QUESTION},
+                                         {"type": "input_image", "image_url": url, "detail": "auto"}]}])
+        assert resp.output_text == want
+    with pytest.raises(openai.BadRequestError, match=r"input\[1\]\.content\[1\]: .*HTTP 404"):
+        client.responses.create(model=llava_server.model, max_output_tokens=2, instructions="Look.", input=[
+            {"role": "user", "content": "hello"},
+            {"role": "user", "content": [{"type": "input_text", "text": "x"},
+                                         {"type": "input_image", "image_url": http.url("/gone.png")}]}])
+    with pytest.raises(openai.BadRequestError, match=r"input\[0\]\.content\[0\]: an input_image part needs image_url"):
+        client.responses.create(model=llava_server.model, max_output_tokens=2, input=[
+            {"role": "user", "content": [{"type": "input_image", "file_id": "file-1"}]}])
