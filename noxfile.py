@@ -18,8 +18,9 @@ nox.options.reuse_existing_virtualenvs = True
 CONSTRAINTS = ("-c", ".ci/constraints.txt")
 ORACLE_DEPS = ("transformers", "gguf", "accelerate", "pytest", "jsonschema", "scipy")
 ENV = {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2"), "TOKENIZERS_PARALLELISM": "false"}
-SERVER_DEPS = ("./core[server,structured]", "openai", "anthropic")
-"""What the engine-level suites (tests/e2e, tests/server) need."""
+SERVER_DEPS = ("./core[server,structured]", "openai", "anthropic", "pillow")
+"""What the engine-level suites (tests/e2e, tests/server) need (Pillow draws and decodes the
+server's image tests: tests/server/test_multimodal_*.py)."""
 
 
 def install_base(session: nox.Session) -> None:
@@ -53,7 +54,7 @@ def core(session: nox.Session) -> None:
     install_base(session)
     session.install(*CONSTRAINTS, *SERVER_DEPS)
     session.run("pytest", "tests/core", "tests/e2e", "tests/server", *session.posargs,
-                env={**ENV, "VLLM_CORE_TEST_DEVICES": "reference", "VLLM_CORE_TEST_REQUIRE": "default-model"})
+                env={**ENV, "VLLM_CORE_TEST_DEVICES": "reference", "VLLM_CORE_TEST_REQUIRE": "default-model,pillow"})
 
 
 @nox.session
@@ -64,7 +65,7 @@ def cpu(session: nox.Session) -> None:
     install_base(session)
     session.install(*CONSTRAINTS, *SERVER_DEPS, "./plugins/vllm-cpu")
     session.run("pytest", "tests/plugins/cpu", "tests/e2e", "tests/server", *session.posargs,
-                env={**ENV, "VLLM_CORE_TEST_DEVICES": "cpu", "VLLM_CORE_TEST_REQUIRE": "cpu,cpu-kernels,default-model"})
+                env={**ENV, "VLLM_CORE_TEST_DEVICES": "cpu", "VLLM_CORE_TEST_REQUIRE": "cpu,cpu-kernels,default-model,pillow"})
 
 
 @nox.session
@@ -118,9 +119,10 @@ def multimodal(session: nox.Session) -> None:
     """Core + vllm-multimodal (+ vllm-cpu): tiny random LLaVA-1.5 and Qwen2-VL against
     transformers' generate on the reference and cpu platforms (alone, mixed with text-only
     requests, several images per prompt, chunked prefill through image spans, prefix caching),
-    the encoder cache, input errors, the AsyncLLM path (about 1.5 min on 2 cores)."""
+    the encoder cache, input errors, the AsyncLLM path, a server of the tiny LLaVA with images
+    (base64, 127.0.0.1 URL, file://, Anthropic blocks; every refusal a 400) (about 2.5 min on 2 cores)."""
     install_base(session)
-    session.install(*CONSTRAINTS, *SERVER_DEPS, "pillow", "./plugins/vllm-cpu", "./plugins/vllm-multimodal")
+    session.install(*CONSTRAINTS, *SERVER_DEPS, "./plugins/vllm-cpu", "./plugins/vllm-multimodal")
     session.run("pytest", "tests/plugins/multimodal", *session.posargs,
                 env={**ENV, "VLLM_CORE_TEST_DEVICES": "reference,cpu",
                      "VLLM_CORE_TEST_REQUIRE": "multimodal,cpu,default-model"})

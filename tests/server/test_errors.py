@@ -38,7 +38,8 @@ def _cases(model: str) -> list[tuple[str, str, dict[str, Any] | bytes, int, str]
         ("token out of vocabulary", COMPLETIONS, {"prompt": [10_000_000]}, 400, "vocabulary"),
         ("chat: no messages", CHAT, {"messages": []}, 400, "messages"),
         ("chat: bad role", CHAT, {"messages": [{"role": "wizard", "content": "x"}]}, 400, "role"),
-        ("chat: image part", CHAT, {"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, 400, "text"),
+        ("chat: image part without a URL", CHAT, {"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, 400,
+         "image_url.url"),
         ("chat: invalid tool schema", CHAT, {"messages": msgs, "tools": [{"type": "function", "function": {
             "name": "f", "parameters": {"type": "string"}}}]}, 400, "object"),
         ("chat: tool without a name", CHAT, {"messages": msgs, "tools": [{"type": "function", "function": {}}]},

@@ -23,9 +23,11 @@ from vllm_core.engine.input_processor import PromptType
 from vllm_core.engine.llm_engine import LLMEngine
 from vllm_core.errors import ConfigError, RequestError
 from vllm_core.lora_request import LoRARequest
+from vllm_core.multimodal.content_parts import ChatImagePolicy
+from vllm_core.multimodal.media import MediaConnector
 from vllm_core.outputs import RequestOutput
 from vllm_core.sampling_params import BeamSearchParams, RequestOutputKind, SamplingParams
-from vllm_core.tokenizers.chat import apply_chat_template
+from vllm_core.tokenizers.chat import apply_chat_template, processor_chat_template, validate_messages
 
 logger = logging.getLogger(__name__)
 
@@ -91,11 +93,25 @@ class LLM:
     ``max_num_seqs``, ``max_num_batched_tokens``, ``enable_prefix_caching``, ``block_size``,
     ``seed``, ``load_format``, ``tokenizer``, ``device``, ``kv_cache_memory_bytes``,
     ``num_gpu_blocks_override``, ...
+
+    ``allowed_local_media_path``: the directory ``file://`` image URLs in ``chat`` messages may
+    read under (None: ``file://`` URLs are refused); ``allowed_media_domains``: the only hosts
+    ``http(s)://`` image URLs may name (None: any).
     """
 
-    def __init__(self, model: str | None = None, *, use_tqdm_on_load: bool = True, **kwargs: Any) -> None:
+    def __init__(self, model: str | None = None, *, use_tqdm_on_load: bool = True,
+                 allowed_local_media_path: str | None = None, allowed_media_domains: list[str] | None = None,
+                 **kwargs: Any) -> None:
+        try:
+            connector = MediaConnector.create(allowed_local_media_path, allowed_media_domains=allowed_media_domains)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         self.engine_config = build_engine_config(model, **kwargs)
         self.llm_engine = LLMEngine(self.engine_config, use_tqdm=use_tqdm_on_load)
+        self.chat_images = ChatImagePolicy.for_engine(connector, self.llm_engine.input_processor.multimodal,
+                                                      model or "the default model")
+        self.chat_template = processor_chat_template(model)
+        """The model directory's processor template (``chat_template.json``), else None: the tokenizer's."""
 
     def get_tokenizer(self) -> Any:
         return self.llm_engine.get_tokenizer()
@@ -146,16 +162,26 @@ class LLM:
         lora_request: LoRARequest | Sequence[LoRARequest | None] | None = None,
     ) -> list[RequestOutput]:
         """Apply the chat template to one conversation or a list of them, then generate
-        (``lora_request`` as in ``generate``)."""
+        (``lora_request`` as in ``generate``).
+
+        A message's ``content`` may be a list of OpenAI content parts: ``text``, ``image_url``
+        (``data:``, ``file://`` under ``allowed_local_media_path``, ``http(s)://``) and
+        ``image_pil``; the images go to the engine as the prompt's ``multi_modal_data``."""
         if not isinstance(messages, list) or not messages:
             raise RequestError("messages must be a non-empty list of messages or of conversations")
         conversations = [messages] if isinstance(messages[0], dict) else list(messages)
         tok = self.get_tokenizer()
         prompts: list[PromptType] = []
+        chat_template = chat_template or self.chat_template
         for conv in conversations:
-            text = apply_chat_template(tok, conv, chat_template, add_generation_prompt, tools)
+            parsed = self.chat_images.parse(validate_messages(conv))
+            messages = self.chat_images.template_messages(parsed, chat_template or getattr(tok, "chat_template", None))
+            text = apply_chat_template(tok, messages, chat_template, add_generation_prompt, tools)
             # The template already holds the special tokens (BOS): do not add them again.
-            prompts.append({"prompt": text, "prompt_token_ids": tok.encode(text, add_special_tokens=False)})
+            prompt: dict[str, Any] = {"prompt": text, "prompt_token_ids": tok.encode(text, add_special_tokens=False)}
+            if parsed.images:
+                prompt["multi_modal_data"] = {"image": self.chat_images.load(parsed)}
+            prompts.append(prompt)
         return self.generate(prompts, sampling_params, use_tqdm, lora_request)
 
     @staticmethod

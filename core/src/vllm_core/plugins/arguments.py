@@ -31,6 +31,7 @@ PLUGIN_ARGUMENT_HINTS: dict[str, str] = {
         ("enable_lora", "max_loras", "max_lora_rank", "max_cpu_loras", "lora_request", "lora_modules"),
         "vllm-lora (pip install ./plugins/vllm-lora)",
     ),
+    "limit_mm_per_prompt": "vllm-multimodal (pip install ./plugins/vllm-multimodal)",
 }
 """Engine and request arguments of the plugins this tree ships -> the plugin that handles them."""
 

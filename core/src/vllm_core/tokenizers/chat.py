@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 from typing import Any
 
 from vllm_core.errors import RequestError
@@ -18,6 +20,21 @@ def validate_messages(messages: Any) -> list[dict[str, Any]]:
         if m["role"] not in VALID_ROLES:
             raise RequestError(f"messages[{i}].role {m['role']!r} is invalid; choices: {', '.join(VALID_ROLES)}")
     return messages
+
+
+def processor_chat_template(model_path: str | None) -> str | None:
+    """The chat template a model directory keeps for its processor in the legacy
+    ``chat_template.json`` (vision-language checkpoints such as llava-hf's), which tokenizers do
+    not read; as vLLM, it wins over the tokenizer's. None: no such file."""
+    path = os.path.join(model_path, "chat_template.json") if model_path and os.path.isdir(model_path) else None
+    if path is None or not os.path.isfile(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            template = json.load(f).get("chat_template")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return template if isinstance(template, str) and template else None
 
 
 def apply_chat_template(

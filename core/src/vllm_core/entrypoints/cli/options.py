@@ -44,7 +44,8 @@ def engine_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 def plugin_engine_options() -> list[Callable[..., Any]]:
     """A flag per field of every plugin's engine-argument section (``register_engine_args``):
-    ``max_loras`` -> ``--max-loras``; booleans are ``--x/--no-x`` switches, lists repeat."""
+    ``max_loras`` -> ``--max-loras``; booleans are ``--x/--no-x`` switches, lists repeat, dicts
+    are JSON objects (``--limit-mm-per-prompt '{"image": 2}'``)."""
     from vllm_core.plugins import registry
 
     opts = []
@@ -62,6 +63,8 @@ def plugin_engine_options() -> list[Callable[..., Any]]:
                 opts.append(click.option(flag, field_name, type=int, default=None, help=help_text))
             elif annotation is float:
                 opts.append(click.option(flag, field_name, type=float, default=None, help=help_text))
+            elif typing.get_origin(annotation) is dict or annotation is dict:
+                opts.append(click.option(flag, field_name, default=None, help=help_text, callback=_json_option))
             elif typing.get_origin(annotation) in (list, tuple):
                 opts.append(click.option(flag, field_name, multiple=True, default=None, help=help_text,
                                          callback=lambda c, p, v: list(v) or None))

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from vllm_core.entrypoints.cli.options import engine_keys, engine_options
+from vllm_core.entrypoints.cli.options import _json_option, engine_keys, engine_options
 
 logger = logging.getLogger("vllm_core.serve")
 
@@ -69,11 +69,29 @@ async def run_server(model: str | None, engine_kwargs: dict[str, Any], host: str
 
 
 def _serve_engine_options(f: Any) -> Any:
-    """The shared engine flags plus ``--enforce-eager`` (unless the shared flags already have it)."""
+    """The shared engine flags plus ``--enforce-eager`` and ``--limit-mm-per-prompt`` (unless the
+    shared flags, which include the plugins' engine arguments, already have them)."""
     f = engine_options(f)
-    if "enforce_eager" not in {p.name for p in getattr(f, "__click_params__", [])}:
+    names = {p.name for p in getattr(f, "__click_params__", [])}
+    if "enforce_eager" not in names:
         f = click.option("--enforce-eager", is_flag=True, default=False, help="Never replay captured graphs.")(f)
+    if "limit_mm_per_prompt" not in names:
+        f = click.option("--limit-mm-per-prompt", default=None, callback=_json_option,
+                         help='Most items per prompt of each modality as JSON, e.g. \'{"image": 2}\'.')(f)
     return f
+
+
+def limit_mm_per_prompt(value: Any) -> dict[str, int] | None:
+    """``--limit-mm-per-prompt``'s value as ``{"image": 2}``: counts must be whole numbers >= 0."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = _json_option(None, None, value)  # type: ignore[arg-type]
+    if not isinstance(value, dict) or not all(
+            isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v >= 0 for k, v in value.items()):
+        raise click.BadParameter(f"must map modalities to counts >= 0, e.g. '{{\"image\": 2}}', got {value!r}",
+                                 param_hint="--limit-mm-per-prompt")
+    return dict(value)
 
 
 @click.command()
@@ -93,13 +111,23 @@ def _serve_engine_options(f: Any) -> Any:
 @click.option("--allowed-origins", multiple=True, help="CORS origins (repeatable; default none).")
 @click.option("--allowed-methods", multiple=True, help="CORS methods (default *).")
 @click.option("--allowed-headers", multiple=True, help="CORS headers (default *).")
+@click.option("--allowed-local-media-path", default=None, type=click.Path(exists=True, file_okay=False, resolve_path=True),
+              help="Directory that file:// image URLs may read under (default: file:// URLs are refused).")
+@click.option("--image-fetch-timeout", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Seconds an http(s):// image may take (default: $VLLM_IMAGE_FETCH_TIMEOUT or 5).")
+@click.option("--image-fetch-max-bytes", type=click.IntRange(min=1), default=None,
+              help="Largest image accepted, in bytes (default: $VLLM_IMAGE_FETCH_MAX_BYTES or 20 MiB).")
+@click.option("--allowed-media-domains", multiple=True,
+              help="Only hosts http(s):// image URLs may name (repeatable; redirects are then not followed).")
 @click.option("--uvicorn-log-level", default="warning", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug", "trace"]))
 def serve(model_arg: str | None, model: str | None, host: str, port: int, api_key: str | None,
           served_model_name: tuple[str, ...], chat_template: str | None, enable_auto_tool_choice: bool,
           tool_call_parser: str | None, tool_parser_plugin: str | None, reasoning_parser: str | None,
           max_pending_requests: int | None, allowed_origins: tuple[str, ...], allowed_methods: tuple[str, ...],
-          allowed_headers: tuple[str, ...], uvicorn_log_level: str, **kwargs: Any) -> None:
+          allowed_headers: tuple[str, ...], allowed_local_media_path: str | None, image_fetch_timeout: float | None,
+          image_fetch_max_bytes: int | None, allowed_media_domains: tuple[str, ...], uvicorn_log_level: str,
+          **kwargs: Any) -> None:
     """Serve MODEL (default: the embedded SmolLM2-135M-Instruct) over the OpenAI API."""
     from vllm_core.errors import EngineError
     from vllm_core.plugins import registry
@@ -112,6 +140,9 @@ def serve(model_arg: str | None, model: str | None, host: str, port: int, api_ke
     engine_kwargs = {k: kwargs.pop(k) for k in engine_keys() if k in kwargs}
     if kwargs.pop("enforce_eager", False):
         engine_kwargs["enforce_eager"] = True
+    mm_limit = limit_mm_per_prompt(engine_kwargs.pop("limit_mm_per_prompt", kwargs.pop("limit_mm_per_prompt", None)))
+    if mm_limit is not None:
+        engine_kwargs["limit_mm_per_prompt"] = mm_limit
     try:
         if tool_parser_plugin:
             load_tool_parser_plugin(tool_parser_plugin)
@@ -127,6 +158,10 @@ def serve(model_arg: str | None, model: str | None, host: str, port: int, api_ke
         "tool_call_parser": tool_call_parser,
         "reasoning_parser": reasoning_parser,
         "max_pending_requests": max_pending_requests,
+        "allowed_local_media_path": allowed_local_media_path,
+        "image_fetch_timeout": image_fetch_timeout,
+        "image_fetch_max_bytes": image_fetch_max_bytes,
+        "allowed_media_domains": tuple(allowed_media_domains) or None,
     }
     cors = None
     if allowed_origins:

@@ -31,6 +31,7 @@ from vllm_core.entrypoints.openai.protocol import (
 from vllm_core.entrypoints.openai.serving_chat import ServingChat, normalize_messages
 from vllm_core.entrypoints.openai.serving_completion import ServingCompletion
 from vllm_core.entrypoints.openai.serving_engine import ServerSettings, guard_stream
+from vllm_core.multimodal.content_parts import ParsedChat
 from vllm_core.tokenizers.chat import apply_chat_template
 
 logger = logging.getLogger(__name__)
@@ -122,7 +123,7 @@ def build_app(
             raise APIError("this model has no tokenizer", 400)
         if (req.prompt is None) == (req.messages is None):
             raise APIError("give exactly one of prompt and messages", 400)
-        ids = await engine.run_in_tokenizer_thread(_tokenize, tok, req, settings)
+        ids = await engine.run_in_tokenizer_thread(_tokenize, tok, req, chat)
         return {"count": len(ids), "max_model_len": engine.max_model_len, "tokens": ids}
 
     @app.post("/detokenize")
@@ -159,9 +160,12 @@ def _cache_config(engine: AsyncLLM) -> dict[str, Any]:
     return {**values, "num_gpu_blocks": engine.info.num_kv_blocks, "block_size": engine.info.block_size}
 
 
-def _tokenize(tok: Any, req: TokenizeRequest, settings: ServerSettings) -> list[int]:
+def _tokenize(tok: Any, req: TokenizeRequest, chat: ServingChat) -> list[int]:
     if req.messages is not None:
-        text = apply_chat_template(tok, normalize_messages(req.messages), req.chat_template or settings.chat_template,
+        template = req.chat_template or chat.chat_template
+        messages = chat.media.template_messages(ParsedChat(normalize_messages(req.messages)),
+                                                template or getattr(tok, "chat_template", None))
+        text = apply_chat_template(tok, messages, template,
                                    req.add_generation_prompt)
         return list(tok.encode(text, add_special_tokens=False))
     return list(tok.encode(req.prompt, add_special_tokens=req.add_special_tokens))

@@ -47,32 +47,23 @@ from vllm_core.entrypoints.openai.serving_engine import (
     stop_holdback,
 )
 from vllm_core.errors import RequestError
+from vllm_core.multimodal.content_parts import ChatImagePolicy, ParsedChat, parse_chat_content
+from vllm_core.multimodal.inputs import MultiModalInputError
+from vllm_core.multimodal.media import MediaConnector
 from vllm_core.outputs import RequestOutput
 from vllm_core.reasoning.abstract import ReasoningParser, ReasoningStreamer
 from vllm_core.sampling_params import StructuredOutputsParams
-from vllm_core.tokenizers.chat import apply_chat_template
+from vllm_core.tokenizers.chat import apply_chat_template, processor_chat_template
 from vllm_core.tool_parsers.abstract import ParsedToolCall, ToolCallDelta, ToolCallStreamer, ToolParser, make_call
 
 
-def normalize_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """OpenAI messages -> what chat templates expect: text parts joined, call arguments decoded."""
-    out = []
-    for i, m in enumerate(messages):
-        m = dict(m)
-        content = m.get("content")
-        if isinstance(content, list):
-            texts = []
-            for part in content:
-                if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
-                    raise APIError(f"messages[{i}].content: only text parts are supported, got {part!r}", 400,
-                                   f"messages[{i}].content")
-                texts.append(part["text"])
-            m["content"] = "\n".join(texts)
-        elif content is None:
-            m["content"] = ""
-        elif not isinstance(content, str):
-            raise APIError(f"messages[{i}].content must be a string or a list of parts", 400,
-                           f"messages[{i}].content")
+def parse_messages(messages: list[dict[str, Any]], media: ChatImagePolicy | None = None,
+                   labels: list[str] | None = None) -> ParsedChat:
+    """OpenAI messages -> what chat templates expect, and their images: text parts joined (image
+    parts become ``{"type": "image"}`` items, see ``vllm_core.multimodal.content_parts``), call
+    arguments decoded. ``labels[i]`` names message ``i`` in errors."""
+    parsed = media.parse(messages, labels) if media is not None else parse_chat_content(messages, None, labels)
+    for m in parsed.messages:
         calls = m.get("tool_calls")
         if isinstance(calls, list):
             fixed = []
@@ -88,8 +79,17 @@ def normalize_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     call["function"] = fn
                 fixed.append(call)
             m["tool_calls"] = fixed
-        out.append(m)
-    return out
+    return parsed
+
+
+def normalize_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``parse_messages`` for text-only uses (``/tokenize``): image parts are refused, since
+    their token count depends on the model's image processor."""
+    parsed = parse_messages(messages)
+    if parsed.images:
+        raise APIError(f"{parsed.image_parts}: image parts cannot be tokenized here; send text only", 400,
+                       parsed.images[0].where)
+    return parsed.messages
 
 
 @dataclass
@@ -197,6 +197,11 @@ class ServingChat(ServingBase):
         if settings.reasoning_parser:
             self.reasoning_parser_cls = registry.reasoning_parsers().get(settings.reasoning_parser)
         self.tokenizer = tok
+        connector = MediaConnector.create(settings.allowed_local_media_path, settings.image_fetch_timeout,
+                                          settings.image_fetch_max_bytes, settings.allowed_media_domains)
+        self.media = ChatImagePolicy.for_engine(connector, engine.input_processor.multimodal, self.model_name)
+        self.chat_template = settings.chat_template or processor_chat_template(engine.info.model_path)
+        """``--chat-template``, else the model directory's processor template, else the tokenizer's (None)."""
 
     # ------------------------------------------------------------------------------ request
     def _tool_mode(self, req: ChatCompletionRequest) -> ToolMode:
@@ -231,7 +236,9 @@ class ServingChat(ServingBase):
                            400, "tool_choice")
         return ToolMode("auto" if auto_ready else "none", tool_names=names)
 
-    def _prompt(self, req: ChatCompletionRequest, mode: ToolMode) -> dict[str, Any]:
+    def _prompt(self, req: ChatCompletionRequest, mode: ToolMode, parsed: ParsedChat | None = None,
+                images: list[Any] | None = None) -> dict[str, Any]:
+        """The templated, tokenized prompt; with ``images`` also their ``multi_modal_data``."""
         tok = self.tokenizer
         if tok is None:
             raise APIError("this model has no tokenizer, so it cannot chat; use /v1/completions with token ids", 400)
@@ -241,8 +248,10 @@ class ServingChat(ServingBase):
             kwargs["continue_final_message"] = True
         tools = [t.model_dump(exclude_none=True) for t in req.tools] if req.tools and mode.kind != "none" else None
         try:
-            text = apply_chat_template(tok, normalize_messages(req.messages), req.chat_template or self.settings.chat_template,
-                                       add_gen, tools, **kwargs)
+            template = req.chat_template or self.chat_template
+            messages = self.media.template_messages(parsed or parse_messages(req.messages, self.media),
+                                                    template or getattr(tok, "chat_template", None))
+            text = apply_chat_template(tok, messages, template, add_gen, tools, **kwargs)
         except jinja2.TemplateError as exc:
             raise APIError(f"the chat template failed on these messages: {exc}", 400, "messages") from exc
         except RequestError as exc:
@@ -251,19 +260,31 @@ class ServingChat(ServingBase):
         self.check_text_length(text, req.max_completion_tokens or req.max_tokens, req.truncate_prompt_tokens)
         ids = self.truncate(tok.encode(text, add_special_tokens=False), req.truncate_prompt_tokens)
         prompt: dict[str, Any] = {"prompt": text, "prompt_token_ids": ids}
+        if images:
+            if req.truncate_prompt_tokens is not None:
+                raise APIError("truncate_prompt_tokens cannot be combined with image parts (it could cut an "
+                               "image's placeholder tokens)", 400, "truncate_prompt_tokens")
+            prompt["multi_modal_data"] = {"image": images}
         if req.cache_salt is not None:
             prompt["cache_salt"] = req.cache_salt
         return prompt
 
-    async def submit(self, req: ChatCompletionRequest, rid: str) -> tuple[ToolMode, AsyncIterator[RequestOutput]]:
-        """Validate, template and tokenize (off the event loop), and queue the request."""
+    async def submit(self, req: ChatCompletionRequest, rid: str,
+                     labels: list[str] | None = None) -> tuple[ToolMode, AsyncIterator[RequestOutput]]:
+        """Validate, load the images, template and tokenize (off the event loop), and queue the
+        request. ``labels[i]`` names message ``i`` in errors (``/v1/messages`` passes the client's)."""
         self.check_model(req.model)
         self.check_n(req.n)
         self.check_capacity(req.n if req.use_beam_search else 1)  # a beam search runs n requests at once
         if req.top_logprobs is not None and not req.logprobs:
             raise APIError("top_logprobs needs logprobs: true", 400, "top_logprobs")
         mode = self._tool_mode(req)
-        prompt = await self.engine.run_in_tokenizer_thread(self._prompt, req, mode)
+        parsed = parse_messages(req.messages, self.media, labels)
+        if parsed.images and req.use_beam_search:
+            raise APIError(f"{parsed.image_parts}: use_beam_search cannot be combined with image parts", 400,
+                           "use_beam_search")
+        images = await self.media.load_async(parsed) if parsed.images else []
+        prompt = await self.engine.run_in_tokenizer_thread(self._prompt, req, mode, parsed, images)
         max_tokens = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
         self.check_length(len(prompt["prompt_token_ids"]), max_tokens)
         extra: dict[str, Any] = {"logprobs": req.top_logprobs or 0} if req.logprobs else {}
@@ -285,7 +306,12 @@ class ServingChat(ServingBase):
         if req.use_beam_search:
             return mode, self._beam_search(req, prompt, rid, max_tokens, constraint)
         params = req.sampling_params(max_tokens, None, **extra)
-        return mode, await self.engine.submit_async(prompt, params, rid, **self.request_args_for(req.model))
+        try:
+            return mode, await self.engine.submit_async(prompt, params, rid, **self.request_args_for(req.model))
+        except MultiModalInputError as exc:  # the engine's check (placeholders, item kinds): name the parts
+            if not parsed.images:
+                raise
+            raise APIError(f"{parsed.image_parts}: {exc}", 400, parsed.images[0].where) from None
 
     def _beam_search(self, req: ChatCompletionRequest, prompt: dict[str, Any], rid: str, max_tokens: int | None,
                      constraint: StructuredOutputsParams | None) -> AsyncIterator[RequestOutput]:

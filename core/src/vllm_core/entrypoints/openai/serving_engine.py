@@ -37,6 +37,14 @@ class ServerSettings:
     """Most engine requests in flight before new ones get a 429 (default: 8 x max_num_seqs)."""
     extra_models: ServedModels = field(default_factory=ServedModels, compare=False)
     """Models plugins serve besides the base (LoRA adapters), filled while the server runs."""
+    allowed_local_media_path: str | None = None
+    """The directory ``file://`` image URLs may read under (None: ``file://`` is refused)."""
+    image_fetch_timeout: float | None = None
+    """Seconds for an ``http(s)://`` image (None: ``$VLLM_IMAGE_FETCH_TIMEOUT`` or 5)."""
+    image_fetch_max_bytes: int | None = None
+    """Largest image accepted (None: ``$VLLM_IMAGE_FETCH_MAX_BYTES`` or 20 MiB)."""
+    allowed_media_domains: tuple[str, ...] | None = None
+    """The only hosts ``http(s)://`` image URLs may name (None: any; then redirects are followed)."""
 
 
 class ServingBase:

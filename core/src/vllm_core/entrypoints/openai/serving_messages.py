@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from vllm_core.engine.async_llm import AsyncLLM, run_to_completion
 from vllm_core.entrypoints.openai.errors import APIError, anthropic_error_body, to_api_error
 from vllm_core.entrypoints.openai.protocol import ChatCompletionRequest, random_id
-from vllm_core.entrypoints.openai.serving_chat import ServingChat
+from vllm_core.entrypoints.openai.serving_chat import ServingChat, parse_messages
 from vllm_core.entrypoints.openai.serving_engine import ServerSettings
 
 _STOP = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "abort": "end_turn"}
@@ -62,38 +62,51 @@ def _text_of(blocks: Any) -> str:
     return "".join(b.get("text", "") for b in blocks if isinstance(b, dict) and b.get("type") == "text")
 
 
-def to_chat_request(req: MessagesRequest) -> ChatCompletionRequest:
+def to_chat_request(req: MessagesRequest) -> tuple[ChatCompletionRequest, list[str]]:
+    """The chat request, and per chat message the name of the Messages-API item it came from
+    (``system``, ``messages[i]``), so errors about a content part name the client's part."""
     messages: list[dict[str, Any]] = []
+    labels: list[str] = []
     if req.system:
         messages.append({"role": "system", "content": _text_of(req.system)})
+        labels.append("system")
     for i, m in enumerate(req.messages):
         role, content = m.get("role"), m.get("content")
         if role not in ("user", "assistant"):
             raise APIError(f"messages[{i}].role must be 'user' or 'assistant', got {role!r}", 400, f"messages[{i}].role")
         if isinstance(content, str):
             messages.append({"role": role, "content": content})
+            labels.append(f"messages[{i}]")
             continue
         if not isinstance(content, list):
             raise APIError(f"messages[{i}].content must be a string or a list of blocks", 400, f"messages[{i}].content")
         text, calls = [], []
+        parts: list[dict[str, Any]] = []  # text and image blocks, in order
         for block in content:
             kind = block.get("type") if isinstance(block, dict) else None
-            if kind == "text":
-                text.append(block.get("text", ""))
+            if kind in ("text", "image"):
+                parts.append(block)
+                if kind == "text":
+                    text.append(block.get("text", ""))
             elif kind == "tool_use":
                 calls.append({"id": block.get("id"), "type": "function",
                               "function": {"name": block.get("name"), "arguments": json.dumps(block.get("input", {}))}})
             elif kind == "tool_result":
                 messages.append({"role": "tool", "tool_call_id": block.get("tool_use_id"),
                                  "content": _text_of(block.get("content", ""))})
+                labels.append(f"messages[{i}]")
             else:
                 raise APIError(f"messages[{i}]: content block type {kind!r} is not supported", 400,
                                f"messages[{i}].content")
-        if text or calls:
-            msg: dict[str, Any] = {"role": role, "content": "".join(text)}
+        has_image = any(b["type"] == "image" for b in parts)
+        if text or calls or has_image:
+            # with images, the text and image blocks stay a content list for the template; errors
+            # name them messages[i].content[j], j counting the text and image blocks
+            msg: dict[str, Any] = {"role": role, "content": parts if has_image else "".join(text)}
             if calls:
                 msg["tool_calls"] = calls
             messages.append(msg)
+            labels.append(f"messages[{i}]")
     chat: dict[str, Any] = {
         "model": req.model, "messages": messages, "max_tokens": req.max_tokens, "stop": req.stop_sequences,
         "temperature": req.temperature, "top_p": req.top_p, "top_k": req.top_k, "stream": req.stream,
@@ -111,7 +124,7 @@ def to_chat_request(req: MessagesRequest) -> ChatCompletionRequest:
         chat["tool_choice"] = kind
     elif kind is not None:
         raise APIError(f"tool_choice.type {kind!r} is not one of auto, any, tool, none", 400, "tool_choice")
-    return ChatCompletionRequest.model_validate(chat)
+    return ChatCompletionRequest.model_validate(chat), labels
 
 
 def _event(name: str, data: dict[str, Any]) -> str:
@@ -123,9 +136,9 @@ class ServingMessages:
         self.chat = ServingChat(engine, settings)
 
     async def create(self, req: MessagesRequest) -> dict[str, Any] | AsyncIterator[str]:
-        chat_req = to_chat_request(req)
+        chat_req, labels = to_chat_request(req)
         rid = random_id("msg")
-        mode, gen = await self.chat.submit(chat_req, rid)
+        mode, gen = await self.chat.submit(chat_req, rid, labels)
         model = req.model or self.chat.model_name
         if req.stream:
             stream = self.chat.engine.streams.get(rid)
@@ -151,10 +164,14 @@ class ServingMessages:
 
     async def count_tokens(self, req: CountTokensRequest) -> dict[str, int]:
         """The prompt's tokens as the model would see them (template, system prompt and tools)."""
-        chat_req = to_chat_request(req)
+        chat_req, labels = to_chat_request(req)
         self.chat.check_model(chat_req.model)
         mode = self.chat._tool_mode(chat_req)
-        prompt = await self.chat.engine.run_in_tokenizer_thread(self.chat._prompt, chat_req, mode)
+        parsed = parse_messages(chat_req.messages, self.chat.media, labels)
+        if parsed.images:
+            raise APIError(f"{parsed.image_parts}: count_tokens does not count image tokens (their number depends "
+                           "on the model's image processor); count the text alone", 400, parsed.images[0].where)
+        prompt = await self.chat.engine.run_in_tokenizer_thread(self.chat._prompt, chat_req, mode, parsed)
         return {"input_tokens": len(prompt["prompt_token_ids"])}
 
     async def _stream(self, chat_req: ChatCompletionRequest, rid: str, model: str, mode: Any,

@@ -61,26 +61,45 @@ class _Stored:
     """The conversation so far, as chat messages (without the instructions)."""
 
 
-def _text_of(content: Any, where: str) -> str:
+def _content_of(content: Any, where: str) -> str | list[dict[str, Any]]:
+    """A message's content for the chat request: its text, or with ``input_image`` parts the
+    chat's content parts in order (``image_url`` parts, loaded and checked by the chat route)."""
     if isinstance(content, str):
         return content
     if not isinstance(content, list):
         raise APIError(f"{where}.content must be a string or a list of parts", 400, "input")
-    texts = []
-    for part in content:
+    parts: list[dict[str, Any]] = []
+    for j, part in enumerate(content):
         kind = part.get("type") if isinstance(part, dict) else None
-        if kind not in ("input_text", "output_text", "text"):
-            raise APIError(f"{where}: content part type {kind!r} is not supported (input_text, output_text)", 400,
-                           "input")
-        texts.append(str(part.get("text", "")))
-    return "".join(texts)
+        if kind in ("input_text", "output_text", "text"):
+            parts.append({"type": "text", "text": str(part.get("text", ""))})
+        elif kind == "input_image":
+            url = part.get("image_url")
+            if not isinstance(url, str) or not url:
+                raise APIError(f"{where}.content[{j}]: an input_image part needs image_url, a data:, file:// or "
+                               f"http(s):// URL (file_id is not supported), got {url!r}", 400, f"{where}.content[{j}]")
+            detail = {"detail": part["detail"]} if part.get("detail") else {}
+            parts.append({"type": "image_url", "image_url": {"url": url, **detail}})
+        else:
+            raise APIError(f"{where}: content part type {kind!r} is not supported (input_text, output_text, "
+                           "input_image)", 400, "input")
+    if all(p["type"] == "text" for p in parts):
+        return "".join(p["text"] for p in parts)
+    return parts
 
 
 def input_messages(items: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Responses ``input`` as chat messages."""
+    return labelled_input_messages(items)[0]
+
+
+def labelled_input_messages(items: str | list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
+    """Responses ``input`` as chat messages, and per message the ``input[i]`` item it came from
+    (errors about a content part name the client's part: ``input[0].content[1]``)."""
     if isinstance(items, str):
-        return [{"role": "user", "content": items}]
+        return [{"role": "user", "content": items}], ["input"]
     messages: list[dict[str, Any]] = []
+    labels: list[str] = []
     for i, item in enumerate(items):
         kind = item.get("type", "message")
         where = f"input[{i}]"
@@ -90,7 +109,8 @@ def input_messages(items: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
                 raise APIError(f"{where}.role must be user, assistant, system or developer, got {role!r}", 400,
                                "input")
             messages.append({"role": "system" if role == "developer" else role,
-                             "content": _text_of(item.get("content", ""), where)})
+                             "content": _content_of(item.get("content", ""), where)})
+            labels.append(where)
         elif kind == "function_call":
             call = {"id": item.get("call_id"), "type": "function",
                     "function": {"name": item.get("name"), "arguments": item.get("arguments", "{}")}}
@@ -98,14 +118,16 @@ def input_messages(items: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
                 messages[-1].setdefault("tool_calls", []).append(call)
             else:
                 messages.append({"role": "assistant", "content": "", "tool_calls": [call]})
+                labels.append(where)
         elif kind == "function_call_output":
             output = item.get("output", "")
             messages.append({"role": "tool", "tool_call_id": item.get("call_id"),
                              "content": output if isinstance(output, str) else json.dumps(output)})
+            labels.append(where)
         else:
             raise APIError(f"{where}: item type {kind!r} is not supported (message, function_call, "
                            "function_call_output)", 400, "input")
-    return messages
+    return messages, labels
 
 
 def _chat_tools(req: ResponsesRequest) -> dict[str, Any]:
@@ -159,8 +181,12 @@ class ServingResponses:
             self.stored.popitem(last=False)
 
     async def create(self, req: ResponsesRequest) -> dict[str, Any] | AsyncIterator[str]:
-        conversation = self._history(req) + input_messages(req.input)
+        history = self._history(req)
+        new, new_labels = labelled_input_messages(req.input)
+        conversation = history + new
         system = [{"role": "system", "content": req.instructions}] if req.instructions else []
+        labels = ["instructions"] * len(system) + [f"previous_response_id's messages[{k}]" for k in range(len(history))]
+        labels += new_labels
         chat: dict[str, Any] = {
             "model": req.model, "messages": system + conversation, "max_completion_tokens": req.max_output_tokens,
             "temperature": req.temperature, "top_p": req.top_p, "stream": req.stream,
@@ -169,7 +195,7 @@ class ServingResponses:
         }
         chat_req = ChatCompletionRequest.model_validate(chat)
         rid = random_id("resp")
-        mode, gen = await self.chat.submit(chat_req, rid)
+        mode, gen = await self.chat.submit(chat_req, rid, labels)
         model = req.model or self.chat.model_name
         base = self._skeleton(req, rid, model)
         if req.stream:
@@ -328,4 +354,4 @@ def add_responses_route(app: FastAPI, engine: AsyncLLM, settings: ServerSettings
     return responses
 
 
-__all__ = ["ResponsesRequest", "ServingResponses", "add_responses_route", "input_messages"]
+__all__ = ["ResponsesRequest", "ServingResponses", "add_responses_route", "input_messages", "labelled_input_messages"]
