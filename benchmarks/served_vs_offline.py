@@ -241,6 +241,8 @@ def main() -> None:
             ("served mean / p99 TPOT (ms)", f"{srv['mean_tpot_ms']:.2f} / {srv['p99_tpot_ms']:.2f}"),
             ("served mean / p99 ITL (ms)", f"{srv['mean_itl_ms']:.2f} / {srv['p99_itl_ms']:.2f}"),
             ("offline wall us / output token", _per_token_us(1.0, int(off_tok))),
+            ("offline CPU us / output token", _per_token_us(float(off.get("cpu_time") or 0.0),
+                                                            int(off["total_output_tokens"]))),
             ("served wall us / output token", _per_token_us(float(srv["duration"]), tokens)),
             ("CPU us / output token: API process", _per_token_us(cpu.get("api_s", 0.0), tokens)),
             ("CPU us / output token: engine core", _per_token_us(cpu.get("core_s", 0.0), tokens)),
