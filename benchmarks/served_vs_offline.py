@@ -105,9 +105,18 @@ def _wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float) -> No
 def offline(args: argparse.Namespace, engine: list[str], out: Path) -> dict[str, Any]:
     subprocess.run([*CLI, "bench", "throughput", "--model", args.model, "--num-prompts", str(args.num_prompts),
                     "--input-len", str(args.input_len), "--output-len", str(args.output_len),
-                    "--save-result", str(out), *engine], check=True)
+                    "--save-result", str(out), *engine], check=True, env=_engine_env(args))
     result: dict[str, Any] = json.loads(out.read_text())
     return result
+
+
+def _engine_env(args: argparse.Namespace) -> dict[str, str]:
+    """The engine's environment: ``--engine-src`` first on the path (an A/B against another tree's
+    ``core/src``; the benchmark client stays this tree's)."""
+    env = dict(os.environ)
+    if args.engine_src:
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (args.engine_src, env.get("PYTHONPATH")) if p)
+    return env
 
 
 def _run_measured(cmd: list[str]) -> float:
@@ -125,7 +134,7 @@ def served(args: argparse.Namespace, engine: list[str], out: Path) -> dict[str, 
     url = f"http://127.0.0.1:{port}"
     server = subprocess.Popen([*CLI, "serve", args.model, "--port", str(port), "--served-model-name", "bench",
                                "--max-pending-requests", str(max(args.num_prompts * 2, 64)),
-                               *engine])
+                               *engine], env=_engine_env(args))
     cpu: dict[str, float] = {}
     try:
         _wait_healthy(url, server, args.start_timeout)
@@ -198,6 +207,8 @@ def main() -> None:
     parser.add_argument("--max-model-len", type=int, default=None)
     parser.add_argument("--rounds", type=int, default=1, help="Offline and served runs alternated this many times.")
     parser.add_argument("--start-timeout", type=float, default=900)
+    parser.add_argument("--engine-src", default=None, help="Run the engine (offline and server) from this "
+                        "core/src instead (e.g. a `git archive` of the base commit), for an A/B.")
     parser.add_argument("--profile", default=None, help="Record the API process with py-spy into this folder.")
     parser.add_argument("--out", default=None, help="Write both results and the ratio here (JSON; default "
                         "$OUT/served_vs_offline.json when $OUT is set).")

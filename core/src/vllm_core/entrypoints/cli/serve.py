@@ -67,6 +67,7 @@ async def run_server(model: str | None, engine_kwargs: dict[str, Any], host: str
                      api_key: str | None, settings_kwargs: dict[str, Any], served: tuple[str, ...],
                      cors: dict[str, list[str]] | None, uvicorn_log_level: str) -> None:
     from vllm_core.engine.async_llm import AsyncLLM
+    from vllm_core.engine.engine_core import freeze_startup_heap
     from vllm_core.entrypoints.llm import build_engine_config
     from vllm_core.entrypoints.openai.api_server import build_app, serve_app
     from vllm_core.entrypoints.openai.serving_engine import ServerSettings
@@ -76,6 +77,9 @@ async def run_server(model: str | None, engine_kwargs: dict[str, Any], host: str
     try:
         names = served or (model or "SmolLM2-135M-Instruct",)
         app = build_app(engine, ServerSettings(served_model_names=names, **settings_kwargs), api_key, cors)
+        # as the core process does: the start-up heap (torch, the tokenizer, the app) leaves the
+        # collector's view, so collections while streaming scan only what serving allocates
+        freeze_startup_heap()
         url = f"http://{host}:{port}"
 
         def ready() -> None:
