@@ -258,6 +258,9 @@ def main() -> None:
             ("CPU us / output token: API process", _per_token_us(cpu.get("api_s", 0.0), tokens)),
             ("CPU us / output token: engine core", _per_token_us(cpu.get("core_s", 0.0), tokens)),
             ("CPU us / output token: bench client", _per_token_us(cpu.get("client_s", 0.0), tokens)),
+            ("streamed events with tokens", f"{srv.get('total_token_events', 0):,} "
+                                            f"({tokens / max(int(srv.get('total_token_events') or 1), 1):.2f} tokens each)"),
+            ("CPU us / event: API process", _per_token_us(cpu.get("api_s", 0.0), int(srv.get("total_token_events") or 0))),
         ]
         width = max(len(k) for k, _ in rows)
         print(f"--- round {r + 1}")

@@ -198,6 +198,7 @@ def summarize(results: list[RequestResult], duration: float) -> dict[str, Any]:
         "errors": sorted({r.error for r in results if not r.success})[:5],
         "total_input_tokens": total_in,
         "total_output_tokens": total_out,
+        "total_token_events": sum(len(r.itl) + 1 for r in ok if r.ttft),
         "request_throughput": len(ok) / duration if duration else 0.0,
         "output_throughput": total_out / duration if duration else 0.0,
         "total_token_throughput": (total_in + total_out) / duration if duration else 0.0,
