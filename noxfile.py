@@ -12,7 +12,8 @@ import os
 
 import nox
 
-nox.options.sessions = ["lint", "typecheck", "core", "cpu", "cuda", "rocm", "acme", "lora", "multimodal", "distributed", "tpu"]
+nox.options.sessions = ["lint", "typecheck", "core", "cpu", "cuda", "rocm", "acme", "lora", "multimodal", "distributed",
+                        "tpu", "lmeval"]
 nox.options.reuse_existing_virtualenvs = True
 
 CONSTRAINTS = ("-c", ".ci/constraints.txt")
@@ -140,6 +141,18 @@ def distributed(session: nox.Session) -> None:
     session.run("pytest", "tests/distributed", *session.posargs, env={**env, "VLLM_CORE_TEST_DEVICES": "reference"})
     session.run("pytest", "tests/distributed/test_parallel_greedy.py", "-k", "llama-2-1", *session.posargs,
                 env={**env, "VLLM_CORE_TEST_DEVICES": "cpu"})
+
+
+@nox.session
+def lmeval(session: nox.Session) -> None:
+    """lm-evaluation-harness (``lm-eval[api]``, its ``local-completions`` model) against the server
+    on a local JSON task: every choice's loglikelihood and the accuracy equal the offline engine's.
+    Its own session because lm-eval brings datasets, pyarrow, pandas and scikit-learn (about
+    1.5-2.5 min to install on 2 cores, ~750 MB); the test itself takes under a minute."""
+    install_base(session)
+    session.install(*CONSTRAINTS, *SERVER_DEPS, "lm-eval[api]")
+    session.run("pytest", "tests/server/test_lm_eval.py", *session.posargs,
+                env={**ENV, "VLLM_CORE_TEST_DEVICES": "reference", "VLLM_CORE_TEST_REQUIRE": "lm-eval,default-model"})
 
 
 TPU_CONSTRAINTS = ("-c", ".ci/constraints-tpu.txt")

@@ -4,8 +4,9 @@ The front end tokenizes, validates and detokenizes; the core process only schedu
 model. Tokenizing and chat templating run on one worker thread (``run_in_tokenizer_thread``,
 ``add_request_async``), never in the event loop, so a multi-megabyte prompt does not stall every
 other client (one thread, as in vLLM: Hugging Face tokenizers are not safe to share across
-threads that change their settings). Each request gets a ``RequestStream``; outputs are cumulative, so a
-slow consumer simply sees the newest state (no unbounded per-request queues). Leaving the
+threads that change their settings). Each request gets a ``RequestStream``; its output is built when
+the consumer reads it, so a slow consumer simply sees the newest state, or one merged delta (no
+unbounded per-request queues, no per-step output objects nobody reads). Leaving the
 ``generate`` iterator early (a client disconnect) aborts the request, which frees its KV blocks
 in the core before its next step.
 """
@@ -26,7 +27,7 @@ from vllm_core.config import EngineConfig
 from vllm_core.engine.core_client import CoreClient, EngineDeadError, EngineInfo, EngineStats
 from vllm_core.engine.core_types import EngineCoreOutput, EngineCoreRequest
 from vllm_core.engine.input_processor import InputProcessor, PromptType
-from vllm_core.engine.output_processor import OutputProcessor, fan_out
+from vllm_core.engine.output_processor import OutputProcessor, RequestState, fan_out
 from vllm_core.errors import RequestError
 from vllm_core.multimodal.processing import MultiModalPromptProcessor
 from vllm_core.outputs import RequestOutput
@@ -63,14 +64,27 @@ class FinishedRequestStats:
 
 
 class RequestStream:
-    """The newest output of one request, and an event set whenever it changes."""
+    """One request's output state, and an event set whenever it changes.
 
-    def __init__(self, request_id: str, num_prompt_tokens: int, prompt_token_ids: list[int] | None = None) -> None:
+    The output is built when the consumer wakes (``take``), not on every engine step: a consumer
+    that falls behind (a busy event loop, a slow client) builds one output for several steps,
+    cumulative or a merged DELTA, so the per-step work in the event loop is only appending tokens.
+    """
+
+    def __init__(self, request_id: str, num_prompt_tokens: int, prompt_token_ids: list[int] | None,
+                 state: RequestState) -> None:
         self.request_id = request_id
         self.num_prompt_tokens = num_prompt_tokens
         self.prompt_token_ids = prompt_token_ids
         """The prompt as the engine runs it (after truncation), for a response that returns it."""
+        self.state = state
+        """The output processor's state of the request (outputs are built from it)."""
+        self.pending: set[int] = set()
+        """Samples changed since the consumer last took an output."""
+        self.final: RequestOutput | None = None
+        """The last output, built when the request finished, until the consumer takes it."""
         self.latest: RequestOutput | None = None
+        """The newest output taken (or the final one)."""
         self.error: BaseException | None = None
         self.changed = asyncio.Event()
         self.arrival = time.monotonic()
@@ -81,19 +95,36 @@ class RequestStream:
         self.itl: list[float] = []
         self.done = False
 
-    def put(self, out: RequestOutput) -> None:
-        num = sum(len(c.token_ids) for c in out.outputs)
-        if num > self.num_tokens:
+    def notify(self, indices: set[int], num_tokens: int, final: RequestOutput | None = None) -> None:
+        """Samples ``indices`` changed (``num_tokens`` generated in all); ``final``: the request
+        finished with this output."""
+        if num_tokens > self.num_tokens:
             now = time.monotonic()
             if self.first_token is None:
                 self.first_token = now
             elif self.last_token is not None:
-                gap = (now - self.last_token) / (num - self.num_tokens)
-                self.itl.extend([gap] * (num - self.num_tokens))
-            self.last_token, self.num_tokens = now, num
-        self.latest = out
-        self.done = out.finished
+                gap = (now - self.last_token) / (num_tokens - self.num_tokens)
+                self.itl.extend([gap] * (num_tokens - self.num_tokens))
+            self.last_token, self.num_tokens = now, num_tokens
+        if final is not None:
+            self.final = self.latest = final
+            self.pending.clear()
+            self.done = True
+        else:
+            self.pending |= indices
         self.changed.set()
+
+    def take(self) -> RequestOutput | None:
+        """The output to hand to the consumer now (None: nothing new)."""
+        if self.final is not None:
+            out, self.final = self.final, None
+            return out
+        if not self.pending:
+            return None
+        out = self.state.output(self.pending)
+        self.pending = set()
+        self.latest = out
+        return out
 
     def fail(self, error: BaseException) -> None:
         self.error = error
@@ -102,13 +133,11 @@ class RequestStream:
 
     def stats(self, finish_reason: str | None) -> FinishedRequestStats:
         now = time.monotonic()
-        ntok = sum(len(c.token_ids) for c in self.latest.outputs) if self.latest else 0
+        ntok, longest = self.state.num_output_tokens, self.state.longest_output
         ttft = None if self.first_token is None else self.first_token - self.arrival
         tpot = None
-        if self.first_token is not None and self.latest is not None:
-            longest = max(len(c.token_ids) for c in self.latest.outputs)
-            if longest > 1:
-                tpot = (now - self.first_token) / (longest - 1)
+        if self.first_token is not None and longest > 1:
+            tpot = (now - self.first_token) / (longest - 1)
         sched, first, last = self.scheduled, self.first_token, self.last_token
         return FinishedRequestStats(
             finish_reason, self.num_prompt_tokens, ntok, now - self.arrival, ttft, tpot,
@@ -216,8 +245,9 @@ class AsyncLLM:
     def _register(self, request_id: str, text: str | None, core_req: EngineCoreRequest) -> RequestStream:
         params = core_req.sampling_params
         children = fan_out(request_id, params)
-        stream = RequestStream(request_id, len(core_req.prompt_token_ids), core_req.prompt_token_ids)
         self.output_processor.add_request(request_id, text, core_req.prompt_token_ids, children, params)
+        stream = RequestStream(request_id, len(core_req.prompt_token_ids), core_req.prompt_token_ids,
+                               self.output_processor.requests[request_id])
         self.streams[request_id] = stream
         try:
             for child_id, child_params in children:
@@ -271,9 +301,10 @@ class AsyncLLM:
                 stream.changed.clear()
                 if stream.error is not None:
                     raise stream.error
-                if stream.latest is not None:
-                    yield stream.latest
-                if stream.done:
+                out = stream.take()
+                if out is not None:
+                    yield out
+                if stream.done and stream.final is None:
                     return
         finally:
             if not stream.done:
@@ -333,18 +364,21 @@ class AsyncLLM:
                 stream = self.streams.get(parent)
                 if stream is not None and (stream.scheduled is None or core_out.scheduled_time < stream.scheduled):
                     stream.scheduled = core_out.scheduled_time
-        results, to_abort = self.output_processor.process(outputs)
+        shown, to_abort = self.output_processor.apply(outputs)
         if to_abort:
             self.client.abort_requests(to_abort)
-        for out in results:
-            stream = self.streams.get(out.request_id)
+        for state, indices in shown:
+            stream = self.streams.get(state.request_id)
             if stream is None:
                 continue
-            stream.put(out)
-            if out.finished:
-                del self.streams[out.request_id]
-                reasons = [c.finish_reason for c in out.outputs]
-                self._log(stream.stats(reasons[0] if reasons else None))
+            if not state.finished:
+                stream.notify(indices, state.num_output_tokens)
+                continue
+            out = state.output(indices | stream.pending)
+            stream.notify(indices, state.num_output_tokens, out)
+            del self.streams[state.request_id]
+            reasons = [c.finish_reason for c in out.outputs]
+            self._log(stream.stats(reasons[0] if reasons else None))
 
     def _log(self, stats: FinishedRequestStats) -> None:
         for log in self.stat_loggers:

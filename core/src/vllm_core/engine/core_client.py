@@ -142,6 +142,7 @@ def _load(config: EngineConfig) -> tuple[Any, EngineInfo]:
     from vllm_core.engine.llm_engine import eos_token_id_of
 
     platform, loaded, core = start_engine_core(config)
+    limit_host_threads(platform.device_type)
     info = EngineInfo(
         tokenizer=loaded.tokenizer,
         hf_config=loaded.hf_config,
@@ -156,6 +157,28 @@ def _load(config: EngineConfig) -> tuple[Any, EngineInfo]:
         max_num_seqs=config.scheduler.max_num_seqs,
     )
     return core, info
+
+
+HOST_THREADS_ON_ACCELERATORS = 1
+"""torch's CPU threads in the engine-core process of an accelerator platform (vLLM's default for its
+workers): the host only schedules and launches, and a CPU thread pool as wide as the machine
+contends with the API process and the clients beside it (one descheduled pool thread stalls every
+parallel region of the step)."""
+
+
+def limit_host_threads(device_type: str) -> None:
+    """In the engine-core process of an accelerator platform, keep torch to
+    ``HOST_THREADS_ON_ACCELERATORS`` CPU threads unless ``OMP_NUM_THREADS`` says otherwise. Host
+    platforms (cpu) size their own thread pools."""
+    import torch
+
+    if device_type == "cpu" or "OMP_NUM_THREADS" in os.environ:
+        return
+    threads = torch.get_num_threads()
+    if threads > HOST_THREADS_ON_ACCELERATORS:
+        logger.info("engine core: torch CPU threads %d -> %d (the host only launches work; set OMP_NUM_THREADS "
+                    "to choose)", threads, HOST_THREADS_ON_ACCELERATORS)
+        torch.set_num_threads(HOST_THREADS_ON_ACCELERATORS)
 
 
 def run_engine_core(config: EngineConfig, in_q: Any, out_q: Any, log_level: int) -> None:

@@ -151,7 +151,18 @@ class RequestState:
                 self.num_prompt_logprobs += 1
             self.prompt_logprobs[i] = to_logprob_dict(pos, num, texts)
 
+    @property
+    def num_output_tokens(self) -> int:
+        """Tokens generated so far, every sample counted."""
+        return sum(len(s.token_ids) for s in self.sequences.values())
+
+    @property
+    def longest_output(self) -> int:
+        return max((len(s.token_ids) for s in self.sequences.values()), default=0)
+
     def output(self, changed: set[int]) -> RequestOutput:
+        """The output to show now: every sample (CUMULATIVE), or what changed in ``changed``
+        since the last call (DELTA)."""
         delta = self.params.output_kind is RequestOutputKind.DELTA
         with_logprobs = self.params.logprobs is not None
         if len(self.sequences) == 1 and self.params.num_sequences <= self.params.n:
@@ -228,6 +239,14 @@ class OutputProcessor:
     def process(self, outputs: list[EngineCoreOutput]) -> tuple[list[RequestOutput], list[str]]:
         """Apply one step's outputs. Returns the requests with something to show and core ids
         to abort."""
+        shown, to_abort = self.apply(outputs)
+        return [state.output(indices) for state, indices in shown], to_abort
+
+    def apply(self, outputs: list[EngineCoreOutput]) -> tuple[list[tuple[RequestState, set[int]]], list[str]]:
+        """Apply one step's outputs to the requests' states without building any output: the
+        requests with something to show (finished, or streaming) with the indices of their
+        changed samples, and core ids to abort. Finished requests are forgotten here; their state
+        is returned for the caller to build the last output from (``RequestState.output``)."""
         changed: dict[str, set[int]] = {}
         to_abort: list[str] = []
         for out in outputs:
@@ -248,18 +267,22 @@ class OutputProcessor:
                     seq.text += seq.detokenizer.flush()
             elif seq.finish_reason is not None and not out.finished:
                 to_abort.append(out.request_id)
-            changed.setdefault(parent, set()).add(seq.index)
-        results = []
+            indices = changed.get(parent)
+            if indices is None:
+                changed[parent] = {seq.index}
+            else:
+                indices.add(seq.index)
+        shown = []
         for rid, indices in changed.items():
             state = self.requests[rid]
             finished = state.finished
             if finished or not state.final_only:
-                results.append(state.output(indices))
+                shown.append((state, indices))
             if finished:
                 for child in state.sequences:
                     self.parent_of.pop(child, None)
                 del self.requests[rid]
-        return results, to_abort
+        return shown, to_abort
 
     def _texts(self, seq: SequenceState) -> TokenTexts | None:
         return self.texts if seq.params.detokenize else None

@@ -6,11 +6,14 @@ import asyncio
 import importlib.util
 import logging
 import os
-from typing import Any
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
 import click
 
 from vllm_core.entrypoints.cli.options import _json_option, engine_keys, engine_options
+
+T = TypeVar("T")
 
 logger = logging.getLogger("vllm_core.serve")
 
@@ -42,10 +45,29 @@ def read_chat_template(value: str | None) -> str | None:
     raise click.BadParameter(f"{value!r} is neither a file nor a Jinja template", param_hint="--chat-template")
 
 
+def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop when it is installed (the server extra), else asyncio's. uvicorn only
+    picks uvloop for a loop it creates itself; the server's loop is made here, so it asks for it."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
+
+
+def run_event_loop(main: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run(main)`` on ``event_loop_factory()``'s loop: uvloop's C loop and transports
+    instead of asyncio's selector loop under every streamed event (vLLM's server runs on uvloop too)."""
+    with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+        return runner.run(main)
+
+
 async def run_server(model: str | None, engine_kwargs: dict[str, Any], host: str, port: int,
                      api_key: str | None, settings_kwargs: dict[str, Any], served: tuple[str, ...],
                      cors: dict[str, list[str]] | None, uvicorn_log_level: str) -> None:
     from vllm_core.engine.async_llm import AsyncLLM
+    from vllm_core.engine.engine_core import freeze_startup_heap
     from vllm_core.entrypoints.llm import build_engine_config
     from vllm_core.entrypoints.openai.api_server import build_app, serve_app
     from vllm_core.entrypoints.openai.serving_engine import ServerSettings
@@ -55,6 +77,9 @@ async def run_server(model: str | None, engine_kwargs: dict[str, Any], host: str
     try:
         names = served or (model or "SmolLM2-135M-Instruct",)
         app = build_app(engine, ServerSettings(served_model_names=names, **settings_kwargs), api_key, cors)
+        # as the core process does: the start-up heap (torch, the tokenizer, the app) leaves the
+        # collector's view, so collections while streaming scan only what serving allocates
+        freeze_startup_heap()
         url = f"http://{host}:{port}"
 
         def ready() -> None:
@@ -168,8 +193,8 @@ def serve(model_arg: str | None, model: str | None, host: str, port: int, api_ke
         cors = {"origins": list(allowed_origins), "methods": list(allowed_methods) or ["*"],
                 "headers": list(allowed_headers) or ["*"]}
     try:
-        asyncio.run(run_server(model, engine_kwargs, host, port, api_key, settings, served_model_name, cors,
-                               uvicorn_log_level))
+        run_event_loop(run_server(model, engine_kwargs, host, port, api_key, settings, served_model_name, cors,
+                                  uvicorn_log_level))
     except EngineError as exc:
         raise click.ClickException(str(exc)) from exc
     except KeyboardInterrupt:

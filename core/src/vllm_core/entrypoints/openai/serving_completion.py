@@ -8,6 +8,7 @@ generated and dropped); ``prompt_logprobs=N`` adds each choice's ``prompt_logpro
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -26,6 +27,7 @@ from vllm_core.entrypoints.openai.protocol import (
 from vllm_core.entrypoints.openai.serving_engine import (
     SSE_DONE,
     ServingBase,
+    compact_json,
     fast_sse,
     merge,
     sse,
@@ -33,6 +35,9 @@ from vllm_core.entrypoints.openai.serving_engine import (
     text_delta,
 )
 from vllm_core.outputs import CompletionOutput, RequestOutput
+
+_encode_str = json.encoder.encode_basestring  # type: ignore[attr-defined]
+"""A JSON string literal with non-ASCII kept (what ``compact_json`` writes for a string)."""
 
 
 class ServingCompletion(ServingBase):
@@ -196,6 +201,10 @@ class ServingCompletion(ServingBase):
                          "total_tokens": len(out.prompt_token_ids) + done, "prompt_tokens_details": None}
             return fast_sse({**head, "choices": [choice], "usage": usage})
 
+        # The commonest chunk (new text and token ids, nothing else) from a template rendered once:
+        # byte for byte what chunk() writes, without building and encoding the dicts.
+        plain = ChunkTemplate(head) if not continuous else None
+
         started: set[int] = set()
         echo_only = _echo_only(req)
         async for i, out in merge(gens):
@@ -237,12 +246,32 @@ class ServingCompletion(ServingBase):
                 if done:
                     finished.add(key)
                 new_ids = list(c.token_ids[k:]) if req.return_token_ids else None
-                yield chunk(i * req.n + c.index, delta, c.finish_reason, c.stop_reason, lps, token_ids=new_ids)
+                if plain is not None and lps is None and not done and c.stop_reason is None:
+                    yield plain.render(i * req.n + c.index, delta, new_ids)
+                else:
+                    yield chunk(i * req.n + c.index, delta, c.finish_reason, c.stop_reason, lps, token_ids=new_ids)
         if req.stream_options is not None and req.stream_options.include_usage:
             usage = _usage([last[i] for i in sorted(last)], echo_only)
             yield sse({"id": base_id, "object": "text_completion", "created": created, "model": model,
                        "choices": [], "usage": usage.model_dump()})
         yield SSE_DONE
+
+
+class ChunkTemplate:
+    """A streamed completion chunk carrying only text and token ids, rendered from a template:
+    the same bytes as ``fast_sse`` of the chunk's dict (compact JSON, UTF-8, field order) at a
+    fraction of its cost (a stream's per-token hot path)."""
+
+    def __init__(self, head: dict[str, Any]) -> None:
+        prefix = compact_json({**head, "choices": []})[:-2]  # ... "choices":[  (then the choice)
+        self.prefix = f'data: {prefix}{{"index":'
+        self.middle = ',"logprobs":null,"finish_reason":null,"stop_reason":null,"prompt_logprobs":null,' \
+                      '"prompt_token_ids":null,"token_ids":'
+        self.suffix = '}],"usage":null}\n\n'
+
+    def render(self, index: int, text: str, token_ids: list[int] | None) -> str:
+        ids = "null" if token_ids is None else f"[{','.join(map(str, token_ids))}]"
+        return f'{self.prefix}{index},"text":{_encode_str(text)}{self.middle}{ids}{self.suffix}'
 
 
 async def _one_event(response: CompletionResponse) -> AsyncIterator[str]:
