@@ -46,6 +46,7 @@ from vllm_core.errors import (
 from vllm_core.extensions.runner import RunnerContext, RunnerExtension, SampledTokens
 from vllm_core.extensions.state import BlockKey, CacheSalt, ExtensionState, RequestExtension
 from vllm_core.lora_request import LoRARequest
+from vllm_core.model_executor.model_loader.gguf_weights import GGUFWeight, iter_gguf_lazy_weights
 from vllm_core.platforms.interface import Platform
 from vllm_core.platforms.ops import NATIVE_OPS, Ops
 from vllm_core.platforms.reference import ReferencePlatform, cpu_memory_info
@@ -93,6 +94,8 @@ __all__ = [
     # errors
     "EngineError", "ConfigError", "PluginError", "PlatformNotAvailableError", "ModelLoadError", "RequestError",
     "KVCacheTooSmallError", "WorkerError",
+    # checkpoints (1.2)
+    "GGUFWeight", "iter_gguf_lazy_weights",
 ]
 
 _DEPRECATED: dict[str, tuple[str, str]] = {}

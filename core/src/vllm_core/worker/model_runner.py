@@ -152,7 +152,10 @@ class ModelRunner:
         self.request_generators: dict[str, torch.Generator] = {}
         self.extensions = (
             RunnerExtensions([]) if config is None else RunnerExtensions.create(
-                RunnerContext(config, loaded.tokenizer, loaded.hf_config.vocab_size, self.device, loaded.model, platform)
+                RunnerContext(
+                    config, loaded.tokenizer, loaded.hf_config.vocab_size, self.device, loaded.model, platform,
+                    loaded.model_path,
+                )
             )
         )
         self.kv_spec: KVCacheSpec | None = None

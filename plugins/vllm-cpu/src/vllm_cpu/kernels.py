@@ -32,14 +32,22 @@ logger = logging.getLogger(__name__)
 ENV_KERNELS = "VLLM_CPU_KERNELS"
 ENV_CACHE = "VLLM_CPU_CACHE"
 ENV_POOL_MODE = "VLLM_CPU_POOL"
+ENV_GGUF_ACTIVATIONS = "VLLM_CPU_GGUF_ACTIVATIONS"
+GGUF_ACTIVATIONS = {"int8": 1, "int8x2": 2}
+"""How ``vc_linear_q`` quantizes activations per block of 32: ``int8`` (llama.cpp's Q8_0: one
+int8 an element, amax / 127 steps) or ``int8x2`` (default: a second int8 for the remainder,
+~15 bits, twice the dot products; see benchmarks/CPU_NOTES.md for what each costs and keeps)."""
 POOL_MODES = ("auto", "pool", "alone")
 SOURCE = Path(__file__).with_name("csrc") / "cpu_kernels.c"
 CFLAGS = [
-    "-O3", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx512bf16", "-mfma",
+    "-O3", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx512bf16", "-mavx512vnni",
+    "-mf16c", "-mfma",
     # no FMA contraction: the elementwise kernels round where the native ops round
     "-ffp-contract=off", "-fPIC", "-shared", "-pthread",
 ]
-REQUIRED_CPU_FLAGS = ("avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_bf16")
+REQUIRED_CPU_FLAGS = ("avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_bf16", "avx512_vnni")
+"""Every CPU with AVX512-BF16 (Cooper Lake, Sapphire Rapids and later, Zen 4 and later) also has
+AVX512-VNNI, which the GGUF quantized linear kernel (``vc_linear_q``) uses."""
 
 _P, _I, _L, _F = c_void_p, c_int, c_long, c_float
 _CHUNK_FN = ctypes.CFUNCTYPE(None, c_void_p, c_int)
@@ -65,10 +73,12 @@ SIGNATURES: dict[str, tuple[list[type], type | None]] = {
     "vc_plan_max_args": ([], _I),
     "vc_plan_kinds": ([], _I),
     "vc_plan_run": ([_P, _I], _I),
+    "vc_linear_q": ([_P, _L, _P, _P, _P, _L, _I, _I, _I, _I, _I, _I], _I),
+    "vc_quant_set_precision": ([_I], None),
 }
 PLAN_KINDS = (
     "vc_linear_packed", "vc_rms_norm", "vc_rotary", "vc_cache_write", "vc_decode_attention", "vc_silu_and_mul",
-    "vc_silu_mlp", "vc_embedding", "vc_head_rms_norm",
+    "vc_silu_mlp", "vc_embedding", "vc_head_rms_norm", "vc_linear_q",
 )
 """The kernels a recorded plan can hold (``vllm_cpu.plan``), in the order of ``vc_plan_run``'s kinds."""
 
@@ -135,6 +145,15 @@ class Kernels:
             fn.argtypes, fn.restype = args, res
         self.num_threads = int(self.lib.vc_pool_init(num_threads, spin_us))
         self.set_pool_mode(os.environ.get(ENV_POOL_MODE, "") or "auto")
+        self.set_gguf_activations(os.environ.get(ENV_GGUF_ACTIVATIONS, "").strip() or "int8x2")
+
+    def set_gguf_activations(self, mode: str) -> None:
+        """``int8`` or ``int8x2``: the activations' quantization of the GGUF kernel (``GGUF_ACTIVATIONS``)."""
+        if mode not in GGUF_ACTIVATIONS:
+            raise ConfigError(
+                f"{ENV_GGUF_ACTIVATIONS}={mode!r} is not one of {', '.join(GGUF_ACTIVATIONS)}; unset it for int8x2"
+            )
+        self.lib.vc_quant_set_precision(GGUF_ACTIVATIONS[mode])
 
     def set_pool_mode(self, mode: str) -> None:
         """``auto`` (default): work runs on the calling thread alone while other processes want
