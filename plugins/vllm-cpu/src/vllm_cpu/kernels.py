@@ -38,6 +38,34 @@ GGUF_ACTIVATIONS = {"int8": 1, "int8x2": 2}
 int8 an element, amax / 127 steps) or ``int8x2`` (default: a second int8 for the remainder,
 ~15 bits, twice the dot products; see benchmarks/CPU_NOTES.md for what each costs and keeps)."""
 POOL_MODES = ("auto", "pool", "alone")
+"""Where work runs: ``auto`` (the calling thread alone while other processes want the cores or
+after a stall, else the pool), ``pool`` (always the pool), ``alone`` (always the caller)."""
+POOL_WAITS = ("spin", "yield", "passive")
+"""How the pool's threads wait (``vc_pool_set_wait``): ``spin`` (busy-wait ``VLLM_CPU_SPIN_US``,
+then sleep), ``yield`` (default: busy-wait 20 us, then ``sched_yield`` until the spin budget, then
+sleep; a neighbour process gets a core at once), ``passive`` (sleep as soon as idle)."""
+
+
+def parse_pool_env(raw: str) -> tuple[str, str]:
+    """``VLLM_CPU_POOL``: comma-separated, at most one of ``POOL_MODES`` and one of ``POOL_WAITS``
+    (``yield``, ``auto,passive``); each left out takes its default (``auto``, ``yield``)."""
+    mode, wait = "", ""
+    for token in (t.strip().lower() for t in raw.split(",")):
+        if not token:
+            continue
+        if token in POOL_MODES and not mode:
+            mode = token
+        elif token in POOL_WAITS and not wait:
+            wait = token
+        else:
+            twice = token in POOL_MODES or token in POOL_WAITS
+            raise ConfigError(
+                f"{ENV_POOL_MODE}={raw!r}: {token!r} is "
+                + ("a second value of the same kind" if twice else "not a pool setting")
+                + f"; give at most one of {', '.join(POOL_MODES)} and one of {', '.join(POOL_WAITS)} "
+                "(e.g. VLLM_CPU_POOL=auto,yield), or unset it"
+            )
+    return mode or "auto", wait or "yield"
 SOURCE = Path(__file__).with_name("csrc") / "cpu_kernels.c"
 CFLAGS = [
     "-O3", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx512bf16", "-mavx512vnni",
@@ -57,6 +85,7 @@ SIGNATURES: dict[str, tuple[list[type], type | None]] = {
     "vc_pool_size": ([], _I),
     "vc_pool_set_spin": ([_L], None),
     "vc_pool_set_mode": ([_I], None),
+    "vc_pool_set_wait": ([_I], _I),
     "vc_pool_stats": ([_P], None),
     "vc_pool_solo": ([], _I),
     "vc_parallel": ([_P, _I], None),
@@ -144,7 +173,9 @@ class Kernels:
             fn = getattr(self.lib, name)
             fn.argtypes, fn.restype = args, res
         self.num_threads = int(self.lib.vc_pool_init(num_threads, spin_us))
-        self.set_pool_mode(os.environ.get(ENV_POOL_MODE, "") or "auto")
+        mode, wait = parse_pool_env(os.environ.get(ENV_POOL_MODE, ""))
+        self.set_pool_mode(mode)
+        self.set_pool_wait(wait)
         self.set_gguf_activations(os.environ.get(ENV_GGUF_ACTIVATIONS, "").strip() or "int8x2")
 
     def set_gguf_activations(self, mode: str) -> None:
@@ -162,6 +193,12 @@ class Kernels:
         if mode not in POOL_MODES:
             raise ConfigError(f"{ENV_POOL_MODE}={mode!r} is not one of {', '.join(POOL_MODES)}")
         self.lib.vc_pool_set_mode(POOL_MODES.index(mode))
+
+    def set_pool_wait(self, policy: str) -> None:
+        """How idle threads wait: one of ``POOL_WAITS`` (results do not depend on it)."""
+        if policy not in POOL_WAITS:
+            raise ConfigError(f"{ENV_POOL_MODE} wait policy {policy!r} is not one of {', '.join(POOL_WAITS)}")
+        self.lib.vc_pool_set_wait(POOL_WAITS.index(policy))
 
     def parallel(self, fn: Callable[[int], None], n_chunks: int) -> None:
         """``fn(0) .. fn(n_chunks - 1)`` on the pool's threads (this one included), for work made

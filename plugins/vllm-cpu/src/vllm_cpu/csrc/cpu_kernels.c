@@ -20,6 +20,7 @@
 #include <linux/futex.h>
 #include <math.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -65,7 +66,18 @@ static struct {
     long next_check_ns, busy_checks;
     float others_ema;
     int mode;                   /* 0 guarded (default), 1 always the pool, 2 always the caller alone */
+    int wait;                   /* WAIT_SPIN, WAIT_YIELD (default), WAIT_PASSIVE */
 } pool;
+
+/* Wait policies (VLLM_CPU_POOL): how an idle worker waits for the next job and how the caller
+ * waits for chunks that other threads claimed.
+ *   spin:    workers spin (pause) for spin_ns, then sleep on the futex; the caller spins;
+ *   yield:   pause for YIELD_AFTER_NS, then sched_yield() until spin_ns, then sleep; the caller
+ *            pauses for YIELD_AFTER_NS, then yields: a neighbour process that wants the core
+ *            gets it at once instead of after a time slice;
+ *   passive: workers sleep on the futex as soon as there is no chunk; the caller yields. */
+enum { WAIT_SPIN = 0, WAIT_YIELD = 1, WAIT_PASSIVE = 2 };
+#define YIELD_AFTER_NS 20000L    /* 20 us */
 
 #define LOAD_CHECK_NS 20000000L  /* 20 ms */
 #define BUSY_ENTER 0.75f         /* others_ema above: caller alone */
@@ -111,11 +123,15 @@ static void *worker_main(void *arg) {
             run_chunks(g);
             continue;
         }
-        /* spin a while (decode steps issue jobs every few microseconds), then sleep */
+        /* wait for the next job (decode steps issue jobs every few microseconds): spin, yield
+         * or sleep at once, as the wait policy says (see vc_pool_set_wait), then sleep */
         long t0 = now_ns();
         int woke = 0;
-        while (now_ns() - t0 < pool.spin_ns) {
-            for (int i = 0; i < 64; i++) _mm_pause();
+        const long budget = pool.wait == WAIT_PASSIVE ? 0 : pool.spin_ns;
+        const long pause_ns = pool.wait == WAIT_SPIN ? budget : YIELD_AFTER_NS;
+        for (long t = 0; t < budget; t = now_ns() - t0) {
+            if (t < pause_ns) for (int i = 0; i < 64; i++) _mm_pause();
+            else sched_yield();
             if ((atomic_load(&pool.state) >> 32) != seen || atomic_load(&pool.stop)) { woke = 1; break; }
         }
         if (woke) continue;
@@ -136,6 +152,7 @@ int vc_pool_init(int n_threads, long spin_us) {
     if (n_threads < 1) n_threads = 1;
     if (n_threads > MAX_THREADS) n_threads = MAX_THREADS;
     pool.spin_ns = spin_us * 1000L;
+    pool.wait = WAIT_YIELD;
     atomic_store(&pool.state, 0);
     pool.loadavg_fd = open("/proc/loadavg", O_RDONLY | O_CLOEXEC);
     for (int i = 0; i < n_threads - 1; i++) {
@@ -150,6 +167,12 @@ int vc_pool_init(int n_threads, long spin_us) {
 }
 
 int vc_pool_size(void) { return pool.n_workers + 1; }
+
+/* 0 spin, 1 yield, 2 passive (see WAIT_*); returns the policy set. */
+int vc_pool_set_wait(int policy) {
+    pool.wait = policy < WAIT_SPIN || policy > WAIT_PASSIVE ? WAIT_YIELD : policy;
+    return pool.wait;
+}
 
 void vc_pool_set_spin(long spin_us) { pool.spin_ns = spin_us * 1000L; }
 
@@ -214,7 +237,11 @@ static void parallel_for(task_fn fn, void *ctx, int n_chunks) {
     int ran = run_chunks(g);
     long t1 = now_ns();
     if (atomic_load(&job->done) < n_chunks) {
-        while (atomic_load(&job->done) < n_chunks) _mm_pause();
+        const long pause_ns = pool.wait == WAIT_SPIN ? -1 : pool.wait == WAIT_YIELD ? YIELD_AFTER_NS : 0;
+        while (atomic_load(&job->done) < n_chunks) {
+            if (pause_ns < 0 || now_ns() - t1 < pause_ns) _mm_pause();
+            else sched_yield();
+        }
         long wait = now_ns() - t1, per_chunk = (t1 - t0) / (ran > 0 ? ran : 1);
         if (!pool.mode && wait > STALL_MIN_NS && wait > 8 * per_chunk) {
             pool.stalls++;
