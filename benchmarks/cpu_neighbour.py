@@ -29,8 +29,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 def child(args: argparse.Namespace) -> None:
     sys.path.insert(0, HERE)
     import numpy as np
-
     from bench_cpu_workloads import WORKLOADS, make_prompts
+
     from vllm_core import LLM, SamplingParams
 
     t0 = time.perf_counter()

@@ -13,6 +13,7 @@ import json
 import os
 import statistics
 import time
+from functools import partial
 
 import numpy as np
 import torch
@@ -65,12 +66,13 @@ def main() -> None:
         for m in [int(r) for r in args.rows.split(",")]:
             x = torch.randn(m, kk)
             reps = max(3, int(2e5 / (n * kk * max(m, 4) / 1e3)))
+            xb = x.bfloat16()
             variants = {
-                "f32": lambda: ops.linear(x, dense),
-                "bf16": lambda: ops.linear(x.bfloat16(), dense_bf),
-                "Q4_1/int8": lambda: ops.linear(x, qws["Q4_1"]),
-                "Q4_1/int8x2": lambda: ops.linear(x, qws["Q4_1"]),
-                "Q8_0/int8x2": lambda: ops.linear(x, qws["Q8_0"]),
+                "f32": partial(ops.linear, x, dense),
+                "bf16": partial(ops.linear, xb, dense_bf),
+                "Q4_1/int8": partial(ops.linear, x, qws["Q4_1"]),
+                "Q4_1/int8x2": partial(ops.linear, x, qws["Q4_1"]),
+                "Q8_0/int8x2": partial(ops.linear, x, qws["Q8_0"]),
             }
             times: dict[str, list[float]] = {v: [] for v in variants}
             for _ in range(args.rounds):

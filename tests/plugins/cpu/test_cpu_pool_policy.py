@@ -90,3 +90,15 @@ def test_results_identical_across_policies(pooled: Kernels) -> None:
         for y in ys:
             for a, b in zip(y, ref):
                 assert torch.equal(a, b), policy
+
+
+def test_amx_detection_names_the_reason() -> None:
+    """AMX needs the CPU flags and the kernel's tile-state permission; where either is missing
+    the reason names it (this development machine, a Zen 4, has no AMX)."""
+    from vllm_cpu.kernels import AMX_CPU_FLAGS, amx_unavailable
+
+    why = amx_unavailable()
+    if any(f not in cpu_flags() for f in AMX_CPU_FLAGS):
+        assert why is not None and why.startswith("this CPU lacks amx_")
+    else:
+        assert why is None or "arch_prctl" in why

@@ -123,6 +123,28 @@ def cpu_flags() -> set[str]:
     return set()
 
 
+AMX_CPU_FLAGS = ("amx_tile", "amx_bf16", "amx_int8")
+_SYS_ARCH_PRCTL, _ARCH_REQ_XCOMP_PERM, _XFEATURE_XTILEDATA = 158, 0x1023, 18
+
+
+def amx_unavailable() -> str | None:
+    """Why AMX tiles cannot be used by this process (None: they can): the CPU flags
+    (``amx_tile``, ``amx_bf16``, ``amx_int8``) and the kernel's permission for the tile data
+    state (``arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)``, Linux 5.16+). No kernel of
+    this package uses AMX yet; this says whether one could."""
+    missing = [f for f in AMX_CPU_FLAGS if f not in cpu_flags()]
+    if missing:
+        return f"this CPU lacks {', '.join(missing)}"
+    import platform
+
+    if platform.machine() != "x86_64":
+        return f"arch_prctl is x86_64's; this is {platform.machine()}"
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.syscall(_SYS_ARCH_PRCTL, _ARCH_REQ_XCOMP_PERM, _XFEATURE_XTILEDATA) != 0:
+        return f"the kernel refused the AMX tile state (arch_prctl errno {ctypes.get_errno()})"
+    return None
+
+
 def _cache_dir() -> Path:
     return Path(os.environ.get(ENV_CACHE) or Path.home() / ".cache" / "vllm_cpu")
 
