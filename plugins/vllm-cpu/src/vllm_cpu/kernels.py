@@ -104,6 +104,7 @@ SIGNATURES: dict[str, tuple[list[type], type | None]] = {
     "vc_plan_run": ([_P, _I], _I),
     "vc_linear_q": ([_P, _L, _P, _P, _P, _L, _I, _I, _I, _I, _I, _I], _I),
     "vc_quant_set_precision": ([_I], None),
+    "vc_pack_q": ([_P, _L, _I, _I, _I, _P], _I),
 }
 PLAN_KINDS = (
     "vc_linear_packed", "vc_rms_norm", "vc_rotary", "vc_cache_write", "vc_decode_attention", "vc_silu_and_mul",

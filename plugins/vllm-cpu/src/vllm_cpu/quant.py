@@ -47,9 +47,10 @@ def _scale_panels(s: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(s.reshape(rows // QR, QR, nb, 2).transpose(0, 2, 1, 3)).reshape(rows // QR, nb, 32)
 
 
-def pack_rows(qtype: str, raw: np.ndarray, k: int) -> torch.Tensor:
+def pack_rows(qtype: str, raw: np.ndarray, k: int, lib: object | None = None) -> torch.Tensor:
     """``raw`` [N, K / 32 * file block bytes] (a GGUF tensor's rows, uint8) -> the packed uint8
-    tensor of ``vc_linear_q``; rows padded with zero blocks to a multiple of 16."""
+    tensor of ``vc_linear_q``; rows padded with zero blocks to a multiple of 16. With ``lib``
+    (the kernels' library) the C packer does it on the pool (~20x faster than numpy here)."""
     if qtype not in QTYPES:
         raise ValueError(f"GGUF type {qtype!r} has no packed kernel; packed types: {', '.join(QTYPES)}")
     if k % QK:
@@ -58,6 +59,12 @@ def pack_rows(qtype: str, raw: np.ndarray, k: int) -> torch.Tensor:
     if raw.shape[1] != nb * fb:
         raise ValueError(f"a {qtype} row of {k} weights is {nb * fb} bytes, got {raw.shape[1]}")
     rows = -(-n // QR) * QR
+    if lib is not None:
+        src = np.ascontiguousarray(raw)
+        packed = contiguous_copy(torch.empty(rows // QR * nb * PACKED_BLOCK_BYTES[qtype], dtype=torch.uint8))
+        if lib.vc_pack_q(src.ctypes.data, src.strides[0], n, k, QTYPES[qtype], packed.data_ptr()):  # type: ignore[attr-defined]
+            raise RuntimeError(f"vc_pack_q refused {qtype} with K={k}")
+        return packed
     blocks = np.zeros((rows, nb, fb), dtype=np.uint8)
     blocks[:n] = raw.reshape(n, nb, fb)
     out = np.empty((rows // QR, nb, PACKED_BLOCK_BYTES[qtype]), dtype=np.uint8)
@@ -128,9 +135,9 @@ def quantized(weight: torch.Tensor) -> QuantWeight | None:
     return getattr(weight, QUANT_ATTR, None)
 
 
-def build_quant_weight(parts: list[tuple[str, np.ndarray]], k: int) -> QuantWeight:
+def build_quant_weight(parts: list[tuple[str, np.ndarray]], k: int, lib: object | None = None) -> QuantWeight:
     """``parts``: (GGUF type, rows [n_i, row bytes]) in output order; consecutive parts of one
-    type are packed together (one kernel call)."""
+    type are packed together (one kernel call); ``lib``: pack in C (``pack_rows``)."""
     merged: list[tuple[str, list[np.ndarray]]] = []
     for qtype, raw in parts:
         if merged and merged[-1][0] == qtype:
@@ -141,7 +148,7 @@ def build_quant_weight(parts: list[tuple[str, np.ndarray]], k: int) -> QuantWeig
     offset = 0
     for qtype, raws in merged:
         raw = raws[0] if len(raws) == 1 else np.concatenate(raws, axis=0)
-        out.append(QuantPart(qtype, offset, raw.shape[0], pack_rows(qtype, raw, k)))
+        out.append(QuantPart(qtype, offset, raw.shape[0], pack_rows(qtype, raw, k, lib)))
         offset += raw.shape[0]
     return QuantWeight(offset, k, tuple(out))
 

@@ -678,6 +678,54 @@ static void q_task(void *p, int chunk) {
     }
 }
 
+/* Repack n GGUF rows (raw: row_bytes apart, K / 32 blocks of the file format each) into the
+ * panel layout above (out: ceil(n / 16) * K / 32 * q_block_bytes(qtype) bytes); rows past n are
+ * zero blocks (d = 0). Returns 0, or -1 for an unknown qtype or K. */
+typedef struct {
+    const uint8_t *raw;
+    long row_bytes;
+    int n, K, qtype;
+    uint8_t *out;
+} pack_q_args;
+
+static void pack_q_task(void *p, int pn) {
+    const pack_q_args *a = p;
+    const int nb = a->K / QK, fb = a->qtype == Q4_0 ? 18 : a->qtype == Q4_1 ? 20 : 34, bb = q_block_bytes(a->qtype);
+    for (int b = 0; b < nb; b++) {
+        uint8_t *dst = a->out + ((size_t)pn * nb + b) * bb;
+        memset(dst, 0, bb);
+        for (int j = 0; j < QR; j++) {
+            const long row = (long)pn * QR + j;
+            if (row >= a->n) { /* a zero block: q = 0 (Q8_0 stores q + 128), d = m = 0 */
+                if (a->qtype == Q8_0)
+                    for (int g = 0; g < 8; g++) memset(dst + 64 * g + 4 * j, 0x80, 4);
+                continue;
+            }
+            const uint8_t *src = a->raw + row * a->row_bytes + (size_t)b * fb;
+            if (a->qtype == Q8_0) {
+                for (int g = 0; g < 8; g++)
+                    for (int t = 0; t < 4; t++) dst[64 * g + 4 * j + t] = src[2 + 4 * g + t] ^ 0x80;
+                memcpy(dst + 512 + 2 * j, src, 2);
+            } else {
+                const uint8_t *qs = src + (a->qtype == Q4_1 ? 4 : 2);
+                uint8_t q[32];
+                for (int k = 0; k < 16; k++) { q[k] = qs[k] & 15; q[k + 16] = qs[k] >> 4; }
+                for (int v = 0; v < 4; v++)
+                    for (int t = 0; t < 4; t++) dst[64 * v + 4 * j + t] = q[8 * v + t] | (q[8 * v + 4 + t] << 4);
+                memcpy(dst + 256 + 2 * j, src, 2);
+                if (a->qtype == Q4_1) memcpy(dst + 288 + 2 * j, src + 2, 2);
+            }
+        }
+    }
+}
+
+int vc_pack_q(const void *raw, long row_bytes, int n, int K, int qtype, void *out) {
+    if (qtype < Q4_0 || qtype > Q8_0 || K % QK) return -1;
+    pack_q_args a = {raw, row_bytes, n, K, qtype, out};
+    parallel_for(pack_q_task, &a, (n + QR - 1) / QR);
+    return 0;
+}
+
 /* y[M, N] (rows ldy elements apart, float32 or bf16 as x) = x[M, K] (rows ldx apart) @ w^T + bias,
  * w packed by vllm_cpu.quant in format qtype (0 Q4_0, 1 Q4_1, 2 Q8_0); K a multiple of 32.
  * x_ready: x is the same as the previous call's (the parts of one fused layer), whose
