@@ -35,7 +35,6 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 def _prompts(vocab: int, name: str, limit: int | None) -> tuple[list[list[int]], int]:
     sys.path.insert(0, HERE)
     import numpy as np
-
     from bench_cpu_workloads import WORKLOADS, make_prompts
 
     n, lo, hi, mt = WORKLOADS[name]
