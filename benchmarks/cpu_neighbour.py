@@ -3,6 +3,7 @@
 
     python benchmarks/cpu_neighbour.py                     # W1 (64 prompts), policies yield,spin,passive
     python benchmarks/cpu_neighbour.py --prompts 16 --rounds 2 --policies yield,spin --json out.json
+    python benchmarks/cpu_neighbour.py --policies pool+spin,pool+yield,pool+passive   # no load guard
 
 The neighbour is a Python busy loop pinned to one core (the first of this process's affinity),
 started before the timed generate and stopped after it. Each run is a fresh process
@@ -73,7 +74,7 @@ def run_one(args: argparse.Namespace, policy: str, neighbour: bool) -> dict[str,
         cmd += ["--quantization", args.quantization]
     if neighbour:
         cmd.append("--neighbour")
-    env = {**os.environ, "VLLM_CPU_POOL": policy, "TOKENIZERS_PARALLELISM": "false"}
+    env = {**os.environ, "VLLM_CPU_POOL": policy.replace("+", ","), "TOKENIZERS_PARALLELISM": "false"}
     load = os.getloadavg()[0]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     line = next((ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")), None)
@@ -94,7 +95,9 @@ def main() -> None:
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--quantization", default=None, help="gguf / none (default: the engine's)")
     ap.add_argument("--prompts", type=int, default=64, help="W1's first N prompts (64: all of W1)")
-    ap.add_argument("--policies", default="yield,spin,passive")
+    ap.add_argument("--policies", default="yield,spin,passive",
+                    help="VLLM_CPU_POOL values, comma-separated; '+' joins a dispatch mode and a wait "
+                    "policy (pool+spin: every job on the pool, workers spinning)")
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
