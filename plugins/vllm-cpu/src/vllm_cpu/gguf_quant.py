@@ -107,6 +107,11 @@ def quantize_model(model: Any, path: str, lib: object | None = None) -> dict[str
         if any(t not in QTYPES for t in types) or sum(w.shape[0] for _, w in parts) != n or k % 32:
             logger.debug("%s stays dequantized (GGUF types %s)", module_name, types)
             continue
+        if module_name != "model.embed_tokens" and not isinstance(module._parameters.get("weight"), torch.Tensor):
+            # a wrapper (e.g. a LoRA layer made before this extension) exposes another module's
+            # weight: leave it dense rather than replace what the wrapper reads
+            logger.debug("%s stays dequantized: its weight is not its own parameter", module_name)
+            continue
         qw = build_quant_weight([(w.gguf_type, np.asarray(w.raw_rows())) for _, w in parts], k, lib)
         if module_name == "model.embed_tokens":
             attach(dense, qw)  # the logits run on the blocks; lookups keep the dense rows
