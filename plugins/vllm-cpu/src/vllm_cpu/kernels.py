@@ -102,7 +102,7 @@ SIGNATURES: dict[str, tuple[list[type], type | None]] = {
     "vc_plan_max_args": ([], _I),
     "vc_plan_kinds": ([], _I),
     "vc_plan_run": ([_P, _I], _I),
-    "vc_linear_q": ([_P, _L, _P, _P, _P, _L, _I, _I, _I, _I, _I, _I], _I),
+    "vc_linear_q": ([_P, _L, _P, _P, _P, _L, _I, _I, _I, _I, _I, _I, _I], _I),
     "vc_quant_set_precision": ([_I], None),
     "vc_pack_q": ([_P, _L, _I, _I, _I, _P], _I),
 }

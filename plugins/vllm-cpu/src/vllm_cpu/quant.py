@@ -120,6 +120,8 @@ class QuantWeight:
     out_features: int
     in_features: int
     parts: tuple[QuantPart, ...]
+    precision: int = 0
+    """Activations: 1 int8, 2 int8x2, 0 the kernels' setting (``VLLM_CPU_GGUF_ACTIVATIONS``)."""
 
     @property
     def nbytes(self) -> int:
@@ -177,7 +179,7 @@ def linear_q(lib: object, x: torch.Tensor, qw: QuantWeight, bias: torch.Tensor |
         rc = lib.vc_linear_q(  # type: ignore[attr-defined]
             x2.data_ptr(), x2.stride(0), part.packed.data_ptr(),
             None if bias is None else bias.data_ptr() + part.offset * es,
-            y.data_ptr() + part.offset * es, n, m, part.rows, k, part.code, bf16, i > 0,
+            y.data_ptr() + part.offset * es, n, m, part.rows, k, part.code, bf16, i > 0, qw.precision,
         )
         if rc:
             raise RuntimeError(f"vc_linear_q refused {part.qtype} with K={k}")

@@ -729,11 +729,12 @@ int vc_pack_q(const void *raw, long row_bytes, int n, int K, int qtype, void *ou
 /* y[M, N] (rows ldy elements apart, float32 or bf16 as x) = x[M, K] (rows ldx apart) @ w^T + bias,
  * w packed by vllm_cpu.quant in format qtype (0 Q4_0, 1 Q4_1, 2 Q8_0); K a multiple of 32.
  * x_ready: x is the same as the previous call's (the parts of one fused layer), whose
- * quantized activations are reused. Returns 0, or -1 for an unknown qtype or K. */
+ * quantized activations are reused. prec: 1 (int8) or 2 (int8x2) activations, 0 the library's
+ * setting (vc_quant_set_precision). Returns 0, or -1 for an unknown qtype or K. */
 int vc_linear_q(const void *x, long ldx, const void *wp, const void *bias, void *y, long ldy,
-                int M, int N, int K, int qtype, int is_bf16, int x_ready) {
+                int M, int N, int K, int qtype, int is_bf16, int x_ready, int prec) {
     if (qtype < Q4_0 || qtype > Q8_0 || K % QK || M <= 0) return M == 0 ? 0 : -1;
-    const int nb = K / QK, P = q_prec;
+    const int nb = K / QK, P = prec == 1 || prec == 2 ? prec : q_prec;
     const size_t need = (size_t)M * K * P + (size_t)M * nb * 4 * (1 + P) + 64;
     if (!x_ready) {
         if (need > q_cap) {
@@ -1490,7 +1491,7 @@ int vc_plan_run(const plan_call *calls, int n) {
         case PLAN_EMBEDDING: vc_embedding(P(0), I(1), P(2), L(3), L(4), P(5)); break;
         case PLAN_HEAD_RMS_NORM: vc_head_rms_norm(P(0), L(1), P(2), P(3), I(4), I(5), I(6), F(7), I(8)); break;
         case PLAN_LINEAR_Q:
-            vc_linear_q(P(0), L(1), P(2), P(3), P(4), L(5), I(6), I(7), I(8), I(9), I(10), I(11));
+            vc_linear_q(P(0), L(1), P(2), P(3), P(4), L(5), I(6), I(7), I(8), I(9), I(10), I(11), I(12));
             break;
         default: return j;
         }
