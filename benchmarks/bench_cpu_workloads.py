@@ -77,6 +77,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--max-model-len", type=int, default=2048)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--quantization", default=None, help="cpu platform: gguf / none (default: gguf for .gguf files)")
     a = ap.parse_args()
 
     import torch
@@ -96,7 +97,8 @@ def main() -> None:
     print(json.dumps(info, indent=1), flush=True)
 
     t0 = time.perf_counter()
-    llm = LLM(a.model, dtype=a.dtype, max_model_len=a.max_model_len, seed=0, use_tqdm_on_load=False)
+    extra = {"quantization": a.quantization} if a.quantization else {}
+    llm = LLM(a.model, dtype=a.dtype, max_model_len=a.max_model_len, seed=0, use_tqdm_on_load=False, **extra)
     info["engine_init_s"] = round(time.perf_counter() - t0, 2)
     info["platform"] = llm.llm_engine.platform.name
     info["torch_threads"] = torch.get_num_threads()

@@ -74,6 +74,10 @@ def test_smollm2_chat_matches_transformers(default_model_path, prompt_ids, expec
         engine["num_gpu_blocks_override"] = 40  # 320 tokens: two conversations at a time
     if setting == "draft":
         engine["num_gpu_blocks_override"] = 512  # two 135M models: preemption is left to the tiny models
+    if device == "cpu":
+        # the oracle is transformers' float32 model: the dequantized path (the cpu platform
+        # otherwise keeps the file's Q4_1 blocks; tests/plugins/cpu/test_cpu_quant_model.py)
+        engine["quantization"] = "none"
     llm = LLM(default_model_path, dtype="float32", device=device, max_model_len=256,
               enable_prefix_caching=engine.pop("enable_prefix_caching", False), use_tqdm_on_load=False, **engine)
     outs = llm.chat(convs, SamplingParams(temperature=0.0, max_tokens=NEW_TOKENS), use_tqdm=False)

@@ -44,7 +44,10 @@ def test_plugin_is_discovered_from_its_entry_point() -> None:
     info = next(p for p in loaded_plugins() if p.name == "cpu")
     assert info.distribution == "vllm-cpu"
     assert info.module == "vllm_cpu.plugin"
-    assert set(info.hooks) == {"register_attention_backends", "register_platforms", "register_samplers"}
+    assert set(info.hooks) == {
+        "register_attention_backends", "register_platforms", "register_samplers", "register_engine_args",
+        "register_runner_extensions",
+    }
 
 
 def test_plugin_module_imports_nothing_heavy() -> None:

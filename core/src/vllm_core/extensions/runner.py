@@ -68,6 +68,10 @@ class RunnerContext:
     platform: Platform | None = None
     """The runner's ``Platform`` (its device type and ops; an extension that runs a model of its
     own uses it), or None."""
+    model_path: str | None = None
+    """The checkpoint the model was loaded from (a directory or a ``.gguf`` file; resolved, so
+    the default model's path too), or None. An extension that re-reads weights in another form
+    (the CPU platform keeps GGUF blocks quantized) opens it."""
 
 
 @dataclass

@@ -46,6 +46,7 @@ from vllm_core.errors import (
 from vllm_core.extensions.runner import RunnerContext, RunnerExtension, SampledTokens, StepHiddenStates
 from vllm_core.extensions.state import BlockKey, CacheSalt, ExtensionState, RequestExtension
 from vllm_core.lora_request import LoRARequest
+from vllm_core.model_executor.model_loader.gguf_weights import GGUFWeight, iter_gguf_lazy_weights
 from vllm_core.model_executor.model_loader.lazy import Weight, materialize
 from vllm_core.model_executor.models.interface import ModelContext
 from vllm_core.multimodal import (
@@ -109,6 +110,8 @@ __all__ = [
     # errors
     "EngineError", "ConfigError", "PluginError", "PlatformNotAvailableError", "ModelLoadError", "RequestError",
     "KVCacheTooSmallError", "WorkerError",
+    # checkpoints (1.2)
+    "GGUFWeight", "iter_gguf_lazy_weights",
 ]
 
 def language_model_class(text_config: Any) -> type[Any]:

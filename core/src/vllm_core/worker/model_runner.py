@@ -153,7 +153,10 @@ class ModelRunner:
         self.request_generators: dict[str, torch.Generator] = {}
         self.extensions = (
             RunnerExtensions([]) if config is None else RunnerExtensions.create(
-                RunnerContext(config, loaded.tokenizer, loaded.text_config.vocab_size, self.device, loaded.model, platform)
+                RunnerContext(
+                    config, loaded.tokenizer, loaded.text_config.vocab_size, self.device, loaded.model, platform,
+                    loaded.model_path,
+                )
             )
         )
         self.hidden_tap = None if config is None else HiddenStatesTap.create(

@@ -32,14 +32,50 @@ logger = logging.getLogger(__name__)
 ENV_KERNELS = "VLLM_CPU_KERNELS"
 ENV_CACHE = "VLLM_CPU_CACHE"
 ENV_POOL_MODE = "VLLM_CPU_POOL"
+ENV_GGUF_ACTIVATIONS = "VLLM_CPU_GGUF_ACTIVATIONS"
+GGUF_ACTIVATIONS = {"int8": 1, "int8x2": 2}
+"""How ``vc_linear_q`` quantizes activations per block of 32: ``int8`` (llama.cpp's Q8_0: one
+int8 an element, amax / 127 steps) or ``int8x2`` (default: a second int8 for the remainder,
+~15 bits, twice the dot products; see benchmarks/CPU_NOTES.md for what each costs and keeps)."""
 POOL_MODES = ("auto", "pool", "alone")
+"""Where work runs: ``auto`` (the calling thread alone while other processes want the cores or
+after a stall, else the pool), ``pool`` (always the pool), ``alone`` (always the caller)."""
+POOL_WAITS = ("spin", "yield", "passive")
+"""How the pool's threads wait (``vc_pool_set_wait``): ``spin`` (busy-wait ``VLLM_CPU_SPIN_US``,
+then sleep), ``yield`` (default: busy-wait 20 us, then ``sched_yield`` until the spin budget, then
+sleep; a neighbour process gets a core at once), ``passive`` (sleep as soon as idle)."""
+
+
+def parse_pool_env(raw: str) -> tuple[str, str]:
+    """``VLLM_CPU_POOL``: comma-separated, at most one of ``POOL_MODES`` and one of ``POOL_WAITS``
+    (``yield``, ``auto,passive``); each left out takes its default (``auto``, ``yield``)."""
+    mode, wait = "", ""
+    for token in (t.strip().lower() for t in raw.split(",")):
+        if not token:
+            continue
+        if token in POOL_MODES and not mode:
+            mode = token
+        elif token in POOL_WAITS and not wait:
+            wait = token
+        else:
+            twice = token in POOL_MODES or token in POOL_WAITS
+            raise ConfigError(
+                f"{ENV_POOL_MODE}={raw!r}: {token!r} is "
+                + ("a second value of the same kind" if twice else "not a pool setting")
+                + f"; give at most one of {', '.join(POOL_MODES)} and one of {', '.join(POOL_WAITS)} "
+                "(e.g. VLLM_CPU_POOL=auto,yield), or unset it"
+            )
+    return mode or "auto", wait or "yield"
 SOURCE = Path(__file__).with_name("csrc") / "cpu_kernels.c"
 CFLAGS = [
-    "-O3", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx512bf16", "-mfma",
+    "-O3", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx512bf16", "-mavx512vnni",
+    "-mf16c", "-mfma",
     # no FMA contraction: the elementwise kernels round where the native ops round
     "-ffp-contract=off", "-fPIC", "-shared", "-pthread",
 ]
-REQUIRED_CPU_FLAGS = ("avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_bf16")
+REQUIRED_CPU_FLAGS = ("avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_bf16", "avx512_vnni")
+"""Every CPU with AVX512-BF16 (Cooper Lake, Sapphire Rapids and later, Zen 4 and later) also has
+AVX512-VNNI, which the GGUF quantized linear kernel (``vc_linear_q``) uses."""
 
 _P, _I, _L, _F = c_void_p, c_int, c_long, c_float
 _CHUNK_FN = ctypes.CFUNCTYPE(None, c_void_p, c_int)
@@ -49,6 +85,7 @@ SIGNATURES: dict[str, tuple[list[type], type | None]] = {
     "vc_pool_size": ([], _I),
     "vc_pool_set_spin": ([_L], None),
     "vc_pool_set_mode": ([_I], None),
+    "vc_pool_set_wait": ([_I], _I),
     "vc_pool_stats": ([_P], None),
     "vc_pool_solo": ([], _I),
     "vc_parallel": ([_P, _I], None),
@@ -65,10 +102,13 @@ SIGNATURES: dict[str, tuple[list[type], type | None]] = {
     "vc_plan_max_args": ([], _I),
     "vc_plan_kinds": ([], _I),
     "vc_plan_run": ([_P, _I], _I),
+    "vc_linear_q": ([_P, _L, _P, _P, _P, _L, _I, _I, _I, _I, _I, _I, _I], _I),
+    "vc_quant_set_precision": ([_I], None),
+    "vc_pack_q": ([_P, _L, _I, _I, _I, _P], _I),
 }
 PLAN_KINDS = (
     "vc_linear_packed", "vc_rms_norm", "vc_rotary", "vc_cache_write", "vc_decode_attention", "vc_silu_and_mul",
-    "vc_silu_mlp", "vc_embedding", "vc_head_rms_norm",
+    "vc_silu_mlp", "vc_embedding", "vc_head_rms_norm", "vc_linear_q",
 )
 """The kernels a recorded plan can hold (``vllm_cpu.plan``), in the order of ``vc_plan_run``'s kinds."""
 
@@ -82,6 +122,28 @@ def cpu_flags() -> set[str]:
     except OSError:
         pass
     return set()
+
+
+AMX_CPU_FLAGS = ("amx_tile", "amx_bf16", "amx_int8")
+_SYS_ARCH_PRCTL, _ARCH_REQ_XCOMP_PERM, _XFEATURE_XTILEDATA = 158, 0x1023, 18
+
+
+def amx_unavailable() -> str | None:
+    """Why AMX tiles cannot be used by this process (None: they can): the CPU flags
+    (``amx_tile``, ``amx_bf16``, ``amx_int8``) and the kernel's permission for the tile data
+    state (``arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)``, Linux 5.16+). No kernel of
+    this package uses AMX yet; this says whether one could."""
+    missing = [f for f in AMX_CPU_FLAGS if f not in cpu_flags()]
+    if missing:
+        return f"this CPU lacks {', '.join(missing)}"
+    import platform
+
+    if platform.machine() != "x86_64":
+        return f"arch_prctl is x86_64's; this is {platform.machine()}"
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.syscall(_SYS_ARCH_PRCTL, _ARCH_REQ_XCOMP_PERM, _XFEATURE_XTILEDATA) != 0:
+        return f"the kernel refused the AMX tile state (arch_prctl errno {ctypes.get_errno()})"
+    return None
 
 
 def _cache_dir() -> Path:
@@ -134,7 +196,18 @@ class Kernels:
             fn = getattr(self.lib, name)
             fn.argtypes, fn.restype = args, res
         self.num_threads = int(self.lib.vc_pool_init(num_threads, spin_us))
-        self.set_pool_mode(os.environ.get(ENV_POOL_MODE, "") or "auto")
+        mode, wait = parse_pool_env(os.environ.get(ENV_POOL_MODE, ""))
+        self.set_pool_mode(mode)
+        self.set_pool_wait(wait)
+        self.set_gguf_activations(os.environ.get(ENV_GGUF_ACTIVATIONS, "").strip() or "int8x2")
+
+    def set_gguf_activations(self, mode: str) -> None:
+        """``int8`` or ``int8x2``: the activations' quantization of the GGUF kernel (``GGUF_ACTIVATIONS``)."""
+        if mode not in GGUF_ACTIVATIONS:
+            raise ConfigError(
+                f"{ENV_GGUF_ACTIVATIONS}={mode!r} is not one of {', '.join(GGUF_ACTIVATIONS)}; unset it for int8x2"
+            )
+        self.lib.vc_quant_set_precision(GGUF_ACTIVATIONS[mode])
 
     def set_pool_mode(self, mode: str) -> None:
         """``auto`` (default): work runs on the calling thread alone while other processes want
@@ -143,6 +216,12 @@ class Kernels:
         if mode not in POOL_MODES:
             raise ConfigError(f"{ENV_POOL_MODE}={mode!r} is not one of {', '.join(POOL_MODES)}")
         self.lib.vc_pool_set_mode(POOL_MODES.index(mode))
+
+    def set_pool_wait(self, policy: str) -> None:
+        """How idle threads wait: one of ``POOL_WAITS`` (results do not depend on it)."""
+        if policy not in POOL_WAITS:
+            raise ConfigError(f"{ENV_POOL_MODE} wait policy {policy!r} is not one of {', '.join(POOL_WAITS)}")
+        self.lib.vc_pool_set_wait(POOL_WAITS.index(policy))
 
     def parallel(self, fn: Callable[[int], None], n_chunks: int) -> None:
         """``fn(0) .. fn(n_chunks - 1)`` on the pool's threads (this one included), for work made

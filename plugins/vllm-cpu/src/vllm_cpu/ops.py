@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from vllm_core.plugins.api import Ops
 from vllm_cpu.kernels import Kernels, pack_weight
+from vllm_cpu.quant import linear_q, quantized
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +54,12 @@ class CPUOps(Ops):
 
     # ------------------------------------------------------------------------------ linear
     def linear(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        qw = quantized(weight)
+        if qw is not None:
+            # GGUF blocks kept packed (vllm_cpu.gguf_quant); only attached where the kernels run
+            if bias is not None and (bias.dtype != x.dtype or not bias.is_contiguous()):
+                bias = bias.to(x.dtype).contiguous()
+            return linear_q(self.lib, x, qw, bias)
         packed = self.packed_weight(weight) if x.dtype == weight.dtype else None
         if packed is None or (bias is not None and (bias.dtype != x.dtype or not bias.is_contiguous())):
             return F.linear(x, weight, bias)
@@ -220,6 +227,9 @@ class CPUOps(Ops):
         """One C call: row tiles of MLP_TILE_ROWS go through gate/up, SiLU-and-mul and down with
         the intermediates in a scratch buffer that stays in cache (see ``vc_silu_mlp``)."""
         dtype = x.dtype
+        if quantized(gate_up_weight) is not None or quantized(down_weight) is not None:
+            # the quantized kernel per projection (each quantizes its input rows to int8)
+            return self.linear(self.silu_and_mul(self.linear(x, gate_up_weight, gate_up_bias)), down_weight, down_bias)
         inter, hidden = gate_up_weight.shape[0] // 2, gate_up_weight.shape[1]
         wp_gu = self.packed_weight(gate_up_weight) if gate_up_weight.dtype == dtype else None
         wp_d = self.packed_weight(down_weight) if down_weight.dtype == dtype else None

@@ -7,7 +7,7 @@ from typing import Any
 
 from vllm_core import hookimpl
 
-VLLM_CORE_PLUGIN_API = ">=1.0,<2"
+VLLM_CORE_PLUGIN_API = ">=1.2,<2"
 """The vllm-core plugin API range this plugin is written for (``docs/plugin-api.md``)."""
 
 
@@ -30,3 +30,17 @@ def register_samplers(register: Callable[[type[Any]], None]) -> None:
     from vllm_cpu.sampler import CPUSampler
 
     register(CPUSampler)
+
+
+@hookimpl
+def register_engine_args(register: Callable[[type[Any]], None]) -> None:
+    from vllm_cpu.gguf_quant import QuantizationConfig
+
+    register(QuantizationConfig)
+
+
+@hookimpl
+def register_runner_extensions(register: Callable[[type[Any]], None]) -> None:
+    from vllm_cpu.gguf_quant import GGUFQuantExtension
+
+    register(GGUFQuantExtension)

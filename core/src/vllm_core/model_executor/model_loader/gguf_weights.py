@@ -259,6 +259,25 @@ class GGUFWeight:
     def materialize(self) -> torch.Tensor:
         return self._convert(self._tensor, self._rope_heads)
 
+    @property
+    def gguf_type(self) -> str:
+        """The tensor's ggml type name as stored (``F32``, ``Q4_1``, ``Q8_0``, ...)."""
+        return str(self._gguf.GGMLQuantizationType(self._tensor.tensor_type).name)
+
+    def raw_rows(self) -> np.ndarray:
+        """The stored bytes of a 2-D tensor, not dequantized: ``[rows, bytes a row]`` uint8 in
+        the PyTorch row order (a quantized row is whole blocks, so the rope permutation of a
+        llama q/k projection is undone on the rows as ``materialize`` does). For a platform
+        that computes on the quantized blocks; counted in ``bytes_read``."""
+        t = self._tensor
+        if len(self.shape) != 2:
+            raise ValueError(f"GGUF tensor {t.name!r} has shape {self.shape}; raw_rows takes 2-D tensors")
+        rows = np.ascontiguousarray(t.data).view(np.uint8).reshape(self.shape[0], -1)
+        self._counter[0] += int(rows.nbytes)
+        if self._rope_heads is not None:
+            rows = reverse_rope_permute(torch.from_numpy(rows.copy()), self._rope_heads).numpy()
+        return rows
+
     def narrow(self, dim: int, start: int, length: int) -> torch.Tensor:
         rows = self.shape[0]
         quantized_1d = len(self.shape) == 1 and self._tensor.data.shape != self.shape

