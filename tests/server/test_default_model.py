@@ -86,10 +86,10 @@ def test_anthropic_client_forced_tool_use(default_server: RunningServer) -> None
 def test_required_tool_choice_and_json_schema_response(default_server: RunningServer) -> None:
     client = default_server.client()
     resp = client.chat.completions.create(
-        model="smollm2", messages=[{"role": "user", "content": "Weather in Rome?"}], tools=[WEATHER],
-        tool_choice="required", max_tokens=60, temperature=0)
+        model="smollm2", messages=[{"role": "user", "content": "What is the weather like in Rome today?"}], tools=[WEATHER],
+        tool_choice="required", max_tokens=150, temperature=0)
     calls = resp.choices[0].message.tool_calls
-    assert calls and all(c.function.name == "get_weather" for c in calls)
+    assert calls and all(c.function.name == "get_weather" for c in calls), (resp.choices[0].finish_reason, repr(resp.choices[0].message.content))
     assert all(isinstance(json.loads(c.function.arguments)["city"], str) for c in calls)
 
     schema = {"type": "object", "properties": {"answer": {"type": "integer"}}, "required": ["answer"]}
