@@ -34,9 +34,9 @@ from vllm_core.attention.metadata import AttentionMetadata
 from vllm_core.errors import ConfigError, ModelLoadError
 from vllm_core.model_executor.layers.basic import Linear, RMSNorm
 from vllm_core.model_executor.layers.parallel import ParallelLMHead, QKVParallelLinear, VocabParallelEmbedding
-from vllm_core.model_executor.model_loader.lazy import materialize
 from vllm_core.model_executor.models.interface import ModelContext
 from vllm_core.model_executor.models.llama import DecoderLayer, LlamaForCausalLM, head_dim_of
+from vllm_core.model_executor.models.weight_utils import load_parameter, stacked_target
 
 Embed = Callable[[torch.Tensor], torch.Tensor]
 
@@ -75,25 +75,13 @@ def load_named(module: nn.Module, weights: Iterable[tuple[str, torch.Tensor]]) -
     modules = dict(module.named_modules())
     loaded: set[str] = set()
     for name, tensor in weights:
-        target, shard = name, None
-        for fused, part, idx in _STACKED:
-            if part in name:
-                target, shard = name.replace(part, fused), idx
-                break
+        target, shard = stacked_target(name, _STACKED)
         if target not in params:
             raise ModelLoadError(
                 f"weight {name!r} of the EAGLE head has no matching parameter in {type(module).__name__}; "
                 "the checkpoint does not match the method (eagle: fc, layers.*; eagle3: midlayer.*, fc, norm, lm_head)"
             )
-        module_name, param_name = target.rsplit(".", 1)
-        loader = getattr(modules[module_name], "weight_loader", None)
-        if loader is not None:
-            loader(param_name, tensor, shard)
-        else:
-            data, full = params[target].data, materialize(tensor)
-            if data.shape != full.shape:
-                raise ModelLoadError(f"weight {name!r} has shape {tuple(full.shape)}, expected {tuple(data.shape)}")
-            data.copy_(full)
+        load_parameter(modules, params, target, name, tensor, shard)
         loaded.add(target if shard is None else f"{target}#{shard}")
     expected = set()
     for name, _ in module.named_parameters():

@@ -32,9 +32,10 @@ from vllm_core.model_executor.layers.parallel import (
     VocabParallelEmbedding,
 )
 from vllm_core.model_executor.layers.rotary import RotaryEmbedding
-from vllm_core.model_executor.model_loader.lazy import Weight, materialize
+from vllm_core.model_executor.model_loader.lazy import Weight
 from vllm_core.model_executor.models.aux_hidden import AuxHiddenStates
 from vllm_core.model_executor.models.interface import ModelContext
+from vllm_core.model_executor.models.weight_utils import load_parameter, stacked_target
 
 
 def head_dim_of(config: Any) -> int:
@@ -292,11 +293,7 @@ class LlamaForCausalLM(nn.Module):
                 continue
             if self._on_other_stage(name):
                 continue
-            target, shard = name, None
-            for fused, part, idx in self.stacked_params:
-                if part in name:
-                    target, shard = name.replace(part, fused), idx
-                    break
+            target, shard = stacked_target(name, self.stacked_params)
             targets = [target]
             if target == "model.embed_tokens.weight" and self.tie_word_embeddings and self.lm_head is not None:
                 # a tied head on a stage of its own reads the embedding
@@ -307,17 +304,7 @@ class LlamaForCausalLM(nn.Module):
                         f"weight {name!r} has no matching parameter in {type(self).__name__}; "
                         "the checkpoint does not match the architecture in its config"
                     )
-                module_name, param_name = t.rsplit(".", 1)
-                loader = getattr(modules[module_name], "weight_loader", None)
-                if loader is not None:
-                    loader(param_name, tensor, shard)
-                else:
-                    data, full = params[t].data, materialize(tensor)
-                    if data.shape != full.shape:
-                        raise ModelLoadError(
-                            f"weight {name!r} has shape {tuple(full.shape)}, expected {tuple(data.shape)}"
-                        )
-                    data.copy_(full)
+                load_parameter(modules, params, t, name, tensor, shard)
                 loaded.add(t if shard is None else f"{t}#{shard}")
         return loaded
 
