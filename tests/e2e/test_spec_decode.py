@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from tests.conftest import hf_greedy, installed_platforms, random_prompts, save_tiny_model
+from tests.e2e.spec_decode_helpers import assert_all_blocks_free, spec_of
 from vllm_core import LLM, SamplingParams
 from vllm_core.sample.metadata import SamplingMetadata
 from vllm_core.sample.rejection import DraftBatch
@@ -53,15 +54,6 @@ def make_llm(models: dict[str, Any], spec: dict[str, Any] | None, **engine: Any)
                                 use_tqdm_on_load=False)
     args.update(engine)
     return LLM(models["target"], speculative_config=spec, **args)
-
-
-def spec_of(llm: LLM) -> Any:
-    return llm.llm_engine.core.runner.extensions.get("speculative_decoding")
-
-
-def assert_all_blocks_free(llm: LLM) -> None:
-    pool = llm.llm_engine.core.kv_cache_manager.pool
-    assert pool.num_free_blocks == pool.num_blocks, "KV blocks still held after every request finished"
 
 
 def greedy(n: int = 1, max_tokens: int = NEW_TOKENS) -> SamplingParams:

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from tests.conftest import hf_greedy, installed_platforms, random_prompts, save_tiny_model
+from tests.e2e.spec_decode_helpers import assert_all_blocks_free, spec_of
 from vllm_core import LLM, SamplingParams
 from vllm_core.errors import ConfigError
 from vllm_core.spec_decode.random_heads import save_eagle_head
@@ -54,15 +55,6 @@ def make_llm(target: str, spec: dict[str, Any] | None, **engine: Any) -> LLM:
 
 def spec(models: dict[str, Any], method: str, k: int = 3, **extra: Any) -> dict[str, Any]:
     return {"method": method, "model": models["heads"][method], "num_speculative_tokens": k, **extra}
-
-
-def spec_of(llm: LLM) -> Any:
-    return llm.llm_engine.core.runner.extensions.get("speculative_decoding")
-
-
-def assert_all_blocks_free(llm: LLM) -> None:
-    pool = llm.llm_engine.core.kv_cache_manager.pool
-    assert pool.num_free_blocks == pool.num_blocks, "KV blocks still held after every request finished"
 
 
 def greedy(n: int = 1, max_tokens: int = NEW_TOKENS) -> SamplingParams:

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from tests.e2e.spec_decode_helpers import assert_all_blocks_free, spec_of
 from tests.e2e.test_structured import SCHEMA
 from vllm_core import LLM, SamplingParams, StructuredOutputsParams
 
@@ -38,15 +39,6 @@ def engines(smol_vocab_model: str) -> dict[str, LLM]:
         out[name] = LLM(path, dtype="float32", max_model_len=512, num_gpu_blocks_override=256, block_size=16,
                         speculative_config=spec, use_tqdm_on_load=False)
     return out
-
-
-def spec_of(llm: LLM) -> Any:
-    return llm.llm_engine.core.runner.extensions.get("speculative_decoding")
-
-
-def assert_all_blocks_free(llm: LLM) -> None:
-    pool = llm.llm_engine.core.kv_cache_manager.pool
-    assert pool.num_free_blocks == pool.num_blocks
 
 
 FEATURES: dict[str, dict[str, Any]] = {
