@@ -6,6 +6,14 @@ from typing import Any
 
 from vllm_core import LLM
 
+SETTINGS: dict[str, dict[str, Any]] = {
+    "chunked_prefix": {"max_num_batched_tokens": 16, "enable_prefix_caching": True},
+    "preempt": {"num_gpu_blocks_override": 24},
+    "async": {"async_scheduling": True, "enable_prefix_caching": True},
+    "n2": {},
+}
+"""Engine settings every proposer's exactness test runs under (n2: two samples a prompt)."""
+
 
 def spec_of(llm: LLM) -> Any:
     """The engine's speculative-decoding runner extension (its proposer and counters)."""

