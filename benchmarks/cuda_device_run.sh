@@ -6,12 +6,7 @@
 #   batching on the same workload shape, 7. batch-1 decode latency on Llama-3.1-8B.
 # Usage on the device:  bash benchmarks/cuda_device_run.sh [quick]
 set -uo pipefail
-OUT=${OUT:-/tmp/vllm_out}
-mkdir -p "$OUT"
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
-python3 -m pip install -q --no-deps --no-build-isolation -e core -e plugins/vllm-cuda 2>&1 | grep -v WARNING
-nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/device.txt"
+source benchmarks/device_env.sh core plugins/vllm-cuda
 
 step() { echo; echo "=== $1"; }
 step "kernel, conformance and end-to-end tests on the GPU"

@@ -7,15 +7,7 @@
 #      Llama-3.1-8B the same; batch-1 8B TPOT with one adapter (<= 1.15x).
 # Usage on the device:  bash benchmarks/lora_device_run.sh [quick]
 set -uo pipefail
-OUT=${OUT:-/tmp/vllm_out}
-mkdir -p "$OUT"
-if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-  export PYTHONPATH=/tmp/site
-fi
-export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
-python3 -m pip install -q --no-deps --no-build-isolation -e core -e plugins/vllm-cuda -e plugins/vllm-lora 2>&1 | grep -v WARNING
-nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/device.txt"
+source benchmarks/device_env.sh core plugins/vllm-cuda plugins/vllm-lora
 
 step() { echo; echo "=== $1"; }
 step "LoRA tests on the GPU (kernels on the device, oracle on cuda)"

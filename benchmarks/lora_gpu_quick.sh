@@ -12,15 +12,7 @@
 #      projections, in one run, printing each ratio to base (goals 0.85 and 0.75), ~2.5 min.
 # Usage on the device:  bash benchmarks/lora_gpu_quick.sh      (JSON and logs in $OUT)
 set -uo pipefail
-OUT=${OUT:-/tmp/vllm_out}
-mkdir -p "$OUT"
-if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-  export PYTHONPATH=/tmp/site
-fi
-export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
-python3 -m pip install -q --no-deps --no-build-isolation -e core -e plugins/vllm-cuda -e plugins/vllm-lora 2>&1 | grep -v WARNING
-nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/device.txt"
+source benchmarks/device_env.sh core plugins/vllm-cuda plugins/vllm-lora
 
 echo; echo "=== LoRA tests on the GPU (ops, conformance, PEFT oracle on cuda)"
 VLLM_CORE_TEST_DEVICES=cuda timeout 90 python3 -m pytest -q -x -p no:cacheprovider \

@@ -8,13 +8,7 @@
 # Each part has its own timeout; JSON and logs land in $OUT.
 # Usage on the device:  bash benchmarks/round2_device.sh [parts...]   (default: 1 2 3 4)
 set -uo pipefail
-OUT=${OUT:-/tmp/vllm_out}
-mkdir -p "$OUT"
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
-python3 -m pip install -q --no-deps --no-build-isolation -e core -e plugins/vllm-cuda -e plugins/vllm-lora \
-  -e plugins/vllm-multimodal 2>&1 | grep -v WARNING
-nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/device.txt"
+source benchmarks/device_env.sh core plugins/vllm-cuda plugins/vllm-lora plugins/vllm-multimodal
 PARTS=("${@:-1 2 3 4}")
 # shellcheck disable=SC2068
 for part in ${PARTS[@]}; do

@@ -3,12 +3,7 @@
 # device and one nano-vllm throughput run, in ONE device call (about 9 minutes on an H100: the cuda suite took longer than 300 s this round).
 # Usage on the device:  bash benchmarks/round_device_check.sh
 set -uo pipefail
-OUT=${OUT:-/tmp/vllm_out}
-mkdir -p "$OUT"
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
-python3 -m pip install -q --no-deps --no-build-isolation -e core -e plugins/vllm-cuda -e plugins/vllm-lora 2>&1 | grep -v WARNING
-nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/device.txt"
+source benchmarks/device_env.sh core plugins/vllm-cuda plugins/vllm-lora
 echo "=== vllm-cuda tests on the GPU"
 timeout 420 python3 -m pytest tests/plugins/cuda -q -x -p no:cacheprovider 2>&1 | tail -15 | tee "$OUT/cuda_tests.log"
 echo "=== vllm-lora tests on the GPU"

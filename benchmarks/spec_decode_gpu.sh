@@ -3,12 +3,7 @@
 # benchmarks/spec_decode_gpu.py; about 10 engine starts of Llama-3.1-8B with dummy weights).
 # Usage on the device:  bash benchmarks/spec_decode_gpu.sh [quick]
 set -uo pipefail
-OUT=${OUT:-/tmp/vllm_out}
-mkdir -p "$OUT"
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
-python3 -m pip install -q --no-deps --no-build-isolation -e core -e plugins/vllm-cuda 2>&1 | grep -v WARNING
-nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/device.txt"
+source benchmarks/device_env.sh core plugins/vllm-cuda
 QUICK=()
 [ "${1:-}" = quick ] && QUICK=(--quick --iters 2)
 timeout 580 python3 benchmarks/spec_decode_gpu.py --model benchmarks/configs/llama-3.1-8b "${QUICK[@]}" \
