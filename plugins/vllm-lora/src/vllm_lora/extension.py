@@ -12,8 +12,6 @@ also reports vLLM's ``vllm:lora_requests_info`` for ``/metrics``.
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -23,7 +21,6 @@ from vllm_core.plugins.api import (
     ConfigError,
     EngineConfig,
     ExtensionState,
-    InfoGauge,
     ModelInputs,
     RunnerContext,
     RunnerExtension,
@@ -31,6 +28,7 @@ from vllm_core.plugins.api import (
     SchedulerOutput,
     StepConstraint,
 )
+from vllm_lora.admission import MaxAdaptersConstraint
 from vllm_lora.config import LoRAConfig
 from vllm_lora.layers import LoRABatch, LoRAEmbedding, LoRALinear, padded_rank, target_of, wrap_model
 from vllm_lora.manager import DeviceSlots, HostAdapters
@@ -46,40 +44,6 @@ def _host(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     """``t`` as the source of a copy to ``device`` that does not make the host wait for the step
     in flight (pinned memory on accelerators; CUDA synchronises copies from pageable memory)."""
     return t if device.type == "cpu" else t.pin_memory()
-
-
-class MaxAdaptersConstraint(StepConstraint):
-    """No step holds more than ``max_loras`` distinct adapters: a request of a further adapter
-    waits (keeping its place) until a running adapter's requests finish."""
-
-    def __init__(self, max_loras: int) -> None:
-        self.max_loras = max_loras
-        self._active: set[str] = set()
-
-    def begin_step(self, running: Sequence[ExtensionState]) -> None:
-        self._active = {ref.digest for ref in (ext.get(AdapterRef) for ext in running) if ref is not None}
-
-    def admit(self, extensions: ExtensionState) -> bool:
-        ref = extensions.get(AdapterRef)
-        if ref is None or ref.digest in self._active:
-            return True
-        if len(self._active) >= self.max_loras:
-            return False
-        self._active.add(ref.digest)
-        return True
-
-    def info_gauges(self, running: Sequence[ExtensionState], waiting: Sequence[ExtensionState]) -> list[InfoGauge]:
-        """vLLM's ``vllm:lora_requests_info``: the adapters (by request name, each once, in queue
-        order) of the running and the waiting requests, and ``max_lora``; the value is the time
-        of the sample, as vLLM's ``set_to_current_time``."""
-
-        def names(states: Sequence[ExtensionState]) -> str:
-            refs = (ext.get(AdapterRef) for ext in states)
-            return ",".join(dict.fromkeys(ref.name for ref in refs if ref is not None))
-
-        labels = (("max_lora", str(self.max_loras)), ("waiting_lora_adapters", names(waiting)),
-                  ("running_lora_adapters", names(running)))
-        return [InfoGauge("vllm:lora_requests_info", "Running stats on lora requests.", labels, time.time())]
 
 
 class LoRAExtension(RunnerExtension):
@@ -103,7 +67,9 @@ class LoRAExtension(RunnerExtension):
     @classmethod
     def step_constraint(cls, config: EngineConfig) -> StepConstraint | None:
         cfg = config.plugin_config(LoRAConfig)
-        return MaxAdaptersConstraint(cfg.max_loras) if cfg is not None and cfg.enable_lora else None
+        if cfg is None or not cfg.enable_lora:
+            return None
+        return MaxAdaptersConstraint(cfg.max_loras, cfg.max_lora_wait_steps)
 
     def __init__(self, cfg: LoRAConfig, context: RunnerContext) -> None:
         self.cfg = cfg
