@@ -57,10 +57,10 @@ class LoRAExtension(RunnerExtension):
         if context.model is None:
             raise ConfigError("enable_lora=True needs a runner that holds the model")
         par = context.config.parallel
-        if par.world_size > 1:  # the wrappers hold whole A/B matrices, not a rank's shard
+        if par.pipeline_parallel_size > 1:  # a stage holds only some layers: the wrappers need them all
             raise ConfigError(
-                f"enable_lora=True with tensor_parallel_size={par.tensor_parallel_size}, pipeline_parallel_size="
-                f"{par.pipeline_parallel_size}: vllm-lora runs on one device in this release; set both to 1"
+                f"enable_lora=True with pipeline_parallel_size={par.pipeline_parallel_size}: vllm-lora runs "
+                "with tensor parallelism but not pipeline stages in this release; set pipeline_parallel_size=1"
             )
         return cls(cfg, context)
 
@@ -94,7 +94,7 @@ class LoRAExtension(RunnerExtension):
             model, self.batch, cfg.max_loras, padded_rank(cfg.max_lora_rank), dtype
         )
         self.device = device
-        self.host = HostAdapters(cfg.cpu_capacity)
+        self.host = HostAdapters(cfg.cpu_capacity, prepare=lambda t: _host(t, device))
         self.slots = DeviceSlots(cfg.max_loras)
         self._first_step = True
         self.request_adapter: dict[str, str] = {}
@@ -154,7 +154,7 @@ class LoRAExtension(RunnerExtension):
             module.clear_slot(slot)
         for (layer, peft_module), (a, b) in weights.items():
             key, slice_index = target_of(layer, peft_module)
-            self.modules[key].set_slot(slot, slice_index, _host(a, self.device), _host(b, self.device))
+            self.modules[key].set_slot(slot, slice_index, a, b)  # pinned when loaded (HostAdapters)
         self.batch.scaling[slot] = spec.scaling
         logger.debug("LoRA adapter %s in device slot %d", spec.path, slot)
 
