@@ -28,9 +28,10 @@ from vllm_core.plugins.api import (
     SchedulerOutput,
     StepConstraint,
 )
+from vllm_lora.adapter import LM_HEAD, LM_HEAD_LAYER
 from vllm_lora.admission import MaxAdaptersConstraint
 from vllm_lora.config import LoRAConfig
-from vllm_lora.layers import LoRABatch, LoRAEmbedding, LoRALinear, padded_rank, target_of, wrap_model
+from vllm_lora.layers import LoRABatch, LoRAHead, LoRAModule, padded_rank, target_of, wrap_model
 from vllm_lora.manager import DeviceSlots, HostAdapters
 from vllm_lora.ops import select_lora_ops
 from vllm_lora.request import AdapterRef
@@ -90,9 +91,11 @@ class LoRAExtension(RunnerExtension):
         self.batch.capture_lora = device.type != "cpu"
         self.batch.active = self.batch.capture_lora
         self.batch.refresh()
-        self.modules: dict[tuple[int, str], LoRALinear | LoRAEmbedding] = wrap_model(
+        self.modules: dict[tuple[int, str], LoRAModule] = wrap_model(
             model, self.batch, cfg.max_loras, padded_rank(cfg.max_lora_rank), dtype
         )
+        head = self.modules.get((LM_HEAD_LAYER, LM_HEAD))
+        self.head = head if isinstance(head, LoRAHead) else None
         self.device = device
         self.host = HostAdapters(cfg.cpu_capacity, prepare=lambda t: _host(t, device))
         self.slots = DeviceSlots(cfg.max_loras)
@@ -133,7 +136,13 @@ class LoRAExtension(RunnerExtension):
         self.batch.load_step(rows, lambda t: _host(t, self.device))
         # the first step (the profiling run, on accelerators) runs the op, so its memory is counted
         self.batch.active = bool(slot_of) or self._first_step
+        self.batch.has_rows = bool(slot_of)
         self._first_step = False
+
+    def prepare_logits(self, token_rows: torch.Tensor) -> None:
+        """The token rows of the next ``compute_logits`` call (LoRA on ``lm_head``)."""
+        if self.head is not None:
+            self.head.token_rows = token_rows
 
     def allows_graph(self) -> bool:
         # graphs recorded without the LoRA op serve only steps without adapter rows

@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from vllm_core.plugins.api import ConfigError
-from vllm_lora.adapter import EMBEDDING, EMBEDDING_LAYER, MODULE_SLICES
+from vllm_lora.adapter import EMBEDDING, EMBEDDING_LAYER, LM_HEAD, LM_HEAD_LAYER, MODULE_SLICES
 from vllm_lora.ops import LoRAOps
 
 
@@ -64,6 +64,9 @@ class LoRABatch:
     """False while a step has no adapter row: the wrapped modules run the base model alone.
     After every forward it returns to ``capture_lora`` (a forward hook), which is what a graph
     capture then records."""
+    has_rows: bool = False
+    """Does this step have an adapter row? (set by ``prepare_step``, not reset by the forward:
+    the logits are computed after it)"""
     capture_lora: bool = True
     """Do captured graphs hold the LoRA op? True where they can (CUDA graphs: every step may
     replay); False for the CPU platform's recorded plans, which hold only its kernels: they are
@@ -238,6 +241,52 @@ class LoRAEmbedding(nn.Module):
         self.lora_b[slot].zero_()
 
 
+class LoRAHead(nn.Module):
+    """LoRA on the output projection, around the model's ``compute_logits``: each logits row
+    adds ``scaling * (h @ A^T) @ B^T`` of its request's slot. The runner tells which token rows
+    the next call's hidden rows are (``RunnerExtension.prepare_logits``); a call it did not
+    announce (a draft head reusing the target's head) gets the base logits. Under tensor
+    parallel the base logits are gathered on every rank and A / B are whole on each, so every
+    rank adds the same delta."""
+
+    def __init__(self, compute_logits: Callable[[torch.Tensor], torch.Tensor], batch: LoRABatch, max_loras: int,
+                 rank: int, hidden: int, vocab: int, dtype: torch.dtype, device: torch.device) -> None:
+        super().__init__()
+        self.compute_logits = compute_logits
+        self.batch = batch
+        self.vocab = vocab
+        self.lora_a = torch.zeros(1, max_loras, rank, hidden, dtype=dtype, device=device)
+        """[1, L, R, hidden]"""
+        self.lora_b = torch.zeros(max_loras, rank, vocab, dtype=dtype, device=device)
+        """[L, R, vocab]: B transposed"""
+        self.token_rows: torch.Tensor | None = None
+        """The step's token rows of the next call's hidden rows (``prepare_logits``), used once."""
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        out = self.compute_logits(hidden)
+        rows, self.token_rows = self.token_rows, None
+        batch = self.batch
+        if rows is None or not batch.has_rows or rows.shape[0] != hidden.shape[0]:
+            return out
+        out = out if out.is_contiguous() else out.contiguous()
+        slots = batch.token_slots.index_select(0, rows)
+        batch.ops.add_lora(out, hidden.to(self.lora_a.dtype), self.lora_a, self.lora_b, (self.vocab,), slots,
+                           batch.scaling)
+        return out
+
+    def set_slot(self, slot: int, slice_index: int, a: torch.Tensor, b: torch.Tensor) -> None:
+        """Put A [r, hidden] and B [vocab, r] (PEFT's lm_head lora_A / lora_B) in ``slot``."""
+        r = a.shape[0]
+        self.lora_a[0, slot].zero_()
+        self.lora_a[0, slot, :r].copy_(a, non_blocking=True)
+        self.lora_b[slot].zero_()
+        self.lora_b[slot, :r].copy_(b.t(), non_blocking=True)
+
+    def clear_slot(self, slot: int) -> None:
+        self.lora_a[:, slot].zero_()
+        self.lora_b[slot].zero_()
+
+
 class LoRAMLP(nn.Module):
     """The gated MLP through its (wrapped) projections: down(silu(gate) * up)."""
 
@@ -261,18 +310,31 @@ ModuleKey = tuple[int, str]
 """(layer index, our module name: qkv_proj, o_proj, gate_up_proj, down_proj)"""
 
 
+LoRAModule = LoRALinear | LoRAEmbedding | LoRAHead
+
+
 def wrap_model(model: nn.Module, batch: LoRABatch, max_loras: int, rank: int, dtype: torch.dtype,
-               ) -> dict[ModuleKey, LoRALinear | LoRAEmbedding]:
-    """Wrap every decoder layer's projections and the input embedding; returns them by (layer,
-    module), the embedding as ``(EMBEDDING_LAYER, "embed_tokens")``."""
+               ) -> dict[ModuleKey, LoRAModule]:
+    """Wrap every decoder layer's projections, the input embedding and the output projection
+    (``compute_logits``); returns them by (layer, module), the embedding as
+    ``(EMBEDDING_LAYER, "embed_tokens")``, the head as ``(LM_HEAD_LAYER, "lm_head")``."""
     layers: Any = getattr(getattr(model, "model", None), "layers", None)
     if layers is None:
         raise ConfigError(
             f"LoRA: {type(model).__name__} has no decoder layers at model.layers; LoRA serves the Llama-family "
             "models (Llama, Mistral, Qwen2, Qwen3, SmolLM2)"
         )
-    wrapped: dict[ModuleKey, LoRALinear | LoRAEmbedding] = {}
+    wrapped: dict[ModuleKey, LoRAModule] = {}
     inner: Any = getattr(model, "model", None)
+    head: Any = getattr(model, "lm_head", None)
+    head = head if head is not None else getattr(inner, EMBEDDING, None)  # tied: the embedding's rows
+    compute_logits: Any = getattr(model, "compute_logits", None)
+    if head is not None and compute_logits is not None:
+        weight: torch.Tensor = head.weight
+        lora_head = LoRAHead(compute_logits, batch, max_loras, rank, weight.shape[1],
+                             int(getattr(head, "vocab_size", weight.shape[0])), dtype, weight.device)
+        wrapped[(LM_HEAD_LAYER, LM_HEAD)] = lora_head
+        model.compute_logits = lora_head.logits  # type: ignore[assignment]  # an instance attribute: the runner calls it
     if getattr(inner, EMBEDDING, None) is not None:
         inner.embed_tokens = wrapped[(EMBEDDING_LAYER, EMBEDDING)] = LoRAEmbedding(
             inner.embed_tokens, batch, max_loras, rank, dtype)
@@ -307,5 +369,7 @@ def target_of(layer: int, peft_module: str) -> tuple[ModuleKey, int]:
     """Where a PEFT module's A/B go: ((layer, our module), slice index)."""
     if peft_module == EMBEDDING:
         return (EMBEDDING_LAYER, EMBEDDING), 0
+    if peft_module == LM_HEAD:
+        return (LM_HEAD_LAYER, LM_HEAD), 0
     module, slice_index = MODULE_SLICES[peft_module]
     return (layer, module), slice_index
