@@ -14,8 +14,11 @@ without LoRA (``base``), over 4 adapters (``lora4``, ``max_loras=4``) and over 1
 - ``slot loads``: adapters copied into a device slot (16 is one per adapter: no thrashing);
 - ``wait``: steps from a request's arrival to its first scheduled step (mean, p95, max), and for
   the requests whose adapter was not resident when they arrived;
-- ``host us/step``: the LoRA extension's ``prepare_step`` (slot map + the Triton tables on the
-  host), measured in-process.
+- ``host us/step``: the LoRA extension's ``prepare_step`` in-process (on the reference platform
+  its tables are the PyTorch op's, computed by torch on the CPU), and the same without
+  ``LoRABatch.load_step`` (the slot map and slot assignment alone); then the host cost of the
+  Triton op's tables (``TritonLoRAOps.host_tables``, numpy) and ``load_step`` with them for 256
+  rows over 16 or 8 slots.
 
 ``--stream`` adds requests over time instead (``--rate`` per step) with a few hot adapters that
 always have requests and a cold one arriving now and then: the case where a cold adapter can
@@ -69,6 +72,7 @@ class Recorder:
         self.first: dict[str, int] = {}
         self.loads = 0
         self.host_s: list[float] = []
+        self.tables_s: list[float] = []
         sched = core.scheduler
         schedule = sched.schedule
 
@@ -98,8 +102,16 @@ class Recorder:
                 prepare(output, inputs)
                 self.host_s.append(time.perf_counter() - t)
 
+            load_step = ext.batch.load_step
+
+            def timed_load_step(rows: Any, to_device: Any) -> None:
+                t = time.perf_counter()
+                load_step(rows, to_device)
+                self.tables_s.append(time.perf_counter() - t)
+
             ext.slots.assign = counting_assign
             ext.prepare_step = timed_prepare
+            ext.batch.load_step = timed_load_step
 
     @property
     def step(self) -> int:
@@ -182,6 +194,8 @@ def run_case(args: argparse.Namespace, model_dir: str, hf_config: Any, n_adapter
         "wait_max": int(waits.max()), "cold_requests": int(sum(cold_at_arrival.values())),
         "cold_wait_max": int(cold.max()),
         "host_us_per_step": round(1e6 * float(np.mean(rec.host_s)), 1) if rec.host_s else None,
+        "host_us_per_step_without_tables": (round(1e6 * float(np.mean(rec.host_s) - np.mean(rec.tables_s)), 1)
+                                            if rec.host_s else None),
         "wall_s": round(wall, 2),
     }
     return result
@@ -268,6 +282,9 @@ def main() -> None:
                 f"{r['rows_per_step']} rows/step ({r['decode_rows_per_step']} decode), {r['adapters_per_step']} "
                 f"adapters/step, {r['slot_loads']} slot loads, wait mean {r['wait_mean']} / p95 {r['wait_p95']} / "
                 f"max {r['wait_max']} steps (cold-at-arrival max {r['cold_wait_max']})")
+        if r["host_us_per_step"] is not None:
+            line += (f"; prepare_step {r['host_us_per_step']} us/step, "
+                     f"{r['host_us_per_step_without_tables']} without the tables")
         if base is not None and r is not base:
             line += f"; steps x{r['steps'] / base['steps']:.2f} of base"
         print(line)

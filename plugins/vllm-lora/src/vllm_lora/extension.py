@@ -100,18 +100,17 @@ class LoRAExtension(RunnerExtension):
         self.host = HostAdapters(cfg.cpu_capacity, prepare=lambda t: _host(t, device))
         self.slots = DeviceSlots(cfg.max_loras)
         self._first_step = True
-        self.request_adapter: dict[str, str] = {}
-        """req_id -> adapter digest of live requests"""
+        self.request_adapter: dict[str, str | None] = {}
+        """req_id -> adapter digest of live requests (None: the base model)"""
         logger.info("LoRA: %d slots of rank %d, %d host adapters, %s ops", cfg.max_loras,
                     padded_rank(cfg.max_lora_rank), cfg.cpu_capacity, self.ops.name)
 
     # ---------------------------------------------------------------------- requests
     def add_request(self, req_id: str, params: SamplingParams, extensions: ExtensionState) -> None:
         ref = extensions.get(AdapterRef)
-        if ref is None:
-            return
-        self.host.acquire(ref.spec)
-        self.request_adapter[req_id] = ref.digest
+        if ref is not None:
+            self.host.acquire(ref.spec)
+        self.request_adapter[req_id] = None if ref is None else ref.digest
 
     def is_ready(self, req_id: str) -> bool:
         digest = self.request_adapter.get(req_id)
@@ -125,12 +124,19 @@ class LoRAExtension(RunnerExtension):
 
     # -------------------------------------------------------------------------- steps
     def prepare_step(self, output: SchedulerOutput, inputs: ModelInputs) -> None:
-        digests = [self._digest_of(sr.req_id, sr.extensions) for sr in output.scheduled]
+        known = self.request_adapter
+        scheduled = output.scheduled
+        digests = [known[sr.req_id] if sr.req_id in known else self._digest_of(sr.req_id, sr.extensions)
+                   for sr in scheduled]
         slot_of, to_load = self.slots.assign(d for d in digests if d is not None)
         for slot, digest in to_load:
             self._load_slot(slot, digest)
-        per_req = np.fromiter((-1 if d is None else slot_of[d] for d in digests), dtype=np.int64, count=len(digests))
-        counts = np.fromiter((sr.num_tokens for sr in output.scheduled), dtype=np.int64, count=len(digests))
+        slot_or_base: dict[str | None, int] = {None: -1}
+        slot_or_base.update(slot_of)
+        per_req = np.array([slot_or_base[d] for d in digests], dtype=np.int64)
+        # each request's token rows, from the step's query start offsets (in scheduled order)
+        starts: np.ndarray = np.asarray(inputs.metadata.query_start_loc_cpu[: len(scheduled) + 1], dtype=np.int64)
+        counts = starts[1:] - starts[:-1]
         rows = np.full(inputs.input_ids.shape[0], -1, dtype=np.int64)
         rows[: int(counts.sum())] = np.repeat(per_req, counts)
         self.batch.load_step(rows, lambda t: _host(t, self.device))
@@ -149,13 +155,9 @@ class LoRAExtension(RunnerExtension):
         return self.batch.capture_lora or not self.batch.active
 
     def _digest_of(self, req_id: str, extensions: ExtensionState) -> str | None:
-        digest = self.request_adapter.get(req_id)
-        if digest is None:
-            ref = extensions.get(AdapterRef)
-            if ref is not None:  # added before this extension saw it (should not happen): load now
-                self.add_request(req_id, SamplingParams(), extensions)
-                digest = ref.digest
-        return digest
+        """A request this extension was not told about (should not happen): known from now on."""
+        self.add_request(req_id, SamplingParams(), extensions)
+        return self.request_adapter[req_id]
 
     def _load_slot(self, slot: int, digest: str) -> None:
         spec, weights = self.host.get(digest)
