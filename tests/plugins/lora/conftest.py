@@ -33,10 +33,11 @@ class AdapterSpec:
 ADAPTERS = (
     AdapterSpec("qv8", 8, 16, ["q_proj", "v_proj"]),
     AdapterSpec("all16", 16, 32, ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"], True),
-    AdapterSpec("mlp4", 4, 8, r".*\.(embed_tokens|o_proj|down_proj|gate_proj)"),
+    AdapterSpec("mlp4", 4, 8, r"(.*\.(embed_tokens|o_proj|down_proj|gate_proj))|lm_head"),
     AdapterSpec("ku32", 32, 16, ["k_proj", "up_proj", "embed_tokens"]),
 )
-"""Different ranks (4 .. 32), target sets (attention only, MLP and the input embedding by regex,
+"""Different ranks (4 .. 32), target sets (attention only, MLP, the input embedding and the
+output projection by regex,
 all seven projections, the embedding by name) and scalings (rsLoRA on one)."""
 
 

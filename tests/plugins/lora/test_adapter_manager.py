@@ -7,13 +7,13 @@ from typing import Any
 
 import pytest
 from vllm_lora.adapter import AdapterError, ModelShapes, check_adapter, load_adapter
-from vllm_lora.extension import MaxAdaptersConstraint
+from vllm_lora.admission import MaxAdaptersConstraint
 from vllm_lora.manager import DeviceSlots, HostAdapters
 from vllm_lora.request import AdapterRef
 
 from tests.conftest import random_prompts
 from tests.plugins.lora.test_lora_oracle import DEVICES, make_llm, requests_for
-from vllm_core import SamplingParams
+from vllm_core import LoRARequest, SamplingParams
 from vllm_core.plugins.api import ExtensionState
 
 
@@ -130,3 +130,64 @@ def test_an_adapter_rewritten_after_its_check_is_refused(lora_models: dict[str, 
     save_adapter(base, ADAPTERS[0], adir, seed=5)
     with pytest.raises(AdapterError, match="changed after the request was checked"):
         load_adapter(spec)
+
+
+def test_constraint_drains_a_resident_adapter_for_one_that_waited_too_long(lora_models: dict[str, Any]) -> None:
+    """After ``max_wait_steps`` refused steps an adapter is starving: the resident adapter with
+    the fewest running requests stops admitting new ones, and the slot it frees goes to the
+    starving adapter, not to another waiting one."""
+    s = specs(lora_models)
+    refs = {n: ExtensionState([AdapterRef(n, i + 1, spec)]) for i, (n, spec) in enumerate(s.items())}
+    c = MaxAdaptersConstraint(2, max_wait_steps=3)
+    running = [refs["qv8"], refs["qv8"], refs["all16"]]
+    for _ in range(3):
+        c.begin_step(running)
+        assert c.admit(refs["qv8"]) and c.admit(refs["all16"])  # resident adapters fill the batch
+        assert not c.admit(refs["mlp4"])
+    assert c.starving() == [] and not c.draining
+    c.begin_step(running)  # mlp4 has waited 3 steps: all16 (one running request) is drained
+    assert c.starving() == [s["mlp4"].digest] and c.draining == {s["all16"].digest}
+    assert c.admit(refs["qv8"]) and not c.admit(refs["all16"]) and not c.admit(refs["mlp4"])
+    c.begin_step([refs["qv8"]])  # all16's request finished: its slot is kept for mlp4
+    assert not c.draining
+    assert not c.admit(refs["ku32"]) and not c.admit(refs["all16"])
+    assert c.admit(refs["mlp4"]) and c.starving() == []
+    c.begin_step([refs["qv8"], refs["mlp4"]])
+    assert not c.admit(refs["all16"])  # now all16 waits its turn, with its own clock
+
+
+def test_no_starvation_under_steady_traffic_on_resident_adapters(lora_models: dict[str, Any]) -> None:
+    """max_loras=1, a new request of adapter qv8 every step (so qv8 always has running ones)
+    and one request of all16: with vLLM's rule (max_lora_wait_steps=0) all16 waits until qv8's
+    traffic stops; with a bound it starts within the bound plus the drained requests' decode. Every
+    request gives PEFT's tokens either way."""
+    from tests.plugins.lora.conftest import peft_greedy
+
+    path, base, adapters = lora_models["llama"]
+    hot = LoRARequest("qv8", 1, adapters["qv8"])
+    cold = LoRARequest("all16", 2, adapters["all16"])
+    prompts = random_prompts(40, 4, 10, 512, seed=21)
+    max_tokens, wait = 6, 5
+    first_step: dict[int, int] = {}
+    for bound in (0, wait):
+        llm = make_llm(path, DEVICES[0], max_loras=1, max_cpu_loras=2, max_lora_wait_steps=bound)
+        engine, params = llm.llm_engine, SamplingParams(max_tokens=max_tokens, temperature=0.0, ignore_eos=True)
+        outs: dict[str, list[int]] = {}
+        step = started = 0
+        while step < len(prompts) or engine.has_unfinished_requests():
+            if step < len(prompts):  # the cold request arrives third
+                lr = cold if step == 2 else hot
+                engine.add_request(str(step), {"prompt_token_ids": prompts[step]}, params, {"lora_request": lr})
+            for out in engine.step():
+                if out.request_id == "2" and not started:
+                    started = step  # its first token
+                if out.finished:
+                    outs[out.request_id] = list(out.outputs[0].token_ids)
+            step += 1
+        first_step[bound] = started
+        for rid in ("0", "2", "3", str(len(prompts) - 1)):
+            adapter = adapters["all16"] if rid == "2" else adapters["qv8"]
+            assert outs[rid] == peft_greedy(base, adapter, prompts[int(rid)], max_tokens), f"request {rid}"
+    assert first_step[0] >= len(prompts) - 1, f"without a bound all16 was expected to wait: {first_step}"
+    # the drained adapter's last admitted request still prefills and decodes, then all16 does
+    assert 2 + wait <= first_step[wait] <= 2 + wait + 2 * (max_tokens + 2), first_step

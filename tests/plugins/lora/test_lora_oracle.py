@@ -149,3 +149,61 @@ def test_triton_kernels_through_the_engine(lora_models: dict[str, Any], monkeypa
                         ignore_eos=True), use_tqdm=False, lora_request=loras)
     for p, lr, o in zip(prompts, loras, outs):
         assert list(o.outputs[0].token_ids) == peft_greedy(base, None if lr is None else lr.lora_path, p, 4)
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen3"])
+def test_lm_head_lora_in_prompt_logprobs_and_sampled_logprobs(lora_models: dict[str, Any], arch: str) -> None:
+    """An adapter with an ``lm_head`` LoRA (untied llama, tied qwen3): the prompt logprobs
+    (``compute_logits`` over prompt rows, in chunks of max_num_batched_tokens) and the sampled
+    token's logprob equal PEFT's log-softmax, next to a base request in the same step whose
+    logprobs stay the base model's."""
+    import copy
+
+    import torch
+    from peft import PeftModel
+
+    path, base, adapters = lora_models[arch]
+    llm = make_llm(path, DEVICES[0])
+    prompts = random_prompts(2, 40, 40, 512, seed=17)
+    lr = LoRARequest("mlp4", 3, adapters["mlp4"])
+    params = SamplingParams(max_tokens=2, temperature=0.0, ignore_eos=True, prompt_logprobs=0, logprobs=0)
+    outs = llm.generate([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False, lora_request=[lr, None])
+    peft = PeftModel.from_pretrained(copy.deepcopy(base), adapters["mlp4"]).eval()
+    for model, prompt, out in ((peft, prompts[0], outs[0]), (base, prompts[1], outs[1])):
+        full = prompt + list(out.outputs[0].token_ids)
+        with torch.no_grad():
+            want = model(torch.tensor([full])).logits[0].float().log_softmax(-1)
+        plp = out.prompt_logprobs
+        assert plp is not None and plp[0] is None
+        for pos in range(1, len(prompt)):
+            got = plp[pos][prompt[pos]].logprob  # type: ignore[index]
+            assert abs(got - float(want[pos - 1, prompt[pos]])) < 1e-3, (arch, pos)
+        sampled = out.outputs[0].token_ids[0]
+        got = out.outputs[0].logprobs[0][sampled].logprob  # type: ignore[index]
+        assert abs(got - float(want[len(prompt) - 1, sampled])) < 1e-3
+
+
+def test_adapters_in_speculative_steps(lora_models: dict[str, Any]) -> None:
+    """n-gram speculative decoding with adapters: verification steps carry several rows per
+    request (each with its request's slot, the lm_head LoRA's logits rows included); greedy ids
+    stay PEFT's."""
+    path, base, adapters = lora_models["llama"]
+    loras = requests_for(adapters)
+    prompts = [random_prompts(1, 6, 6, 512, seed=30 + i)[0] * 4 for i in range(len(loras))]  # repeats: drafts
+    llm = make_llm(path, DEVICES[0], max_num_batched_tokens=64, speculative_config={
+        "method": "ngram", "num_speculative_tokens": 3, "prompt_lookup_min": 1, "prompt_lookup_max": 3})
+    sched = llm.llm_engine.core.scheduler
+    schedule, drafted = sched.schedule, []
+
+    def recording() -> Any:
+        out = schedule()
+        drafted.extend(sr.draft_token_ids for sr in out.scheduled if sr.draft_token_ids)
+        return out
+
+    sched.schedule = recording  # observes the steps, changes nothing
+    params = SamplingParams(max_tokens=MAX_TOKENS, temperature=0.0, ignore_eos=True)
+    outs = llm.generate([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False, lora_request=loras)
+    for p, lr, o in zip(prompts, loras, outs):
+        want = peft_greedy(base, None if lr is None else lr.lora_path, p, MAX_TOKENS)
+        assert list(o.outputs[0].token_ids) == want, f"adapter {None if lr is None else lr.lora_name}"
+    assert drafted, "no step carried draft tokens"

@@ -170,6 +170,14 @@ class RunnerExtension:
         """After the forward pass of every step (before sampling), for an extension whose
         ``hidden_states_wanted`` is not None: the hidden states of all the step's tokens."""
 
+    def prepare_logits(self, token_rows: torch.Tensor) -> None:
+        """Before each ``compute_logits`` call of a step (1.3): the hidden rows it is given are
+        these rows of the step's tokens (``[n]`` int64 on the device, in order:
+        ``inputs.logits_indices`` for the sampled rows, padding included; a contiguous range for
+        a slice of prompt logprobs). For a model wrapper whose logits depend on each row's
+        request (LoRA on ``lm_head``); a ``compute_logits`` call without it (a draft head
+        reusing the target's) should compute the base logits."""
+
     def logits_mask(self, rows: Sequence[ScheduledRequest], device: torch.device) -> TokenBitmask | None:
         """Allowed tokens of some of ``rows`` (the logits rows of the step, in order), or None."""
         return None
@@ -225,6 +233,7 @@ class RunnerExtensions:
         self.items = list(extensions)
         self._by_name = {type(e).name: e for e in self.items}
         self._hidden_readers = [e for e in self.items if e.hidden_states_wanted() is not None]
+        self._logits_readers = [e for e in self.items if type(e).prepare_logits is not RunnerExtension.prepare_logits]
 
     @classmethod
     def create(cls, context: RunnerContext) -> RunnerExtensions:
@@ -283,6 +292,15 @@ class RunnerExtensions:
     def accept_hidden_states(self, output: SchedulerOutput, inputs: ModelInputs, hidden: StepHiddenStates) -> None:
         for e in self._hidden_readers:
             e.accept_hidden_states(output, inputs, hidden)
+
+    @property
+    def wants_logits_rows(self) -> bool:
+        """Does an extension read which token rows each ``compute_logits`` call gets?"""
+        return bool(self._logits_readers)
+
+    def prepare_logits(self, token_rows: torch.Tensor) -> None:
+        for e in self._logits_readers:
+            e.prepare_logits(token_rows)
 
     def logits_mask(self, rows: Sequence[ScheduledRequest], device: torch.device) -> TokenBitmask | None:
         masks = [m for m in (e.logits_mask(rows, device) for e in self.items) if m is not None]

@@ -106,8 +106,10 @@ def prompt_logprobs(
     hidden: torch.Tensor,
     scheduled: Sequence[ScheduledRequest],
     query_start_loc: Sequence[int],
+    before_logits: Callable[[int, int], None] | None = None,
 ) -> dict[str, PromptLogprobsChunk] | None:
     """req_id -> the logprobs of the prompt tokens this step's chunk predicts.
+    ``before_logits(first_row, num_rows)`` is told the hidden rows of each ``compute_logits`` call.
 
     The logits at position ``p`` score prompt token ``p + 1``; a chunk covering positions
     ``[start, start + n)`` scores prompt tokens ``start + 1 .. min(start + n, len(prompt) - 1)``.
@@ -125,6 +127,8 @@ def prompt_logprobs(
         for lo in range(first, last, PROMPT_LOGITS_SLICE):
             hi = min(lo + PROMPT_LOGITS_SLICE, last)
             row0 = query_start_loc[i] + lo - first
+            if before_logits is not None:
+                before_logits(row0, hi - lo)
             values = compute_logits(hidden[row0 : row0 + hi - lo]).float().log_softmax(dim=-1)
             targets = torch.tensor(s.prompt_token_ids[lo + 1 : hi + 1], dtype=torch.int64, device=values.device)
             positions += gather_logprobs(values, targets, [k] * (hi - lo))

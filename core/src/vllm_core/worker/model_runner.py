@@ -286,10 +286,13 @@ class ModelRunner:
         if self.hidden_tap is not None:
             self.extensions.accept_hidden_states(output, inputs, self.hidden_tap.step(hidden))
         prompt_lps = prompt_logprobs(
-            self.model.compute_logits, hidden, output.scheduled, inputs.metadata.query_start_loc_cpu  # type: ignore[arg-type]
+            self.model.compute_logits, hidden, output.scheduled, inputs.metadata.query_start_loc_cpu,  # type: ignore[arg-type]
+            self._prompt_logits_rows if self.extensions.wants_logits_rows else None,
         )
         if not inputs.sample_rows:
             return PendingRunnerOutput(len(output.scheduled), [], None, prompt_logprobs=prompt_lps)
+        if self.extensions.wants_logits_rows:
+            self.extensions.prepare_logits(inputs.logits_indices)
         logits = self.model.compute_logits(hidden.index_select(0, inputs.logits_indices))  # type: ignore[operator]
         drafted = any(r.draft_token_ids for r in rows)
         if inputs.num_logits_rows < logits.shape[0] and (drafted or not self.sampler.pads_rows):
@@ -315,6 +318,10 @@ class ModelRunner:
             len(output.scheduled), inputs.sample_rows, self.platform.to_host_async(sampled), logprobs, prompt_lps,
             drafts,
         )
+
+    def _prompt_logits_rows(self, first_row: int, num_rows: int) -> None:
+        """Extensions learn the token rows of a prompt-logprobs ``compute_logits`` call."""
+        self.extensions.prepare_logits(torch.arange(first_row, first_row + num_rows, device=self.device))
 
     def _fill_placeholders(self, output: SchedulerOutput, inputs: ModelInputs) -> None:
         """Async scheduling: the tokens the step in flight sampled, from device memory."""

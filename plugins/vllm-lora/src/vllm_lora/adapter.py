@@ -6,8 +6,9 @@ An adapter is a directory holding ``adapter_config.json`` and ``adapter_model.sa
 ``q_proj k_proj v_proj o_proj gate_proj up_proj down_proj`` (q/k/v and gate/up map onto the
 slices of our fused ``qkv_proj`` / ``gate_up_proj``, each slice with its own A and B) and on the
 input embedding ``embed_tokens`` (PEFT's ``lora_embedding_A`` [r, vocab] / ``lora_embedding_B``
-[hidden, r], the base vocabulary). Anything else (``lm_head``, ``modules_to_save``, extra
-vocabulary) is refused at load with the value and the fix, never skipped.
+[hidden, r], the base vocabulary) and the output projection ``lm_head`` (A [r, hidden], B
+[vocab, r]). Anything else (``modules_to_save``, extra vocabulary) is refused at load with the
+value and the fix, never skipped.
 
 Every check here reads only the config and the safetensors header (tensor names and shapes),
 so the front end runs it for each new adapter before a request reaches the engine; the
@@ -42,15 +43,19 @@ MODULE_SLICES: dict[str, tuple[str, int]] = {
 EMBEDDING = "embed_tokens"
 """The input embedding: LoRA'd by a gather of A's rows (``EMBEDDING_LAYER`` in the module pairs)."""
 EMBEDDING_LAYER = -1
-SUPPORTED_MODULES = (*MODULE_SLICES, EMBEDDING)
+LM_HEAD = "lm_head"
+"""The output projection: its delta is added to the logits rows of the adapter's requests."""
+LM_HEAD_LAYER = -2
+SUPPORTED_MODULES = (*MODULE_SLICES, EMBEDDING, LM_HEAD)
 _PARENT = {"q_proj": "self_attn", "k_proj": "self_attn", "v_proj": "self_attn", "o_proj": "self_attn",
            "gate_proj": "mlp", "up_proj": "mlp", "down_proj": "mlp"}
 _KEY = re.compile(r"^base_model\.model\.model\.layers\.(\d+)\.(self_attn|mlp)\.(\w+)\.lora_([AB])\.weight$")
 _EMBED_KEY = re.compile(r"^base_model\.model\.model\.embed_tokens\.lora_embedding_([AB])$")
-_EMBED_BASE_KEY = "base_model.model.model.embed_tokens.base_layer.weight"
-"""The copy of the base embedding PEFT saves beside an embedding LoRA (``save_embedding_layers``):
-ignored when it has the base model's shape, as vLLM does."""
-_UNSUPPORTED = "lm_head, modules_to_save, bias and extra-vocabulary adapters are not"
+_HEAD_KEY = re.compile(r"^base_model\.model\.lm_head\.lora_([AB])\.weight$")
+_BASE_COPY_KEYS = ("base_model.model.model.embed_tokens.base_layer.weight", "base_model.model.lm_head.base_layer.weight")
+"""The copies of the base embedding / head PEFT saves beside their LoRA (``save_embedding_layers``):
+ignored when they have the base model's shape, as vLLM does."""
+_UNSUPPORTED = "modules_to_save, bias and extra-vocabulary adapters are not"
 
 
 class AdapterError(RequestError):
@@ -83,6 +88,7 @@ class ModelShapes:
             "v_proj": (self.hidden, self.kv_size), "o_proj": (self.q_size, self.hidden),
             "gate_proj": (self.hidden, self.intermediate), "up_proj": (self.hidden, self.intermediate),
             "down_proj": (self.intermediate, self.hidden), EMBEDDING: (self.vocab, self.hidden),
+            LM_HEAD: (self.hidden, self.vocab),
         }[module]
 
 
@@ -96,7 +102,7 @@ class AdapterSpec:
     """``lora_alpha / r`` (``lora_alpha / sqrt(r)`` with ``use_rslora``)."""
     modules: tuple[tuple[int, str], ...]
     """(layer, PEFT module) pairs the adapter changes (``(EMBEDDING_LAYER, "embed_tokens")`` for
-    the input embedding)."""
+    the input embedding, ``(LM_HEAD_LAYER, "lm_head")`` for the output projection)."""
     digest: str
     """SHA-256 of the config and the weights: what identifies the adapter's content."""
 
@@ -151,10 +157,7 @@ def check_targets(path: str, target_modules: Any, shapes: ModelShapes) -> None:
     """``target_modules`` (a list of names or a regex over module paths) names only modules we serve."""
     if isinstance(target_modules, str):
         names = [f"model.layers.{i}.{_PARENT[m]}.{m}" for i in range(shapes.num_layers) for m in MODULE_SLICES]
-        names.append(f"model.{EMBEDDING}")
-        if re.fullmatch(target_modules, "lm_head"):
-            raise _fail(path, f"target_modules {target_modules!r} matches lm_head; supported: "
-                        f"{', '.join(SUPPORTED_MODULES)} (lm_head is not)")
+        names += [f"model.{EMBEDDING}", LM_HEAD]
         if not any(re.fullmatch(target_modules, n) or n.endswith(target_modules) for n in names):
             raise _fail(path, f"target_modules {target_modules!r} matches no supported module; "
                         f"supported: {', '.join(SUPPORTED_MODULES)}")
@@ -194,11 +197,12 @@ def _check_tensors(path: str, shapes: ModelShapes, rank: int) -> tuple[tuple[int
     try:
         with safe_open(os.path.join(path, WEIGHTS_FILE), framework="pt") as f:
             for key in f.keys():
-                if key == _EMBED_BASE_KEY:
+                if key in _BASE_COPY_KEYS:
                     got = tuple(f.get_slice(key).get_shape())
                     if got != (shapes.vocab, shapes.hidden):
-                        raise _fail(path, f"tensor {key!r} has shape {got}, the base model's embedding is "
-                                    f"{(shapes.vocab, shapes.hidden)}: adapters with extra vocabulary are not supported")
+                        raise _fail(path, f"tensor {key!r} has shape {got}, the base model's embedding / head is "
+                                    f"{(shapes.vocab, shapes.hidden)}: adapters with extra vocabulary are not "
+                                    "supported")
                     continue
                 e = _EMBED_KEY.match(key)
                 if e is not None:
@@ -208,6 +212,15 @@ def _check_tensors(path: str, shapes: ModelShapes, rank: int) -> tuple[tuple[int
                         raise _fail(path, f"tensor {key!r} has shape {got}, the base model needs {want} (an adapter "
                                     "with extra vocabulary, or trained on another model?)")
                     found.setdefault((EMBEDDING_LAYER, EMBEDDING), set()).add(e[1])
+                    continue
+                h = _HEAD_KEY.match(key)
+                if h is not None:
+                    want = (rank, shapes.hidden) if h[1] == "A" else (shapes.vocab, rank)
+                    got = tuple(f.get_slice(key).get_shape())
+                    if got != want:
+                        raise _fail(path, f"tensor {key!r} has shape {got}, the base model needs {want} (an adapter "
+                                    "with extra vocabulary, or trained on another model?)")
+                    found.setdefault((LM_HEAD_LAYER, LM_HEAD), set()).add(h[1])
                     continue
                 m = _KEY.match(key)
                 if m is None:
@@ -233,7 +246,7 @@ def _check_tensors(path: str, shapes: ModelShapes, rank: int) -> tuple[tuple[int
         raise _fail(path, f"cannot read {WEIGHTS_FILE}: {exc}") from None
     half = [k for k, v in found.items() if v != {"A", "B"}]
     if half:
-        where = EMBEDDING if half[0][0] == EMBEDDING_LAYER else f"layer {half[0][0]} {half[0][1]}"
+        where = half[0][1] if half[0][0] < 0 else f"layer {half[0][0]} {half[0][1]}"
         raise _fail(path, f"{where} has only lora_{''.join(found[half[0]])}; both A and B are needed")
     if not found:
         raise _fail(path, f"{WEIGHTS_FILE} holds no LoRA weights")
@@ -266,6 +279,10 @@ def load_adapter(spec: AdapterSpec) -> dict[tuple[int, str], tuple[torch.Tensor,
         if module == EMBEDDING:
             prefix = f"base_model.model.model.{EMBEDDING}.lora_embedding_"
             out[(layer, module)] = (tensors[prefix + "A"], tensors[prefix + "B"])
+            continue
+        if module == LM_HEAD:
+            prefix = f"base_model.model.{LM_HEAD}.lora_"
+            out[(layer, module)] = (tensors[prefix + "A.weight"], tensors[prefix + "B.weight"])
             continue
         prefix = f"base_model.model.model.layers.{layer}.{_PARENT[module]}.{module}.lora_"
         out[(layer, module)] = (tensors[prefix + "A.weight"], tensors[prefix + "B.weight"])

@@ -22,6 +22,11 @@ class LoRAConfig(PluginConfig):
     """Largest adapter rank accepted; the device slots are sized for it."""
     max_cpu_loras: int | None = Field(default=None, gt=0)
     """Adapters kept in host memory (LRU; adapters in use are never evicted); default max_loras."""
+    max_lora_wait_steps: int = Field(default=256, ge=0)
+    """Steps a request of an adapter without a slot waits before a resident adapter is drained
+    (admits no new request until its running ones finish) to free a slot for it; 0: no
+    bound, vLLM's rule (under steady traffic on max_loras other adapters a request may wait
+    until that traffic stops). See ``vllm_lora.admission``."""
     lora_dtype: str = "auto"
     """Dtype of the adapter weights on the device; ``auto``: the model's."""
     lora_modules: list[str] | None = None

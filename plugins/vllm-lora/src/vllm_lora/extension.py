@@ -12,8 +12,6 @@ also reports vLLM's ``vllm:lora_requests_info`` for ``/metrics``.
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -23,7 +21,6 @@ from vllm_core.plugins.api import (
     ConfigError,
     EngineConfig,
     ExtensionState,
-    InfoGauge,
     ModelInputs,
     RunnerContext,
     RunnerExtension,
@@ -31,8 +28,10 @@ from vllm_core.plugins.api import (
     SchedulerOutput,
     StepConstraint,
 )
+from vllm_lora.adapter import LM_HEAD, LM_HEAD_LAYER
+from vllm_lora.admission import MaxAdaptersConstraint
 from vllm_lora.config import LoRAConfig
-from vllm_lora.layers import LoRABatch, LoRAEmbedding, LoRALinear, padded_rank, target_of, wrap_model
+from vllm_lora.layers import LoRABatch, LoRAHead, LoRAModule, padded_rank, target_of, wrap_model
 from vllm_lora.manager import DeviceSlots, HostAdapters
 from vllm_lora.ops import select_lora_ops
 from vllm_lora.request import AdapterRef
@@ -48,40 +47,6 @@ def _host(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     return t if device.type == "cpu" else t.pin_memory()
 
 
-class MaxAdaptersConstraint(StepConstraint):
-    """No step holds more than ``max_loras`` distinct adapters: a request of a further adapter
-    waits (keeping its place) until a running adapter's requests finish."""
-
-    def __init__(self, max_loras: int) -> None:
-        self.max_loras = max_loras
-        self._active: set[str] = set()
-
-    def begin_step(self, running: Sequence[ExtensionState]) -> None:
-        self._active = {ref.digest for ref in (ext.get(AdapterRef) for ext in running) if ref is not None}
-
-    def admit(self, extensions: ExtensionState) -> bool:
-        ref = extensions.get(AdapterRef)
-        if ref is None or ref.digest in self._active:
-            return True
-        if len(self._active) >= self.max_loras:
-            return False
-        self._active.add(ref.digest)
-        return True
-
-    def info_gauges(self, running: Sequence[ExtensionState], waiting: Sequence[ExtensionState]) -> list[InfoGauge]:
-        """vLLM's ``vllm:lora_requests_info``: the adapters (by request name, each once, in queue
-        order) of the running and the waiting requests, and ``max_lora``; the value is the time
-        of the sample, as vLLM's ``set_to_current_time``."""
-
-        def names(states: Sequence[ExtensionState]) -> str:
-            refs = (ext.get(AdapterRef) for ext in states)
-            return ",".join(dict.fromkeys(ref.name for ref in refs if ref is not None))
-
-        labels = (("max_lora", str(self.max_loras)), ("waiting_lora_adapters", names(waiting)),
-                  ("running_lora_adapters", names(running)))
-        return [InfoGauge("vllm:lora_requests_info", "Running stats on lora requests.", labels, time.time())]
-
-
 class LoRAExtension(RunnerExtension):
     name: ClassVar[str] = "lora"
 
@@ -93,17 +58,19 @@ class LoRAExtension(RunnerExtension):
         if context.model is None:
             raise ConfigError("enable_lora=True needs a runner that holds the model")
         par = context.config.parallel
-        if par.world_size > 1:  # the wrappers hold whole A/B matrices, not a rank's shard
+        if par.pipeline_parallel_size > 1:  # a stage holds only some layers: the wrappers need them all
             raise ConfigError(
-                f"enable_lora=True with tensor_parallel_size={par.tensor_parallel_size}, pipeline_parallel_size="
-                f"{par.pipeline_parallel_size}: vllm-lora runs on one device in this release; set both to 1"
+                f"enable_lora=True with pipeline_parallel_size={par.pipeline_parallel_size}: vllm-lora runs "
+                "with tensor parallelism but not pipeline stages in this release; set pipeline_parallel_size=1"
             )
         return cls(cfg, context)
 
     @classmethod
     def step_constraint(cls, config: EngineConfig) -> StepConstraint | None:
         cfg = config.plugin_config(LoRAConfig)
-        return MaxAdaptersConstraint(cfg.max_loras) if cfg is not None and cfg.enable_lora else None
+        if cfg is None or not cfg.enable_lora:
+            return None
+        return MaxAdaptersConstraint(cfg.max_loras, cfg.max_lora_wait_steps)
 
     def __init__(self, cfg: LoRAConfig, context: RunnerContext) -> None:
         self.cfg = cfg
@@ -124,25 +91,26 @@ class LoRAExtension(RunnerExtension):
         self.batch.capture_lora = device.type != "cpu"
         self.batch.active = self.batch.capture_lora
         self.batch.refresh()
-        self.modules: dict[tuple[int, str], LoRALinear | LoRAEmbedding] = wrap_model(
+        self.modules: dict[tuple[int, str], LoRAModule] = wrap_model(
             model, self.batch, cfg.max_loras, padded_rank(cfg.max_lora_rank), dtype
         )
+        head = self.modules.get((LM_HEAD_LAYER, LM_HEAD))
+        self.head = head if isinstance(head, LoRAHead) else None
         self.device = device
-        self.host = HostAdapters(cfg.cpu_capacity)
+        self.host = HostAdapters(cfg.cpu_capacity, prepare=lambda t: _host(t, device))
         self.slots = DeviceSlots(cfg.max_loras)
         self._first_step = True
-        self.request_adapter: dict[str, str] = {}
-        """req_id -> adapter digest of live requests"""
+        self.request_adapter: dict[str, str | None] = {}
+        """req_id -> adapter digest of live requests (None: the base model)"""
         logger.info("LoRA: %d slots of rank %d, %d host adapters, %s ops", cfg.max_loras,
                     padded_rank(cfg.max_lora_rank), cfg.cpu_capacity, self.ops.name)
 
     # ---------------------------------------------------------------------- requests
     def add_request(self, req_id: str, params: SamplingParams, extensions: ExtensionState) -> None:
         ref = extensions.get(AdapterRef)
-        if ref is None:
-            return
-        self.host.acquire(ref.spec)
-        self.request_adapter[req_id] = ref.digest
+        if ref is not None:
+            self.host.acquire(ref.spec)
+        self.request_adapter[req_id] = None if ref is None else ref.digest
 
     def is_ready(self, req_id: str) -> bool:
         digest = self.request_adapter.get(req_id)
@@ -156,31 +124,40 @@ class LoRAExtension(RunnerExtension):
 
     # -------------------------------------------------------------------------- steps
     def prepare_step(self, output: SchedulerOutput, inputs: ModelInputs) -> None:
-        digests = [self._digest_of(sr.req_id, sr.extensions) for sr in output.scheduled]
+        known = self.request_adapter
+        scheduled = output.scheduled
+        digests = [known[sr.req_id] if sr.req_id in known else self._digest_of(sr.req_id, sr.extensions)
+                   for sr in scheduled]
         slot_of, to_load = self.slots.assign(d for d in digests if d is not None)
         for slot, digest in to_load:
             self._load_slot(slot, digest)
-        per_req = np.fromiter((-1 if d is None else slot_of[d] for d in digests), dtype=np.int64, count=len(digests))
-        counts = np.fromiter((sr.num_tokens for sr in output.scheduled), dtype=np.int64, count=len(digests))
+        slot_or_base: dict[str | None, int] = {None: -1}
+        slot_or_base.update(slot_of)
+        per_req = np.array([slot_or_base[d] for d in digests], dtype=np.int64)
+        # each request's token rows, from the step's query start offsets (in scheduled order)
+        starts: np.ndarray = np.asarray(inputs.metadata.query_start_loc_cpu[: len(scheduled) + 1], dtype=np.int64)
+        counts = starts[1:] - starts[:-1]
         rows = np.full(inputs.input_ids.shape[0], -1, dtype=np.int64)
         rows[: int(counts.sum())] = np.repeat(per_req, counts)
         self.batch.load_step(rows, lambda t: _host(t, self.device))
         # the first step (the profiling run, on accelerators) runs the op, so its memory is counted
         self.batch.active = bool(slot_of) or self._first_step
+        self.batch.has_rows = bool(slot_of)
         self._first_step = False
+
+    def prepare_logits(self, token_rows: torch.Tensor) -> None:
+        """The token rows of the next ``compute_logits`` call (LoRA on ``lm_head``)."""
+        if self.head is not None:
+            self.head.token_rows = token_rows
 
     def allows_graph(self) -> bool:
         # graphs recorded without the LoRA op serve only steps without adapter rows
         return self.batch.capture_lora or not self.batch.active
 
     def _digest_of(self, req_id: str, extensions: ExtensionState) -> str | None:
-        digest = self.request_adapter.get(req_id)
-        if digest is None:
-            ref = extensions.get(AdapterRef)
-            if ref is not None:  # added before this extension saw it (should not happen): load now
-                self.add_request(req_id, SamplingParams(), extensions)
-                digest = ref.digest
-        return digest
+        """A request this extension was not told about (should not happen): known from now on."""
+        self.add_request(req_id, SamplingParams(), extensions)
+        return self.request_adapter[req_id]
 
     def _load_slot(self, slot: int, digest: str) -> None:
         spec, weights = self.host.get(digest)
@@ -188,7 +165,7 @@ class LoRAExtension(RunnerExtension):
             module.clear_slot(slot)
         for (layer, peft_module), (a, b) in weights.items():
             key, slice_index = target_of(layer, peft_module)
-            self.modules[key].set_slot(slot, slice_index, _host(a, self.device), _host(b, self.device))
+            self.modules[key].set_slot(slot, slice_index, a, b)  # pinned when loaded (HostAdapters)
         self.batch.scaling[slot] = spec.scaling
         logger.debug("LoRA adapter %s in device slot %d", spec.path, slot)
 

@@ -8,6 +8,20 @@ is replaced by ``LoRAMLP`` (the same gate/up, SiLU-and-mul, down, through the wr
 projections). The adapters live in per-module device buffers with
 ``max_loras`` slots, written in place when an adapter is put in a slot, so captured graphs read
 the current adapters; the step's token -> slot map is one persistent buffer (``LoRABatch``).
+
+Tensor parallel (vLLM's split; each rank holds its shard of every slot, so no LoRA collective
+is added):
+
+- column-parallel projections (``qkv_proj``, ``gate_up_proj``: the local output is each fused
+  part's local slice): A whole on every rank, each slice's B cut to the rows of that part this
+  rank computes (``part_range`` of the base layer, which also knows KV heads replicated over
+  ranks); the delta lands on the local output columns;
+- row-parallel projections (``o_proj``, ``down_proj``: the input features are split and the
+  partial products all-reduced): A cut to this rank's input columns, B whole; the delta of the
+  local shrink is added to the local partial *before* the base layer's all-reduce, which sums
+  it with the other ranks' (``sum_r (x_r A_r^T) B^T = (x A^T) B^T``), one collective as without LoRA;
+- the input embedding: A and B whole on every rank, the delta added after the base lookup's
+  all-reduce.
 """
 
 from __future__ import annotations
@@ -21,7 +35,7 @@ import torch
 from torch import nn
 
 from vllm_core.plugins.api import ConfigError
-from vllm_lora.adapter import EMBEDDING, EMBEDDING_LAYER, MODULE_SLICES
+from vllm_lora.adapter import EMBEDDING, EMBEDDING_LAYER, LM_HEAD, LM_HEAD_LAYER, MODULE_SLICES
 from vllm_lora.ops import LoRAOps
 
 
@@ -50,6 +64,9 @@ class LoRABatch:
     """False while a step has no adapter row: the wrapped modules run the base model alone.
     After every forward it returns to ``capture_lora`` (a forward hook), which is what a graph
     capture then records."""
+    has_rows: bool = False
+    """Does this step have an adapter row? (set by ``prepare_step``, not reset by the forward:
+    the logits are computed after it)"""
     capture_lora: bool = True
     """Do captured graphs hold the LoRA op? True where they can (CUDA graphs: every step may
     replay); False for the CPU platform's recorded plans, which hold only its kernels: they are
@@ -102,6 +119,11 @@ class LoRALinear(nn.Module):
             raise ConfigError(f"LoRA: slices {slice_sizes} do not cover the projection's {out_features} outputs")
         self.base = base
         self.batch = batch
+        tp: Any = getattr(base, "tp", None)
+        self.world_size = int(getattr(tp, "world_size", 1))
+        self.row_parallel = self.world_size > 1 and hasattr(base, "reduce")
+        """The base all-reduces partial products (input features split over the ranks)."""
+        self.in_start = int(getattr(tp, "rank_in_group", 0)) * in_features if self.row_parallel else 0
         self.offsets = [sum(slice_sizes[:i]) for i in range(len(slice_sizes))]
         self.slice_sizes = tuple(slice_sizes)
         self.lora_a = torch.zeros(len(slice_sizes), max_loras, rank, in_features, dtype=dtype, device=weight.device)
@@ -120,22 +142,38 @@ class LoRALinear(nn.Module):
         return bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out: torch.Tensor = self.base.forward(x)
         batch = self.batch
         if not batch.active:
+            out: torch.Tensor = self.base.forward(x)
             return out
+        base = self.base
+        # row-parallel: the delta joins the local partial product before the all-reduce
+        out = base.ops.linear(x, base.weight, base.local_bias) if self.row_parallel else base.forward(x)
         t = x.shape[0]
         slots = batch.slots_for(t)
         batch.ops.add_lora(out, x, self.lora_a, self.lora_b, self.slice_sizes, slots, batch.scaling, batch.tables_for(t))
+        if self.row_parallel:
+            reduced: torch.Tensor = base.reduce(out)
+            return reduced
         return out
 
     def set_slot(self, slot: int, slice_index: int, a: torch.Tensor, b: torch.Tensor) -> None:
-        """Put one slice's A [r, in] and B [out_s, r] in ``slot`` (ranks below the slot's are
-        zero-padded)."""
+        """Put one slice's A [r, in] and B [out_s, r] (the whole adapter's; this rank's shard is
+        taken here) in ``slot`` (ranks below the slot's are zero-padded)."""
         r = a.shape[0]
+        in_local = self.lora_a.shape[-1]
+        if a.shape[1] != in_local:  # row-parallel: this rank's input columns
+            a = a[:, self.in_start : self.in_start + in_local]
+        off, n = self.offsets[slice_index], self.slice_sizes[slice_index]
+        if b.shape[0] != n:  # column-parallel: the rows of this part that this rank computes
+            part_range: Any = getattr(self.base, "part_range", None)
+            first = part_range(slice_index)[2] if part_range is not None else 0
+            b = b[first : first + n]
+        if a.shape[1] != in_local or b.shape[0] != n:
+            raise ConfigError(f"LoRA: A {tuple(a.shape)} / B {tuple(b.shape)} do not fit this rank's "
+                              f"projection (in {in_local}, slice {slice_index} of {n} outputs)")
         self.lora_a[slice_index, slot].zero_()
         self.lora_a[slice_index, slot, :r].copy_(a, non_blocking=True)
-        off, n = self.offsets[slice_index], self.slice_sizes[slice_index]
         self.lora_b[slot, :, off : off + n].zero_()
         self.lora_b[slot, :r, off : off + n].copy_(b.t(), non_blocking=True)
 
@@ -153,7 +191,9 @@ class LoRAEmbedding(nn.Module):
     def __init__(self, base: Any, batch: LoRABatch, max_loras: int, rank: int, dtype: torch.dtype) -> None:
         super().__init__()
         weight: torch.Tensor = base.weight
-        self.vocab, hidden = weight.shape
+        hidden = weight.shape[1]
+        self.vocab = int(getattr(base, "vocab_size", weight.shape[0]))
+        """The whole vocabulary (a vocabulary-parallel embedding holds a shard of its rows)."""
         self.base = base
         self.batch = batch
         self.lora_a = torch.zeros(max_loras * self.vocab, rank, dtype=dtype, device=weight.device)
@@ -201,6 +241,52 @@ class LoRAEmbedding(nn.Module):
         self.lora_b[slot].zero_()
 
 
+class LoRAHead(nn.Module):
+    """LoRA on the output projection, around the model's ``compute_logits``: each logits row
+    adds ``scaling * (h @ A^T) @ B^T`` of its request's slot. The runner tells which token rows
+    the next call's hidden rows are (``RunnerExtension.prepare_logits``); a call it did not
+    announce (a draft head reusing the target's head) gets the base logits. Under tensor
+    parallel the base logits are gathered on every rank and A / B are whole on each, so every
+    rank adds the same delta."""
+
+    def __init__(self, compute_logits: Callable[[torch.Tensor], torch.Tensor], batch: LoRABatch, max_loras: int,
+                 rank: int, hidden: int, vocab: int, dtype: torch.dtype, device: torch.device) -> None:
+        super().__init__()
+        self.compute_logits = compute_logits
+        self.batch = batch
+        self.vocab = vocab
+        self.lora_a = torch.zeros(1, max_loras, rank, hidden, dtype=dtype, device=device)
+        """[1, L, R, hidden]"""
+        self.lora_b = torch.zeros(max_loras, rank, vocab, dtype=dtype, device=device)
+        """[L, R, vocab]: B transposed"""
+        self.token_rows: torch.Tensor | None = None
+        """The step's token rows of the next call's hidden rows (``prepare_logits``), used once."""
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        out = self.compute_logits(hidden)
+        rows, self.token_rows = self.token_rows, None
+        batch = self.batch
+        if rows is None or not batch.has_rows or rows.shape[0] != hidden.shape[0]:
+            return out
+        out = out if out.is_contiguous() else out.contiguous()
+        slots = batch.token_slots.index_select(0, rows)
+        batch.ops.add_lora(out, hidden.to(self.lora_a.dtype), self.lora_a, self.lora_b, (self.vocab,), slots,
+                           batch.scaling)
+        return out
+
+    def set_slot(self, slot: int, slice_index: int, a: torch.Tensor, b: torch.Tensor) -> None:
+        """Put A [r, hidden] and B [vocab, r] (PEFT's lm_head lora_A / lora_B) in ``slot``."""
+        r = a.shape[0]
+        self.lora_a[0, slot].zero_()
+        self.lora_a[0, slot, :r].copy_(a, non_blocking=True)
+        self.lora_b[slot].zero_()
+        self.lora_b[slot, :r].copy_(b.t(), non_blocking=True)
+
+    def clear_slot(self, slot: int) -> None:
+        self.lora_a[:, slot].zero_()
+        self.lora_b[slot].zero_()
+
+
 class LoRAMLP(nn.Module):
     """The gated MLP through its (wrapped) projections: down(silu(gate) * up)."""
 
@@ -209,12 +295,13 @@ class LoRAMLP(nn.Module):
         self.gate_up_proj = gate_up
         self.down_proj = down
         self.ops: Any = mlp.ops
+        self._base_forward: Callable[[torch.Tensor], torch.Tensor] = mlp.forward
+        """The model's own MLP (its fused op; the all-reduce under tensor parallel), not a submodule."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate_up, down = self.gate_up_proj, self.down_proj
-        if not gate_up.batch.active:  # no adapter row: the platform's fused MLP
-            fused: torch.Tensor = self.ops.silu_mlp(x, gate_up.weight, down.weight, gate_up.bias, down.bias)
-            return fused
+        if not gate_up.batch.active:  # no adapter row: the model's MLP (the platform's fused op)
+            return self._base_forward(x)
         out: torch.Tensor = down.forward(self.ops.silu_and_mul(gate_up.forward(x)))
         return out
 
@@ -223,18 +310,31 @@ ModuleKey = tuple[int, str]
 """(layer index, our module name: qkv_proj, o_proj, gate_up_proj, down_proj)"""
 
 
+LoRAModule = LoRALinear | LoRAEmbedding | LoRAHead
+
+
 def wrap_model(model: nn.Module, batch: LoRABatch, max_loras: int, rank: int, dtype: torch.dtype,
-               ) -> dict[ModuleKey, LoRALinear | LoRAEmbedding]:
-    """Wrap every decoder layer's projections and the input embedding; returns them by (layer,
-    module), the embedding as ``(EMBEDDING_LAYER, "embed_tokens")``."""
+               ) -> dict[ModuleKey, LoRAModule]:
+    """Wrap every decoder layer's projections, the input embedding and the output projection
+    (``compute_logits``); returns them by (layer, module), the embedding as
+    ``(EMBEDDING_LAYER, "embed_tokens")``, the head as ``(LM_HEAD_LAYER, "lm_head")``."""
     layers: Any = getattr(getattr(model, "model", None), "layers", None)
     if layers is None:
         raise ConfigError(
             f"LoRA: {type(model).__name__} has no decoder layers at model.layers; LoRA serves the Llama-family "
             "models (Llama, Mistral, Qwen2, Qwen3, SmolLM2)"
         )
-    wrapped: dict[ModuleKey, LoRALinear | LoRAEmbedding] = {}
+    wrapped: dict[ModuleKey, LoRAModule] = {}
     inner: Any = getattr(model, "model", None)
+    head: Any = getattr(model, "lm_head", None)
+    head = head if head is not None else getattr(inner, EMBEDDING, None)  # tied: the embedding's rows
+    compute_logits: Any = getattr(model, "compute_logits", None)
+    if head is not None and compute_logits is not None:
+        weight: torch.Tensor = head.weight
+        lora_head = LoRAHead(compute_logits, batch, max_loras, rank, weight.shape[1],
+                             int(getattr(head, "vocab_size", weight.shape[0])), dtype, weight.device)
+        wrapped[(LM_HEAD_LAYER, LM_HEAD)] = lora_head
+        model.compute_logits = lora_head.logits  # type: ignore[assignment]  # an instance attribute: the runner calls it
     if getattr(inner, EMBEDDING, None) is not None:
         inner.embed_tokens = wrapped[(EMBEDDING_LAYER, EMBEDDING)] = LoRAEmbedding(
             inner.embed_tokens, batch, max_loras, rank, dtype)
@@ -269,5 +369,7 @@ def target_of(layer: int, peft_module: str) -> tuple[ModuleKey, int]:
     """Where a PEFT module's A/B go: ((layer, our module), slice index)."""
     if peft_module == EMBEDDING:
         return (EMBEDDING_LAYER, EMBEDDING), 0
+    if peft_module == LM_HEAD:
+        return (LM_HEAD_LAYER, LM_HEAD), 0
     module, slice_index = MODULE_SLICES[peft_module]
     return (layer, module), slice_index

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import torch
@@ -27,9 +27,13 @@ Weights = dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor]]
 class HostAdapters:
     """Adapters in host memory by content digest, least recently used first."""
 
-    def __init__(self, capacity: int, background: bool = True) -> None:
-        """``background``: read adapters on a loader thread (else in ``acquire``)."""
+    def __init__(self, capacity: int, background: bool = True,
+                 prepare: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
+        """``background``: read adapters on a loader thread (else in ``acquire``); ``prepare``:
+        applied to every tensor once loaded (pinning it, so a slot load copies without pinning
+        each of its ~400 tensors on the step's path)."""
         self.capacity = capacity
+        self._prepare = prepare
         self._items: OrderedDict[str, tuple[AdapterSpec, Future[Weights]]] = OrderedDict()
         self._pins: dict[str, int] = {}
         self._loader = ThreadPoolExecutor(1, thread_name_prefix="lora-loader") if background else None
@@ -45,6 +49,8 @@ class HostAdapters:
     def _load(self, spec: AdapterSpec) -> Future[Weights]:
         def run() -> Weights:
             weights = load_adapter(spec)
+            if self._prepare is not None:
+                weights = {key: (self._prepare(a), self._prepare(b)) for key, (a, b) in weights.items()}
             logger.info("LoRA adapter %s loaded to host memory (rank %d, %d modules)", spec.path, spec.rank,
                         len(spec.modules))
             return weights
