@@ -8,15 +8,7 @@
 # a lora16 ratio can be read against the step count it had to take.
 # Usage on the device:  bash benchmarks/lora_gpu_check.sh     (JSON in $OUT)
 set -uo pipefail
-OUT=${OUT:-/tmp/vllm_out}
-mkdir -p "$OUT"
-if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-  export PYTHONPATH=/tmp/site
-fi
-export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
-python3 -m pip install -q --no-deps --no-build-isolation -e core -e plugins/vllm-cuda -e plugins/vllm-lora 2>&1 | grep -v WARNING
-nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/device.txt"
+source benchmarks/device_env.sh core plugins/vllm-cuda plugins/vllm-lora
 NUM=${NUM_PROMPTS:-128}
 
 echo; echo "=== Qwen3-0.6B, $NUM requests: base vs lora4 vs lora16 (max_loras 8), one run"
