@@ -19,7 +19,7 @@ logits: what a GPU pays on the host per step.
     python benchmarks/spec_decode_overhead.py [--model tiny|smollm2] [--steps 200] [--repeat 3]
                                               [--cprofile] [--save-result out.json]
 
-It prints per-phase mean microseconds per decode step for ``plain`` and ``miss_k4_raw`` (best of
+It prints per-phase median microseconds per decode step for ``plain`` and ``miss_k4_raw`` (best of
 ``--repeat`` alternating runs), their difference, and with ``--cprofile`` the top functions of the
 verify steps.
 """
@@ -188,15 +188,15 @@ def run_engine(llm: Any, step: Callable[[], Any], prompt: list[int], steps: int,
 
 
 def summarize(steps: list[dict[str, Any]], kind: str) -> dict[str, float]:
-    """Mean microseconds per step of ``kind`` for each phase, ``other``, ``host`` and ``step``
-    (the first five such steps are warm-up and dropped)."""
+    """Median microseconds per step of ``kind`` for each phase, ``other``, ``host`` and ``step``
+    (medians: the machine may be shared; the first five such steps are warm-up and dropped)."""
     chosen = [s for s in steps if s["kind"] == kind][5:]
     if not chosen:
         return {}
-    out = {p: 1e6 * statistics.fmean(s.get(p, 0.0) for s in chosen) for p in PHASES}
-    out["step"] = 1e6 * statistics.fmean(s["step"] for s in chosen)
-    out["other"] = out["step"] - sum(out[p] for p in PHASES)
-    out["host"] = out["step"] - out["forward"] - out["logits"]
+    for s in chosen:
+        s["other"] = s["step"] - sum(s.get(p, 0.0) for p in PHASES)
+        s["host"] = s["step"] - s.get("forward", 0.0) - s.get("logits", 0.0)
+    out = {p: 1e6 * statistics.median(s.get(p, 0.0) for s in chosen) for p in (*PHASES, "other", "host", "step")}
     out["steps"] = len(chosen)
     return {k: round(v, 1) for k, v in out.items()}
 
@@ -211,6 +211,7 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=4)
     ap.add_argument("--async-scheduling", action="store_true", help="as on a GPU: plain steps run ahead")
     ap.add_argument("--cprofile", action="store_true", help="cProfile the verify steps of one extra run")
+    ap.add_argument("--sort", default="tottime", help="cProfile sort key (tottime, cumulative)")
     ap.add_argument("--save-result", default=None)
     args = ap.parse_args()
 
@@ -247,7 +248,7 @@ def main() -> None:
     plain, miss_name = best["plain"], f"miss_k{args.k}_raw"
     verify = best[miss_name]
     print(f"platform {platform}, model {args.model}, batch 1, {args.steps} tokens, best of {args.repeat}; "
-          "mean us per decode step")
+          "median us per decode step")
     print(f"{'phase':>18} {'plain':>9} {miss_name:>12} {'delta':>9}")
     for p in (*PHASES, "other", "host", "step"):
         print(f"{p:>18} {plain.get(p, 0):9.1f} {verify.get(p, 0):12.1f} {verify.get(p, 0) - plain.get(p, 0):9.1f}")
@@ -260,7 +261,7 @@ def main() -> None:
         prof = cProfile.Profile()
         run_engine(engines[miss_name], steps[miss_name], prompt, args.steps, prof)
         buf = io.StringIO()
-        pstats.Stats(prof, stream=buf).sort_stats("tottime").print_stats(30)
+        pstats.Stats(prof, stream=buf).sort_stats(args.sort).print_stats(40)
         print(buf.getvalue())
     if args.save_result:
         with open(args.save_result, "w") as f:

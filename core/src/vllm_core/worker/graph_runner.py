@@ -20,7 +20,7 @@ import torch
 from vllm_core.attention.metadata import AttentionMetadata
 from vllm_core.worker.input_batch import ModelInputs
 from vllm_core.worker.step_shapes import PAD_SEQ_LEN, PAD_SLOT_ID, StepShapes
-from vllm_core.worker.transfer import to_device
+from vllm_core.worker.transfer import to_device_many
 
 
 class GraphRunner(ABC):
@@ -138,10 +138,10 @@ class DecodeBuffers:
         self.positions[:total].copy_(inputs.positions, non_blocking=True)
         self.slot_mapping[:total].copy_(md.slot_mapping, non_blocking=True)
         self.slot_mapping[total:bs].fill_(PAD_SLOT_ID)
-        # through pinned memory: a pageable copy would make the host wait for the device
-        index = to_device(owner, md.block_tables.device)
+        # through pinned memory (a pageable copy would make the host wait for the device), together
+        index, flat_lens = to_device_many([(owner, torch.int64), (lens, torch.int32)], device)
         self.block_tables[:total, : md.block_tables.shape[1]].copy_(md.block_tables.index_select(0, index),
                                                                      non_blocking=True)
-        self.seq_lens[:total].copy_(to_device(lens.astype(np.int32), device), non_blocking=True)
+        self.seq_lens[:total].copy_(flat_lens, non_blocking=True)
         self.seq_lens[total:bs].fill_(PAD_SEQ_LEN)
         return bs
