@@ -181,6 +181,29 @@ def test_steps_with_tensor_ops_outside_the_kernels_are_refused() -> None:
     assert ops.lib is loaded_kernels().lib  # the recorder is gone after a refusal
 
 
+def test_writes_into_existing_memory_are_replayed_in_their_place() -> None:
+    """An ``out=`` add between two kernel calls (EAGLE-3's hidden-state tap) is kept by the plan
+    and replayed between them, reading and writing the memory it did when recorded."""
+    _kernels_or_skip()
+    ops = CPUOps(loaded_kernels())
+    x, w, w2 = torch.randn(4, 64), torch.randn(32, 64), torch.randn(16, 32)
+    bias, tap = torch.randn(4, 32), torch.empty(4, 32)
+
+    def step() -> torch.Tensor:
+        torch.add(ops.linear(x, w), bias, out=tap)
+        return ops.linear(tap, w2)
+
+    with torch.inference_mode():
+        step()  # packs the weights outside the recording
+        plan = record(ops, step)
+        assert plan.num_calls == 2 and plan.num_eager == 1
+        x.copy_(torch.randn(4, 64))
+        bias.copy_(torch.randn(4, 32))
+        want, want_tap = step().clone(), tap.clone()
+        tap.zero_()  # a replay that ran the add after the second kernel would read these zeros
+        assert torch.equal(plan.run(), want) and torch.equal(tap, want_tap)
+
+
 def test_max_batch_setting(monkeypatch: pytest.MonkeyPatch, tiny_models) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.delenv(ENV_MAX_BATCH, raising=False)
     assert max_captured_batch() == DEFAULT_MAX_BATCH
