@@ -219,7 +219,7 @@ def main() -> None:
 
     register_forced_miss()
     model = {"tiny": lambda: tiny_llama(args.vocab), "smollm2": lambda: None}.get(args.model, lambda: args.model)()
-    common: dict[str, Any] = dict(max_model_len=2048, num_gpu_blocks_override=64, use_tqdm_on_load=False,
+    common: dict[str, Any] = dict(max_model_len=2048, num_gpu_blocks_override=256, use_tqdm_on_load=False,
                                   skip_tokenizer_init=model is not None)
     if model is not None:
         common["model"] = model
