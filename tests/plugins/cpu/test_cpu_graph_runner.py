@@ -15,12 +15,18 @@ import_or_require("vllm_cpu", "cpu")
 from vllm_core import LLM, SamplingParams  # noqa: E402
 from vllm_core.errors import ConfigError  # noqa: E402
 from vllm_core.worker.graph_runner import batch_buckets  # noqa: E402
-from vllm_cpu.graph_runner import DEFAULT_MAX_BATCH, ENV_MAX_BATCH, CPUGraphRunner, max_captured_batch  # noqa: E402
+from vllm_cpu.graph_runner import (  # noqa: E402
+    DEFAULT_MAX_BATCH,
+    ENV_MAX_BATCH,
+    CPUGraphRunner,
+    max_captured_batch,
+    plan_sizes,
+)
 from vllm_cpu.kernels import loaded_kernels, unavailable_reason  # noqa: E402
 from vllm_cpu.ops import CPUOps  # noqa: E402
 from vllm_cpu.plan import NotCapturable, record  # noqa: E402
 
-BUCKETS = batch_buckets(256, DEFAULT_MAX_BATCH)  # the default max_num_seqs
+BUCKETS = plan_sizes(256, DEFAULT_MAX_BATCH)  # the default max_num_seqs
 
 
 def _kernels_or_skip() -> None:
@@ -179,6 +185,14 @@ def test_steps_with_tensor_ops_outside_the_kernels_are_refused() -> None:
         with pytest.raises(NotCapturable, match="vc_argmax_rows cannot be recorded"):
             record(ops, lambda: ops.lib.vc_argmax_rows(x.data_ptr(), 64, 4, 64, None))
     assert ops.lib is loaded_kernels().lib  # the recorder is gone after a refusal
+
+
+def test_plans_cover_every_size_up_to_eight_for_verification_rows() -> None:
+    """1 + k rows of a verification step run as a plan of exactly that many rows (k <= 7)."""
+    assert plan_sizes(256, DEFAULT_MAX_BATCH) == [1, 2, 3, 4, 5, 6, 7, 8, 16, 32, 48, 64]
+    assert plan_sizes(3, DEFAULT_MAX_BATCH) == [1, 2, 3]
+    assert plan_sizes(256, 4) == [1, 2, 3, 4]
+    assert set(batch_buckets(256, DEFAULT_MAX_BATCH)) <= set(plan_sizes(256, DEFAULT_MAX_BATCH))
 
 
 def test_writes_into_existing_memory_are_replayed_in_their_place() -> None:
