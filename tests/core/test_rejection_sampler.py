@@ -108,3 +108,18 @@ def test_accepted_count_follows_the_acceptance_probability() -> None:
 def test_bad_drafts_are_clear_errors(drafts: DraftBatch, rows: int, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         verify_drafts(torch.full((rows, 8), 1 / 8), drafts, torch.zeros(len(drafts.num_drafts), dtype=torch.bool))
+
+
+def test_greedy_verification_reads_the_drafts_from_the_host() -> None:
+    """With ``host_token_ids`` neither validation nor greedy verification reads the draft tensor
+    back (on a GPU that copy would wait for the forward pass before the verification is even
+    launched): a meta tensor, which has no data to read, stands for it."""
+    from vllm_core.sample.rejection import verify_greedy
+
+    drafts = DraftBatch(torch.empty(3, dtype=torch.int64, device="meta"), [3, 0], host_token_ids=[1, 2, 3])
+    drafts.validate(5, 16)
+    assert verify_greedy(torch.tensor([1, 2, 9, 4, 5]), drafts) == [[1, 2, 9], [5]]
+    with pytest.raises(ValueError, match="host_token_ids must hold 3 tokens"):
+        DraftBatch(torch.empty(3, dtype=torch.int64, device="meta"), [3], host_token_ids=[1, 2]).validate(4, 16)
+    with pytest.raises(ValueError, match=r"draft token ids must be in \[0, 16\)"):
+        DraftBatch(torch.empty(1, dtype=torch.int64, device="meta"), [1], host_token_ids=[16]).validate(2, 16)

@@ -124,7 +124,7 @@ def test_heads_read_the_targets_hidden_states(models: dict[str, Any], method: st
         torch.testing.assert_close(got, want, atol=2e-4, rtol=1e-4)
     ext = spec_of(llm)
     assert ext.num_draft_tokens > 0 and ext.policy.num_steps_off_by_batch > 0
-    if method == "eagle" and runner.graph_runner is not None:  # EAGLE-3's taps keep cpu plans off
+    if runner.graph_runner is not None:  # EAGLE-3's taps are replayed too (cpu plans: as eager writes)
         assert any(replayed), "no plain decode step replayed a graph"
 
 

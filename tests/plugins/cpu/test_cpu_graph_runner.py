@@ -15,12 +15,18 @@ import_or_require("vllm_cpu", "cpu")
 from vllm_core import LLM, SamplingParams  # noqa: E402
 from vllm_core.errors import ConfigError  # noqa: E402
 from vllm_core.worker.graph_runner import batch_buckets  # noqa: E402
-from vllm_cpu.graph_runner import DEFAULT_MAX_BATCH, ENV_MAX_BATCH, CPUGraphRunner, max_captured_batch  # noqa: E402
+from vllm_cpu.graph_runner import (  # noqa: E402
+    DEFAULT_MAX_BATCH,
+    ENV_MAX_BATCH,
+    CPUGraphRunner,
+    max_captured_batch,
+    plan_sizes,
+)
 from vllm_cpu.kernels import loaded_kernels, unavailable_reason  # noqa: E402
 from vllm_cpu.ops import CPUOps  # noqa: E402
 from vllm_cpu.plan import NotCapturable, record  # noqa: E402
 
-BUCKETS = batch_buckets(256, DEFAULT_MAX_BATCH)  # the default max_num_seqs
+BUCKETS = plan_sizes(256, DEFAULT_MAX_BATCH)  # the default max_num_seqs
 
 
 def _kernels_or_skip() -> None:
@@ -179,6 +185,37 @@ def test_steps_with_tensor_ops_outside_the_kernels_are_refused() -> None:
         with pytest.raises(NotCapturable, match="vc_argmax_rows cannot be recorded"):
             record(ops, lambda: ops.lib.vc_argmax_rows(x.data_ptr(), 64, 4, 64, None))
     assert ops.lib is loaded_kernels().lib  # the recorder is gone after a refusal
+
+
+def test_plans_cover_every_size_up_to_eight_for_verification_rows() -> None:
+    """1 + k rows of a verification step run as a plan of exactly that many rows (k <= 7)."""
+    assert plan_sizes(256, DEFAULT_MAX_BATCH) == [1, 2, 3, 4, 5, 6, 7, 8, 16, 32, 48, 64]
+    assert plan_sizes(3, DEFAULT_MAX_BATCH) == [1, 2, 3]
+    assert plan_sizes(256, 4) == [1, 2, 3, 4]
+    assert set(batch_buckets(256, DEFAULT_MAX_BATCH)) <= set(plan_sizes(256, DEFAULT_MAX_BATCH))
+
+
+def test_writes_into_existing_memory_are_replayed_in_their_place() -> None:
+    """An ``out=`` add between two kernel calls (EAGLE-3's hidden-state tap) is kept by the plan
+    and replayed between them, reading and writing the memory it did when recorded."""
+    _kernels_or_skip()
+    ops = CPUOps(loaded_kernels())
+    x, w, w2 = torch.randn(4, 64), torch.randn(32, 64), torch.randn(16, 32)
+    bias, tap = torch.randn(4, 32), torch.empty(4, 32)
+
+    def step() -> torch.Tensor:
+        torch.add(ops.linear(x, w), bias, out=tap)
+        return ops.linear(tap, w2)
+
+    with torch.inference_mode():
+        step()  # packs the weights outside the recording
+        plan = record(ops, step)
+        assert plan.num_calls == 2 and plan.num_eager == 1
+        x.copy_(torch.randn(4, 64))
+        bias.copy_(torch.randn(4, 32))
+        want, want_tap = step().clone(), tap.clone()
+        tap.zero_()  # a replay that ran the add after the second kernel would read these zeros
+        assert torch.equal(plan.run(), want) and torch.equal(tap, want_tap)
 
 
 def test_max_batch_setting(monkeypatch: pytest.MonkeyPatch, tiny_models) -> None:  # type: ignore[no-untyped-def]

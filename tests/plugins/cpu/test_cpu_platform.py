@@ -152,3 +152,18 @@ def test_cpu_sampler_equals_the_reference_sampler() -> None:
     assert torch.equal(out[0], out[1])
     greedy = [i for i, p in enumerate(params) if p.temperature == 0]
     assert torch.equal(out[0][greedy], logits[greedy].argmax(dim=-1))
+
+
+def test_cpu_sampler_argmax_of_half_precision_logits_is_torchs() -> None:
+    """Greedy verification hands the sampler's ``argmax`` the logits in the model's dtype: bf16 /
+    fp16 rows (ties, a NaN) give torch's argmax, through the kernel on the widened values."""
+    from vllm_core.plugins import registry
+    from vllm_cpu.platform import CPUPlatform
+
+    sampler = registry.samplers().get(CPUPlatform().sampler_name())()
+    logits = torch.randn(5, 3001, generator=torch.Generator().manual_seed(0)) * 4
+    logits[1, 7] = logits[1, 900] = 100.0  # a tie: the first one
+    logits[3, 42] = float("nan")  # a NaN counts as largest
+    for dtype in (torch.bfloat16, torch.float16):
+        x = logits.to(dtype)
+        assert torch.equal(sampler.argmax(x), x.argmax(dim=-1))

@@ -33,6 +33,16 @@ class DraftBatch:
     probs: torch.Tensor | None = None
     """[sum(num_drafts), vocab] float32: the proposer's distribution at each draft, or None for
     deterministic drafts."""
+    host_token_ids: list[int] | None = None
+    """``token_ids`` as a host list when the caller has one (the runner does): validation and
+    greedy verification read it instead of copying the device tensor back (a synchronisation
+    that would wait for the forward pass before the verification is even launched)."""
+
+    def host_tokens(self) -> list[int]:
+        """The draft tokens on the host (``host_token_ids``, else copied from ``token_ids``)."""
+        if self.host_token_ids is not None:
+            return self.host_token_ids
+        return [int(t) for t in self.token_ids.tolist()]
 
     def validate(self, num_rows: int, vocab: int) -> None:
         """Raise ``ValueError`` naming the mismatch when the drafts do not fit ``num_rows`` rows."""
@@ -47,8 +57,11 @@ class DraftBatch:
             )
         if self.probs is not None and list(self.probs.shape) != [total, vocab]:
             raise ValueError(f"draft probs must be [{total}, {vocab}], got {list(self.probs.shape)}")
-        if total and (int(self.token_ids.min()) < 0 or int(self.token_ids.max()) >= vocab):
-            raise ValueError(f"draft token ids must be in [0, {vocab}), got {self.token_ids.tolist()}")
+        if self.host_token_ids is not None and len(self.host_token_ids) != total:
+            raise ValueError(f"host_token_ids must hold {total} tokens (sum of num_drafts), got {len(self.host_token_ids)}")
+        tokens = self.host_tokens()
+        if total and (min(tokens) < 0 or max(tokens) >= vocab):
+            raise ValueError(f"draft token ids must be in [0, {vocab}), got {tokens}")
 
 
 def verify_drafts(
@@ -139,8 +152,9 @@ def verify_drafts(
 def verify_greedy(target: torch.Tensor, drafts: DraftBatch) -> list[list[int]]:
     """Greedy requests only: accept drafts while they equal ``target`` (the argmax of each row,
     [sum(num_drafts + 1)] int64), then take the argmax. No probabilities, no random draws; the
-    same result as ``verify_drafts`` with every request greedy."""
-    tgt, draft = target.tolist(), drafts.token_ids.tolist()
+    same result as ``verify_drafts`` with every request greedy. One device-to-host copy: the
+    target's argmaxes (the drafts are read from ``host_token_ids`` when given)."""
+    tgt, draft = target.tolist(), drafts.host_tokens()
     out: list[list[int]] = []
     row = offset = 0
     for k in drafts.num_drafts:

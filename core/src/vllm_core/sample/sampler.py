@@ -59,11 +59,20 @@ class Sampler(ABC):
         override with a fused kernel."""
         if metadata.all_greedy:  # the argmax is all that matters: no softmax, no draws
             drafts.validate(logits.shape[0], logits.shape[1])
-            return verify_greedy(apply_logits_processors(logits, metadata).argmax(dim=-1), drafts)
+            # widening to float32 changes no value, so without processors the argmax reads the
+            # logits as they are (one kernel less on the critical path of a verification step)
+            target = apply_logits_processors(logits, metadata) if uses_logits_processors(metadata) else logits
+            return verify_greedy(self.argmax(target), drafts)
         probs = self.processed_logits(logits, metadata).softmax(dim=-1)
         rows = torch.tensor([k + 1 for k in drafts.num_drafts], device=logits.device)
         first_rows = torch.cumsum(rows, 0) - rows
         return verify_drafts(probs, drafts, metadata.temperature[first_rows] <= 0, generator, generators)
+
+    def argmax(self, x: torch.Tensor) -> torch.Tensor:
+        """[R, vocab] -> [R] int64: each row's first largest entry (a NaN counts as largest), as
+        ``torch.argmax``. A platform may override it with a faster kernel of the same result
+        (greedy sampling and greedy verification both use it)."""
+        return x.argmax(dim=-1)
 
     def processed_logits(self, logits: torch.Tensor, metadata: SamplingMetadata) -> torch.Tensor:
         """[R, vocab] float32: the logits the sampler draws from (processors, temperature,
@@ -147,11 +156,6 @@ class ReferenceSampler(Sampler):
     """Plain PyTorch; the oracle of every platform's sampler."""
 
     name: ClassVar[str] = "reference"
-
-    def argmax(self, x: torch.Tensor) -> torch.Tensor:
-        """[R, vocab] -> [R] int64: each row's first largest entry (a NaN counts as largest), as
-        ``torch.argmax``. A platform may override it with a faster kernel of the same result."""
-        return x.argmax(dim=-1)
 
     def __call__(
         self, logits: torch.Tensor, metadata: SamplingMetadata, generator: torch.Generator | None

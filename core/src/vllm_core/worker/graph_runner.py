@@ -20,6 +20,7 @@ import torch
 from vllm_core.attention.metadata import AttentionMetadata
 from vllm_core.worker.input_batch import ModelInputs
 from vllm_core.worker.step_shapes import PAD_SEQ_LEN, PAD_SLOT_ID, StepShapes
+from vllm_core.worker.transfer import to_device
 
 
 class GraphRunner(ABC):
@@ -116,30 +117,29 @@ class DecodeBuffers:
 
     def load_flat(self, inputs: ModelInputs) -> int | None:
         """A step whose rows have ``1 .. MAX_FLAT_QUERY`` tokens as one decode row per token:
-        the request's block table, ``seq_len`` = its context + the token's index + 1."""
+        the request's block table, ``seq_len`` = the token's position + 1 (its context, itself
+        included). Plain Python on the few host values (a verification step of a few requests
+        is in front of a launch the host cannot hide), the per-token lengths on the device."""
         md = inputs.metadata
-        n = md.num_reqs
-        qsl = np.asarray(md.query_start_loc_cpu, dtype=np.int64)
-        total = int(qsl[-1])
+        qsl = md.query_start_loc_cpu
+        total = qsl[-1]
         if md.max_query_len > MAX_FLAT_QUERY or total != inputs.num_actual_tokens or total != inputs.input_ids.shape[0]:
             return None
-        q_lens = np.diff(qsl)
-        if (q_lens < 1).any():
+        owner = [i for i in range(md.num_reqs) for _ in range(qsl[i + 1] - qsl[i])]
+        if len(owner) != total or any(qsl[i + 1] <= qsl[i] for i in range(md.num_reqs)):
             return None
         shape = self.shapes.select(total, total, md.block_tables.shape[1])
         if shape is None:
             return None
         bs = shape.num_reqs
-        owner = np.repeat(np.arange(n), q_lens)
-        lens = (np.asarray(md.seq_lens_cpu, dtype=np.int64) - q_lens)[owner] + (np.arange(total) - qsl[:-1][owner]) + 1
-        device = self.seq_lens.device
         self.input_ids[:total].copy_(inputs.input_ids, non_blocking=True)
         self.positions[:total].copy_(inputs.positions, non_blocking=True)
         self.slot_mapping[:total].copy_(md.slot_mapping, non_blocking=True)
         self.slot_mapping[total:bs].fill_(PAD_SLOT_ID)
-        index = torch.from_numpy(owner).to(device=md.block_tables.device)
+        # through pinned memory: a pageable copy would make the host wait for the device
+        index = to_device(np.asarray(owner, dtype=np.int64), md.block_tables.device)
         self.block_tables[:total, : md.block_tables.shape[1]].copy_(md.block_tables.index_select(0, index),
                                                                      non_blocking=True)
-        self.seq_lens[:total].copy_(torch.from_numpy(lens.astype(np.int32)).to(device), non_blocking=True)
+        torch.add(inputs.positions, 1, out=self.seq_lens[:total])
         self.seq_lens[total:bs].fill_(PAD_SEQ_LEN)
         return bs

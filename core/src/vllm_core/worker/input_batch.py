@@ -12,7 +12,7 @@ from vllm_core.attention.metadata import AttentionMetadata
 from vllm_core.core.sched_output import SchedulerOutput
 from vllm_core.errors import EngineError
 from vllm_core.worker.step_shapes import PAD_SEQ_LEN, PAD_SLOT_ID, StepShapes
-from vllm_core.worker.transfer import to_device
+from vllm_core.worker.transfer import to_device_many
 
 
 @dataclass
@@ -104,14 +104,18 @@ def prepare_inputs(
             break
         num_decodes += 1
 
-    def t(a: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
-        return to_device(a, device, dtype)
-
+    # one copy per dtype on accelerators that take pinned memory (transfer.to_device_many)
+    input_ids_t, positions_t, slots_t, logits_t, tables_t, seq_lens_t, qsl_t = to_device_many(
+        [(input_ids, torch.int64), (positions, torch.int64), (slot_mapping, torch.int64),
+         (np.asarray(logits_indices, dtype=np.int64), torch.int64),
+         (block_tables, torch.int32), (seq_lens, torch.int32), (qsl, torch.int32)],
+        device,
+    )
     metadata = AttentionMetadata(
-        slot_mapping=t(slot_mapping, torch.int64),
-        block_tables=t(block_tables, torch.int32),
-        seq_lens=t(seq_lens, torch.int32),
-        query_start_loc=t(qsl, torch.int32),
+        slot_mapping=slots_t,
+        block_tables=tables_t,
+        seq_lens=seq_lens_t,
+        query_start_loc=qsl_t,
         seq_lens_cpu=seq_lens.tolist(),
         query_start_loc_cpu=qsl.tolist(),
         max_query_len=int(q_lens.max()),
@@ -120,10 +124,10 @@ def prepare_inputs(
         block_size=block_size,
     )
     return ModelInputs(
-        input_ids=t(input_ids, torch.int64),
-        positions=t(positions, torch.int64),
+        input_ids=input_ids_t,
+        positions=positions_t,
         metadata=metadata,
-        logits_indices=t(np.asarray(logits_indices, dtype=np.int64), torch.int64),
+        logits_indices=logits_t,
         sample_rows=sample_rows,
         placeholder_positions=placeholder_positions.tolist(),
         placeholder_reqs=placeholder_reqs,

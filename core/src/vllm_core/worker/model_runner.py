@@ -6,6 +6,7 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from vllm_core.config import CacheConfig, EngineConfig
@@ -338,31 +339,34 @@ class ModelRunner:
         """A multi-token step: ``k + 1`` logits rows per request with ``k`` drafts, verified by
         the sampler (exact match for greedy rows, rejection sampling for random ones, seeded
         requests drawing from their own generators); rows without drafts sample as in any step.
-        Logprobs are those of every kept token."""
-        starts, offset = [], 0
-        for r in rows:
-            starts.append(offset)
-            offset += len(r.draft_token_ids) + 1
+        Logprobs are those of every kept token.
+
+        Nothing here waits for the device before the verification is launched (row indices are
+        built on the host and copied through pinned memory, the drafts are read from host lists),
+        so on an accelerator this bookkeeping overlaps the forward pass; the one wait is for the
+        verified tokens."""
+        num_rows = np.fromiter((len(r.draft_token_ids) + 1 for r in rows), dtype=np.int64, count=len(rows))
+        starts = np.cumsum(num_rows) - num_rows
         drafted = [j for j, r in enumerate(rows) if r.draft_token_ids]
         plain = [j for j, r in enumerate(rows) if not r.draft_token_ids]
         accepted: list[list[int]] = [[] for _ in rows]
         logprobs: dict[str, PositionLogprobs | list[PositionLogprobs]] = {}
+        plain_sampled = None
         if plain:
             plain_rows = [rows[j] for j in plain]
-            plain_logits = logits[torch.tensor([starts[j] for j in plain], device=logits.device)]
+            plain_logits = logits[to_device(starts[plain], logits.device)]
             metadata = SamplingMetadata.build(plain_rows, self._seeded(plain_rows), self.device)
             metadata.token_bitmask = self.extensions.logits_mask(plain_rows, self.device)
-            sampled = self.sampler(plain_logits, metadata, self.generator)
+            plain_sampled = self.sampler(plain_logits, metadata, self.generator)
             logprobs.update(
-                sample_logprobs(plain_logits, sampled, metadata, plain_rows, self.sampler, self.logprobs_mode) or {}
+                sample_logprobs(plain_logits, plain_sampled, metadata, plain_rows, self.sampler, self.logprobs_mode) or {}
             )
-            for j, tok in zip(plain, sampled.tolist()):
-                accepted[j] = [int(tok)]
         draft_rows = [rows[j] for j in drafted]
-        index = torch.tensor(
-            [starts[j] + t for j in drafted for t in range(len(rows[j].draft_token_ids) + 1)], device=logits.device
-        )
-        draft_logits = logits[index]
+        if plain:  # the drafted requests' rows; without plain rows that is every row
+            index = np.concatenate([np.arange(starts[j], starts[j] + num_rows[j]) for j in drafted])
+            draft_logits = logits[to_device(index, logits.device)]
+        else:
+            draft_logits = logits
         expanded = expand_draft_rows(draft_rows)
         metadata = SamplingMetadata.build(expanded, {}, self.device)
         metadata.token_bitmask = self.extensions.logits_mask(expanded, self.device)
@@ -373,6 +377,9 @@ class ModelRunner:
         )
         for j, toks in zip(drafted, verified):
             accepted[j] = toks
+        if plain_sampled is not None:
+            for j, tok in zip(plain, plain_sampled.tolist()):
+                accepted[j] = [int(tok)]
         tokens = SampledTokens(lists=accepted)
         self.extensions.accept_tokens(rows, tokens)
         drafts = None if output.async_step else self.extensions.propose_drafts(rows, tokens)

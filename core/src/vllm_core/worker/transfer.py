@@ -7,6 +7,9 @@ makes the copy one more queued operation.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from typing import cast
+
 import numpy as np
 import torch
 
@@ -21,3 +24,38 @@ def to_device(data: torch.Tensor | np.ndarray, device: torch.device, dtype: torc
     if device.type != "cuda":  # pinned memory is a CUDA notion (XLA copies from any host memory)
         return t.to(device)
     return t.pin_memory().to(device, non_blocking=True)
+
+
+_NUMPY_DTYPES = {torch.int64: np.int64, torch.int32: np.int32, torch.float32: np.float32}
+
+
+def to_device_many(
+    items: Sequence[tuple[np.ndarray, torch.dtype]], device: torch.device
+) -> list[torch.Tensor]:
+    """Each ``(array, dtype)`` on ``device`` as ``dtype``, like ``to_device`` for each. On CUDA
+    the arrays of one dtype travel together: one pinned buffer and one copy per dtype instead of
+    one per array (each pinned copy costs the host ~10-20 us, in front of every step's launch);
+    the results are views of that buffer."""
+    if device.type != "cuda" or any(dtype not in _NUMPY_DTYPES for _, dtype in items):
+        return [to_device(a, device, dtype) for a, dtype in items]
+    return pack_and_upload(items, lambda t: t.pin_memory().to(device, non_blocking=True))
+
+
+def pack_and_upload(
+    items: Sequence[tuple[np.ndarray, torch.dtype]], upload: Callable[[torch.Tensor], torch.Tensor]
+) -> list[torch.Tensor]:
+    """``to_device_many``'s packing: one host buffer per dtype, ``upload`` each once, then views
+    shaped as the arrays (dtypes in ``_NUMPY_DTYPES`` only)."""
+    out: list[torch.Tensor | None] = [None] * len(items)
+    groups: dict[torch.dtype, list[int]] = {}
+    for i, (_, dtype) in enumerate(items):
+        groups.setdefault(dtype, []).append(i)
+    for dtype, members in groups.items():
+        np_dtype = _NUMPY_DTYPES[dtype]
+        parts = [np.asarray(items[i][0], dtype=np_dtype).reshape(-1) for i in members]
+        buffer = upload(torch.from_numpy(np.concatenate(parts) if len(parts) > 1 else parts[0].copy()))
+        offset = 0
+        for i, part in zip(members, parts):
+            out[i] = buffer[offset : offset + part.size].view(items[i][0].shape)
+            offset += part.size
+    return cast("list[torch.Tensor]", out)

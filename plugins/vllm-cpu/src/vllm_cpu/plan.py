@@ -10,14 +10,20 @@ passes must stay valid and keep its meaning (persistent inputs, tensors allocate
 capture, the weights, the KV cache).
 
 A dispatch-mode guard enforces the first rule: a step that runs any tensor op other than views
-and allocations (a copy, a cast, an embedding lookup outside the kernels, ``.item()``) is
-refused with ``NotCapturable`` naming the ops, and runs eagerly. The tensors allocated during
-the capture are kept by the plan, as are the ops' own buffers (``CPUOps.keep_alive``).
+and allocations (a cast, an embedding lookup outside the kernels, ``.item()``) is refused with
+``NotCapturable`` naming the ops, and runs eagerly. The exception are the few ops in
+``EAGER_WRITES`` (an ``out=`` add, an in-place copy): they only write into memory that already
+exists, so the plan keeps them (with their tensors) and replays them with PyTorch between the
+kernel calls recorded before and after them. EAGLE-3's hidden-state taps are such writes (the
+sum entering a decoder layer, into a persistent buffer), so a target with taps keeps its plans.
+The tensors allocated during the capture are kept by the plan, as are the ops' own buffers
+(``CPUOps.keep_alive``).
 """
 
 from __future__ import annotations
 
 import ctypes
+import functools
 import struct
 from collections.abc import Callable
 from typing import Any
@@ -30,6 +36,8 @@ from vllm_cpu.kernels import PLAN_KINDS, SIGNATURES
 aten = torch.ops.aten
 PLAN_MAX_ARGS = 16
 """Arguments per recorded call (``PLAN_MAX_ARGS`` of the C side; checked when a plan is made)."""
+_CALL_BYTES = 8 + 8 * PLAN_MAX_ARGS
+"""One ``plan_call``: the kind, then the arguments."""
 
 _ALLOCATIONS = frozenset({aten.empty, aten.empty_strided})
 _VIEWS = frozenset({
@@ -37,6 +45,12 @@ _VIEWS = frozenset({
     aten.slice, aten.select, aten.narrow, aten.unsqueeze, aten.squeeze, aten.transpose, aten.t,
     aten.permute, aten.expand, aten.alias, aten.detach, aten.as_strided, aten.unbind,
 })
+
+
+EAGER_WRITES = frozenset({aten.add.out, aten.copy_.default})
+"""Ops a plan replays with PyTorch, in their place between the kernel calls: each writes into a
+tensor that exists before it runs (``out=`` / in place), under the rule every recorded pointer
+follows (its memory keeps its meaning between replays)."""
 
 
 class NotCapturable(RuntimeError):
@@ -52,11 +66,15 @@ class _Guard(TorchDispatchMode):
     never run at the same time, so the buckets of one runner share their buffers.
     """
 
-    def __init__(self, reuse: list[torch.Tensor]) -> None:
+    def __init__(self, reuse: list[torch.Tensor], position: Callable[[], int] = lambda: 0) -> None:
+        """``position()``: how many kernel calls were recorded so far (where an eager write goes)."""
         super().__init__()
         self.reuse = reuse
+        self.position = position
         self.allocated: list[torch.Tensor] = []
         self.rejected: set[str] = set()
+        self.eager: list[tuple[int, Callable[[], Any]]] = []
+        """(kernel calls before it, the op with its arguments) of each ``EAGER_WRITES`` op."""
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         out = func(*args, **(kwargs or {}))
@@ -68,6 +86,8 @@ class _Guard(TorchDispatchMode):
                 if old.dtype == out.dtype and old.numel() >= out.numel() and out.is_contiguous():
                     out = old.view(-1)[: out.numel()].view(out.shape)
             self.allocated.append(out)
+        elif func in EAGER_WRITES:
+            self.eager.append((self.position(), functools.partial(func, *args, **(kwargs or {}))))
         elif packet not in _VIEWS:
             self.rejected.add(str(func))
         return out
@@ -115,11 +135,13 @@ class Plan:
 
     def __init__(
         self, lib: Any, calls: list[bytes], allocated: list[torch.Tensor], keep: list[torch.Tensor],
-        output: torch.Tensor,
+        output: torch.Tensor, eager: list[tuple[int, Callable[[], Any]]] | None = None,
     ) -> None:
+        """``eager``: (kernel calls before it, op) of each write replayed with PyTorch, in order."""
         self._lib = lib
-        self._calls = ctypes.create_string_buffer(b"".join(calls), len(calls) * (8 + 8 * PLAN_MAX_ARGS))
+        self._calls = ctypes.create_string_buffer(b"".join(calls), len(calls) * _CALL_BYTES)
         self.num_calls = len(calls)
+        self._eager = list(eager or [])
         self.allocated = allocated
         """The tensors the capture allocated, in order (``record``'s ``reuse`` for a smaller one)."""
         self._keep = keep
@@ -129,10 +151,25 @@ class Plan:
         """Address -> bytes of each memory block the plan holds."""
         return {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in self._keep}
 
-    def run(self) -> torch.Tensor:
-        bad = self._lib.vc_plan_run(self._calls, self.num_calls)
+    @property
+    def num_eager(self) -> int:
+        """Writes this plan replays with PyTorch between its kernel calls."""
+        return len(self._eager)
+
+    def _run_calls(self, start: int, end: int) -> None:
+        if end <= start:
+            return
+        bad = self._lib.vc_plan_run(ctypes.addressof(self._calls) + start * _CALL_BYTES, end - start)
         if bad != -1:
-            raise RuntimeError(f"recorded plan: call {bad} of {self.num_calls} has an unknown kind")
+            raise RuntimeError(f"recorded plan: call {start + bad} of {self.num_calls} has an unknown kind")
+
+    def run(self) -> torch.Tensor:
+        start = 0
+        for position, write in self._eager:
+            self._run_calls(start, position)
+            write()
+            start = position
+        self._run_calls(start, self.num_calls)
         return self.output
 
 
@@ -147,7 +184,8 @@ def record(ops: Any, step: Callable[[], torch.Tensor], reuse: list[torch.Tensor]
         raise NotCapturable("the C kernels are not loaded")
     if int(lib.vc_plan_max_args()) != PLAN_MAX_ARGS or int(lib.vc_plan_kinds()) != len(PLAN_KINDS):
         raise NotCapturable("the kernel library's plan layout differs from vllm_cpu.plan's")
-    recorder, guard = _Recorder(lib), _Guard(reuse or [])
+    recorder = _Recorder(lib)
+    guard = _Guard(reuse or [], lambda: len(recorder.calls))
     ops.lib = recorder
     try:
         with guard:
@@ -158,4 +196,5 @@ def record(ops: Any, step: Callable[[], torch.Tensor], reuse: list[torch.Tensor]
         raise NotCapturable(
             f"the step ran tensor ops outside the kernels: {', '.join(sorted(guard.rejected))}"
         )
-    return Plan(lib, recorder.calls, guard.allocated, [*guard.allocated, *ops.keep_alive(), output], output)
+    return Plan(lib, recorder.calls, guard.allocated, [*guard.allocated, *ops.keep_alive(), output], output,
+                guard.eager)

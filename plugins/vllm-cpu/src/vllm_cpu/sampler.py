@@ -25,6 +25,8 @@ class CPUSampler(ReferenceSampler):
         self.kernels = kernels if kernels is not None else loaded_kernels()
 
     def argmax(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype in (torch.bfloat16, torch.float16) and self.kernels is not None:
+            x = x.float()  # exact: the kernel's argmax of the widened values is torch's of these
         if (
             self.kernels is None or x.dim() != 2 or x.dtype != torch.float32 or x.device.type != "cpu"
             or x.stride(1) != 1 or x.shape[0] == 0 or x.shape[1] == 0

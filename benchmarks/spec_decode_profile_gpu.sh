@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The forced-miss verification step vs a plain decode step on ONE H100/H200, in < 3 minutes:
+# (1) benchmarks/spec_decode_profile_gpu.py: TPOT, host phases per step and a torch.profiler
+#     breakdown (wall vs GPU busy per step, top ops by CPU / CUDA time) of plain and miss_k4_raw;
+# (2) if time is left, the existing benchmark's numbers for the same pair
+#     (spec_decode_gpu.py --only miss_k4_raw) as a cross-check.
+# Llama-3.1-8B architecture, dummy weights, batch 1. Everything lands in $OUT.
+# Usage on the device:  bash benchmarks/spec_decode_profile_gpu.sh
+set -uo pipefail
+OUT=${OUT:-/tmp/vllm_out}
+mkdir -p "$OUT"
+if ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+  export PYTHONPATH=/tmp/site
+fi
+export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+python3 -m pip install -q --no-deps --no-build-isolation -e core -e plugins/vllm-cuda 2>&1 | grep -v WARNING
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/device.txt"
+timeout 140 python3 benchmarks/spec_decode_profile_gpu.py --model benchmarks/configs/llama-3.1-8b --out "$OUT" \
+  2>&1 | tail -40 | tee "$OUT/profile_stdout.txt"
+left=$((175 - SECONDS))
+echo "seconds used: $SECONDS; left for the cross-check: $left"
+if [ "$left" -gt 60 ]; then
+  timeout "$left" python3 benchmarks/spec_decode_gpu.py --model benchmarks/configs/llama-3.1-8b --only miss_k4_raw \
+    --iters 2 --output-len 64 --save-result "$OUT/spec_decode_gpu_miss.json" 2>&1 | tail -25
+fi
