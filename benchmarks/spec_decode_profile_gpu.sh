@@ -7,15 +7,7 @@
 # Llama-3.1-8B architecture, dummy weights, batch 1. Everything lands in $OUT.
 # Usage on the device:  bash benchmarks/spec_decode_profile_gpu.sh
 set -uo pipefail
-OUT=${OUT:-/tmp/vllm_out}
-mkdir -p "$OUT"
-if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-  export PYTHONPATH=/tmp/site
-fi
-export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
-python3 -m pip install -q --no-deps --no-build-isolation -e core -e plugins/vllm-cuda 2>&1 | grep -v WARNING
-nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/device.txt"
+source benchmarks/device_env.sh core plugins/vllm-cuda
 timeout 140 python3 benchmarks/spec_decode_profile_gpu.py --model benchmarks/configs/llama-3.1-8b --out "$OUT" \
   2>&1 | tail -40 | tee "$OUT/profile_stdout.txt"
 left=$((175 - SECONDS))
