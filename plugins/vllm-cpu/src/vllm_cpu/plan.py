@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import ctypes
 import struct
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -37,6 +39,21 @@ _VIEWS = frozenset({
     aten.slice, aten.select, aten.narrow, aten.unsqueeze, aten.squeeze, aten.transpose, aten.t,
     aten.permute, aten.expand, aten.alias, aten.detach, aten.as_strided, aten.unbind,
 })
+
+
+_trusted = threading.local()
+
+
+@contextmanager
+def trusted_ops() -> Iterator[None]:
+    """Tensor ops run inside this block pass a capture's guard unrecorded: the code that runs
+    them is itself replayed by a recorded kernel call (``vc_callback``) or is one-off work
+    (timing a shape at its first call) that the plan need not repeat."""
+    _trusted.depth = getattr(_trusted, "depth", 0) + 1
+    try:
+        yield
+    finally:
+        _trusted.depth -= 1
 
 
 class NotCapturable(RuntimeError):
@@ -60,6 +77,8 @@ class _Guard(TorchDispatchMode):
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         out = func(*args, **(kwargs or {}))
+        if getattr(_trusted, "depth", 0):
+            return out
         packet = func.overloadpacket
         if packet in _ALLOCATIONS:
             k = len(self.allocated)
@@ -115,7 +134,7 @@ class Plan:
 
     def __init__(
         self, lib: Any, calls: list[bytes], allocated: list[torch.Tensor], keep: list[torch.Tensor],
-        output: torch.Tensor,
+        output: torch.Tensor, callbacks: list[object] | None = None,
     ) -> None:
         self._lib = lib
         self._calls = ctypes.create_string_buffer(b"".join(calls), len(calls) * (8 + 8 * PLAN_MAX_ARGS))
@@ -123,6 +142,8 @@ class Plan:
         self.allocated = allocated
         """The tensors the capture allocated, in order (``record``'s ``reuse`` for a smaller one)."""
         self._keep = keep
+        self._callbacks = callbacks or []
+        """Python callbacks that recorded ``vc_callback`` calls point to (oneDNN linears)."""
         self.output = output
 
     def storages(self) -> dict[int, int]:
@@ -148,14 +169,19 @@ def record(ops: Any, step: Callable[[], torch.Tensor], reuse: list[torch.Tensor]
     if int(lib.vc_plan_max_args()) != PLAN_MAX_ARGS or int(lib.vc_plan_kinds()) != len(PLAN_KINDS):
         raise NotCapturable("the kernel library's plan layout differs from vllm_cpu.plan's")
     recorder, guard = _Recorder(lib), _Guard(reuse or [])
+    take_callbacks = getattr(ops, "take_callbacks", list)
+    take_callbacks()
     ops.lib = recorder
     try:
         with guard:
             output = step()
     finally:
         ops.lib = lib
+        callbacks = take_callbacks()
     if guard.rejected:
         raise NotCapturable(
             f"the step ran tensor ops outside the kernels: {', '.join(sorted(guard.rejected))}"
         )
-    return Plan(lib, recorder.calls, guard.allocated, [*guard.allocated, *ops.keep_alive(), output], output)
+    return Plan(
+        lib, recorder.calls, guard.allocated, [*guard.allocated, *ops.keep_alive(), output], output, callbacks
+    )

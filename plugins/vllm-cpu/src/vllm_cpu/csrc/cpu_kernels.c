@@ -1461,7 +1461,11 @@ int vc_embedding(const int64_t *ids, int T, const char *table, long vocab, long 
 typedef union { int64_t i; double f; } plan_arg;
 typedef struct { int64_t kind; plan_arg a[PLAN_MAX_ARGS]; } plan_call;
 enum { PLAN_LINEAR, PLAN_RMS_NORM, PLAN_ROTARY, PLAN_CACHE_WRITE, PLAN_DECODE_ATTENTION, PLAN_SILU_AND_MUL,
-       PLAN_SILU_MLP, PLAN_EMBEDDING, PLAN_HEAD_RMS_NORM, PLAN_LINEAR_Q, PLAN_KINDS };
+       PLAN_SILU_MLP, PLAN_EMBEDDING, PLAN_HEAD_RMS_NORM, PLAN_LINEAR_Q, PLAN_CALLBACK, PLAN_KINDS };
+
+/* Calls fn(NULL, arg) on this thread: a plan's step of Python code (a ctypes callback, which takes
+ * the GIL itself), e.g. a bf16 linear on PyTorch's oneDNN matmul where AMX makes it faster. */
+void vc_callback(task_fn fn, int arg) { fn(NULL, arg); }
 
 int vc_plan_max_args(void) { return PLAN_MAX_ARGS; }
 int vc_plan_kinds(void) { return PLAN_KINDS; }
@@ -1493,6 +1497,7 @@ int vc_plan_run(const plan_call *calls, int n) {
         case PLAN_LINEAR_Q:
             vc_linear_q(P(0), L(1), P(2), P(3), P(4), L(5), I(6), I(7), I(8), I(9), I(10), I(11), I(12));
             break;
+        case PLAN_CALLBACK: vc_callback((task_fn)P(0), I(1)); break;
         default: return j;
         }
     }
