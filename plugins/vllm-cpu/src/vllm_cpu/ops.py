@@ -113,7 +113,7 @@ class CPUOps(Ops):
             )
 
         def onednn() -> None:
-            _mm_into(xt, weight, bias, yt)
+            self._mm_on_pool(xt, weight, bias, yt)
 
         with trusted_ops():  # timing at the first call of a shape may happen inside a plan capture
             return self.dispatch.choose(n, k, m, {"ours": ours, ONEDNN: onednn}) == ONEDNN
@@ -125,19 +125,53 @@ class CPUOps(Ops):
         While a plan is recorded (``self.lib`` is its recorder) the call goes through
         ``vc_callback`` so the plan replays it; the plan keeps the callback."""
         if self.kernels is None or self.lib is self.kernels.lib:
-            _mm_into(x2, weight, bias, y)
+            self._mm_on_pool(x2, weight, bias, y)
             return
 
         def run(_ctx: object, _i: int) -> None:
             try:
                 with trusted_ops(), torch.inference_mode():
-                    _mm_into(x2, weight, bias, y)
+                    self._mm_on_pool(x2, weight, bias, y)
             except Exception:  # a ctypes callback cannot raise into C
                 logger.exception("oneDNN linear [%d x %d] of a recorded plan failed", *weight.shape)
 
         callback = _CALLBACK_FN(run)
         self._callbacks.append(callback)
         self.lib.vc_callback(ctypes.cast(callback, ctypes.c_void_p).value, 0)  # type: ignore[union-attr]
+
+    def _mm_on_pool(
+        self, x2: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, y: torch.Tensor
+    ) -> None:
+        """``_mm_into`` in chunks on the kernels' pool, one PyTorch thread each: PyTorch's own
+        OpenMP team waits at a barrier for a descheduled thread (on this shared VM a 2-thread
+        bf16 matmul took ~11 ms for any shape at load ~3, 0.1-2 ms on one thread). Rows are split
+        where there are many, else output columns (through a per-chunk buffer)."""
+        kernels = self.kernels
+        m, n = y.shape
+        threads = kernels.num_threads if kernels is not None else 1
+        if threads == 1 or kernels is None or kernels.solo() or m * n < 4096:
+            _mm_into(x2, weight, bias, y)
+            return
+        if m >= 16 * threads:
+            step = -(-m // (2 * threads))
+
+            def rows(i: int) -> None:
+                r0, r1 = i * step, min(m, (i + 1) * step)
+                if r0 < r1:
+                    _mm_into(x2[r0:r1], weight, bias, y[r0:r1])
+
+            kernels.parallel(rows, -(-m // step))
+            return
+        cstep = -(-n // (2 * threads) // 64) * 64
+
+        def cols(i: int) -> None:
+            c0, c1 = i * cstep, min(n, (i + 1) * cstep)
+            if c0 < c1:
+                part = torch.empty(m, c1 - c0, dtype=y.dtype)
+                _mm_into(x2, weight[c0:c1], None if bias is None else bias[c0:c1], part)
+                y[:, c0:c1].copy_(part)
+
+        kernels.parallel(cols, -(-n // cstep))
 
     def take_callbacks(self) -> list[object]:
         """The Python callbacks that kernel calls recorded since the last call point to (a plan
