@@ -169,7 +169,7 @@ def record(ops: Any, step: Callable[[], torch.Tensor], reuse: list[torch.Tensor]
     if int(lib.vc_plan_max_args()) != PLAN_MAX_ARGS or int(lib.vc_plan_kinds()) != len(PLAN_KINDS):
         raise NotCapturable("the kernel library's plan layout differs from vllm_cpu.plan's")
     recorder, guard = _Recorder(lib), _Guard(reuse or [])
-    take_callbacks = getattr(ops, "take_callbacks", list)
+    take_callbacks: Callable[[], list[object]] = getattr(ops, "take_callbacks", list)
     take_callbacks()
     ops.lib = recorder
     try:
