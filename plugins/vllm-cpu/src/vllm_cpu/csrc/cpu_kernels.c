@@ -504,9 +504,13 @@ void vc_linear_packed(const void *x, long ldx, const void *wp, const void *bias,
 #define QR 16
 #define QK 32
 #define QMR 8
-enum { Q4_0 = 0, Q4_1 = 1, Q8_0 = 2 };
+enum { Q4_0 = 0, Q4_1 = 1, Q8_0 = 2, Q4_K = 3 };
+/* Q4_K (super-blocks of 256, 6-bit sub-block scales) is repacked per block of 32 as Q4_1 with
+ * float32 d' = d sc and m' = -dmin mn: 256 bytes of nibbles, 16 float32 d', 16 float32 m' (384). */
 
-static inline int q_block_bytes(int qtype) { return qtype == Q4_0 ? 288 : qtype == Q4_1 ? 320 : 544; }
+static inline int q_block_bytes(int qtype) {
+    return qtype == Q4_0 ? 288 : qtype == Q4_1 ? 320 : qtype == Q4_K ? 384 : 544;
+}
 
 /* Activation precision: 1 = one int8 per element (llama.cpp's Q8_0); 2 = two (hi, lo): q_hi =
  * round(x / d), q_lo = round((x / d - q_hi) * 254), x = d (q_hi + q_lo / 254), about 15 bits,
@@ -601,9 +605,14 @@ static inline __attribute__((always_inline)) void mk_q(
             }
             sc = blk + 256;
         }
-        const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)sc));
-        __m512 m = _mm512_setzero_ps();
-        if (qtype == Q4_1) m = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(sc + 32)));
+        __m512 d, m = _mm512_setzero_ps();
+        if (qtype == Q4_K) {
+            d = _mm512_loadu_ps(sc);
+            m = _mm512_loadu_ps(sc + 64);
+        } else {
+            d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)sc));
+            if (qtype == Q4_1) m = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(sc + 32)));
+        }
         for (int i = 0; i < MR; i++) {
             const int8_t *xb = xq + ((size_t)i * K + (size_t)b * QK) * P;
             const int32_t *X = xs + ((size_t)i * nb + b) * P;
@@ -619,7 +628,7 @@ static inline __attribute__((always_inline)) void mk_q(
                 xsum += (float)X[1] * (1.0f / 254.0f);
             }
             c[i] = _mm512_fmadd_ps(f, _mm512_mul_ps(d, _mm512_set1_ps(dx)), c[i]);
-            if (qtype == Q4_1) c[i] = _mm512_fmadd_ps(m, _mm512_set1_ps(dx * xsum), c[i]);
+            if (qtype == Q4_1 || qtype == Q4_K) c[i] = _mm512_fmadd_ps(m, _mm512_set1_ps(dx * xsum), c[i]);
         }
     }
     const __mmask16 mask = nr >= 16 ? 0xffff : (__mmask16)((1u << nr) - 1);
@@ -671,6 +680,7 @@ static void q_task(void *p, int chunk) {
     }
             if (a->qtype == Q4_0) { Q_ROWS(Q4_0) }
             else if (a->qtype == Q4_1) { Q_ROWS(Q4_1) }
+            else if (a->qtype == Q4_K) { Q_ROWS(Q4_K) }
             else { Q_ROWS(Q8_0) }
 #undef Q_ROWS
 #undef CALL_Q
@@ -727,13 +737,13 @@ int vc_pack_q(const void *raw, long row_bytes, int n, int K, int qtype, void *ou
 }
 
 /* y[M, N] (rows ldy elements apart, float32 or bf16 as x) = x[M, K] (rows ldx apart) @ w^T + bias,
- * w packed by vllm_cpu.quant in format qtype (0 Q4_0, 1 Q4_1, 2 Q8_0); K a multiple of 32.
+ * w packed by vllm_cpu.quant in format qtype (0 Q4_0, 1 Q4_1, 2 Q8_0, 3 Q4_K); K a multiple of 32.
  * x_ready: x is the same as the previous call's (the parts of one fused layer), whose
  * quantized activations are reused. prec: 1 (int8) or 2 (int8x2) activations, 0 the library's
  * setting (vc_quant_set_precision). Returns 0, or -1 for an unknown qtype or K. */
 int vc_linear_q(const void *x, long ldx, const void *wp, const void *bias, void *y, long ldy,
                 int M, int N, int K, int qtype, int is_bf16, int x_ready, int prec) {
-    if (qtype < Q4_0 || qtype > Q8_0 || K % QK || M <= 0) return M == 0 ? 0 : -1;
+    if (qtype < Q4_0 || qtype > Q4_K || K % QK || M <= 0) return M == 0 ? 0 : -1;
     const int nb = K / QK, P = prec == 1 || prec == 2 ? prec : q_prec;
     const size_t need = (size_t)M * K * P + (size_t)M * nb * 4 * (1 + P) + 64;
     if (!x_ready) {
