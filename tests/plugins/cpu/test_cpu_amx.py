@@ -132,22 +132,33 @@ def test_timed_choice_inside_the_ops(kernels: Any) -> None:
         assert torch.equal(y, other.linear(x, w))
 
 
-def test_recorded_plan_replays_a_onednn_linear(kernels: Any) -> None:
-    ops = CPUOps(kernels)
-    ops.dispatch = LinearDispatch("force")
-    g = torch.Generator().manual_seed(5)
-    x = torch.randn(16, 64, generator=g).bfloat16()
-    w, b = torch.randn(48, 64, generator=g).bfloat16(), torch.randn(48, generator=g).bfloat16()
-    norm = torch.ones(48, dtype=torch.bfloat16)
-    with torch.inference_mode():
-        ops.linear(x, w, b)
-        plan = record(ops, lambda: ops.rms_norm(ops.linear(x, w, b), norm, 1e-6))
-        assert plan.num_calls == 2 and len(plan._callbacks) == 1
-        assert ops.take_callbacks() == []
-        x.copy_(torch.randn(16, 64, generator=g))
-        want = ops.rms_norm(ops.linear(x, w, b), norm, 1e-6)
-        assert not torch.equal(plan.output, want)
-        assert torch.equal(plan.run(), want)
+@pytest.mark.parametrize("rows", [16, 64])
+def test_recorded_plan_replays_a_onednn_linear(kernels: Any, rows: int) -> None:
+    """On the pool (16 rows: output columns split over the threads; 64: rows split), inside a
+    replayed plan as eagerly."""
+    kernels.set_pool_mode("pool")
+    try:
+        ops = CPUOps(kernels)
+        ops.dispatch = LinearDispatch("force")
+        g = torch.Generator().manual_seed(5)
+        x = torch.randn(rows, 64, generator=g).bfloat16()
+        w, b = torch.randn(512, 64, generator=g).bfloat16(), torch.randn(512, generator=g).bfloat16()
+        norm = torch.ones(512, dtype=torch.bfloat16)
+        with torch.inference_mode():
+            jobs = kernels.pool_stats()["jobs"]
+            ops.linear(x, w, b)
+            assert kernels.pool_stats()["jobs"] > jobs  # the matmul ran in chunks on the pool
+            plan = record(ops, lambda: ops.rms_norm(ops.linear(x, w, b), norm, 1e-6))
+            assert plan.num_calls == 2 and len(plan._callbacks) == 1
+            assert ops.take_callbacks() == []
+            x.copy_(torch.randn(rows, 64, generator=g))
+            want = ops.rms_norm(ops.linear(x, w, b), norm, 1e-6)
+            assert not torch.equal(plan.output, want)
+            assert torch.equal(plan.run(), want)
+            ref = _reference(x, w, b)
+            assert bool(((ops.linear(x, w, b).double() - ref).abs() <= ref.abs() * 2.0**-8 + 1e-3).all())
+    finally:
+        kernels.set_pool_mode("auto")
 
 
 def test_engine_plans_with_onednn_linears_match_eager(

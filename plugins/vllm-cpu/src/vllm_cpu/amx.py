@@ -104,10 +104,13 @@ class LinearDispatch:
         """Whether any call may go to oneDNN."""
         return self.mode == "force" or (self.mode == "auto" and self.amx)
 
-    def choose(self, n: int, k: int, rows: int, run: dict[str, Callable[[], object]]) -> str:
-        """``OURS`` or ``ONEDNN`` for a [rows, k] x [n, k]^T bfloat16 linear; ``run`` holds a
-        call of each path on this input (at most ``TIMING_MAX_ROWS`` rows), timed the first time
-        a key is seen."""
+    def choose(
+        self, n: int, k: int, rows: int,
+        run: dict[str, Callable[[], object]] | Callable[[], dict[str, Callable[[], object]]],
+    ) -> str:
+        """``OURS`` or ``ONEDNN`` for a [rows, k] x [n, k]^T bfloat16 linear; ``run`` holds (or
+        makes, called only when a timing is due) a call of each path on this input (at most
+        ``TIMING_MAX_ROWS`` rows), timed the first time a key is seen."""
         if rows < MIN_ROWS or not self.active:
             return OURS
         if self.mode == "force":
@@ -115,7 +118,8 @@ class LinearDispatch:
         key = (n, k, row_class(rows))
         choice = self.choices.get(key)
         if choice is None:
-            times = {name: best_of(fn) for name, fn in run.items()}
+            calls = run if isinstance(run, dict) else run()
+            times = {name: best_of(fn) for name, fn in calls.items()}
             choice = min(times, key=times.__getitem__)
             self.choices[key], self.timings[key] = choice, times
             logger.info(

@@ -19,12 +19,13 @@ import ctypes
 import logging
 import os
 import weakref
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
 from vllm_core.plugins.api import Ops
-from vllm_cpu.amx import ONEDNN, TIMING_MAX_ROWS, LinearDispatch
+from vllm_cpu.amx import ONEDNN, OURS, TIMING_MAX_ROWS, LinearDispatch
 from vllm_cpu.kernels import Kernels, pack_weight
 from vllm_cpu.plan import trusted_ops
 from vllm_cpu.quant import linear_q, quantized
@@ -102,21 +103,24 @@ class CPUOps(Ops):
         if not self.dispatch.active:
             return False
         n, k = weight.shape
-        m = x2.shape[0]
-        xt = x2[:TIMING_MAX_ROWS]
-        yt = torch.empty(xt.shape[0], n, dtype=x2.dtype)
 
-        def ours() -> None:
-            self.kernels.lib.vc_linear_packed(  # type: ignore[union-attr]
-                xt.data_ptr(), xt.stride(0), packed.data_ptr(), None if bias is None else bias.data_ptr(),
-                yt.data_ptr(), n, xt.shape[0], n, k, True,
-            )
+        def calls() -> dict[str, Callable[[], object]]:
+            xt = x2[:TIMING_MAX_ROWS]
+            yt = torch.empty(xt.shape[0], n, dtype=x2.dtype)
 
-        def onednn() -> None:
-            self._mm_on_pool(xt, weight, bias, yt)
+            def ours() -> None:
+                self.kernels.lib.vc_linear_packed(  # type: ignore[union-attr]
+                    xt.data_ptr(), xt.stride(0), packed.data_ptr(), None if bias is None else bias.data_ptr(),
+                    yt.data_ptr(), n, xt.shape[0], n, k, True,
+                )
+
+            def onednn() -> None:
+                self._mm_on_pool(xt, weight, bias, yt)
+
+            return {OURS: ours, ONEDNN: onednn}
 
         with trusted_ops():  # timing at the first call of a shape may happen inside a plan capture
-            return self.dispatch.choose(n, k, m, {"ours": ours, ONEDNN: onednn}) == ONEDNN
+            return self.dispatch.choose(n, k, x2.shape[0], calls) == ONEDNN
 
     def _onednn_linear(
         self, x2: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, y: torch.Tensor
