@@ -1,7 +1,7 @@
 """GGUF quantized linear (``vc_linear_q``, AVX512-VNNI) against dequantize-then-matmul.
 
-Random GGUF blocks of each packed type (Q4_0, Q4_1, Q8_0; Q4_K in its own tests, as its rows
-are multiples of 256), several shapes (odd row counts, a
+Random GGUF blocks of each packed type (Q4_0, Q4_1, Q8_0; Q4_K and Q6_K in their own tests,
+as their rows are multiples of 256), several shapes (odd row counts, a
 row count that is not a multiple of the 16-row panel), float32 and bfloat16 activations, with
 and without bias, on the pool and on the caller alone.
 
@@ -162,22 +162,38 @@ def random_q4k_rows(n: int, k: int, rng: np.random.Generator) -> np.ndarray:
     return b.reshape(n, ns * 144)
 
 
-def test_q4k_dequantize_equals_gguf_reference() -> None:
-    from gguf import GGMLQuantizationType
+def random_q6k_rows(n: int, k: int, rng: np.random.Generator) -> np.ndarray:
+    """n rows of k weights in Q6_K super-blocks (210 bytes per 256): random 6-bit quants, int8
+    sub-block scales, an fp16 d of a trained layer's size."""
+    ns = k // 256
+    b = np.empty((n, ns, 210), dtype=np.uint8)
+    b[:, :, :192] = rng.integers(0, 256, (n, ns, 192), dtype=np.uint8)
+    b[:, :, 192:208] = rng.integers(-128, 128, (n, ns, 16), dtype=np.int8).view(np.uint8)
+    b[:, :, 208:] = rng.uniform(0.00002, 0.0002, (n, ns)).astype(np.float16).view(np.uint8).reshape(n, ns, 2)
+    return b.reshape(n, ns * 210)
+
+
+K_ROWS = {"Q4_K": random_q4k_rows, "Q6_K": random_q6k_rows}
+
+
+@pytest.mark.parametrize("qtype", sorted(K_ROWS))
+def test_k_dequantize_equals_gguf_reference(qtype: str) -> None:
+    import gguf
     from gguf.quants import dequantize
 
-    raw = random_q4k_rows(7, 512, np.random.default_rng(3))
-    want = dequantize(raw, GGMLQuantizationType.Q4_K).reshape(7, 512)
-    assert np.array_equal(dequantize_rows("Q4_K", raw, 512), want)
+    raw = K_ROWS[qtype](7, 512, np.random.default_rng(3))
+    want = dequantize(raw, gguf.GGMLQuantizationType[qtype]).reshape(7, 512)
+    assert np.array_equal(dequantize_rows(qtype, raw, 512), want)
 
 
+@pytest.mark.parametrize("qtype", sorted(K_ROWS))
 @pytest.mark.parametrize("m", [1, 8, 13])
 @pytest.mark.parametrize("n,k", [(16, 256), (49, 768)])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
-def test_q4k_linear_matches_dequantized(
-    ops: CPUOps, activations: int, m: int, n: int, k: int, dtype: torch.dtype,
+def test_k_linear_matches_dequantized(
+    ops: CPUOps, activations: int, qtype: str, m: int, n: int, k: int, dtype: torch.dtype,
 ) -> None:
-    """Q4_K kept packed (per block of 32 as Q4_1 with float32 d' and m'): the bounds of
-    ``test_linear_q_matches_dequantized``."""
+    """Q4_K (per block of 32 as Q4_1 with float32 d' and m') and Q6_K (bytes 0..63 with a
+    float32 scale per 16) kept packed: the bounds of ``test_linear_q_matches_dequantized``."""
     rng = np.random.default_rng(n * 100 + m)
-    check_linear(ops, activations, "Q4_K", random_q4k_rows(n, k, rng), m, n, k, dtype, rng)
+    check_linear(ops, activations, qtype, K_ROWS[qtype](n, k, rng), m, n, k, dtype, rng)

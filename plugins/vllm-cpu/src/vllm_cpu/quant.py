@@ -24,17 +24,38 @@ QUANT_ATTR = "_vllm_cpu_quant"
 QR, QK = 16, 32
 """Output rows per panel, weights per block (``QR``, ``QK`` of the C kernel)."""
 
-QTYPES: dict[str, int] = {"Q4_0": 0, "Q4_1": 1, "Q8_0": 2, "Q4_K": 3}
+QTYPES: dict[str, int] = {"Q4_0": 0, "Q4_1": 1, "Q8_0": 2, "Q4_K": 3, "Q6_K": 4}
 """GGUF block formats the kernel runs on -> its ``qtype`` code."""
 
 FILE_BLOCK_BYTES = {"Q4_0": 18, "Q4_1": 20, "Q8_0": 34, "Q4_K": 18}
-"""File bytes per 32 weights (Q4_K: a super-block of 256 weights is 144 bytes)."""
-PACKED_BLOCK_BYTES = {"Q4_0": 288, "Q4_1": 320, "Q8_0": 544, "Q4_K": 384}
+"""File bytes per 32 weights (Q4_K: a super-block of 256 weights is 144 bytes; Q6_K: 210,
+not a whole number per 32)."""
+SUPERBLOCK_BYTES = {"Q4_K": 144, "Q6_K": 210}
+"""File bytes per super-block of 256 weights of the K formats."""
+PACKED_BLOCK_BYTES = {"Q4_0": 288, "Q4_1": 320, "Q8_0": 544, "Q4_K": 384, "Q6_K": 640}
 """Bytes of one block of 32 k for 16 rows in the packed layout (Q4_K: nibbles, then float32
 scales and offsets, as the products of its 6-bit sub-block scales and fp16 super-scales are not
-fp16 numbers)."""
+fp16 numbers; Q6_K: the quants as bytes 0..63, then float32 scales of each half of 16)."""
 QK_K = 256
 """Weights per super-block of the K formats."""
+
+
+def q6k_blocks(raw: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Q6_K rows [N, K / 256 * 210] -> per block of 32: quants [N, K/32, 32] (0..63) and the
+    float32 scales d sc of its first and last 16 weights [N, K/32] each, w = d sc (q - 32)
+    (ggml's ``dequantize_row_q6_K``: ql 128 bytes, qh 64, int8 scales 16, fp16 d)."""
+    n, ns = raw.shape[0], k // QK_K
+    b = raw.reshape(n, ns, 210)
+    ql, qh = b[:, :, 0:128].reshape(n, ns, 2, 64), b[:, :, 128:192].reshape(n, ns, 2, 32)
+    sc = b[:, :, 192:208].copy().view(np.int8).astype(np.float32)  # [n, ns, 16]: one per 16 weights
+    d = b[:, :, 208:210].copy().view(np.float16).astype(np.float32)  # [n, ns, 1]
+    lo, hi = ql[..., :32], ql[..., 32:]
+    q = np.stack([  # each [n, ns, 2, 32]: weights 128 h + 32 j + l for j = 0..3
+        (lo & 0xF) | ((qh & 3) << 4), (hi & 0xF) | (((qh >> 2) & 3) << 4),
+        (lo >> 4) | (((qh >> 4) & 3) << 4), (hi >> 4) | (((qh >> 6) & 3) << 4),
+    ], axis=3).reshape(n, ns * 8, 32)
+    scale = (d * sc).reshape(n, ns * 8, 2)
+    return q, scale[:, :, 0], scale[:, :, 1]
 
 
 def q4k_blocks(raw: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -79,14 +100,18 @@ def pack_rows(qtype: str, raw: np.ndarray, k: int, lib: object | None = None) ->
     (the kernels' library) the C packer does it on the pool (~20x faster than numpy here)."""
     if qtype not in QTYPES:
         raise ValueError(f"GGUF type {qtype!r} has no packed kernel; packed types: {', '.join(QTYPES)}")
-    if k % (QK_K if qtype == "Q4_K" else QK):
+    if k % (QK_K if qtype in SUPERBLOCK_BYTES else QK):
         raise ValueError(f"{k} input features is not a multiple of the {qtype} block size")
-    n, nb, fb = raw.shape[0], k // QK, FILE_BLOCK_BYTES[qtype]
-    if raw.shape[1] != nb * fb:
-        raise ValueError(f"a {qtype} row of {k} weights is {nb * fb} bytes, got {raw.shape[1]}")
+    n = raw.shape[0]
+    row_bytes = k // QK_K * SUPERBLOCK_BYTES[qtype] if qtype in SUPERBLOCK_BYTES else k // QK * FILE_BLOCK_BYTES[qtype]
+    if raw.shape[1] != row_bytes:
+        raise ValueError(f"a {qtype} row of {k} weights is {row_bytes} bytes, got {raw.shape[1]}")
+    nb, fb = k // QK, FILE_BLOCK_BYTES.get(qtype, 0)
     rows = -(-n // QR) * QR
     if qtype == "Q4_K":
         return _pack_q4k(raw, n, k, rows)
+    if qtype == "Q6_K":
+        return _pack_q6k(raw, n, k, rows)
     if lib is not None:
         src = np.ascontiguousarray(raw)
         packed = contiguous_copy(torch.empty(rows // QR * nb * PACKED_BLOCK_BYTES[qtype], dtype=torch.uint8))
@@ -127,8 +152,29 @@ def _pack_q4k(raw: np.ndarray, n: int, k: int, rows: int) -> torch.Tensor:
     return contiguous_copy(torch.from_numpy(out.reshape(-1)))
 
 
+def _pack_q6k(raw: np.ndarray, n: int, k: int, rows: int) -> torch.Tensor:
+    """Q6_K rows in the packed layout of ``vc_linear_q``'s qtype 4 (numpy; no C packer)."""
+    q, sa, sb = q6k_blocks(raw, k)
+    nb = k // QK
+    pad = rows - n
+    if pad:  # zero rows: q = 32 (w = 0) and scale 0
+        q = np.concatenate([q, np.full((pad, nb, 32), 32, dtype=q.dtype)])
+        sa = np.concatenate([sa, np.zeros((pad, nb), dtype=np.float32)])
+        sb = np.concatenate([sb, np.zeros((pad, nb), dtype=np.float32)])
+    out = np.empty((rows // QR, nb, PACKED_BLOCK_BYTES["Q6_K"]), dtype=np.uint8)
+    qp = q.astype(np.uint8).reshape(rows // QR, QR, nb, 8, 4).transpose(0, 2, 3, 1, 4)  # [P, nb, g, j, t]
+    out[:, :, :512] = np.ascontiguousarray(qp).reshape(rows // QR, nb, 512)
+    for lo, values in ((512, sa), (576, sb)):
+        out[:, :, lo:lo + 64] = _scale_panels(values.astype(np.float32).view(np.uint8).reshape(rows, nb, 4))
+    return contiguous_copy(torch.from_numpy(out.reshape(-1)))
+
+
 def dequantize_rows(qtype: str, raw: np.ndarray, k: int) -> np.ndarray:
     """The float32 [N, K] weights of GGUF rows (the formula of each format; tests' reference)."""
+    if qtype == "Q6_K":
+        q, sa, sb = q6k_blocks(raw, k)
+        scale = np.stack([sa, sb], axis=2).repeat(16, axis=2)  # [N, K/32, 32]
+        return (scale * (q.astype(np.float32) - 32)).reshape(raw.shape[0], k).astype(np.float32)
     if qtype == "Q4_K":
         q, dd, mm = q4k_blocks(raw, k)
         return (dd[:, :, None] * q + mm[:, :, None]).reshape(raw.shape[0], k).astype(np.float32)
