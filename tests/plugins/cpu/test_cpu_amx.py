@@ -157,6 +157,10 @@ def test_recorded_plan_replays_a_onednn_linear(kernels: Any, rows: int) -> None:
             assert torch.equal(plan.run(), want)
             ref = _reference(x, w, b)
             assert bool(((ops.linear(x, w, b).double() - ref).abs() <= ref.abs() * 2.0**-8 + 1e-3).all())
+            # a callback's failure cannot raise through C: the replay raises it when it returns
+            w.resize_(512, 32)
+            with pytest.raises(RuntimeError, match="a Python callback failed"):
+                plan.run()
     finally:
         kernels.set_pool_mode("auto")
 

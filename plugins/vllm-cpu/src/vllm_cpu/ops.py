@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from vllm_core.plugins.api import Ops
 from vllm_cpu.amx import ONEDNN, OURS, TIMING_MAX_ROWS, LinearDispatch
 from vllm_cpu.kernels import Kernels, pack_weight
-from vllm_cpu.plan import trusted_ops
+from vllm_cpu.plan import callback_failed, trusted_ops
 from vllm_cpu.quant import linear_q, quantized
 
 logger = logging.getLogger(__name__)
@@ -136,8 +136,8 @@ class CPUOps(Ops):
             try:
                 with trusted_ops(), torch.inference_mode():
                     self._mm_on_pool(x2, weight, bias, y)
-            except Exception:  # a ctypes callback cannot raise into C
-                logger.exception("oneDNN linear [%d x %d] of a recorded plan failed", *weight.shape)
+            except Exception as exc:  # noqa: BLE001 - a ctypes callback cannot raise into C: Plan.run raises it
+                callback_failed(exc)
 
         callback = _CALLBACK_FN(run)
         self._callbacks.append(callback)

@@ -56,6 +56,15 @@ def trusted_ops() -> Iterator[None]:
         _trusted.depth -= 1
 
 
+_callback_errors: list[BaseException] = []
+
+
+def callback_failed(exc: BaseException) -> None:
+    """Note an exception of a recorded Python callback (which cannot raise through C):
+    ``Plan.run`` raises it once the replay returns."""
+    _callback_errors.append(exc)
+
+
 class NotCapturable(RuntimeError):
     """The step cannot be recorded: it ran tensor ops outside the kernels, or a kernel that a
     plan cannot hold."""
@@ -152,6 +161,10 @@ class Plan:
 
     def run(self) -> torch.Tensor:
         bad = self._lib.vc_plan_run(self._calls, self.num_calls)
+        if _callback_errors:
+            errors = list(_callback_errors)
+            _callback_errors.clear()
+            raise RuntimeError(f"recorded plan: a Python callback failed ({errors[0]!r})") from errors[0]
         if bad != -1:
             raise RuntimeError(f"recorded plan: call {bad} of {self.num_calls} has an unknown kind")
         return self.output
