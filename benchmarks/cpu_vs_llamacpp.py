@@ -11,7 +11,9 @@ llama-cpp-python must be importable (a wheel built with ``GGML_NATIVE=OFF`` and 
 flags: a ``-march=native`` build segfaulted on these machines; see benchmarks/CPU_NOTES.md). Its
 W1 runs llama.cpp's own batched decoding through the low-level API (one ``llama_decode`` per
 step with a token of every running sequence, prompts prefilled in batches of ``n_batch``), so
-both engines batch; ``OMP_WAIT_POLICY=PASSIVE`` is set for it (a shared machine). Each engine
+both engines batch (llama.cpp's per-sequence KV streams, ``kv_unified=false``, and flash
+attention: its defaults); ``OMP_WAIT_POLICY=PASSIVE`` is set for it (a shared machine;
+``--llama-wait ''`` leaves OpenMP's default, ``--llama-threads`` sets its thread count). Each engine
 runs in a fresh process per round (ours, llama.cpp, ours, ...); start-up is engine construction
 to ready after imports. Prints each run, then medians and ratios (ours / llama.cpp for tok/s,
 llama.cpp / ours for ms/token and start-up, so > 1 means ours is better), with load averages.
@@ -54,7 +56,7 @@ def child_ours(args: argparse.Namespace) -> dict[str, Any]:
     llm.generate([{"prompt_token_ids": p} for p in warm], SamplingParams(temperature=0, max_tokens=8, ignore_eos=True),
                  use_tqdm=False)
     out: dict[str, Any] = {"init_s": init_s}
-    for name in ("W3", "W1"):
+    for name in args.workloads.split(","):
         prompts, mt = _prompts(vocab, name, args.w1_prompts if name == "W1" else None)
         t = time.perf_counter()
         outs = llm.generate([{"prompt_token_ids": p} for p in prompts],
@@ -149,15 +151,16 @@ def child_llama(args: argparse.Namespace) -> dict[str, Any]:
     from vllm_core.model_executor.model_loader.default_model import default_model_path
 
     path = args.model or default_model_path()
-    threads = int(os.environ.get("VLLM_CPU_NUM_THREADS") or len(os.sched_getaffinity(0)))
+    threads = args.llama_threads or int(os.environ.get("VLLM_CPU_NUM_THREADS") or len(os.sched_getaffinity(0)))
     n_seq = args.w1_prompts or 64
     t0 = time.perf_counter()
     eng = LlamaCpp(path, threads, n_seq, n_ctx=512 * n_seq)
     init_s = time.perf_counter() - t0
     warm, _ = _prompts(eng.n_vocab, "W3", None)
     eng.generate(warm, 8)
-    out: dict[str, Any] = {"init_s": init_s, "threads": threads}
-    for name in ("W3", "W1"):
+    out: dict[str, Any] = {"init_s": init_s, "threads": threads, "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+                           "system_info": eng.lc.llama_print_system_info().decode()}
+    for name in args.workloads.split(","):
         prompts, mt = _prompts(eng.n_vocab, name, args.w1_prompts if name == "W1" else None)
         t = time.perf_counter()
         toks = eng.generate(prompts, mt)
@@ -171,12 +174,13 @@ def child_llama(args: argparse.Namespace) -> dict[str, Any]:
 def run_child(args: argparse.Namespace, engine: str) -> dict[str, Any]:
     cmd = [sys.executable, os.path.abspath(__file__), "--child", engine, "--dtype", args.dtype]
     for flag, value in (("--model", args.model), ("--quantization", args.quantization),
-                        ("--w1-prompts", args.w1_prompts)):
+                        ("--w1-prompts", args.w1_prompts), ("--workloads", args.workloads),
+                        ("--llama-threads", args.llama_threads)):
         if value:
             cmd += [flag, str(value)]
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
-    if engine == "llama.cpp":
-        env["OMP_WAIT_POLICY"] = "PASSIVE"
+    if engine == "llama.cpp" and args.llama_wait:
+        env["OMP_WAIT_POLICY"] = args.llama_wait
     load = os.getloadavg()[0]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
@@ -184,8 +188,9 @@ def run_child(args: argparse.Namespace, engine: str) -> dict[str, Any]:
         raise RuntimeError(f"{engine} run failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
     r = json.loads(line[len("RESULT "):])
     r.update(engine=engine, load_before=round(load, 2), load_after=round(os.getloadavg()[0], 2))
-    print(f"  {engine:9s} start {r['init_s']:5.2f} s  W3 {r['W3']['ms_per_token']:6.2f} ms/token  "
-          f"W1 {r['W1']['output_tok_s']:7.1f} tok/s  (load {r['load_before']} -> {r['load_after']})", flush=True)
+    w3 = f"W3 {r['W3']['ms_per_token']:6.2f} ms/token  " if "W3" in r else ""
+    w1 = f"W1 {r['W1']['output_tok_s']:7.1f} tok/s  " if "W1" in r else ""
+    print(f"  {engine:9s} start {r['init_s']:5.2f} s  {w3}{w1}(load {r['load_before']} -> {r['load_after']})", flush=True)
     return r
 
 
@@ -197,22 +202,29 @@ def main() -> None:
     ap.add_argument("--quantization", default=None, help="ours: gguf / none (default: the engine's, gguf)")
     ap.add_argument("--w1-prompts", type=int, default=None, help="W1's first N prompts (default all 64)")
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--workloads", default="W3,W1", help="of W3, W1")
+    ap.add_argument("--engines", default="ours,llama.cpp", help="which engines run, alternating in this order")
+    ap.add_argument("--llama-threads", type=int, default=None, help="llama.cpp's threads (default: ours)")
+    ap.add_argument("--llama-wait", default="PASSIVE", help="llama.cpp's OMP_WAIT_POLICY ('' leaves it unset)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     if args.child:
         r = child_ours(args) if args.child == "ours" else child_llama(args)
         print("RESULT " + json.dumps(r), flush=True)
         return
-    runs = [run_child(args, engine) for _ in range(args.rounds) for engine in ("ours", "llama.cpp")]
+    engines = args.engines.split(",")
+    runs = [run_child(args, engine) for _ in range(args.rounds) for engine in engines]
+    if len(engines) < 2:
+        return
 
     def med(engine: str, key: str, sub: str | None = None) -> float:
         return statistics.median(r[key][sub] if sub else r[key] for r in runs if r["engine"] == engine)
 
-    table = {
-        "start_s": (med("ours", "init_s"), med("llama.cpp", "init_s")),
-        "W3_ms_per_token": (med("ours", "W3", "ms_per_token"), med("llama.cpp", "W3", "ms_per_token")),
-        "W1_output_tok_s": (med("ours", "W1", "output_tok_s"), med("llama.cpp", "W1", "output_tok_s")),
-    }
+    table = {"start_s": (med("ours", "init_s"), med("llama.cpp", "init_s"))}
+    if "W3" in args.workloads:
+        table["W3_ms_per_token"] = (med("ours", "W3", "ms_per_token"), med("llama.cpp", "W3", "ms_per_token"))
+    if "W1" in args.workloads:
+        table["W1_output_tok_s"] = (med("ours", "W1", "output_tok_s"), med("llama.cpp", "W1", "output_tok_s"))
     n1 = args.w1_prompts or 64
     print(f"\nmedians of {args.rounds} rounds (W1: {n1} prompts x 128 out; ours {args.dtype}, "
           f"quantization {args.quantization or 'default'}):")

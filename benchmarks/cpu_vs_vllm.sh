@@ -11,6 +11,10 @@
 #    and bfloat16, each run in a fresh process, `uptime` load averages recorded before and after,
 # 4. prints one table of medians (ours, theirs, ratio) and writes
 #    benchmarks/results/cpu_vs_vllm_<date>.json (every raw result, loads and the table).
+# 5. the llama.cpp column: when llama-cpp-python is importable (LLAMACPP=auto, the default; 1
+#    requires it, 0 skips), benchmarks/cpu_vs_llamacpp.py runs ours against llama.cpp on the
+#    GGUF file itself (start-up, W3, W1; same threads, alternating) and writes
+#    benchmarks/results/cpu_vs_llamacpp_<date>.json.
 # The machine is shared: before each run the script waits up to WAIT_QUIET_S seconds (default
 # 300) for the 1-minute load to fall below QUIET_LOAD (1.3); a run started on a busy machine
 # is still taken, with its load in the JSON. Nothing here is committed: .bench/ is ignored.
@@ -138,3 +142,19 @@ json.dump({"runs_dir": runs_dir, "quiet_threshold": quiet, "max_load_1min_before
           open(out_path, "w"), indent=1)
 print("saved", out_path)
 EOF
+
+# ---------------------------------------------------------------- 5. llama.cpp column
+LLAMACPP=${LLAMACPP:-auto}
+if [ "$LLAMACPP" != 0 ]; then
+    if "$PY" -c "import llama_cpp" 2>/dev/null; then
+        wait_quiet
+        echo "== llama.cpp column (load before: $(loadavg))"
+        "$PY" "$ROOT/benchmarks/cpu_vs_llamacpp.py" --rounds "$ROUNDS" \
+            --json "$ROOT/benchmarks/results/cpu_vs_llamacpp_$(date +%Y-%m-%d).json"
+    elif [ "$LLAMACPP" = 1 ]; then
+        echo "llama-cpp-python is not importable; build it as benchmarks/results/cpu_llamacpp_2026-12-07.md says" >&2
+        exit 1
+    else
+        echo "(no llama.cpp column: llama-cpp-python is not installed; LLAMACPP=0 silences this)"
+    fi
+fi

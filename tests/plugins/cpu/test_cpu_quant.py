@@ -1,6 +1,7 @@
 """GGUF quantized linear (``vc_linear_q``, AVX512-VNNI) against dequantize-then-matmul.
 
-Random GGUF blocks of each packed type (Q4_0, Q4_1, Q8_0), several shapes (odd row counts, a
+Random GGUF blocks of each packed type (Q4_0, Q4_1, Q8_0; Q4_K and Q6_K in their own tests,
+as their rows are multiples of 256), several shapes (odd row counts, a
 row count that is not a multiple of the 16-row panel), float32 and bfloat16 activations, with
 and without bias, on the pool and on the caller alone.
 
@@ -92,7 +93,14 @@ def test_linear_q_matches_dequantized(
     ops: CPUOps, activations: int, qtype: str, m: int, n: int, k: int, dtype: torch.dtype,
 ) -> None:
     rng = np.random.default_rng(n * 1000 + m)
-    raw = random_rows(qtype, n, k, rng)
+    check_linear(ops, activations, qtype, random_rows(qtype, n, k, rng), m, n, k, dtype, rng)
+
+
+def check_linear(
+    ops: CPUOps, activations: int, qtype: str, raw: np.ndarray, m: int, n: int, k: int, dtype: torch.dtype,
+    rng: np.random.Generator,
+) -> None:
+    """``raw`` packed and run by ``ops.linear`` against both references (module docstring)."""
     w = dequantize_rows(qtype, raw, k).astype(np.float64)
     x = torch.from_numpy(rng.standard_normal((m, k)).astype(np.float32)).to(dtype)
     bias = torch.from_numpy(rng.standard_normal(n).astype(np.float32)).to(dtype) if m % 2 else None
@@ -141,3 +149,51 @@ def test_packed_is_smaller_than_dense() -> None:
 def test_c_packer_equals_numpy(kernels: Kernels, qtype: str, n: int) -> None:
     raw = random_rows(qtype, n, 96, np.random.default_rng(n))
     assert torch.equal(pack_rows(qtype, raw, 96, kernels.lib), pack_rows(qtype, raw, 96))
+
+
+def random_q4k_rows(n: int, k: int, rng: np.random.Generator) -> np.ndarray:
+    """n rows of k weights in Q4_K super-blocks (144 bytes per 256): fp16 d and dmin of a trained
+    layer's size, random 6-bit scales and mins, random nibbles."""
+    ns = k // 256
+    b = np.empty((n, ns, 144), dtype=np.uint8)
+    b[:, :, 0:2] = rng.uniform(0.0002, 0.002, (n, ns)).astype(np.float16).view(np.uint8).reshape(n, ns, 2)
+    b[:, :, 2:4] = rng.uniform(0.0001, 0.001, (n, ns)).astype(np.float16).view(np.uint8).reshape(n, ns, 2)
+    b[:, :, 4:] = rng.integers(0, 256, (n, ns, 140), dtype=np.uint8)
+    return b.reshape(n, ns * 144)
+
+
+def random_q6k_rows(n: int, k: int, rng: np.random.Generator) -> np.ndarray:
+    """n rows of k weights in Q6_K super-blocks (210 bytes per 256): random 6-bit quants, int8
+    sub-block scales, an fp16 d of a trained layer's size."""
+    ns = k // 256
+    b = np.empty((n, ns, 210), dtype=np.uint8)
+    b[:, :, :192] = rng.integers(0, 256, (n, ns, 192), dtype=np.uint8)
+    b[:, :, 192:208] = rng.integers(-128, 128, (n, ns, 16), dtype=np.int8).view(np.uint8)
+    b[:, :, 208:] = rng.uniform(0.00002, 0.0002, (n, ns)).astype(np.float16).view(np.uint8).reshape(n, ns, 2)
+    return b.reshape(n, ns * 210)
+
+
+K_ROWS = {"Q4_K": random_q4k_rows, "Q6_K": random_q6k_rows}
+
+
+@pytest.mark.parametrize("qtype", sorted(K_ROWS))
+def test_k_dequantize_equals_gguf_reference(qtype: str) -> None:
+    import gguf
+    from gguf.quants import dequantize
+
+    raw = K_ROWS[qtype](7, 512, np.random.default_rng(3))
+    want = dequantize(raw, gguf.GGMLQuantizationType[qtype]).reshape(7, 512)
+    assert np.array_equal(dequantize_rows(qtype, raw, 512), want)
+
+
+@pytest.mark.parametrize("qtype", sorted(K_ROWS))
+@pytest.mark.parametrize("m", [1, 8, 13])
+@pytest.mark.parametrize("n,k", [(16, 256), (49, 768)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
+def test_k_linear_matches_dequantized(
+    ops: CPUOps, activations: int, qtype: str, m: int, n: int, k: int, dtype: torch.dtype,
+) -> None:
+    """Q4_K (per block of 32 as Q4_1 with float32 d' and m') and Q6_K (bytes 0..63 with a
+    float32 scale per 16) kept packed: the bounds of ``test_linear_q_matches_dequantized``."""
+    rng = np.random.default_rng(n * 100 + m)
+    check_linear(ops, activations, qtype, K_ROWS[qtype](n, k, rng), m, n, k, dtype, rng)

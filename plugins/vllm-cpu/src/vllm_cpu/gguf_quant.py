@@ -1,4 +1,4 @@
-"""``--quantization gguf``: a GGUF model's Q4_0 / Q4_1 / Q8_0 linear weights stay quantized.
+"""``--quantization gguf``: a GGUF model's Q4_0 / Q4_1 / Q8_0 / Q4_K / Q6_K linear weights stay quantized.
 
 The core loads a GGUF file dequantized (16/32-bit floats). On the cpu platform with its C
 kernels, ``GGUFQuantExtension`` (a runner extension, made right after the load, before the
@@ -7,7 +7,7 @@ profiling run and the graph capture) re-reads each linear layer's blocks from th
 the layer's weight; ``CPUOps.linear`` then runs ``vc_linear_q`` (AVX512-VNNI int8 dot products,
 activations quantized per block of 32 as llama.cpp does) and the dense weight is dropped. A
 fused layer (q/k/v, gate/up) keeps one packed part per run of parts of one type. Layers with a
-part of another type (F32, F16, Q4_K, Q6_K, ...) keep the dequantized weight. A tied LM head
+part of another type (F32, F16, Q5_K, Q2_K, ...) keep the dequantized weight. A tied LM head
 (the embedding) gets a packed copy for the logits and keeps its dense rows for the lookups.
 
 ``quantization``: ``auto`` (default) is ``gguf`` for ``.gguf`` files on the cpu platform with
@@ -104,7 +104,9 @@ def quantize_model(model: Any, path: str, lib: object | None = None) -> dict[str
         parts.sort(key=lambda p: p[0])
         types = [w.gguf_type for _, w in parts]
         n, k = dense.shape
-        if any(t not in QTYPES for t in types) or sum(w.shape[0] for _, w in parts) != n or k % 32:
+        if any(t not in QTYPES for t in types) or sum(w.shape[0] for _, w in parts) != n or k % 32 or (
+            any(t in ("Q4_K", "Q6_K") for t in types) and k % 256
+        ):
             logger.debug("%s stays dequantized (GGUF types %s)", module_name, types)
             continue
         if module_name != "model.embed_tokens" and not isinstance(module._parameters.get("weight"), torch.Tensor):

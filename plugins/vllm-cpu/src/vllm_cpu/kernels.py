@@ -105,10 +105,11 @@ SIGNATURES: dict[str, tuple[list[type], type | None]] = {
     "vc_linear_q": ([_P, _L, _P, _P, _P, _L, _I, _I, _I, _I, _I, _I, _I], _I),
     "vc_quant_set_precision": ([_I], None),
     "vc_pack_q": ([_P, _L, _I, _I, _I, _P], _I),
+    "vc_callback": ([_P, _I], None),
 }
 PLAN_KINDS = (
     "vc_linear_packed", "vc_rms_norm", "vc_rotary", "vc_cache_write", "vc_decode_attention", "vc_silu_and_mul",
-    "vc_silu_mlp", "vc_embedding", "vc_head_rms_norm", "vc_linear_q",
+    "vc_silu_mlp", "vc_embedding", "vc_head_rms_norm", "vc_linear_q", "vc_callback",
 )
 """The kernels a recorded plan can hold (``vllm_cpu.plan``), in the order of ``vc_plan_run``'s kinds."""
 
@@ -131,8 +132,8 @@ _SYS_ARCH_PRCTL, _ARCH_REQ_XCOMP_PERM, _XFEATURE_XTILEDATA = 158, 0x1023, 18
 def amx_unavailable() -> str | None:
     """Why AMX tiles cannot be used by this process (None: they can): the CPU flags
     (``amx_tile``, ``amx_bf16``, ``amx_int8``) and the kernel's permission for the tile data
-    state (``arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)``, Linux 5.16+). No kernel of
-    this package uses AMX yet; this says whether one could."""
+    state (``arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)``, Linux 5.16+). Where None, ``vllm_cpu.amx`` times our bf16 kernel against oneDNN's
+    matmul (which runs on AMX) per batched linear shape."""
     missing = [f for f in AMX_CPU_FLAGS if f not in cpu_flags()]
     if missing:
         return f"this CPU lacks {', '.join(missing)}"

@@ -15,15 +15,19 @@ for oneDNN here). The copies double the weights' memory; past ``VLLM_CPU_PACK_MA
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import weakref
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
 from vllm_core.plugins.api import Ops
+from vllm_cpu.amx import ONEDNN, OURS, TIMING_MAX_ROWS, LinearDispatch
 from vllm_cpu.kernels import Kernels, pack_weight
+from vllm_cpu.plan import callback_failed, trusted_ops
 from vllm_cpu.quant import linear_q, quantized
 
 logger = logging.getLogger(__name__)
@@ -36,6 +40,17 @@ _KERNEL_DTYPES = (torch.float32, torch.bfloat16)
 MLP_TILE_ROWS = 192
 """Rows per tile of ``silu_mlp``: two of the GEMM's 96-row tiles; the [192, 2 * inter]
 intermediate (2.4 MB for SmolLM2 in float32) stays in the last-level cache."""
+
+
+_CALLBACK_FN = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int)
+
+
+def _mm_into(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, y: torch.Tensor) -> None:
+    """y = x @ weight^T (+ bias) by PyTorch's CPU matmul (oneDNN for bfloat16)."""
+    if bias is None:
+        torch.mm(x, weight.t(), out=y)
+    else:
+        torch.addmm(bias, x, weight.t(), out=y)
 
 
 class CPUOps(Ops):
@@ -51,6 +66,9 @@ class CPUOps(Ops):
         self._packed_bytes = 0
         self._pack_max_bytes = int(os.environ.get(ENV_PACK_MAX_BYTES, "") or DEFAULT_PACK_MAX_BYTES)
         self._scratch_buf = torch.empty(0, dtype=torch.uint8)
+        self.dispatch = LinearDispatch.from_env() if kernels is not None else LinearDispatch("off")
+        """Our bf16 kernel or oneDNN's matmul (AMX) for batched bfloat16 rows (``vllm_cpu.amx``)."""
+        self._callbacks: list[object] = []
 
     # ------------------------------------------------------------------------------ linear
     def linear(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
@@ -69,11 +87,101 @@ class CPUOps(Ops):
             x2 = x2.contiguous()
         m = x2.shape[0]
         y = torch.empty(m, n, dtype=x.dtype)
-        self.lib.vc_linear_packed(  # type: ignore[union-attr]
-            x2.data_ptr(), x2.stride(0), packed.data_ptr(), None if bias is None else bias.data_ptr(),
-            y.data_ptr(), n, m, n, k, x.dtype == torch.bfloat16,
-        )
+        if x.dtype == torch.bfloat16 and self._onednn_wins(x2, weight, packed, bias):
+            self._onednn_linear(x2, weight, bias, y)
+        else:
+            self.lib.vc_linear_packed(  # type: ignore[union-attr]
+                x2.data_ptr(), x2.stride(0), packed.data_ptr(), None if bias is None else bias.data_ptr(),
+                y.data_ptr(), n, m, n, k, x.dtype == torch.bfloat16,
+            )
         return y if x.dim() == 2 else y.view(*x.shape[:-1], n)
+
+    def _onednn_wins(
+        self, x2: torch.Tensor, weight: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None
+    ) -> bool:
+        """Whether this bfloat16 call goes to oneDNN (``self.dispatch``: per shape, timed once)."""
+        if not self.dispatch.active:
+            return False
+        n, k = weight.shape
+
+        def calls() -> dict[str, Callable[[], object]]:
+            xt = x2[:TIMING_MAX_ROWS]
+            yt = torch.empty(xt.shape[0], n, dtype=x2.dtype)
+
+            def ours() -> None:
+                self.kernels.lib.vc_linear_packed(  # type: ignore[union-attr]
+                    xt.data_ptr(), xt.stride(0), packed.data_ptr(), None if bias is None else bias.data_ptr(),
+                    yt.data_ptr(), n, xt.shape[0], n, k, True,
+                )
+
+            def onednn() -> None:
+                self._mm_on_pool(xt, weight, bias, yt)
+
+            return {OURS: ours, ONEDNN: onednn}
+
+        with trusted_ops():  # timing at the first call of a shape may happen inside a plan capture
+            return self.dispatch.choose(n, k, x2.shape[0], calls) == ONEDNN
+
+    def _onednn_linear(
+        self, x2: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, y: torch.Tensor
+    ) -> None:
+        """y = x2 @ weight^T (+ bias) by PyTorch's matmul (oneDNN: AMX tiles where present).
+        While a plan is recorded (``self.lib`` is its recorder) the call goes through
+        ``vc_callback`` so the plan replays it; the plan keeps the callback."""
+        if self.kernels is None or self.lib is self.kernels.lib:
+            self._mm_on_pool(x2, weight, bias, y)
+            return
+
+        def run(_ctx: object, _i: int) -> None:
+            try:
+                with trusted_ops(), torch.inference_mode():
+                    self._mm_on_pool(x2, weight, bias, y)
+            except Exception as exc:  # noqa: BLE001 - a ctypes callback cannot raise into C: Plan.run raises it
+                callback_failed(exc)
+
+        callback = _CALLBACK_FN(run)
+        self._callbacks.append(callback)
+        self.lib.vc_callback(ctypes.cast(callback, ctypes.c_void_p).value, 0)  # type: ignore[union-attr]
+
+    def _mm_on_pool(
+        self, x2: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, y: torch.Tensor
+    ) -> None:
+        """``_mm_into`` in chunks on the kernels' pool, one PyTorch thread each: PyTorch's own
+        OpenMP team waits at a barrier for a descheduled thread (on this shared VM a 2-thread
+        bf16 matmul took ~11 ms for any shape at load ~3, 0.1-2 ms on one thread). Rows are split
+        where there are many, else output columns (through a per-chunk buffer)."""
+        kernels = self.kernels
+        m, n = y.shape
+        threads = kernels.num_threads if kernels is not None else 1
+        if threads == 1 or kernels is None or kernels.solo() or m * n < 4096:
+            _mm_into(x2, weight, bias, y)
+            return
+        if m >= 16 * threads:
+            step = -(-m // (2 * threads))
+
+            def rows(i: int) -> None:
+                r0, r1 = i * step, min(m, (i + 1) * step)
+                if r0 < r1:
+                    _mm_into(x2[r0:r1], weight, bias, y[r0:r1])
+
+            kernels.parallel(rows, -(-m // step))
+            return
+        cstep = -(-n // (2 * threads) // 64) * 64
+
+        def cols(i: int) -> None:
+            c0, c1 = i * cstep, min(n, (i + 1) * cstep)
+            if c0 < c1:
+                part = torch.empty(m, c1 - c0, dtype=y.dtype)
+                _mm_into(x2, weight[c0:c1], None if bias is None else bias[c0:c1], part)
+                y[:, c0:c1].copy_(part)
+
+        kernels.parallel(cols, -(-n // cstep))
+
+    def take_callbacks(self) -> list[object]:
+        """The Python callbacks that kernel calls recorded since the last call point to (a plan
+        keeps them alive while it lives)."""
+        out, self._callbacks = self._callbacks, []
+        return out
 
     def packed_weight(self, weight: torch.Tensor) -> torch.Tensor | None:
         """The panel layout of ``weight``, packed at the first call (None: no kernels, a dtype
@@ -227,8 +335,13 @@ class CPUOps(Ops):
         """One C call: row tiles of MLP_TILE_ROWS go through gate/up, SiLU-and-mul and down with
         the intermediates in a scratch buffer that stays in cache (see ``vc_silu_mlp``)."""
         dtype = x.dtype
-        if quantized(gate_up_weight) is not None or quantized(down_weight) is not None:
-            # the quantized kernel per projection (each quantizes its input rows to int8)
+        rows = x.numel() // max(x.shape[-1], 1) if x.dim() else 0
+        if (
+            quantized(gate_up_weight) is not None or quantized(down_weight) is not None
+            or (dtype == torch.bfloat16 and self.dispatch.active and rows >= 8)
+        ):
+            # per projection: the quantized kernel (each quantizes its input rows to int8), or
+            # batched bf16 rows whose projections may each go to oneDNN (vllm_cpu.amx)
             return self.linear(self.silu_and_mul(self.linear(x, gate_up_weight, gate_up_bias)), down_weight, down_bias)
         inter, hidden = gate_up_weight.shape[0] // 2, gate_up_weight.shape[1]
         wp_gu = self.packed_weight(gate_up_weight) if gate_up_weight.dtype == dtype else None

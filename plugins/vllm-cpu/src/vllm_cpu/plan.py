@@ -25,7 +25,9 @@ from __future__ import annotations
 import ctypes
 import functools
 import struct
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -53,6 +55,30 @@ tensor that exists before it runs (``out=`` / in place), under the rule every re
 follows (its memory keeps its meaning between replays)."""
 
 
+_trusted = threading.local()
+
+
+@contextmanager
+def trusted_ops() -> Iterator[None]:
+    """Tensor ops run inside this block pass a capture's guard unrecorded: the code that runs
+    them is itself replayed by a recorded kernel call (``vc_callback``) or is one-off work
+    (timing a shape at its first call) that the plan need not repeat."""
+    _trusted.depth = getattr(_trusted, "depth", 0) + 1
+    try:
+        yield
+    finally:
+        _trusted.depth -= 1
+
+
+_callback_errors: list[BaseException] = []
+
+
+def callback_failed(exc: BaseException) -> None:
+    """Note an exception of a recorded Python callback (which cannot raise through C):
+    ``Plan.run`` raises it once the replay returns."""
+    _callback_errors.append(exc)
+
+
 class NotCapturable(RuntimeError):
     """The step cannot be recorded: it ran tensor ops outside the kernels, or a kernel that a
     plan cannot hold."""
@@ -78,6 +104,8 @@ class _Guard(TorchDispatchMode):
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         out = func(*args, **(kwargs or {}))
+        if getattr(_trusted, "depth", 0):
+            return out
         packet = func.overloadpacket
         if packet in _ALLOCATIONS:
             k = len(self.allocated)
@@ -136,12 +164,16 @@ class Plan:
     def __init__(
         self, lib: Any, calls: list[bytes], allocated: list[torch.Tensor], keep: list[torch.Tensor],
         output: torch.Tensor, eager: list[tuple[int, Callable[[], Any]]] | None = None,
+        callbacks: list[object] | None = None,
     ) -> None:
-        """``eager``: (kernel calls before it, op) of each write replayed with PyTorch, in order."""
+        """``eager``: (kernel calls before it, op) of each write replayed with PyTorch, in order;
+        ``callbacks``: the Python callbacks that recorded ``vc_callback`` calls point to."""
         self._lib = lib
         self._calls = ctypes.create_string_buffer(b"".join(calls), len(calls) * _CALL_BYTES)
         self.num_calls = len(calls)
         self._eager = list(eager or [])
+        self._callbacks = callbacks or []
+        """Python callbacks that recorded ``vc_callback`` calls point to (oneDNN linears)."""
         self.allocated = allocated
         """The tensors the capture allocated, in order (``record``'s ``reuse`` for a smaller one)."""
         self._keep = keep
@@ -160,6 +192,10 @@ class Plan:
         if end <= start:
             return
         bad = self._lib.vc_plan_run(ctypes.addressof(self._calls) + start * _CALL_BYTES, end - start)
+        if _callback_errors:
+            errors = list(_callback_errors)
+            _callback_errors.clear()
+            raise RuntimeError(f"recorded plan: a Python callback failed ({errors[0]!r})") from errors[0]
         if bad != -1:
             raise RuntimeError(f"recorded plan: call {start + bad} of {self.num_calls} has an unknown kind")
 
@@ -186,15 +222,18 @@ def record(ops: Any, step: Callable[[], torch.Tensor], reuse: list[torch.Tensor]
         raise NotCapturable("the kernel library's plan layout differs from vllm_cpu.plan's")
     recorder = _Recorder(lib)
     guard = _Guard(reuse or [], lambda: len(recorder.calls))
+    take_callbacks: Callable[[], list[object]] = getattr(ops, "take_callbacks", list)
+    take_callbacks()
     ops.lib = recorder
     try:
         with guard:
             output = step()
     finally:
         ops.lib = lib
+        callbacks = take_callbacks()
     if guard.rejected:
         raise NotCapturable(
             f"the step ran tensor ops outside the kernels: {', '.join(sorted(guard.rejected))}"
         )
     return Plan(lib, recorder.calls, guard.allocated, [*guard.allocated, *ops.keep_alive(), output], output,
-                guard.eager)
+                guard.eager, callbacks)

@@ -504,9 +504,16 @@ void vc_linear_packed(const void *x, long ldx, const void *wp, const void *bias,
 #define QR 16
 #define QK 32
 #define QMR 8
-enum { Q4_0 = 0, Q4_1 = 1, Q8_0 = 2 };
+enum { Q4_0 = 0, Q4_1 = 1, Q8_0 = 2, Q4_K = 3, Q6_K = 4 };
+/* Q4_K (super-blocks of 256, 6-bit sub-block scales) is repacked per block of 32 as Q4_1 with
+ * float32 d' = d sc and m' = -dmin mn: 256 bytes of nibbles, 16 float32 d', 16 float32 m' (384).
+ * Q6_K (super-blocks of 256, int8 scales per 16 weights) per block of 32: 512 bytes of q (0..63,
+ * the Q8_0 layout), 16 float32 d sc of the first 16 k, 16 of the last 16 (640); w = d sc (q - 32),
+ * so each half of the block has its own dot product and activation sum (xh). */
 
-static inline int q_block_bytes(int qtype) { return qtype == Q4_0 ? 288 : qtype == Q4_1 ? 320 : 544; }
+static inline int q_block_bytes(int qtype) {
+    return qtype == Q4_0 ? 288 : qtype == Q4_1 ? 320 : qtype == Q4_K ? 384 : qtype == Q6_K ? 640 : 544;
+}
 
 /* Activation precision: 1 = one int8 per element (llama.cpp's Q8_0); 2 = two (hi, lo): q_hi =
  * round(x / d), q_lo = round((x / d - q_hi) * 254), x = d (q_hi + q_lo / 254), about 15 bits,
@@ -516,11 +523,13 @@ static int q_prec = 2;
 void vc_quant_set_precision(int prec) { q_prec = prec == 1 ? 1 : 2; }
 
 /* the caller thread's quantized activations, per row and block of 32: P x 32 int8 (hi, then lo),
- * xd [M][K/32] float, xs [M][K/32][P] int32 (the sums of hi, of lo) */
+ * xd [M][K/32] float, xs [M][K/32][P] int32 (the sums of hi, of lo), xh [M][K/32][P][2] int32
+ * (the same sums over each half of 16, for Q6_K) */
 static int8_t *q_buf;
 static size_t q_cap;
 
-static void quantize_row(const void *x, int K, int is_bf16, int P, int8_t *xq, float *xd, int32_t *xs) {
+static void quantize_row(const void *x, int K, int is_bf16, int P, int8_t *xq, float *xd, int32_t *xs,
+                         int32_t *xh) {
     for (int b = 0; b < K / QK; b++) {
         __m512 v0, v1;
         if (is_bf16) {
@@ -539,14 +548,18 @@ static void quantize_row(const void *x, int K, int is_bf16, int P, int8_t *xq, f
         _mm_storeu_si128((__m128i *)out, _mm512_cvtsepi32_epi8(q0));
         _mm_storeu_si128((__m128i *)(out + 16), _mm512_cvtsepi32_epi8(q1));
         xd[b] = d;
-        xs[b * P] = _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
+        xh[b * P * 2] = _mm512_reduce_add_epi32(q0);
+        xh[b * P * 2 + 1] = _mm512_reduce_add_epi32(q1);
+        xs[b * P] = xh[b * P * 2] + xh[b * P * 2 + 1];
         if (P == 2) {
             const __m512 k254 = _mm512_set1_ps(254.0f);
             const __m512i l0 = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_sub_ps(s0, _mm512_cvtepi32_ps(q0)), k254));
             const __m512i l1 = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_sub_ps(s1, _mm512_cvtepi32_ps(q1)), k254));
             _mm_storeu_si128((__m128i *)(out + 32), _mm512_cvtsepi32_epi8(l0));
             _mm_storeu_si128((__m128i *)(out + 48), _mm512_cvtsepi32_epi8(l1));
-            xs[b * P + 1] = _mm512_reduce_add_epi32(_mm512_add_epi32(l0, l1));
+            xh[b * P * 2 + 2] = _mm512_reduce_add_epi32(l0);
+            xh[b * P * 2 + 3] = _mm512_reduce_add_epi32(l1);
+            xs[b * P + 1] = xh[b * P * 2 + 2] + xh[b * P * 2 + 3];
         }
     }
 }
@@ -557,7 +570,7 @@ typedef struct {
     int K, is_bf16, rows_per_chunk, M, P;
     int8_t *xq;
     float *xd;
-    int32_t *xs;
+    int32_t *xs, *xh;
 } qrow_args;
 
 static void quantize_task(void *p, int chunk) {
@@ -566,7 +579,8 @@ static void quantize_task(void *p, int chunk) {
     const int r0 = chunk * a->rows_per_chunk, r1 = r0 + a->rows_per_chunk < a->M ? r0 + a->rows_per_chunk : a->M;
     for (int r = r0; r < r1; r++)
         quantize_row((const char *)a->x + (size_t)r * a->ldx * es, a->K, a->is_bf16, a->P,
-                     a->xq + (size_t)r * a->K * a->P, a->xd + (size_t)r * nb, a->xs + (size_t)r * nb * a->P);
+                     a->xq + (size_t)r * a->K * a->P, a->xd + (size_t)r * nb, a->xs + (size_t)r * nb * a->P,
+                     a->xh + (size_t)r * nb * a->P * 2);
 }
 
 static inline __attribute__((always_inline)) __m512i dot_block(const __m512i *w, const int32_t *xg) {
@@ -578,9 +592,18 @@ static inline __attribute__((always_inline)) __m512i dot_block(const __m512i *w,
     return _mm512_add_epi32(s0, s1);
 }
 
+/* the 4 dot-product groups (16 k) of one half of a block, for Q6_K */
+static inline __attribute__((always_inline)) __m512i dot_half(const __m512i *w, const int32_t *xg) {
+    __m512i s0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w[0], _mm512_set1_epi32(xg[0]));
+    __m512i s1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w[1], _mm512_set1_epi32(xg[1]));
+    s0 = _mm512_dpbusd_epi32(s0, w[2], _mm512_set1_epi32(xg[2]));
+    s1 = _mm512_dpbusd_epi32(s1, w[3], _mm512_set1_epi32(xg[3]));
+    return _mm512_add_epi32(s0, s1);
+}
+
 static inline __attribute__((always_inline)) void mk_q(
     const int MR, const int qtype, const int P, const uint8_t *wp, int nb, const int8_t *xq, const float *xd,
-    const int32_t *xs, int K, const void *bias, void *y, long ldy, int nr, int is_bf16) {
+    const int32_t *xs, const int32_t *xh, int K, const void *bias, void *y, long ldy, int nr, int is_bf16) {
     __m512 c[QMR];
     for (int i = 0; i < MR; i++) c[i] = _mm512_setzero_ps();
     const int bb = q_block_bytes(qtype);
@@ -590,7 +613,7 @@ static inline __attribute__((always_inline)) void mk_q(
         const uint8_t *blk = wp + (size_t)b * bb;
         __m512i w[8];
         const uint8_t *sc;
-        if (qtype == Q8_0) {
+        if (qtype == Q8_0 || qtype == Q6_K) {
             for (int g = 0; g < 8; g++) w[g] = _mm512_loadu_si512(blk + 64 * g);
             sc = blk + 512;
         } else {
@@ -601,9 +624,33 @@ static inline __attribute__((always_inline)) void mk_q(
             }
             sc = blk + 256;
         }
-        const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)sc));
-        __m512 m = _mm512_setzero_ps();
-        if (qtype == Q4_1) m = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(sc + 32)));
+        __m512 d, m = _mm512_setzero_ps();
+        if (qtype == Q6_K) {
+            const __m512 da = _mm512_loadu_ps((const float *)sc), db = _mm512_loadu_ps((const float *)(sc + 64));
+            for (int i = 0; i < MR; i++) {
+                const int8_t *xb = xq + ((size_t)i * K + (size_t)b * QK) * P;
+                const int32_t *H = xh + ((size_t)i * nb + b) * P * 2;
+                const __m512i sa = _mm512_sub_epi32(dot_half(w, (const int32_t *)xb), _mm512_set1_epi32(32 * H[0]));
+                const __m512i sb = _mm512_sub_epi32(dot_half(w + 4, (const int32_t *)xb + 4), _mm512_set1_epi32(32 * H[1]));
+                __m512 f = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sa), da, _mm512_mul_ps(_mm512_cvtepi32_ps(sb), db));
+                if (P == 2) {
+                    const int32_t *lo = (const int32_t *)(xb + QK);
+                    const __m512i la = _mm512_sub_epi32(dot_half(w, lo), _mm512_set1_epi32(32 * H[2]));
+                    const __m512i lb = _mm512_sub_epi32(dot_half(w + 4, lo + 4), _mm512_set1_epi32(32 * H[3]));
+                    const __m512 fl = _mm512_fmadd_ps(_mm512_cvtepi32_ps(la), da, _mm512_mul_ps(_mm512_cvtepi32_ps(lb), db));
+                    f = _mm512_fmadd_ps(fl, _mm512_set1_ps(1.0f / 254.0f), f);
+                }
+                c[i] = _mm512_fmadd_ps(f, _mm512_set1_ps(xd[(size_t)i * nb + b]), c[i]);
+            }
+            continue;
+        }
+        if (qtype == Q4_K) {
+            d = _mm512_loadu_ps(sc);
+            m = _mm512_loadu_ps(sc + 64);
+        } else {
+            d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)sc));
+            if (qtype == Q4_1) m = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(sc + 32)));
+        }
         for (int i = 0; i < MR; i++) {
             const int8_t *xb = xq + ((size_t)i * K + (size_t)b * QK) * P;
             const int32_t *X = xs + ((size_t)i * nb + b) * P;
@@ -619,7 +666,7 @@ static inline __attribute__((always_inline)) void mk_q(
                 xsum += (float)X[1] * (1.0f / 254.0f);
             }
             c[i] = _mm512_fmadd_ps(f, _mm512_mul_ps(d, _mm512_set1_ps(dx)), c[i]);
-            if (qtype == Q4_1) c[i] = _mm512_fmadd_ps(m, _mm512_set1_ps(dx * xsum), c[i]);
+            if (qtype == Q4_1 || qtype == Q4_K) c[i] = _mm512_fmadd_ps(m, _mm512_set1_ps(dx * xsum), c[i]);
         }
     }
     const __mmask16 mask = nr >= 16 ? 0xffff : (__mmask16)((1u << nr) - 1);
@@ -638,7 +685,7 @@ typedef struct {
     void *y;
     const int8_t *xq;
     const float *xd;
-    const int32_t *xs;
+    const int32_t *xs, *xh;
     int M, N, K, qtype, is_bf16, tile_m, panels_per_chunk, chunks_n, P;
     long ldy;
 } q_args;
@@ -660,9 +707,10 @@ static void q_task(void *p, int chunk) {
             const int8_t *xq = a->xq + (size_t)i0 * a->K * a->P;
             const float *xd = a->xd + (size_t)i0 * nb;
             const int32_t *xs = a->xs + (size_t)i0 * nb * a->P;
+            const int32_t *xh = a->xh + (size_t)i0 * nb * a->P * 2;
             void *y = (char *)a->y + ((size_t)i0 * a->ldy + n0) * es;
-#define CALL_Q(R, T) if (a->P == 1) mk_q(R, T, 1, wp, nb, xq, xd, xs, a->K, bias, y, a->ldy, nr, a->is_bf16); \
-                     else mk_q(R, T, 2, wp, nb, xq, xd, xs, a->K, bias, y, a->ldy, nr, a->is_bf16)
+#define CALL_Q(R, T) if (a->P == 1) mk_q(R, T, 1, wp, nb, xq, xd, xs, xh, a->K, bias, y, a->ldy, nr, a->is_bf16); \
+                     else mk_q(R, T, 2, wp, nb, xq, xd, xs, xh, a->K, bias, y, a->ldy, nr, a->is_bf16)
 #define Q_ROWS(T)                                                                                    \
     switch (mr) {                                                                                    \
     case 1: CALL_Q(1, T); break; case 2: CALL_Q(2, T); break; case 3: CALL_Q(3, T); break;           \
@@ -671,6 +719,8 @@ static void q_task(void *p, int chunk) {
     }
             if (a->qtype == Q4_0) { Q_ROWS(Q4_0) }
             else if (a->qtype == Q4_1) { Q_ROWS(Q4_1) }
+            else if (a->qtype == Q4_K) { Q_ROWS(Q4_K) }
+            else if (a->qtype == Q6_K) { Q_ROWS(Q6_K) }
             else { Q_ROWS(Q8_0) }
 #undef Q_ROWS
 #undef CALL_Q
@@ -727,15 +777,15 @@ int vc_pack_q(const void *raw, long row_bytes, int n, int K, int qtype, void *ou
 }
 
 /* y[M, N] (rows ldy elements apart, float32 or bf16 as x) = x[M, K] (rows ldx apart) @ w^T + bias,
- * w packed by vllm_cpu.quant in format qtype (0 Q4_0, 1 Q4_1, 2 Q8_0); K a multiple of 32.
+ * w packed by vllm_cpu.quant in format qtype (0 Q4_0, 1 Q4_1, 2 Q8_0, 3 Q4_K, 4 Q6_K); K a multiple of 32.
  * x_ready: x is the same as the previous call's (the parts of one fused layer), whose
  * quantized activations are reused. prec: 1 (int8) or 2 (int8x2) activations, 0 the library's
  * setting (vc_quant_set_precision). Returns 0, or -1 for an unknown qtype or K. */
 int vc_linear_q(const void *x, long ldx, const void *wp, const void *bias, void *y, long ldy,
                 int M, int N, int K, int qtype, int is_bf16, int x_ready, int prec) {
-    if (qtype < Q4_0 || qtype > Q8_0 || K % QK || M <= 0) return M == 0 ? 0 : -1;
+    if (qtype < Q4_0 || qtype > Q6_K || K % QK || M <= 0) return M == 0 ? 0 : -1;
     const int nb = K / QK, P = prec == 1 || prec == 2 ? prec : q_prec;
-    const size_t need = (size_t)M * K * P + (size_t)M * nb * 4 * (1 + P) + 64;
+    const size_t need = (size_t)M * K * P + (size_t)M * nb * 4 * (1 + 3 * P) + 64;
     if (!x_ready) {
         if (need > q_cap) {
             free(q_buf);
@@ -746,8 +796,9 @@ int vc_linear_q(const void *x, long ldx, const void *wp, const void *bias, void 
     int8_t *xq = q_buf;
     float *xd = (float *)(q_buf + (((size_t)M * K * P + 63) & ~(size_t)63));
     int32_t *xs = (int32_t *)(xd + (size_t)M * nb);
+    int32_t *xh = xs + (size_t)M * nb * P;
     if (!x_ready) {
-        qrow_args qa = {x, ldx, K, is_bf16, 16, M, P, xq, xd, xs};
+        qrow_args qa = {x, ldx, K, is_bf16, 16, M, P, xq, xd, xs, xh};
         if (M >= 64) parallel_for(quantize_task, &qa, (M + 15) / 16);
         else for (int c = 0; c < (M + 15) / 16; c++) quantize_task(&qa, c);
     }
@@ -757,7 +808,7 @@ int vc_linear_q(const void *x, long ldx, const void *wp, const void *bias, void 
     long per = panels * tiles_m / (8L * vc_pool_size());
     int ppc = per < 1 ? 1 : per > 8 ? 8 : (int)per;
     const int chunks_n = (int)((panels + ppc - 1) / ppc);
-    q_args a = {wp, bias, y, xq, xd, xs, M, N, K, qtype, is_bf16, tile_m, ppc, chunks_n, P, ldy};
+    q_args a = {wp, bias, y, xq, xd, xs, xh, M, N, K, qtype, is_bf16, tile_m, ppc, chunks_n, P, ldy};
     parallel_for(q_task, &a, tiles_m * chunks_n);
     return 0;
 }
@@ -1461,7 +1512,11 @@ int vc_embedding(const int64_t *ids, int T, const char *table, long vocab, long 
 typedef union { int64_t i; double f; } plan_arg;
 typedef struct { int64_t kind; plan_arg a[PLAN_MAX_ARGS]; } plan_call;
 enum { PLAN_LINEAR, PLAN_RMS_NORM, PLAN_ROTARY, PLAN_CACHE_WRITE, PLAN_DECODE_ATTENTION, PLAN_SILU_AND_MUL,
-       PLAN_SILU_MLP, PLAN_EMBEDDING, PLAN_HEAD_RMS_NORM, PLAN_LINEAR_Q, PLAN_KINDS };
+       PLAN_SILU_MLP, PLAN_EMBEDDING, PLAN_HEAD_RMS_NORM, PLAN_LINEAR_Q, PLAN_CALLBACK, PLAN_KINDS };
+
+/* Calls fn(NULL, arg) on this thread: a plan's step of Python code (a ctypes callback, which takes
+ * the GIL itself), e.g. a bf16 linear on PyTorch's oneDNN matmul where AMX makes it faster. */
+void vc_callback(task_fn fn, int arg) { fn(NULL, arg); }
 
 int vc_plan_max_args(void) { return PLAN_MAX_ARGS; }
 int vc_plan_kinds(void) { return PLAN_KINDS; }
@@ -1493,6 +1548,7 @@ int vc_plan_run(const plan_call *calls, int n) {
         case PLAN_LINEAR_Q:
             vc_linear_q(P(0), L(1), P(2), P(3), P(4), L(5), I(6), I(7), I(8), I(9), I(10), I(11), I(12));
             break;
+        case PLAN_CALLBACK: vc_callback((task_fn)P(0), I(1)); break;
         default: return j;
         }
     }
