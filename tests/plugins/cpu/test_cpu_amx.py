@@ -170,8 +170,7 @@ def test_engine_plans_with_onednn_linears_match_eager(
 ) -> None:
     """With ``VLLM_CPU_AMX=force`` (bfloat16): every decode bucket is still captured (the
     batched buckets call oneDNN through ``vc_callback``) and greedy output equals eager's."""
-    from vllm_core.worker.graph_runner import batch_buckets
-    from vllm_cpu.graph_runner import DEFAULT_MAX_BATCH
+    from vllm_cpu.graph_runner import DEFAULT_MAX_BATCH, plan_sizes
 
     monkeypatch.setenv(ENV_AMX, "force")
     path, _ = tiny_models["llama"]
@@ -182,8 +181,9 @@ def test_engine_plans_with_onednn_linears_match_eager(
     inputs = [{"prompt_token_ids": p} for p in prompts]
     llm = LLM(path, **kw)
     runner = llm.llm_engine.core.runner
-    assert runner.graph_runner.captured_sizes == batch_buckets(256, DEFAULT_MAX_BATCH)
+    assert runner.graph_runner.captured_sizes == plan_sizes(256, DEFAULT_MAX_BATCH)
     assert any(p._callbacks for p in runner.graph_runner.plans.values())
     got = [o.outputs[0].token_ids for o in llm.generate(inputs, params, use_tqdm=False)]
+    assert len(runner.graph_runner.recorded_sizes) > 1  # the batch shrank through smaller buckets
     eager = LLM(path, enforce_eager=True, **kw)
     assert got == [o.outputs[0].token_ids for o in eager.generate(inputs, params, use_tqdm=False)]

