@@ -233,6 +233,37 @@ def test_writes_into_existing_memory_are_replayed_in_their_place() -> None:
         assert torch.equal(plan.run(), want) and torch.equal(tap, want_tap)
 
 
+def test_a_bucket_refused_at_its_first_step_runs_eagerly(caplog: pytest.LogCaptureFixture) -> None:
+    """Buckets other than the largest are recorded by their first step; a recording refused
+    there (tensor ops outside the kernels) gives None (the runner runs the step eagerly), logs
+    why and drops every plan, and the ops get their library back."""
+    from vllm_core.core.sched_output import ScheduledRequest, SchedulerOutput
+    from vllm_core.worker.input_batch import prepare_inputs
+
+    _kernels_or_skip()
+    ops = CPUOps(loaded_kernels())
+
+    class Step(torch.nn.Module):  # a step that does arithmetic outside the kernels below 4 rows
+        def __init__(self) -> None:
+            super().__init__()
+            self.x, self.w = torch.randn(8, 64), torch.randn(32, 64)
+
+        def forward(self, ids: torch.Tensor, positions: torch.Tensor, metadata: object) -> torch.Tensor:
+            out = ops.linear(self.x[: ids.shape[0]], self.w)
+            return out + 1 if ids.shape[0] < 4 else out
+
+    runner = CPUGraphRunner(Step(), ops, 8, 64, 16, 8)
+    runner.capture()
+    assert runner.recorded_sizes == [8] and runner.captured_sizes == plan_sizes(8, 8)
+    params = SamplingParams(temperature=0.0, max_tokens=4)
+    rows = [ScheduledRequest(f"r{i}", [5], 10, [i], params, True, 0, None) for i in range(2)]
+    with torch.inference_mode():
+        assert runner.try_run(prepare_inputs(SchedulerOutput(rows, 2), 16, torch.device("cpu"))) is None
+        assert runner.captured_sizes == [] and "recording 2 rows refused" in caplog.text
+        assert ops.lib is loaded_kernels().lib
+        assert runner.try_run(prepare_inputs(SchedulerOutput(rows, 2), 16, torch.device("cpu"))) is None
+
+
 def test_max_batch_setting(monkeypatch: pytest.MonkeyPatch, tiny_models) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.delenv(ENV_MAX_BATCH, raising=False)
     assert max_captured_batch() == DEFAULT_MAX_BATCH
