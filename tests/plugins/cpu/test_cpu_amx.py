@@ -184,5 +184,6 @@ def test_engine_plans_with_onednn_linears_match_eager(
     assert runner.graph_runner.captured_sizes == plan_sizes(256, DEFAULT_MAX_BATCH)
     assert any(p._callbacks for p in runner.graph_runner.plans.values())
     got = [o.outputs[0].token_ids for o in llm.generate(inputs, params, use_tqdm=False)]
+    assert len(runner.graph_runner.recorded_sizes) > 1  # the batch shrank through smaller buckets
     eager = LLM(path, enforce_eager=True, **kw)
     assert got == [o.outputs[0].token_ids for o in eager.generate(inputs, params, use_tqdm=False)]

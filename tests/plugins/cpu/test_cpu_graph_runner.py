@@ -47,8 +47,7 @@ def test_replayed_plan_equals_the_eager_step_bit_for_bit(tiny_models, dtype: str
     runner = llm.llm_engine.core.runner
     graphs = runner.graph_runner
     assert isinstance(graphs, CPUGraphRunner) and graphs.captured_sizes == BUCKETS
-    # the smaller buckets' buffers are views of the largest one's
-    assert set(graphs.plans[1].storages()) <= set(graphs.plans[BUCKETS[-1]].storages())
+    assert graphs.recorded_sizes == [BUCKETS[-1]]  # the others are recorded by their first step
     buf, model = graphs.buffers, runner.model
     g = torch.Generator().manual_seed(1)
     for cache in runner.kv_caches:
@@ -65,15 +64,24 @@ def test_replayed_plan_equals_the_eager_step_bit_for_bit(tiny_models, dtype: str
     buf.seq_lens[:n] = lens
     buf.seq_lens[n:bs] = 1
     before = [c.clone() for c in runner.kv_caches]
-    replayed = graphs.plans[bs].run().clone()
+    plan = graphs._record(bs)  # the first step of the bucket records it (and computes the step)
+    assert plan is not None and graphs.recorded_sizes == [bs, BUCKETS[-1]]
+    # the smaller buckets' buffers are views of the largest one's
+    assert set(plan.storages()) <= set(graphs.plans[BUCKETS[-1]].storages())
+    recorded = plan.output.clone()
+    after_record = [c.clone() for c in runner.kv_caches]
+    for cache, old in zip(runner.kv_caches, before, strict=True):
+        cache.copy_(old)
+    replayed = plan.run().clone()
     after_replay = [c.clone() for c in runner.kv_caches]
     for cache, old in zip(runner.kv_caches, before, strict=True):
         cache.copy_(old)
     with torch.inference_mode():
         eager = model(buf.input_ids[:bs], buf.positions[:bs], buf.metadata(bs))
-    assert torch.equal(replayed[:n], eager[:n])
-    for cache, replay_cache, old in zip(runner.kv_caches, after_replay, before, strict=True):
-        assert torch.equal(cache, replay_cache)
+    assert torch.equal(replayed[:n], eager[:n]) and torch.equal(recorded[:n], eager[:n])
+    for cache, replay_cache, record_cache, old in zip(runner.kv_caches, after_replay, after_record, before,
+                                                      strict=True):
+        assert torch.equal(cache, replay_cache) and torch.equal(cache, record_cache)
         assert not torch.equal(cache, old)  # the step wrote its keys and values
 
 
@@ -109,6 +117,11 @@ def test_verification_step_replays_the_decode_plans(tiny_models) -> None:  # typ
         for cache, old in zip(runner.kv_caches, before, strict=True):
             cache.copy_(old)
         eager = runner.model(inputs.input_ids, inputs.positions, inputs.metadata)
+        assert runner.graph_runner.recorded_sizes == [16, BUCKETS[-1]]  # recorded by that step
+        for cache, old in zip(runner.kv_caches, before, strict=True):
+            cache.copy_(old)
+        again = runner.graph_runner.try_run(inputs)  # now a replay
+        assert again is not None and torch.equal(again, replayed)
     assert replayed.shape == eager.shape == (13, 64)
     torch.testing.assert_close(replayed, eager, atol=1e-5, rtol=1e-5)
     for cache, replay_cache in zip(runner.kv_caches, after_replay, strict=True):
@@ -147,7 +160,7 @@ def test_engine_with_plans_matches_transformers_and_eager(
     refused with a warning naming the ops, and its decode steps run eagerly."""
     path, hf = tiny_models[arch]
     prompts = random_prompts(5, 3, 30, 512, seed=7)
-    # different lengths: the batch shrinks 5 -> 1 and steps replay the buckets 8, 4, 2 and 1
+    # different lengths: the batch shrinks 5 -> 1 through the buckets 5, 4, 3, 2 and 1
     params = [SamplingParams(temperature=0, max_tokens=4 + 5 * i, ignore_eos=True) for i in range(5)]
     inputs = [{"prompt_token_ids": p} for p in prompts]
     llm = _llm(path, dtype)
@@ -158,6 +171,8 @@ def test_engine_with_plans_matches_transformers_and_eager(
     else:
         assert captured == BUCKETS
     got = [o.outputs[0].token_ids for o in llm.generate(inputs, params, use_tqdm=False)]
+    if dtype != "float16":  # the buckets the shrinking batch used were recorded by their first steps
+        assert {1, 2, 5} <= set(llm.llm_engine.core.runner.graph_runner.recorded_sizes)
     eager = _llm(path, dtype, enforce_eager=True)
     assert eager.llm_engine.core.runner.graph_runner is None
     assert got == [o.outputs[0].token_ids for o in eager.generate(inputs, params, use_tqdm=False)]
@@ -216,6 +231,37 @@ def test_writes_into_existing_memory_are_replayed_in_their_place() -> None:
         want, want_tap = step().clone(), tap.clone()
         tap.zero_()  # a replay that ran the add after the second kernel would read these zeros
         assert torch.equal(plan.run(), want) and torch.equal(tap, want_tap)
+
+
+def test_a_bucket_refused_at_its_first_step_runs_eagerly(caplog: pytest.LogCaptureFixture) -> None:
+    """Buckets other than the largest are recorded by their first step; a recording refused
+    there (tensor ops outside the kernels) gives None (the runner runs the step eagerly), logs
+    why and drops every plan, and the ops get their library back."""
+    from vllm_core.core.sched_output import ScheduledRequest, SchedulerOutput
+    from vllm_core.worker.input_batch import prepare_inputs
+
+    _kernels_or_skip()
+    ops = CPUOps(loaded_kernels())
+
+    class Step(torch.nn.Module):  # a step that does arithmetic outside the kernels below 4 rows
+        def __init__(self) -> None:
+            super().__init__()
+            self.x, self.w = torch.randn(8, 64), torch.randn(32, 64)
+
+        def forward(self, ids: torch.Tensor, positions: torch.Tensor, metadata: object) -> torch.Tensor:
+            out = ops.linear(self.x[: ids.shape[0]], self.w)
+            return out + 1 if ids.shape[0] < 4 else out
+
+    runner = CPUGraphRunner(Step(), ops, 8, 64, 16, 8)
+    runner.capture()
+    assert runner.recorded_sizes == [8] and runner.captured_sizes == plan_sizes(8, 8)
+    params = SamplingParams(temperature=0.0, max_tokens=4)
+    rows = [ScheduledRequest(f"r{i}", [5], 10, [i], params, True, 0, None) for i in range(2)]
+    with torch.inference_mode():
+        assert runner.try_run(prepare_inputs(SchedulerOutput(rows, 2), 16, torch.device("cpu"))) is None
+        assert runner.captured_sizes == [] and "recording 2 rows refused" in caplog.text
+        assert ops.lib is loaded_kernels().lib
+        assert runner.try_run(prepare_inputs(SchedulerOutput(rows, 2), 16, torch.device("cpu"))) is None
 
 
 def test_max_batch_setting(monkeypatch: pytest.MonkeyPatch, tiny_models) -> None:  # type: ignore[no-untyped-def]
