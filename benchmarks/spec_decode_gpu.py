@@ -40,7 +40,8 @@ MISS_TOKEN = 3
 """Every draft of ``forced_miss``: the target's argmax is almost never this one token."""
 
 
-def _register_forced_miss() -> None:
+def register_forced_miss() -> None:
+    """``forced_miss``: every draft is ``MISS_TOKEN`` (also used by spec_decode_overhead.py)."""
     from vllm_core import hookimpl
     from vllm_core.plugins.api import Proposer
     from vllm_core.plugins.manager import register_plugin
@@ -88,7 +89,7 @@ def run_one(args: argparse.Namespace, spec: dict[str, Any] | None, concurrency: 
 
     from vllm_core import LLM, SamplingParams
 
-    _register_forced_miss()
+    register_forced_miss()
     llm = LLM(args.model, load_format="dummy", dtype="bfloat16", max_model_len=2048, speculative_config=spec,
               max_num_seqs=max(concurrency, 8), use_tqdm_on_load=False)
     platform = llm.llm_engine.platform

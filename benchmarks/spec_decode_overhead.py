@@ -36,35 +36,15 @@ import statistics
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
-MISS_TOKEN = 3
+from spec_decode_gpu import register_forced_miss  # the one forced-miss proposer of the benchmarks
+
 PHASES = ("schedule", "prepare_inputs", "forward", "logits", "sampling_metadata", "draft_rows", "sample", "verify",
           "logprobs", "accept", "propose", "fetch", "update", "outputs")
 
-
-def register_forced_miss() -> None:
-    """``forced_miss``: every draft is ``MISS_TOKEN`` (as in spec_decode_gpu.py)."""
-    from vllm_core import hookimpl
-    from vllm_core.plugins.api import Proposer
-    from vllm_core.plugins.manager import register_plugin
-
-    class ForcedMiss(Proposer):
-        method = "forced_miss"
-
-        def propose_step(self, rows: Sequence[Any], new_tokens: Sequence[Sequence[int]],
-                         max_drafts: Sequence[int]) -> list[list[int]]:
-            return [[MISS_TOKEN] * k for k in max_drafts]
-
-    class Plugin:
-        VLLM_CORE_PLUGIN_API = ">=1.0,<2"
-
-        @hookimpl
-        def register_proposers(self, register: Any) -> None:
-            register(ForcedMiss)
-
-    register_plugin(Plugin(), "spec-decode-overhead")
+__all__ = ["PHASES", "PhaseClock", "instrument", "register_forced_miss", "summarize"]
 
 
 def tiny_llama(vocab: int) -> str:

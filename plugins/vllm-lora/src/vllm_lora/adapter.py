@@ -190,6 +190,19 @@ def check_adapter(path: str, shapes: ModelShapes, max_rank: int) -> AdapterSpec:
     return AdapterSpec(path, rank, float(scaling), modules, content_digest(path))
 
 
+def _whole_layer(key: str, shapes: ModelShapes, rank: int
+                 ) -> tuple[tuple[int, str, str], tuple[int, int]] | None:
+    """For the embedding's or the head's LoRA tensor: ((layer, module, "A" | "B"), the shape the
+    base model needs); None for any other key."""
+    e = _EMBED_KEY.match(key)
+    if e is not None:
+        return (EMBEDDING_LAYER, EMBEDDING, e[1]), ((rank, shapes.vocab) if e[1] == "A" else (shapes.hidden, rank))
+    h = _HEAD_KEY.match(key)
+    if h is not None:
+        return (LM_HEAD_LAYER, LM_HEAD, h[1]), ((rank, shapes.hidden) if h[1] == "A" else (shapes.vocab, rank))
+    return None
+
+
 def _check_tensors(path: str, shapes: ModelShapes, rank: int) -> tuple[tuple[int, str], ...]:
     from safetensors import SafetensorError, safe_open
 
@@ -204,23 +217,14 @@ def _check_tensors(path: str, shapes: ModelShapes, rank: int) -> tuple[tuple[int
                                     f"{(shapes.vocab, shapes.hidden)}: adapters with extra vocabulary are not "
                                     "supported")
                     continue
-                e = _EMBED_KEY.match(key)
-                if e is not None:
-                    want = (rank, shapes.vocab) if e[1] == "A" else (shapes.hidden, rank)
+                whole = _whole_layer(key, shapes, rank)
+                if whole is not None:
+                    (layer, module, ab), want = whole
                     got = tuple(f.get_slice(key).get_shape())
                     if got != want:
                         raise _fail(path, f"tensor {key!r} has shape {got}, the base model needs {want} (an adapter "
                                     "with extra vocabulary, or trained on another model?)")
-                    found.setdefault((EMBEDDING_LAYER, EMBEDDING), set()).add(e[1])
-                    continue
-                h = _HEAD_KEY.match(key)
-                if h is not None:
-                    want = (rank, shapes.hidden) if h[1] == "A" else (shapes.vocab, rank)
-                    got = tuple(f.get_slice(key).get_shape())
-                    if got != want:
-                        raise _fail(path, f"tensor {key!r} has shape {got}, the base model needs {want} (an adapter "
-                                    "with extra vocabulary, or trained on another model?)")
-                    found.setdefault((LM_HEAD_LAYER, LM_HEAD), set()).add(h[1])
+                    found.setdefault((layer, module), set()).add(ab)
                     continue
                 m = _KEY.match(key)
                 if m is None:
