@@ -172,6 +172,12 @@ def test_no_starvation_under_steady_traffic_on_resident_adapters(lora_models: di
     for bound in (0, wait):
         llm = make_llm(path, DEVICES[0], max_loras=1, max_cpu_loras=2, max_lora_wait_steps=bound)
         engine, params = llm.llm_engine, SamplingParams(max_tokens=max_tokens, temperature=0.0, ignore_eos=True)
+        # both adapters in host memory first (max_cpu_loras=2): a load from disk runs off the step's
+        # path and takes a machine-dependent number of steps, which is not what this test counts
+        for name, lr in (("warm-qv8", hot), ("warm-all16", cold)):
+            engine.add_request(name, {"prompt_token_ids": prompts[0]}, params, {"lora_request": lr})
+        while engine.has_unfinished_requests():
+            engine.step()
         outs: dict[str, list[int]] = {}
         step = started = 0
         while step < len(prompts) or engine.has_unfinished_requests():
