@@ -12,7 +12,12 @@ import pytest
 import torch
 
 from tests.conftest import hf_greedy, installed_platforms, random_prompts, save_tiny_model
-from tests.e2e.spec_decode_helpers import SETTINGS, assert_all_blocks_free, spec_of
+from tests.e2e.spec_decode_helpers import (
+    SETTINGS,
+    assert_all_blocks_free,
+    assert_seeded_request_ignores_batch,
+    spec_of,
+)
 from vllm_core import LLM, SamplingParams
 from vllm_core.sample.metadata import SamplingMetadata
 from vllm_core.sample.rejection import DraftBatch
@@ -105,15 +110,7 @@ def test_off_switch_by_acceptance_backs_off(models: dict[str, Any]) -> None:
 @pytest.mark.parametrize("name", ["ngram", "draft"])
 def test_seeded_request_ignores_the_rest_of_the_batch(models: dict[str, Any], name: str) -> None:
     llm = make_llm(models, proposer(name, models, min_acceptance_rate=0.0))
-    prompt = {"prompt_token_ids": models["prompts"][0]}
-    seeded = SamplingParams(temperature=0.9, seed=1234, max_tokens=NEW_TOKENS, ignore_eos=True, detokenize=False)
-    alone = llm.generate(prompt, seeded, use_tqdm=False)[0].outputs[0].token_ids
-    others = SamplingParams(temperature=1.0, max_tokens=NEW_TOKENS, ignore_eos=True, detokenize=False)
-    batch = llm.generate([prompt] + [{"prompt_token_ids": p} for p in models["prompts"][1:]],
-                         [seeded] + [others] * 7, use_tqdm=False)
-    assert batch[0].outputs[0].token_ids == alone
-    assert spec_of(llm).num_draft_tokens > 0
-    assert_all_blocks_free(llm)
+    assert_seeded_request_ignores_batch(llm, models["prompts"], NEW_TOKENS)
 
 
 class AcceptEverything(ReferenceSampler):

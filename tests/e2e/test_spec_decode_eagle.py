@@ -15,7 +15,12 @@ import pytest
 import torch
 
 from tests.conftest import hf_greedy, installed_platforms, random_prompts, save_tiny_model
-from tests.e2e.spec_decode_helpers import SETTINGS, assert_all_blocks_free, spec_of
+from tests.e2e.spec_decode_helpers import (
+    SETTINGS,
+    assert_all_blocks_free,
+    assert_seeded_request_ignores_batch,
+    spec_of,
+)
 from vllm_core import LLM, SamplingParams
 from vllm_core.errors import ConfigError
 from vllm_core.spec_decode.random_heads import save_eagle_head
@@ -156,22 +161,29 @@ def copying_head(path: str, target_config: Any) -> str:
     return path
 
 
-def test_a_head_that_copies_the_target_has_its_drafts_accepted(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """The head sees the right token at the right position in the catch-up and every draft pass:
-    all k drafts of every step are accepted, several requests a step, chunked prefill."""
-    target = str(tmp_path_factory.mktemp("bigram"))
-    hf = bigram_target(target)
-    head = copying_head(str(tmp_path_factory.mktemp("copy-head")), hf.config)
-    prompts = random_prompts(4, 4, 20, 512, seed=11)
-    llm = make_llm(target, {"method": "eagle", "model": head, "num_speculative_tokens": 4},
+def assert_copying_head_accepted(target: str, hf: Any, method: str, head: str, seed: int) -> Any:
+    """Four prompts through ``head`` (k = 4, chunked prefill, prefix caching): output equal to
+    transformers', drafts made and > 95% of them accepted, every block back; the counters."""
+    prompts = random_prompts(4, 4, 20, 512, seed=seed)
+    llm = make_llm(target, {"method": method, "model": head, "num_speculative_tokens": 4},
                    max_num_batched_tokens=16, enable_prefix_caching=True)
     outs = llm.generate([{"prompt_token_ids": p} for p in prompts], greedy(), use_tqdm=False)
     assert [list(o.outputs[0].token_ids) for o in outs] == [hf_greedy(hf, p, NEW_TOKENS) for p in prompts]
     stats = spec_of(llm).stats()
     assert stats.num_draft_tokens > 0
     assert stats.acceptance_rate > 0.95, stats
-    assert stats.mean_acceptance_length > 4.0, stats
     assert_all_blocks_free(llm)
+    return stats
+
+
+def test_a_head_that_copies_the_target_has_its_drafts_accepted(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The head sees the right token at the right position in the catch-up and every draft pass:
+    all k drafts of every step are accepted, several requests a step, chunked prefill."""
+    target = str(tmp_path_factory.mktemp("bigram"))
+    hf = bigram_target(target)
+    head = copying_head(str(tmp_path_factory.mktemp("copy-head")), hf.config)
+    stats = assert_copying_head_accepted(target, hf, "eagle", head, seed=11)
+    assert stats.mean_acceptance_length > 4.0, stats
 
 
 def copying_eagle3_head(path: str, hf: Any, alpha: float = 3.0) -> str:
@@ -231,15 +243,7 @@ def test_an_eagle3_head_that_copies_the_target_has_its_drafts_accepted(
     target = str(tmp_path_factory.mktemp("bigram3"))
     hf = bigram_target(target)
     head = copying_eagle3_head(str(tmp_path_factory.mktemp("copy-head3")), hf)
-    prompts = random_prompts(4, 4, 20, 512, seed=12)
-    llm = make_llm(target, {"method": "eagle3", "model": head, "num_speculative_tokens": 4},
-                   max_num_batched_tokens=16, enable_prefix_caching=True)
-    outs = llm.generate([{"prompt_token_ids": p} for p in prompts], greedy(), use_tqdm=False)
-    assert [list(o.outputs[0].token_ids) for o in outs] == [hf_greedy(hf, p, NEW_TOKENS) for p in prompts]
-    stats = spec_of(llm).stats()
-    assert stats.num_draft_tokens > 0
-    assert stats.acceptance_rate > 0.95, stats
-    assert_all_blocks_free(llm)
+    assert_copying_head_accepted(target, hf, "eagle3", head, seed=12)
 
 
 def test_bad_configurations_name_the_fix(models: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> None:
@@ -267,12 +271,4 @@ def test_seeded_request_ignores_the_rest_of_the_batch(models: dict[str, Any], me
     """Sampled requests are verified by rejection sampling (the head's argmax drafts as one-hot):
     a seeded request gives the same tokens alone and beside random requests."""
     llm = make_llm(models["target"], spec(models, method, min_acceptance_rate=0.0))
-    prompt = {"prompt_token_ids": models["prompts"][0]}
-    seeded = SamplingParams(temperature=0.9, seed=1234, max_tokens=NEW_TOKENS, ignore_eos=True, detokenize=False)
-    alone = llm.generate(prompt, seeded, use_tqdm=False)[0].outputs[0].token_ids
-    others = SamplingParams(temperature=1.0, max_tokens=NEW_TOKENS, ignore_eos=True, detokenize=False)
-    batch = llm.generate([prompt] + [{"prompt_token_ids": p} for p in models["prompts"][1:]],
-                         [seeded] + [others] * 5, use_tqdm=False)
-    assert batch[0].outputs[0].token_ids == alone
-    assert spec_of(llm).num_draft_tokens > 0
-    assert_all_blocks_free(llm)
+    assert_seeded_request_ignores_batch(llm, models["prompts"], NEW_TOKENS)
