@@ -106,14 +106,19 @@ class DecodeBuffers:
         if shape is None:
             return None
         bs = shape.num_reqs
-        self.input_ids[:n].copy_(inputs.input_ids, non_blocking=True)
-        self.positions[:n].copy_(inputs.positions, non_blocking=True)
-        self.slot_mapping[:n].copy_(md.slot_mapping, non_blocking=True)
-        self.slot_mapping[n:bs].fill_(PAD_SLOT_ID)
+        self._load_tokens(inputs, n, bs)
         self.block_tables[:n, : md.block_tables.shape[1]].copy_(md.block_tables, non_blocking=True)
         self.seq_lens[:n].copy_(md.seq_lens, non_blocking=True)
         self.seq_lens[n:bs].fill_(PAD_SEQ_LEN)
         return bs
+
+    def _load_tokens(self, inputs: ModelInputs, n: int, bs: int) -> None:
+        """The step's ``n`` tokens (ids, positions, KV slots) into the buffers; rows ``n .. bs``
+        of the bucket write no KV."""
+        self.input_ids[:n].copy_(inputs.input_ids, non_blocking=True)
+        self.positions[:n].copy_(inputs.positions, non_blocking=True)
+        self.slot_mapping[:n].copy_(inputs.metadata.slot_mapping, non_blocking=True)
+        self.slot_mapping[n:bs].fill_(PAD_SLOT_ID)
 
     def load_flat(self, inputs: ModelInputs) -> int | None:
         """A step whose rows have ``1 .. MAX_FLAT_QUERY`` tokens as one decode row per token:
@@ -132,10 +137,7 @@ class DecodeBuffers:
         if shape is None:
             return None
         bs = shape.num_reqs
-        self.input_ids[:total].copy_(inputs.input_ids, non_blocking=True)
-        self.positions[:total].copy_(inputs.positions, non_blocking=True)
-        self.slot_mapping[:total].copy_(md.slot_mapping, non_blocking=True)
-        self.slot_mapping[total:bs].fill_(PAD_SLOT_ID)
+        self._load_tokens(inputs, total, bs)
         # through pinned memory: a pageable copy would make the host wait for the device
         index = to_device(np.asarray(owner, dtype=np.int64), md.block_tables.device)
         self.block_tables[:total, : md.block_tables.shape[1]].copy_(md.block_tables.index_select(0, index),
