@@ -138,4 +138,64 @@ class Ops:
         v_flat.index_copy_(0, target, torch.where(keep, value, v_fill))
 
 
+    # ---------------------------------------------------------------------------- LoRA (Punica)
+    def lora_tables(
+        self, token_slots: torch.Tensor, scaling: torch.Tensor, dtype: torch.dtype
+    ) -> tuple[torch.Tensor, ...] | None:
+        """Per-step tables that ``add_lora`` may take instead of deriving them in every layer,
+        computed once a step from the whole persistent ``token_slots`` buffer ([N] int64, rows
+        past the step's -1) and ``scaling`` ([L] float32); None where the platform needs none.
+        Native: ``own`` [N, L] (1 where the row's slot is that column) and ``token_scale``
+        [N, 1] (the row's slot's scaling, 0 for base rows), in ``dtype``."""
+        return _lora_tables(token_slots, scaling, dtype)
+
+    def add_lora(
+        self,
+        out: torch.Tensor,
+        x: torch.Tensor,
+        lora_a: torch.Tensor,
+        lora_b: torch.Tensor,
+        slice_sizes: tuple[int, ...],
+        token_slots: torch.Tensor,
+        scaling: torch.Tensor,
+        tables: tuple[torch.Tensor, ...] | None = None,
+    ) -> None:
+        """Batched LoRA (Punica's BGMV), in place: for every row ``t`` whose slot ``l =
+        token_slots[t]`` is >= 0, ``out[t, slice s] += scaling[l] * (x[t] @ lora_a[s, l]^T) @
+        lora_b[l][:, slice s]``. out: [T, N]; x: [T, in]; lora_a: [S, L, R, in]; lora_b: [L, R, N]
+        (B transposed, the slices side by side: slice s is ``slice_sizes[s]`` columns after the
+        ones before it); token_slots: [T] int64 (-1: no adapter); scaling: [L] float32;
+        ``tables``: this step's ``lora_tables`` rows ``[:T]`` (None: derived here; a platform
+        kernel that falls back to this definition passes None).
+
+        No host sync and no shape that depends on the step's adapters (graphs replay it).
+        Native: the shrink runs against every slot at once (``[T, S*L*R]``), each row keeps its
+        own slot's columns, and the expand is one matmul per slice over the concatenated slots:
+        ``L`` times a row's own FLOPs, small next to the base projection while ``L * R`` stays
+        well under the hidden size. A platform kernel may do each row's own work only.
+        """
+        t = x.shape[0]
+        s_, l_, r_, k_ = lora_a.shape
+        own, token_scale = tables if tables is not None else _lora_tables(token_slots, scaling, out.dtype)
+        shrunk = torch.matmul(x, lora_a.view(s_ * l_ * r_, k_).t())  # [T, S*L*R]
+        shrunk.view(t, s_, l_, r_).mul_(own.view(t, 1, l_, 1))  # each row keeps its own slot's columns
+        rows = shrunk.view(t, s_, l_ * r_)
+        off = 0
+        for s, n in enumerate(slice_sizes):
+            b = lora_b[:, :, off : off + n].reshape(l_ * r_, n)  # a view: [L, R] merge
+            delta = torch.matmul(rows[:, s], b)  # strided rows: no copy
+            out[:, off : off + n].addcmul_(delta, token_scale)
+            off += n
+
+
+def _lora_tables(token_slots: torch.Tensor, scaling: torch.Tensor, dtype: torch.dtype,
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The native ``Ops.lora_tables``: ``own`` [N, L] and ``token_scale`` [N, 1]."""
+    slots = torch.arange(scaling.shape[0], device=token_slots.device)
+    own = (token_slots.unsqueeze(1) == slots.unsqueeze(0)).to(dtype)
+    valid = token_slots >= 0
+    token_scale = torch.where(valid, scaling.index_select(0, token_slots.clamp(min=0)), 0.0).to(dtype)
+    return own, token_scale.unsqueeze(1)
+
+
 NATIVE_OPS = Ops()

@@ -22,7 +22,7 @@ from vllm_core.errors import PluginError
 
 logger = logging.getLogger(__name__)
 
-PLUGIN_API_VERSION = "1.3"
+PLUGIN_API_VERSION = "1.4"
 """The version of the public plugin API (``docs/plugin-api.md``) this core provides."""
 
 API_ATTRIBUTE = "VLLM_CORE_PLUGIN_API"

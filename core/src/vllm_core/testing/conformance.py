@@ -445,6 +445,38 @@ class OpsConformance:
         torch.testing.assert_close(dev_caches.cpu(), ref_caches, atol=0, rtol=0)
 
 
+    @pytest.mark.parametrize("slice_sizes", [(64, 32, 32), (48, 48), (40,)], ids=["qkv", "gate_up", "o"])
+    @pytest.mark.parametrize("num_tokens", [1, 7, 37])
+    @pytest.mark.parametrize("dtype_name", list(DTYPES))
+    def test_add_lora(
+        self, conformance_platform: Platform, dtype_name: str, num_tokens: int, slice_sizes: tuple[int, ...]
+    ) -> None:
+        """Rows of three slots (effective ranks 4, 16, 8 in slots of rank 16), base rows (-1)."""
+        dtype = DTYPES[dtype_name]
+        skip_unless_supported(conformance_platform, dtype)
+        g = torch.Generator().manual_seed(num_tokens + len(slice_sizes))
+        k, slots, rank, n = 56, 3, 16, sum(slice_sizes)
+        a = torch.zeros(len(slice_sizes), slots, rank, k)
+        b = torch.zeros(slots, rank, n)
+        for slot, r in enumerate((4, rank, 8)):
+            a[:, slot, :r] = torch.randn(len(slice_sizes), r, k, generator=g) / k**0.5
+            b[slot, :r] = torch.randn(r, n, generator=g) / r**0.5
+        x = torch.randn(num_tokens, k, generator=g).to(dtype)
+        out = torch.randn(num_tokens, n, generator=g).to(dtype)
+        token_slots = torch.randint(-1, slots, (num_tokens,), generator=g)
+        token_slots[0] = 1  # at least one adapter row
+        scaling = torch.tensor([0.5, 2.0, 1.25])
+        dev = conformance_platform.device()
+        actual = out.to(dev).clone()
+        conformance_platform.ops.add_lora(actual, x.to(dev), a.to(dtype).to(dev), b.to(dtype).to(dev), slice_sizes,
+                                          token_slots.to(dev), scaling.to(dev))
+        conformance_platform.synchronize()
+        expected = out.clone()
+        NATIVE_OPS.add_lora(expected, x, a.to(dtype), b.to(dtype), slice_sizes, token_slots, scaling)
+        _assert_ops_close(actual, expected, "add_lora")
+        base_rows = token_slots < 0
+        assert torch.equal(actual.cpu()[base_rows], out[base_rows]), "add_lora changed a base row (slot -1)"
+
 # ---------------------------------------------------------------------------------- end to end
 def make_tiny_llama(
     path: str | Path,

@@ -106,10 +106,12 @@ SIGNATURES: dict[str, tuple[list[type], type | None]] = {
     "vc_quant_set_precision": ([_I], None),
     "vc_pack_q": ([_P, _L, _I, _I, _I, _P], _I),
     "vc_callback": ([_P, _I], None),
+    "vc_lora": ([_P, _L, _P, _L, _P, _P, _P, _P, _I, _I, _I, _I, _I, _I, _I, _I], _I),
 }
 PLAN_KINDS = (
     "vc_linear_packed", "vc_rms_norm", "vc_rotary", "vc_cache_write", "vc_decode_attention", "vc_silu_and_mul",
     "vc_silu_mlp", "vc_embedding", "vc_head_rms_norm", "vc_linear_q", "vc_callback",
+    "vc_lora",
 )
 """The kernels a recorded plan can hold (``vllm_cpu.plan``), in the order of ``vc_plan_run``'s kinds."""
 

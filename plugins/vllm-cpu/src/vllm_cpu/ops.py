@@ -36,6 +36,8 @@ ENV_PACK_MAX_BYTES = "VLLM_CPU_PACK_MAX_BYTES"
 DEFAULT_PACK_MAX_BYTES = 4 << 30
 
 _KERNEL_DTYPES = (torch.float32, torch.bfloat16)
+LORA_MAX_RANK = 512
+"""The largest (padded) LoRA rank ``vc_lora`` takes (``LORA_MAX_RANK`` of the C side)."""
 
 MLP_TILE_ROWS = 192
 """Rows per tile of ``silu_mlp``: two of the GEMM's 96-row tiles; the [192, 2 * inter]
@@ -216,6 +218,45 @@ class CPUOps(Ops):
         if bad:
             return F.embedding(input_ids, weight)  # raises IndexError naming the id
         return out
+
+    def lora_tables(
+        self, token_slots: torch.Tensor, scaling: torch.Tensor, dtype: torch.dtype
+    ) -> tuple[torch.Tensor, ...] | None:
+        return None if self.lib is not None else super().lora_tables(token_slots, scaling, dtype)
+
+    def add_lora(
+        self,
+        out: torch.Tensor,
+        x: torch.Tensor,
+        lora_a: torch.Tensor,
+        lora_b: torch.Tensor,
+        slice_sizes: tuple[int, ...],
+        token_slots: torch.Tensor,
+        scaling: torch.Tensor,
+        tables: tuple[torch.Tensor, ...] | None = None,
+    ) -> None:
+        """``vc_lora``: each adapter row does its own adapter's work only (the native op does
+        every slot's, masked), and the slots are read when the call runs, so a recorded plan
+        holding the call serves any mix of adapters. Shapes it does not take go to the native op."""
+        lib = self.lib
+        dtype = out.dtype
+        if (
+            lib is None or dtype not in _KERNEL_DTYPES or out.dim() != 2 or x.dim() != 2
+            or any(t.dtype != dtype for t in (x, lora_a, lora_b)) or out.stride(1) != 1 or x.stride(1) != 1
+            or not (lora_a.is_contiguous() and lora_b.is_contiguous() and token_slots.is_contiguous())
+            or token_slots.dtype != torch.int64 or scaling.dtype != torch.float32 or not scaling.is_contiguous()
+            or not 1 <= len(slice_sizes) <= 3 or lora_a.shape[0] != len(slice_sizes)
+            or sum(slice_sizes) != out.shape[1] or lora_a.shape[2] > LORA_MAX_RANK
+        ):
+            super().add_lora(out, x, lora_a, lora_b, slice_sizes, token_slots, scaling, None)
+            return
+        s_, l_, r_, k_ = lora_a.shape
+        n0, n1 = slice_sizes[0], slice_sizes[1] if len(slice_sizes) > 1 else 0
+        lib.vc_lora(
+            out.data_ptr(), out.stride(0), x.data_ptr(), x.stride(0), lora_a.data_ptr(), lora_b.data_ptr(),
+            token_slots.data_ptr(), scaling.data_ptr(), x.shape[0], k_, r_, l_, out.shape[1], n0, n1,
+            dtype == torch.bfloat16,
+        )
 
     def keep_alive(self) -> list[torch.Tensor]:
         """Buffers of this instance that kernel calls point into besides their arguments' own

@@ -185,6 +185,18 @@ class Plan:
         """The tensors the capture allocated, in order (``record``'s ``reuse`` for a smaller one)."""
         self._keep = keep
         self.output = output
+        self.replays = 0
+        """How many times ``run`` replayed the plan."""
+
+    def kernel_counts(self) -> dict[str, int]:
+        """Kernel name -> how many calls of it the plan holds."""
+        raw = self._calls.raw
+        counts: dict[str, int] = {}
+        for i in range(self.num_calls):
+            (kind,) = struct.unpack_from("<q", raw, i * _CALL_BYTES)
+            name = PLAN_KINDS[kind]
+            counts[name] = counts.get(name, 0) + 1
+        return counts
 
     def storages(self) -> dict[int, int]:
         """Address -> bytes of each memory block the plan holds."""
@@ -207,6 +219,7 @@ class Plan:
             raise RuntimeError(f"recorded plan: call {start + bad} of {self.num_calls} has an unknown kind")
 
     def run(self) -> torch.Tensor:
+        self.replays += 1
         start = 0
         for position, write in self._eager:
             self._run_calls(start, position)

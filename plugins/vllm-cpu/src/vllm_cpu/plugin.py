@@ -7,7 +7,7 @@ from typing import Any
 
 from vllm_core import hookimpl
 
-VLLM_CORE_PLUGIN_API = ">=1.2,<2"
+VLLM_CORE_PLUGIN_API = ">=1.4,<2"
 """The vllm-core plugin API range this plugin is written for (``docs/plugin-api.md``)."""
 
 

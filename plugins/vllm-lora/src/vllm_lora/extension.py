@@ -28,12 +28,12 @@ from vllm_core.plugins.api import (
     SchedulerOutput,
     StepConstraint,
 )
-from vllm_lora.adapter import LM_HEAD, LM_HEAD_LAYER
+from vllm_lora.adapter import EMBEDDING, EMBEDDING_LAYER, LM_HEAD, LM_HEAD_LAYER
 from vllm_lora.admission import MaxAdaptersConstraint
 from vllm_lora.config import LoRAConfig
-from vllm_lora.layers import LoRABatch, LoRAHead, LoRAModule, padded_rank, target_of, wrap_model
+from vllm_lora.layers import LoRABatch, LoRAEmbedding, LoRAHead, LoRAModule, padded_rank, target_of, wrap_model
 from vllm_lora.manager import DeviceSlots, HostAdapters
-from vllm_lora.ops import select_lora_ops
+from vllm_lora.ops import PlatformLoRAOps, select_lora_ops
 from vllm_lora.request import AdapterRef
 
 logger = logging.getLogger(__name__)
@@ -87,8 +87,15 @@ class LoRAExtension(RunnerExtension):
             torch.zeros(cfg.max_loras, dtype=torch.float32, device=device),
             dtype,
         )
-        # the CPU platform's recorded plans hold only its own kernels: record them for the base model
-        self.batch.capture_lora = device.type != "cpu"
+        # CUDA graphs record any op. The cpu platform's plans hold only its own kernels: the LoRA op
+        # where the platform has a kernel for it (``Ops.add_lora``), never the embedding's delta.
+        plans = device.type == "cpu"
+        self.batch.capture_lora = not plans or (isinstance(self.ops, PlatformLoRAOps) and self.ops.kernel)
+        self.batch.capture_embedding = not plans
+        self.always_active = plans and self.batch.capture_lora
+        """The cpu platform records a batch size's plan at its first decode step, whatever that
+        step's rows: every forward runs the LoRA op (which skips base rows at no cost), so each
+        recording holds it."""
         self.batch.active = self.batch.capture_lora
         self.batch.refresh()
         self.modules: dict[tuple[int, str], LoRAModule] = wrap_model(
@@ -141,7 +148,7 @@ class LoRAExtension(RunnerExtension):
         rows[: int(counts.sum())] = np.repeat(per_req, counts)
         self.batch.load_step(rows, lambda t: _host(t, self.device))
         # the first step (the profiling run, on accelerators) runs the op, so its memory is counted
-        self.batch.active = bool(slot_of) or self._first_step
+        self.batch.active = bool(slot_of) or self._first_step or self.always_active
         self.batch.has_rows = bool(slot_of)
         self._first_step = False
 
@@ -151,8 +158,13 @@ class LoRAExtension(RunnerExtension):
             self.head.token_rows = token_rows
 
     def allows_graph(self) -> bool:
-        # graphs recorded without the LoRA op serve only steps without adapter rows
-        return self.batch.capture_lora or not self.batch.active
+        # graphs recorded without the LoRA op (or the embedding's) serve only steps without adapter rows
+        if not self.batch.has_rows:
+            return True
+        embedding = self.modules.get((EMBEDDING_LAYER, EMBEDDING))
+        uncaptured_embedding = (not self.batch.capture_embedding and isinstance(embedding, LoRAEmbedding)
+                                and bool(embedding.loaded))
+        return self.batch.capture_lora and not uncaptured_embedding
 
     def _digest_of(self, req_id: str, extensions: ExtensionState) -> str | None:
         """A request this extension was not told about (should not happen): known from now on."""

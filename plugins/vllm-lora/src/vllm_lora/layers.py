@@ -68,9 +68,14 @@ class LoRABatch:
     """Does this step have an adapter row? (set by ``prepare_step``, not reset by the forward:
     the logits are computed after it)"""
     capture_lora: bool = True
-    """Do captured graphs hold the LoRA op? True where they can (CUDA graphs: every step may
-    replay); False for the CPU platform's recorded plans, which hold only its kernels: they are
-    recorded for the base model and only steps without adapter rows replay them."""
+    """Do captured graphs hold the LoRA op? True where they can: CUDA graphs, and the cpu
+    platform's recorded plans where it has a kernel for the op (they hold only its kernels).
+    Where False, graphs are recorded for the base model and only steps without adapter rows
+    replay them."""
+    capture_embedding: bool = True
+    """Do captured graphs hold the input embedding's delta (PyTorch ops)? False for the cpu
+    platform's plans: they are recorded without it (nothing to add while no slot holds an
+    embedding adapter) and steps with adapter rows run eagerly while one does."""
 
     def slots_for(self, num_tokens: int) -> torch.Tensor:
         if num_tokens > self.token_slots.shape[0]:
@@ -201,6 +206,8 @@ class LoRAEmbedding(nn.Module):
         self.lora_b = torch.zeros(max_loras, rank, hidden, dtype=dtype, device=weight.device)
         """[L, R, hidden]: B transposed"""
         self.slot_ids = torch.arange(max_loras, device=weight.device)
+        self.loaded: set[int] = set()
+        """The slots whose adapter has an embedding LoRA."""
 
     @property
     def weight(self) -> torch.Tensor:
@@ -215,7 +222,7 @@ class LoRAEmbedding(nn.Module):
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         out: torch.Tensor = self.base.forward(input_ids)
         batch = self.batch
-        if not batch.active:
+        if not batch.active or not (self.loaded or batch.capture_embedding):
             return out
         t = input_ids.shape[0]
         slots = batch.slots_for(t)
@@ -235,10 +242,12 @@ class LoRAEmbedding(nn.Module):
         rows[:, :r].copy_(a.t(), non_blocking=True)
         self.lora_b[slot].zero_()
         self.lora_b[slot, :r].copy_(b.t(), non_blocking=True)
+        self.loaded.add(slot)
 
     def clear_slot(self, slot: int) -> None:
         self.lora_a.view(-1, self.vocab, self.lora_a.shape[1])[slot].zero_()
         self.lora_b[slot].zero_()
+        self.loaded.discard(slot)
 
 
 class LoRAHead(nn.Module):

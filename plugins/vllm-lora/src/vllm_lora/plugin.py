@@ -7,7 +7,7 @@ from typing import Any
 
 from vllm_core import hookimpl
 
-VLLM_CORE_PLUGIN_API = ">=1.3,<2"
+VLLM_CORE_PLUGIN_API = ">=1.4,<2"
 
 
 @hookimpl

@@ -1490,6 +1490,116 @@ void vc_argmax_rows(const float *x, long ld, int R, int V, int64_t *out) {
     parallel_for(argmax_task, &a, R);
 }
 
+/* ------------------------------------------------------------------------------ LoRA (BGMV) */
+/* The batched LoRA op (Ops.add_lora): for every row t whose slot l = slots[t] is in [0, L),
+ *   out[t, slice s] += scaling[l] * (x[t] @ A[s, l]^T) @ B[l][:, slice s]
+ * A: [S, L, R, K] and B: [L, R, N] (B transposed, the slices side by side: n0 columns, then n1,
+ * then the rest), contiguous, in the model dtype. A row costs its own adapter's FLOPs and nothing
+ * else (base rows and the other slots are skipped), and the slots are read when the call runs, so
+ * a recorded plan holding this call serves any mix of adapters. The shrink is rounded to the
+ * dtype (as a matmul's output is), the expand accumulates in float32 and the sum is rounded once.
+ * Rows in chunks of LORA_ROWS over the pool. */
+#define LORA_ROWS 4
+#define LORA_MAX_RANK 512
+typedef struct {
+    const void *x, *a, *b;
+    const int64_t *slots;
+    const float *scaling;
+    void *out;
+    long ldx, ldo;
+    int T, K, R, L, N, S, is_bf16;
+    int off[4];
+} lora_args;
+
+static inline __m512 load16(const void *p, long i, __mmask16 m, int is_bf16) {
+    return is_bf16 ? load_bf16_f32_mask((const bf16 *)p + i, m) : _mm512_maskz_loadu_ps(m, (const float *)p + i);
+}
+
+static inline __mmask16 mask_upto(long n) { return n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1); }
+
+/* h[r] = x . A_rows[r] for r < R (rows K elements long), four rows per pass over x */
+static inline void lora_shrink(const void *x, long xi, const void *a, long ai, int K, int R, int bf, float *h) {
+    int r = 0;
+    for (; r + 4 <= R; r += 4) {
+        __m512 acc0 = _mm512_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
+        for (int k = 0; k < K; k += 16) {
+            const __mmask16 m = mask_upto(K - k);
+            const __m512 xv = load16(x, xi + k, m, bf);
+            const long ak = ai + (long)r * K + k;
+            acc0 = _mm512_fmadd_ps(xv, load16(a, ak, m, bf), acc0);
+            acc1 = _mm512_fmadd_ps(xv, load16(a, ak + K, m, bf), acc1);
+            acc2 = _mm512_fmadd_ps(xv, load16(a, ak + 2L * K, m, bf), acc2);
+            acc3 = _mm512_fmadd_ps(xv, load16(a, ak + 3L * K, m, bf), acc3);
+        }
+        h[r] = hsum(acc0), h[r + 1] = hsum(acc1), h[r + 2] = hsum(acc2), h[r + 3] = hsum(acc3);
+    }
+    for (; r < R; r++) {
+        __m512 acc = _mm512_setzero_ps();
+        for (int k = 0; k < K; k += 16) {
+            const __mmask16 m = mask_upto(K - k);
+            acc = _mm512_fmadd_ps(load16(x, xi + k, m, bf), load16(a, ai + (long)r * K + k, m, bf), acc);
+        }
+        h[r] = hsum(acc);
+    }
+    if (bf)
+        for (r = 0; r < R; r++) h[r] = round_bf16(h[r]);
+}
+
+/* out[j0 .. j1) += sc * h @ B_rows (R rows, N elements apart), 64 columns at a time */
+static inline void lora_expand(const float *h, const void *b, long bi, long N, int R, int j0, int j1, float sc,
+                               void *out, long oi, int bf) {
+    const __m512 scv = _mm512_set1_ps(sc);
+    for (int j = j0; j < j1; j += 64) {
+        __mmask16 m[4];
+        for (int v = 0; v < 4; v++) m[v] = j + 16 * v < j1 ? mask_upto(j1 - j - 16 * v) : 0;
+        __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+        for (int r = 0; r < R; r++) {
+            if (h[r] == 0.0f) continue; /* the zero-padded ranks of a lower-rank adapter */
+            const __m512 hr = _mm512_set1_ps(h[r]);
+            const long br = bi + (long)r * N + j;
+            for (int v = 0; v < 4; v++)
+                if (m[v]) acc[v] = _mm512_fmadd_ps(hr, load16(b, br + 16 * v, m[v], bf), acc[v]);
+        }
+        for (int v = 0; v < 4; v++) {
+            if (!m[v]) continue;
+            const long o = oi + j + 16 * v;
+            const __m512 sum = _mm512_add_ps(load16(out, o, m[v], bf), _mm512_mul_ps(scv, acc[v]));
+            if (bf) _mm256_mask_storeu_epi16((bf16 *)out + o, m[v], f32_to_bf16x16(sum));
+            else _mm512_mask_storeu_ps((float *)out + o, m[v], sum);
+        }
+    }
+}
+
+static void lora_task(void *p, int chunk) {
+    const lora_args *a = p;
+    const int t0 = chunk * LORA_ROWS, t1 = t0 + LORA_ROWS < a->T ? t0 + LORA_ROWS : a->T;
+    float h[LORA_MAX_RANK];
+    for (int t = t0; t < t1; t++) {
+        const int64_t l = a->slots[t];
+        if (l < 0 || l >= a->L) continue;
+        for (int s = 0; s < a->S; s++) {
+            lora_shrink(a->x, (long)t * a->ldx, a->a, ((long)s * a->L + l) * a->R * a->K, a->K, a->R, a->is_bf16, h);
+            lora_expand(h, a->b, l * a->R * (long)a->N, a->N, a->R, a->off[s], a->off[s + 1], a->scaling[l], a->out,
+                        (long)t * a->ldo, a->is_bf16);
+        }
+    }
+}
+
+/* S (1, 2 or 3 slices) follows from the sizes: n0 == N, n0 + n1 == N, else a third of N - n0 - n1.
+ * Returns -1 (nothing done) for a rank above LORA_MAX_RANK, else 0. */
+int vc_lora(void *out, long ldo, const void *x, long ldx, const void *a, const void *b, const int64_t *slots,
+            const float *scaling, int T, int K, int R, int L, int N, int n0, int n1, int is_bf16) {
+    if (R > LORA_MAX_RANK) return -1;
+    lora_args args = {.x = x, .a = a, .b = b, .slots = slots, .scaling = scaling, .out = out, .ldx = ldx,
+                      .ldo = ldo, .T = T, .K = K, .R = R, .L = L, .N = N, .is_bf16 = is_bf16};
+    args.S = n0 >= N ? 1 : n0 + n1 >= N ? 2 : 3;
+    args.off[0] = 0, args.off[1] = n0 < N ? n0 : N, args.off[2] = n0 + n1 < N ? n0 + n1 : N, args.off[3] = N;
+    const int n_chunks = (T + LORA_ROWS - 1) / LORA_ROWS;
+    if (n_chunks == 1) lora_task(&args, 0);
+    else parallel_for(lora_task, &args, n_chunks);
+    return 0;
+}
+
 /* ---------------------------------------------------------------------------- embedding */
 /* out[t] = table[ids[t]] (row_bytes each); a row whose id is outside [0, vocab) is zeroed.
  * Returns how many ids were outside (the eager caller raises for those). */
@@ -1512,7 +1622,8 @@ int vc_embedding(const int64_t *ids, int T, const char *table, long vocab, long 
 typedef union { int64_t i; double f; } plan_arg;
 typedef struct { int64_t kind; plan_arg a[PLAN_MAX_ARGS]; } plan_call;
 enum { PLAN_LINEAR, PLAN_RMS_NORM, PLAN_ROTARY, PLAN_CACHE_WRITE, PLAN_DECODE_ATTENTION, PLAN_SILU_AND_MUL,
-       PLAN_SILU_MLP, PLAN_EMBEDDING, PLAN_HEAD_RMS_NORM, PLAN_LINEAR_Q, PLAN_CALLBACK, PLAN_KINDS };
+       PLAN_SILU_MLP, PLAN_EMBEDDING, PLAN_HEAD_RMS_NORM, PLAN_LINEAR_Q, PLAN_CALLBACK, PLAN_LORA,
+       PLAN_KINDS };
 
 /* Calls fn(NULL, arg) on this thread: a plan's step of Python code (a ctypes callback, which takes
  * the GIL itself), e.g. a bf16 linear on PyTorch's oneDNN matmul where AMX makes it faster. */
@@ -1549,6 +1660,10 @@ int vc_plan_run(const plan_call *calls, int n) {
             vc_linear_q(P(0), L(1), P(2), P(3), P(4), L(5), I(6), I(7), I(8), I(9), I(10), I(11), I(12));
             break;
         case PLAN_CALLBACK: vc_callback((task_fn)P(0), I(1)); break;
+        case PLAN_LORA:
+            vc_lora(P(0), L(1), P(2), L(3), P(4), P(5), P(6), P(7), I(8), I(9), I(10), I(11), I(12), I(13), I(14),
+                    I(15));
+            break;
         default: return j;
         }
     }

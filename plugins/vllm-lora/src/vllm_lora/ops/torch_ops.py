@@ -1,18 +1,15 @@
-"""``TorchLoRAOps``: the batched LoRA op in plain PyTorch (every platform; the oracle of the
-Triton kernels).
-
-No host syncs and no shapes that depend on the adapters in the step: the shrink runs against
-every slot at once (``x @ A_all^T``: ``[T, S*L*R]``), rows are masked to their own slot, and the
-expand is one matmul per slice over the concatenated slots. The cost is ``L`` times the
-per-adapter FLOPs, which is small next to the base projection while ``L * R`` stays well under
-the hidden size; in exchange a step's work is fixed (CUDA graphs, static shapes) and a mixed
-batch needs no sorting or gathering.
+"""The ``LoRAOps`` interface, and the implementations that run the platform's ``Ops.add_lora``
+(plugin API 1.4): ``PlatformLoRAOps`` (the platform's kernel where it has one, e.g. the cpu
+platform's per-row C kernel) and ``TorchLoRAOps`` (the core's PyTorch definition on any platform:
+no host syncs, no shapes that depend on the step's adapters; the oracle of the Triton kernels).
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
+
+from vllm_core.plugins.api import NATIVE_OPS, Ops
 
 
 class LoRAOps:
@@ -55,17 +52,19 @@ class LoRAOps:
         raise NotImplementedError
 
 
-class TorchLoRAOps(LoRAOps):
-    name = "torch"
+class PlatformLoRAOps(LoRAOps):
+    """The platform's own ``Ops.add_lora`` (plugin API 1.4): a kernel where the platform has one
+    (the cpu platform's recorded plans can hold it), else the core's PyTorch definition."""
+
+    def __init__(self, platform_ops: Ops | None = None, platform_name: str = "") -> None:
+        self.platform_ops = platform_ops if platform_ops is not None else NATIVE_OPS
+        self.kernel = type(self.platform_ops).add_lora is not Ops.add_lora
+        """Does the platform override the op (with a kernel its graphs can record)?"""
+        self.name = f"{platform_name or 'platform'} kernel" if self.kernel else "torch"
 
     def token_tables(self, token_slots: torch.Tensor, scaling: torch.Tensor, dtype: torch.dtype,
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``own`` [N, L] (1 where the row's slot is that column) and ``token_scale`` [N, 1]."""
-        slots = torch.arange(scaling.shape[0], device=token_slots.device)
-        own = (token_slots.unsqueeze(1) == slots.unsqueeze(0)).to(dtype)
-        valid = token_slots >= 0
-        token_scale = torch.where(valid, scaling.index_select(0, token_slots.clamp(min=0)), 0.0).to(dtype)
-        return own, token_scale.unsqueeze(1)
+                     ) -> tuple[torch.Tensor, ...] | None:
+        return self.platform_ops.lora_tables(token_slots, scaling, dtype)
 
     def step_tables(self, tables: tuple[torch.Tensor, ...], num_tokens: int) -> tuple[torch.Tensor, ...]:
         return tuple(t[:num_tokens] for t in tables)
@@ -81,15 +80,12 @@ class TorchLoRAOps(LoRAOps):
         scaling: torch.Tensor,
         tables: tuple[torch.Tensor, ...] | None = None,
     ) -> None:
-        t = x.shape[0]
-        s_, l_, r_, k_ = lora_a.shape
-        own, token_scale = tables if tables is not None else self.token_tables(token_slots, scaling, out.dtype)
-        shrunk = torch.matmul(x, lora_a.view(s_ * l_ * r_, k_).t())  # [T, S*L*R]
-        shrunk.view(t, s_, l_, r_).mul_(own.view(t, 1, l_, 1))  # each row keeps its own slot's columns
-        rows = shrunk.view(t, s_, l_ * r_)
-        off = 0
-        for s, n in enumerate(slice_sizes):
-            b = lora_b[:, :, off : off + n].reshape(l_ * r_, n)  # a view: [L, R] merge
-            delta = torch.matmul(rows[:, s], b)  # strided rows: no copy
-            out[:, off : off + n].addcmul_(delta, token_scale)
-            off += n
+        self.platform_ops.add_lora(out, x, lora_a, lora_b, slice_sizes, token_slots, scaling, tables)
+
+
+class TorchLoRAOps(PlatformLoRAOps):
+    """The core's PyTorch definition (``NATIVE_OPS.add_lora``) on any platform: the masked
+    all-slot shrink and one expand matmul per slice, no host syncs, static shapes."""
+
+    def __init__(self) -> None:
+        super().__init__(NATIVE_OPS)
