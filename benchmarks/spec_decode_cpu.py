@@ -2,7 +2,7 @@
 
 SmolLM2-135M-Instruct (real weights, the embedded default model), one stream at a time, greedy,
 256 output tokens, on workloads that copy their input: "repeat this paragraph with an edit" and
-"rename a variable in this function". For each workload: output tokens/s without and with
+"rename a variable in this function", each with an input shorter than the output and one longer. For each workload: output tokens/s without and with
 speculation (best of ``--repeat`` alternating runs), their ratio, the mean acceptance length
 (tokens per verified step) and whether the tokens are identical (they must be).
 
@@ -35,10 +35,38 @@ CODE = '''def summarize(orders):
     print("orders:", count, "total:", total, "average:", average)
     return {"count": count, "total": total, "average": average}
 '''
+LONG_PARAGRAPH = PARAGRAPH + (
+    " The baker had a daughter called Anna, who came to the bakery every Sunday with her two sons. The boys "
+    "played with the cat in the garden behind the bakery, and the cat followed them up the hill to the old "
+    "church and back again. Anna said that the cat knew the way better than the boys did. One cold night in "
+    "December the fire in the bakery went out, and the cat woke the baker by sitting on his chest until he "
+    "opened his eyes. The baker lit the fire again, made a pot of tea and gave the cat a little more milk than "
+    "usual. The next morning the whole street heard the story, and the children brought the cat a blue collar "
+    "with a small silver bell, so that everyone would know when Captain was coming down the street."
+)
+LONG_CODE = CODE + '''
+
+def report(orders, currency="EUR"):
+    summary = summarize(orders)
+    lines = []
+    lines.append("count: " + str(summary["count"]))
+    lines.append("total: " + str(summary["total"]) + " " + currency)
+    lines.append("average: " + str(summary["average"]) + " " + currency)
+    for order in orders:
+        if order.status == "paid":
+            lines.append(order.customer + ": " + str(order.amount) + " " + currency)
+    return "\\n".join(lines)
+'''
 WORKLOADS = {
     "paragraph_edit": f"Repeat the following paragraph exactly, but replace every 'cat' with 'dog':\n\n{PARAGRAPH}",
     "code_rename": f"Rename the variable `total` to `revenue` in this function and show the whole function:\n\n{CODE}",
+    # inputs longer than the 256 output tokens: the whole output can be a copy
+    "long_paragraph_edit": f"Repeat the following text exactly, but replace every 'cat' with 'dog':\n\n{LONG_PARAGRAPH}",
+    "long_code_rename": f"Rename the variable `total` to `revenue` in this code and show all of it:\n\n{LONG_CODE}",
 }
+"""The first two are the original workloads: their inputs are shorter than the output (SmolLM2
+copies ~130 tokens, then writes new text that no lookup can draft). The long ones copy for the
+whole output."""
 
 
 def main() -> None:
