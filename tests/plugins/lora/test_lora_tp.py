@@ -3,8 +3,8 @@ token ids equal PEFT's for base and adapter requests in one batch, with more ada
 ``max_loras`` (slots swapped on both ranks). Each rank holds its shard of every slot: A whole and
 B split by output rows for qkv / gate_up (q, k and v each their own part), A split by input
 columns and B whole for o_proj / down_proj (the delta joins the partial product before the
-all-reduce); the embedding and lm_head LoRA are whole on each rank. On the reference and cpu
-platforms; about 30 s on 2 cores."""
+all-reduce); the embedding and lm_head LoRA are whole on each rank. Under pipeline parallelism
+(PP=2) each stage holds its layers' part of every adapter. On the reference and cpu platforms."""
 
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ from tests.conftest import random_prompts
 from tests.plugins.lora.conftest import peft_greedy
 from tests.plugins.lora.test_lora_oracle import DEVICES, requests_for
 from vllm_core import LLM, SamplingParams
-from vllm_core.errors import WorkerError
 
 MAX_TOKENS = 6
 
@@ -42,9 +41,24 @@ def test_tensor_parallel_matches_peft(lora_models: dict[str, Any], device: str) 
     assert not [p for p in multiprocessing.active_children() if p.name.startswith("vllm-core-worker")]
 
 
-def test_pipeline_parallel_is_refused_with_the_fix(lora_models: dict[str, Any]) -> None:
-    """A stage holds only some layers: refused when the workers build their runners, naming the fix."""
-    path, _, _ = lora_models["llama"]
-    with pytest.raises(WorkerError, match="set pipeline_parallel_size=1"):
-        LLM(path, dtype="float32", device=DEVICES[0], max_model_len=64, skip_tokenizer_init=True,
-            use_tqdm_on_load=False, pipeline_parallel_size=2, distributed_executor_backend="mp", enable_lora=True)
+@pytest.mark.parametrize("device", DEVICES[:2])
+def test_pipeline_parallel_matches_peft(lora_models: dict[str, Any], device: str) -> None:
+    """PP=2 (``mp``): each stage wraps and loads its own layers (the embedding LoRA on the first
+    stage, ``lm_head`` on the last), every stage keeps the same slot map; base and four adapters
+    in one batch with slots swapped, PEFT's tokens."""
+    path, base, adapters = lora_models["qwen3"]
+    loras = requests_for(adapters)
+    prompts = random_prompts(len(loras), 5, 16, 512, seed=17)
+    llm = LLM(path, dtype="float32", device=device, max_model_len=64, skip_tokenizer_init=True,
+              use_tqdm_on_load=False, pipeline_parallel_size=2, distributed_executor_backend="mp",
+              enable_lora=True, max_loras=2, max_lora_rank=32, max_cpu_loras=4, block_size=8,
+              max_num_batched_tokens=32, kv_cache_memory_bytes=1 << 21)
+    try:
+        params = SamplingParams(max_tokens=MAX_TOKENS, temperature=0.0, ignore_eos=True, detokenize=False)
+        outs = llm.generate([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False, lora_request=loras)
+        for p, lr, o in zip(prompts, loras, outs):
+            want = peft_greedy(base, None if lr is None else lr.lora_path, p, MAX_TOKENS)
+            assert list(o.outputs[0].token_ids) == want, f"PP=2 adapter {None if lr is None else lr.lora_name}"
+    finally:
+        llm.llm_engine.core.executor.shutdown()
+    assert not [p for p in multiprocessing.active_children() if p.name.startswith("vllm-core-worker")]

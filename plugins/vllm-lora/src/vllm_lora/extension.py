@@ -57,12 +57,6 @@ class LoRAExtension(RunnerExtension):
             return None
         if context.model is None:
             raise ConfigError("enable_lora=True needs a runner that holds the model")
-        par = context.config.parallel
-        if par.pipeline_parallel_size > 1:  # a stage holds only some layers: the wrappers need them all
-            raise ConfigError(
-                f"enable_lora=True with pipeline_parallel_size={par.pipeline_parallel_size}: vllm-lora runs "
-                "with tensor parallelism but not pipeline stages in this release; set pipeline_parallel_size=1"
-            )
         return cls(cfg, context)
 
     @classmethod
@@ -177,7 +171,10 @@ class LoRAExtension(RunnerExtension):
             module.clear_slot(slot)
         for (layer, peft_module), (a, b) in weights.items():
             key, slice_index = target_of(layer, peft_module)
-            self.modules[key].set_slot(slot, slice_index, a, b)  # pinned when loaded (HostAdapters)
+            module = self.modules.get(key)
+            if module is None:  # another pipeline stage holds it (the adapter was checked against the model)
+                continue
+            module.set_slot(slot, slice_index, a, b)  # pinned when loaded (HostAdapters)
         self.batch.scaling[slot] = spec.scaling
         logger.debug("LoRA adapter %s in device slot %d", spec.path, slot)
 

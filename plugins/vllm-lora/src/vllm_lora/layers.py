@@ -22,6 +22,10 @@ is added):
   it with the other ranks' (``sum_r (x_r A_r^T) B^T = (x A^T) B^T``), one collective as without LoRA;
 - the input embedding: A and B whole on every rank, the delta added after the base lookup's
   all-reduce.
+
+Pipeline parallel: each stage wraps the layers it holds (and the embedding on the first stage,
+the head on the last) and loads only their part of an adapter; every stage keeps the same slot
+map (the scheduler's step is the same on every stage).
 """
 
 from __future__ import annotations
@@ -326,7 +330,8 @@ def wrap_model(model: nn.Module, batch: LoRABatch, max_loras: int, rank: int, dt
                ) -> dict[ModuleKey, LoRAModule]:
     """Wrap every decoder layer's projections, the input embedding and the output projection
     (``compute_logits``); returns them by (layer, module), the embedding as
-    ``(EMBEDDING_LAYER, "embed_tokens")``, the head as ``(LM_HEAD_LAYER, "lm_head")``."""
+    ``(EMBEDDING_LAYER, "embed_tokens")``, the head as ``(LM_HEAD_LAYER, "lm_head")``. A pipeline
+    stage wraps what it holds: its layers, the embedding on the first stage, the head on the last."""
     layers: Any = getattr(getattr(model, "model", None), "layers", None)
     if layers is None:
         raise ConfigError(
@@ -338,7 +343,8 @@ def wrap_model(model: nn.Module, batch: LoRABatch, max_loras: int, rank: int, dt
     head: Any = getattr(model, "lm_head", None)
     head = head if head is not None else getattr(inner, EMBEDDING, None)  # tied: the embedding's rows
     compute_logits: Any = getattr(model, "compute_logits", None)
-    if head is not None and compute_logits is not None:
+    last_stage = bool(getattr(getattr(inner, "pp", None), "is_last", True))  # the stage that computes logits
+    if head is not None and compute_logits is not None and last_stage:
         weight: torch.Tensor = head.weight
         lora_head = LoRAHead(compute_logits, batch, max_loras, rank, weight.shape[1],
                              int(getattr(head, "vocab_size", weight.shape[0])), dtype, weight.device)
@@ -347,7 +353,9 @@ def wrap_model(model: nn.Module, batch: LoRABatch, max_loras: int, rank: int, dt
     if getattr(inner, EMBEDDING, None) is not None:
         inner.embed_tokens = wrapped[(EMBEDDING_LAYER, EMBEDDING)] = LoRAEmbedding(
             inner.embed_tokens, batch, max_loras, rank, dtype)
-    for i, layer in enumerate(layers):
+    # a pipeline stage builds only its layers (``stage``); the others are placeholders
+    for i in getattr(inner, "stage", range(len(layers))):
+        layer = layers[i]
         attn: Any = getattr(layer, "self_attn", None)
         mlp: Any = getattr(layer, "mlp", None)
         needed = [(attn, "qkv_proj"), (attn, "o_proj"), (mlp, "gate_up_proj"), (mlp, "down_proj")]
