@@ -72,6 +72,7 @@ def test_greedy_tokens_equal_transformers(models: dict[str, Any], method: str, s
     core, ext = llm.llm_engine.core, spec_of(llm)
     stats = ext.stats()
     assert stats.num_drafts > 0 and stats.num_draft_tokens >= stats.num_drafts, "no drafts were verified"
+    assert core.spec_decode_counters.snapshot() == stats, "the engine core's counters (/metrics) differ from the runner's"
     assert len(stats.accepted_per_pos) == 3
     if setting == "preempt":
         assert core.scheduler.num_preemptions > 0, "the KV cache was meant to be too small"

@@ -133,8 +133,8 @@ def _info_gauges(sched: Any) -> tuple[InfoGauge, ...]:
 
 
 def _spec_decode_stats(core: Any) -> SpecDecodeStats | None:
-    spec = core.runner.extensions.get("speculative_decoding")
-    return None if spec is None else spec.stats()
+    counters = core.spec_decode_counters  # counted by the engine core: the runners may be other processes
+    return None if counters is None else counters.snapshot()
 
 
 def _load(config: EngineConfig) -> tuple[Any, EngineInfo]:

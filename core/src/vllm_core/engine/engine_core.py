@@ -23,6 +23,7 @@ from vllm_core.platforms import resolve_platform
 from vllm_core.platforms.interface import Platform
 from vllm_core.request import Request, RequestStatus
 from vllm_core.spec_decode.extension import proposer_lookahead_slots
+from vllm_core.spec_decode.metrics import SpecDecodeCounters
 from vllm_core.worker.model_runner import ModelRunner, PendingRunnerOutput
 
 logger = logging.getLogger(__name__)
@@ -79,6 +80,10 @@ class EngineCore:
                         "(speculative decoding: steps that draft nothing)")
             async_scheduling, self._async_when_allowed = False, True
         self.num_async_steps = 0
+        spec = config.speculative
+        self.spec_decode_counters = None if spec is None else SpecDecodeCounters(spec.num_speculative_tokens)
+        """Drafts verified and accepted, counted from the steps' outputs here, where every executor's
+        outputs arrive (the runners may be other processes): vLLM's spec-decode counters."""
         """Steps launched ahead of their results."""
         self.scheduler = Scheduler(
             sc.model_copy(update={"async_scheduling": async_scheduling, "max_num_batched_tokens": budget}),
@@ -149,7 +154,7 @@ class EngineCore:
         self._note_scheduled(sched_out)
         if not self.scheduler.async_scheduling:
             runner_out = self.executor.execute_model(sched_out)
-            return self._outputs(self.scheduler.update_from_output(sched_out, runner_out), runner_out)
+            return self._update(sched_out, runner_out)
         pending = self.executor.execute_model_async(sched_out)
         if not sched_out.is_empty:
             self.num_async_steps += 1
@@ -162,7 +167,7 @@ class EngineCore:
     def _collect_oldest(self) -> list[EngineCoreOutput]:
         prev_out, pending = self._in_flight.popleft()
         runner_out = pending.get()
-        return self._outputs(self.scheduler.update_from_output(prev_out, runner_out), runner_out)
+        return self._update(prev_out, runner_out)
 
     def _choose_async(self) -> list[EngineCoreOutput] | None:
         """Per step, when an extension needs some steps' tokens (speculative decoding): run
@@ -182,6 +187,14 @@ class EngineCore:
             return outputs
         sched.async_scheduling = want
         return None
+
+    def _update(self, sched_out: SchedulerOutput, runner_out: ModelRunnerOutput) -> list[EngineCoreOutput]:
+        counters = self.spec_decode_counters
+        if counters is not None:
+            for sr, tokens in zip(sched_out.scheduled, runner_out.sampled_token_ids):
+                if sr.draft_token_ids and tokens:  # the accepted drafts, then one sampled token
+                    counters.record(len(sr.draft_token_ids), len(tokens) - 1)
+        return self._outputs(self.scheduler.update_from_output(sched_out, runner_out), runner_out)
 
     def _outputs(
         self, updates: list[tuple[Request, list[int]]], runner_out: ModelRunnerOutput

@@ -71,11 +71,17 @@ class EagleProposer(Proposer):
                 f"{self.method} drafts from the target's hidden states; {type(target).__name__} does not expose "
                 "them (supported targets: the Llama family); use method 'ngram' or 'draft_model'"
             )
+        # Tensor parallel: the head is small and built whole on every rank (its own layer, fc, norm
+        # and EAGLE-3 head); it reads the target's hidden states, which every rank holds whole,
+        # and calls the target's sharded embedding and LM head, whose collectives every rank runs
+        # in the same order: each rank drafts the same tokens. A pipeline stage lacks the
+        # embedding, the head or the hidden states.
         parallel = context.config.parallel
-        if parallel.world_size > 1:
+        if parallel.pipeline_parallel_size > 1:
             raise ConfigError(
-                f"{self.method} runs with one model process (tensor_parallel_size={parallel.tensor_parallel_size}, "
-                f"pipeline_parallel_size={parallel.pipeline_parallel_size}); use 1 for both, or method 'ngram'"
+                f"{self.method} reads the target's embedding, LM head and last hidden states, which "
+                f"pipeline_parallel_size={parallel.pipeline_parallel_size} puts on different stages; use "
+                "pipeline_parallel_size=1 (tensor_parallel_size may be > 1), or method 'ngram' or 'draft_model'"
             )
         self.platform = context.platform
         self.device = self.platform.device()
