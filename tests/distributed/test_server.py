@@ -64,3 +64,29 @@ def test_tp2_server_equals_tp1_and_reports_worker_death(tiny_chat_model: str) ->
                 time.sleep(0.1)
     finally:
         srv.stop()
+
+
+def test_tp2_server_serves_speculative_decoding_metrics(tiny_chat_model: str) -> None:
+    """n-gram speculation with the runners in worker processes: the completion equals the TP=1
+    engine's without speculation, and /metrics serves vLLM's spec-decode counters (the engine
+    core counts them from the steps' outputs; it holds no runner to ask)."""
+    prompt = "one two three four one two three four one two three four one two three"
+    llm = LLM(tiny_chat_model, device=DEVICE, use_tqdm_on_load=False, **TINY_ENGINE)
+    want = llm.generate([prompt], SamplingParams(temperature=0.0, max_tokens=24, ignore_eos=True), use_tqdm=False)
+    del llm
+    spec = {"method": "ngram", "num_speculative_tokens": 3, "prompt_lookup_min": 1, "prompt_lookup_max": 3,
+            "min_acceptance_rate": 0.0}
+    srv = start_server(tiny_chat_model, {**TINY_ENGINE, "device": DEVICE, "tensor_parallel_size": 2,
+                                         "speculative_config": spec})
+    try:
+        got = srv.client().completions.create(model="test-model", prompt=prompt, max_tokens=24, temperature=0.0,
+                                              extra_body={"ignore_eos": True})
+        assert got.choices[0].text == want[0].outputs[0].text
+        r = httpx.get(f"{srv.url}/metrics", timeout=30)
+        assert r.status_code == 200, r.text
+        values = {line.split("{")[0]: float(line.rsplit(" ", 1)[1]) for line in r.text.splitlines()
+                  if line.startswith("vllm:spec_decode_num_") and "_per_pos" not in line}
+        assert values.get("vllm:spec_decode_num_draft_tokens_total", 0) > 0, values
+        assert values["vllm:spec_decode_num_drafts_total"] > 0
+    finally:
+        srv.stop()
