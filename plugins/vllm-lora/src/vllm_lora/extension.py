@@ -171,10 +171,10 @@ class LoRAExtension(RunnerExtension):
             module.clear_slot(slot)
         for (layer, peft_module), (a, b) in weights.items():
             key, slice_index = target_of(layer, peft_module)
-            module = self.modules.get(key)
-            if module is None:  # another pipeline stage holds it (the adapter was checked against the model)
+            target = self.modules.get(key)
+            if target is None:  # another pipeline stage holds it (the adapter was checked against the model)
                 continue
-            module.set_slot(slot, slice_index, a, b)  # pinned when loaded (HostAdapters)
+            target.set_slot(slot, slice_index, a, b)  # pinned when loaded (HostAdapters)
         self.batch.scaling[slot] = spec.scaling
         logger.debug("LoRA adapter %s in device slot %d", spec.path, slot)
 
