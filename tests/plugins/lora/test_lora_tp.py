@@ -21,44 +21,34 @@ from vllm_core import LLM, SamplingParams
 MAX_TOKENS = 6
 
 
-@pytest.mark.parametrize("device", DEVICES[:2])
-def test_tensor_parallel_matches_peft(lora_models: dict[str, Any], device: str) -> None:
-    path, base, adapters = lora_models["llama"]
-    loras = requests_for(adapters)  # base + 4 adapters: ranks 4-32, attention / MLP / embedding targets
-    prompts = random_prompts(len(loras), 5, 16, 512, seed=13)
+def assert_parallel_matches_peft(model: tuple[str, Any, dict[str, str]], device: str, seed: int, **parallel: int) -> None:
+    """Base + 4 adapters (ranks 4-32, attention / MLP / embedding / lm_head targets) in one
+    batch with max_loras=2 (slots swapped) on the ``mp`` backend: PEFT's tokens, no worker left."""
+    path, base, adapters = model
+    loras = requests_for(adapters)
+    prompts = random_prompts(len(loras), 5, 16, 512, seed=seed)
     llm = LLM(path, dtype="float32", device=device, max_model_len=64, skip_tokenizer_init=True,
-              use_tqdm_on_load=False, tensor_parallel_size=2, distributed_executor_backend="mp",
-              enable_lora=True, max_loras=2, max_lora_rank=32, max_cpu_loras=4, block_size=8,
-              max_num_batched_tokens=32, kv_cache_memory_bytes=1 << 21)
+              use_tqdm_on_load=False, distributed_executor_backend="mp", enable_lora=True, max_loras=2,
+              max_lora_rank=32, max_cpu_loras=4, block_size=8, max_num_batched_tokens=32,
+              kv_cache_memory_bytes=1 << 21, **parallel)
     try:
         params = SamplingParams(max_tokens=MAX_TOKENS, temperature=0.0, ignore_eos=True, detokenize=False)
         outs = llm.generate([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False, lora_request=loras)
         for p, lr, o in zip(prompts, loras, outs):
             want = peft_greedy(base, None if lr is None else lr.lora_path, p, MAX_TOKENS)
-            assert list(o.outputs[0].token_ids) == want, f"TP=2 adapter {None if lr is None else lr.lora_name}"
+            assert list(o.outputs[0].token_ids) == want, f"{parallel} adapter {None if lr is None else lr.lora_name}"
     finally:
         llm.llm_engine.core.executor.shutdown()
     assert not [p for p in multiprocessing.active_children() if p.name.startswith("vllm-core-worker")]
+
+
+@pytest.mark.parametrize("device", DEVICES[:2])
+def test_tensor_parallel_matches_peft(lora_models: dict[str, Any], device: str) -> None:
+    assert_parallel_matches_peft(lora_models["llama"], device, 13, tensor_parallel_size=2)
 
 
 @pytest.mark.parametrize("device", DEVICES[:2])
 def test_pipeline_parallel_matches_peft(lora_models: dict[str, Any], device: str) -> None:
-    """PP=2 (``mp``): each stage wraps and loads its own layers (the embedding LoRA on the first
-    stage, ``lm_head`` on the last), every stage keeps the same slot map; base and four adapters
-    in one batch with slots swapped, PEFT's tokens."""
-    path, base, adapters = lora_models["qwen3"]
-    loras = requests_for(adapters)
-    prompts = random_prompts(len(loras), 5, 16, 512, seed=17)
-    llm = LLM(path, dtype="float32", device=device, max_model_len=64, skip_tokenizer_init=True,
-              use_tqdm_on_load=False, pipeline_parallel_size=2, distributed_executor_backend="mp",
-              enable_lora=True, max_loras=2, max_lora_rank=32, max_cpu_loras=4, block_size=8,
-              max_num_batched_tokens=32, kv_cache_memory_bytes=1 << 21)
-    try:
-        params = SamplingParams(max_tokens=MAX_TOKENS, temperature=0.0, ignore_eos=True, detokenize=False)
-        outs = llm.generate([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False, lora_request=loras)
-        for p, lr, o in zip(prompts, loras, outs):
-            want = peft_greedy(base, None if lr is None else lr.lora_path, p, MAX_TOKENS)
-            assert list(o.outputs[0].token_ids) == want, f"PP=2 adapter {None if lr is None else lr.lora_name}"
-    finally:
-        llm.llm_engine.core.executor.shutdown()
-    assert not [p for p in multiprocessing.active_children() if p.name.startswith("vllm-core-worker")]
+    """PP=2: each stage wraps and loads its own layers (the embedding LoRA on the first stage,
+    ``lm_head`` on the last), every stage keeps the same slot map (qwen3: tied embeddings)."""
+    assert_parallel_matches_peft(lora_models["qwen3"], device, 17, pipeline_parallel_size=2)
