@@ -80,11 +80,11 @@ class EngineCore:
                         "(speculative decoding: steps that draft nothing)")
             async_scheduling, self._async_when_allowed = False, True
         self.num_async_steps = 0
+        """Steps launched ahead of their results."""
         spec = config.speculative
         self.spec_decode_counters = None if spec is None else SpecDecodeCounters(spec.num_speculative_tokens)
         """Drafts verified and accepted, counted from the steps' outputs here, where every executor's
         outputs arrive (the runners may be other processes): vLLM's spec-decode counters."""
-        """Steps launched ahead of their results."""
         self.scheduler = Scheduler(
             sc.model_copy(update={"async_scheduling": async_scheduling, "max_num_batched_tokens": budget}),
             self.kv_cache_manager, loaded.max_model_len,

@@ -137,7 +137,6 @@ class Ops:
         k_flat.index_copy_(0, target, torch.where(keep, key, k_fill))
         v_flat.index_copy_(0, target, torch.where(keep, value, v_fill))
 
-
     # ---------------------------------------------------------------------------- LoRA (Punica)
     def lora_tables(
         self, token_slots: torch.Tensor, scaling: torch.Tensor, dtype: torch.dtype

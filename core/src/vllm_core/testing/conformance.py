@@ -444,7 +444,6 @@ class OpsConformance:
         NATIVE_OPS.reshape_and_cache(key, value, ref_caches[0], ref_caches[1], slots)
         torch.testing.assert_close(dev_caches.cpu(), ref_caches, atol=0, rtol=0)
 
-
     @pytest.mark.parametrize("slice_sizes", [(64, 32, 32), (48, 48), (40,)], ids=["qkv", "gate_up", "o"])
     @pytest.mark.parametrize("num_tokens", [1, 7, 37])
     @pytest.mark.parametrize("dtype_name", list(DTYPES))
@@ -476,6 +475,7 @@ class OpsConformance:
         _assert_ops_close(actual, expected, "add_lora")
         base_rows = token_slots < 0
         assert torch.equal(actual.cpu()[base_rows], out[base_rows]), "add_lora changed a base row (slot -1)"
+
 
 # ---------------------------------------------------------------------------------- end to end
 def make_tiny_llama(
