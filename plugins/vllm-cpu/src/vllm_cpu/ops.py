@@ -248,7 +248,8 @@ class CPUOps(Ops):
             or not 1 <= len(slice_sizes) <= 3 or lora_a.shape[0] != len(slice_sizes)
             or sum(slice_sizes) != out.shape[1] or lora_a.shape[2] > LORA_MAX_RANK
         ):
-            super().add_lora(out, x, lora_a, lora_b, slice_sizes, token_slots, scaling, None)
+            # ``tables`` are the native ones without the kernels, None with them (``lora_tables``)
+            super().add_lora(out, x, lora_a, lora_b, slice_sizes, token_slots, scaling, tables)
             return
         s_, l_, r_, k_ = lora_a.shape
         n0, n1 = slice_sizes[0], slice_sizes[1] if len(slice_sizes) > 1 else 0
