@@ -28,7 +28,8 @@ from tests.conftest import import_or_require
 
 import_or_require("vllm_cpu", "cpu")
 
-from vllm_cpu.kernels import Kernels  # noqa: E402
+from vllm_cpu.kernels import GGUF_BF16_ROWS, Kernels, pack_weight, parse_bf16_rows  # noqa: E402
+from vllm_core.plugins.api import ConfigError  # noqa: E402
 from vllm_cpu.ops import CPUOps  # noqa: E402
 from vllm_cpu.quant import FILE_BLOCK_BYTES, attach, build_quant_weight, dequantize_rows, pack_rows  # noqa: E402
 
@@ -44,9 +45,12 @@ def ops(kernels: Kernels, request: pytest.FixtureRequest) -> Iterator[CPUOps]:
 
 @pytest.fixture(params=["int8", "int8x2"])
 def activations(kernels: Kernels, request: pytest.FixtureRequest) -> Iterator[int]:
+    """The int8 kernel's activations; bfloat16 calls stay on it at every row count."""
     kernels.set_gguf_activations(request.param)
+    kernels.set_gguf_bf16_rows(0)
     yield 1 if request.param == "int8" else 2
     kernels.set_gguf_activations("int8x2")
+    kernels.set_gguf_bf16_rows(GGUF_BF16_ROWS)
 
 
 def random_rows(qtype: str, n: int, k: int, rng: np.random.Generator) -> np.ndarray:
@@ -135,6 +139,66 @@ def test_fused_parts_of_two_types(ops: CPUOps, activations: int) -> None:
     y = ops.linear(x, weight).double().numpy()
     sim = simulate_q8(x.double().numpy(), activations) @ w.T
     assert np.allclose(y, sim, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("qtype", QTYPES)
+@pytest.mark.parametrize("m", [GGUF_BF16_ROWS, 37, 400])
+@pytest.mark.parametrize("n,k", [(16, 32), (49, 96), (200, 576)])
+def test_bf16_rows_equal_dequantized_bf16_gemm(ops: CPUOps, kernels: Kernels, qtype: str, m: int, n: int, k: int) -> None:
+    """Bfloat16 calls of GGUF_BF16_ROWS rows or more dequantize panel by panel and run the bf16
+    GEMM: the output equals, bit for bit, the packed bf16 kernel on the weights dequantized by
+    the file's formula and rounded to bf16 (what ``--quantization none`` runs). Shapes with a
+    lone last 16-row panel (n = 16, 49, 200) and more rows than one tile (400)."""
+    rng = np.random.default_rng(n * 7 + m)
+    raw = random_rows(qtype, n, k, rng)
+    weight = torch.zeros((), dtype=torch.bfloat16).expand(n, k)
+    attach(weight, build_quant_weight([(qtype, raw)], k))
+    x = torch.from_numpy(rng.standard_normal((m, k)).astype(np.float32)).to(torch.bfloat16)
+    bias = torch.from_numpy(rng.standard_normal(n).astype(np.float32)).to(torch.bfloat16) if m % 2 else None
+    y = ops.linear(x, weight, bias)
+    dense = torch.from_numpy(dequantize_rows(qtype, raw, k)).to(torch.bfloat16)
+    ref = torch.empty(m, n, dtype=torch.bfloat16)
+    packed = pack_weight(dense)
+    kernels.lib.vc_linear_packed(x.data_ptr(), k, packed.data_ptr(), None if bias is None else bias.data_ptr(),
+                                 ref.data_ptr(), n, m, n, k, 1)
+    assert torch.equal(y, ref), (y.float() - ref.float()).abs().max()
+    # below the threshold the int8x2 kernel runs: the same values within its bounds, not the same bits
+    kernels.set_gguf_bf16_rows(m + 1)
+    try:
+        y_int = ops.linear(x, weight, bias)
+    finally:
+        kernels.set_gguf_bf16_rows(GGUF_BF16_ROWS)
+    # they differ by the bf16 rounding of the weights (2^-9 relative) and of the outputs (an ulp)
+    scale = x.double().abs() @ dense.double().abs().T
+    assert ((y_int.double() - ref.double()).abs() <= 2.0**-8 * scale + 2.0**-7 * ref.double().abs()).all()
+
+
+def test_bf16_rows_then_int8_part_requantizes(ops: CPUOps, kernels: Kernels) -> None:
+    """A fused layer of Q4_1 (bf16 path at many rows) and Q6_K (always int8) parts: the Q6_K part
+    must quantize this call's activations, not reuse an earlier call's (the Q4_1 part quantized
+    none). Each part's columns equal the part run alone."""
+    rng = np.random.default_rng(11)
+    k, m = 256, 40
+    q41, q6k = random_rows("Q4_1", 32, k, rng), random_q6k_rows(16, k, rng)
+    fused = torch.zeros((), dtype=torch.bfloat16).expand(48, k)
+    attach(fused, build_quant_weight([("Q4_1", q41), ("Q6_K", q6k)], k))
+    alone = torch.zeros((), dtype=torch.bfloat16).expand(16, k)
+    attach(alone, build_quant_weight([("Q6_K", q6k)], k))
+    ops.linear(torch.randn(m, k).to(torch.bfloat16), alone)  # leaves other activations quantized
+    x = torch.randn(m, k, generator=torch.Generator().manual_seed(1)).to(torch.bfloat16)
+    y = ops.linear(x, fused)
+    assert torch.equal(y[:, 32:], ops.linear(x, alone))
+
+
+@pytest.mark.parametrize("value,rows", [("", GGUF_BF16_ROWS), ("0", 0), (" 64 ", 64)])
+def test_bf16_rows_env(value: str, rows: int) -> None:
+    assert parse_bf16_rows(value) == rows
+
+
+@pytest.mark.parametrize("value", ["-1", "many", "1.5"])
+def test_bf16_rows_env_refuses(value: str) -> None:
+    with pytest.raises(ConfigError, match="VLLM_CPU_GGUF_BF16_ROWS"):
+        parse_bf16_rows(value)
 
 
 def test_packed_is_smaller_than_dense() -> None:

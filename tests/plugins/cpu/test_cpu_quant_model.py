@@ -21,7 +21,7 @@ from vllm_core import LLM, SamplingParams
 import_or_require("vllm_cpu", "cpu")
 
 from vllm_cpu.gguf_quant import GGUFQuantExtension, weight_bytes  # noqa: E402
-from vllm_cpu.kernels import REQUIRED_CPU_FLAGS, cpu_flags  # noqa: E402
+from vllm_cpu.kernels import GGUF_BF16_ROWS, REQUIRED_CPU_FLAGS, cpu_flags  # noqa: E402
 
 SUBJECTS = ["The history of Rome", "Photosynthesis", "A good night's sleep", "The Python language",
             "Volcanoes", "The French Revolution", "Machine learning", "The ocean's tides"]
@@ -86,6 +86,26 @@ def test_quantized_decode_starts_like_dense(engines: tuple[LLM, LLM]) -> None:
     b = quant.generate(PROMPTS[:8], greedy, use_tqdm=False)
     same = sum(x.outputs[0].token_ids == y.outputs[0].token_ids for x, y in zip(a, b))
     assert same >= 7, [(x.outputs[0].token_ids, y.outputs[0].token_ids) for x, y in zip(a, b)]
+
+def test_bfloat16_prefill_equals_dense(default_model_path: str) -> None:
+    """In bfloat16 a step of at least GGUF_BF16_ROWS rows dequantizes the packed blocks to bf16
+    and runs the dense kernel: a 29-token prompt's logprobs (every layer and the head on 29 rows)
+    equal the dequantized engine's exactly, while the layers stay packed."""
+    prompt = ("Write one paragraph about the history of Rome, its emperors, its roads, its aqueducts "
+              "and its fall, in plain words for a child.")
+    params = SamplingParams(temperature=0.0, max_tokens=1, prompt_logprobs=3)
+    common = dict(dtype="bfloat16", device="cpu", max_model_len=256, num_gpu_blocks_override=32,
+                  use_tqdm_on_load=False)
+    outs = []
+    for quantization in ("none", "gguf"):
+        llm = LLM(default_model_path, quantization=quantization, **common)
+        assert (_extension(llm) is not None) == (quantization == "gguf")
+        outs.append(llm.generate([prompt], params, use_tqdm=False)[0])
+        del llm
+    dense, quant = outs
+    assert len(dense.prompt_token_ids) >= GGUF_BF16_ROWS
+    assert quant.prompt_logprobs == dense.prompt_logprobs
+
 
 def test_gguf_where_it_cannot_run_is_an_error(smol_vocab_model: str) -> None:
     with pytest.raises(Exception, match=r"quantization='gguf' cannot run: .*not a \.gguf file"):

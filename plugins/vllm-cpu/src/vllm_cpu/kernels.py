@@ -37,6 +37,12 @@ GGUF_ACTIVATIONS = {"int8": 1, "int8x2": 2}
 """How ``vc_linear_q`` quantizes activations per block of 32: ``int8`` (llama.cpp's Q8_0: one
 int8 an element, amax / 127 steps) or ``int8x2`` (default: a second int8 for the remainder,
 ~15 bits, twice the dot products; see benchmarks/CPU_NOTES.md for what each costs and keeps)."""
+ENV_GGUF_BF16_ROWS = "VLLM_CPU_GGUF_BF16_ROWS"
+GGUF_BF16_ROWS = 24
+"""From how many rows a bfloat16 call of ``vc_linear_q`` (Q4_0 / Q4_1 / Q8_0) dequantizes the
+weights panel by panel and runs the bf16 GEMM instead of the int8x2 dot products (the output is
+then ``--quantization none``'s, bit for bit); 0 turns it off. Break-even on this project's 2-core
+AVX512 machine was 16-24 rows (benchmarks/CPU_NOTES.md §25)."""
 POOL_MODES = ("auto", "pool", "alone")
 """Where work runs: ``auto`` (the calling thread alone while other processes want the cores or
 after a stall, else the pool), ``pool`` (always the pool), ``alone`` (always the caller)."""
@@ -104,6 +110,7 @@ SIGNATURES: dict[str, tuple[list[type], type | None]] = {
     "vc_plan_run": ([_P, _I], _I),
     "vc_linear_q": ([_P, _L, _P, _P, _P, _L, _I, _I, _I, _I, _I, _I, _I], _I),
     "vc_quant_set_precision": ([_I], None),
+    "vc_quant_set_bf16_rows": ([_I], None),
     "vc_pack_q": ([_P, _L, _I, _I, _I, _P], _I),
     "vc_callback": ([_P, _I], None),
     "vc_lora": ([_P, _L, _P, _L, _P, _P, _P, _P, _I, _I, _I, _I, _I, _I, _I, _I], _I),
@@ -114,6 +121,19 @@ PLAN_KINDS = (
     "vc_lora",
 )
 """The kernels a recorded plan can hold (``vllm_cpu.plan``), in the order of ``vc_plan_run``'s kinds."""
+
+
+def parse_bf16_rows(value: str) -> int:
+    """``VLLM_CPU_GGUF_BF16_ROWS``: a row count >= 0 (0: never), empty for ``GGUF_BF16_ROWS``."""
+    value = value.strip()
+    if not value:
+        return GGUF_BF16_ROWS
+    if not value.isdigit():
+        raise ConfigError(
+            f"{ENV_GGUF_BF16_ROWS}={value!r} is not a row count; give an integer >= 0 (0 keeps bfloat16 "
+            f"GGUF layers on the int8 kernel at every batch size) or unset it for {GGUF_BF16_ROWS}"
+        )
+    return int(value)
 
 
 def cpu_flags() -> set[str]:
@@ -203,6 +223,7 @@ class Kernels:
         self.set_pool_mode(mode)
         self.set_pool_wait(wait)
         self.set_gguf_activations(os.environ.get(ENV_GGUF_ACTIVATIONS, "").strip() or "int8x2")
+        self.set_gguf_bf16_rows(parse_bf16_rows(os.environ.get(ENV_GGUF_BF16_ROWS, "")))
 
     def set_gguf_activations(self, mode: str) -> None:
         """``int8`` or ``int8x2``: the activations' quantization of the GGUF kernel (``GGUF_ACTIVATIONS``)."""
@@ -211,6 +232,11 @@ class Kernels:
                 f"{ENV_GGUF_ACTIVATIONS}={mode!r} is not one of {', '.join(GGUF_ACTIVATIONS)}; unset it for int8x2"
             )
         self.lib.vc_quant_set_precision(GGUF_ACTIVATIONS[mode])
+
+    def set_gguf_bf16_rows(self, rows: int) -> None:
+        """Bfloat16 GGUF calls of at least ``rows`` rows dequantize to the bf16 GEMM (0: never);
+        see ``GGUF_BF16_ROWS``."""
+        self.lib.vc_quant_set_bf16_rows(rows)
 
     def set_pool_mode(self, mode: str) -> None:
         """``auto`` (default): work runs on the calling thread alone while other processes want

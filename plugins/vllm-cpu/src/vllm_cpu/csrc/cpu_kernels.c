@@ -728,6 +728,118 @@ static void q_task(void *p, int chunk) {
     }
 }
 
+/* Batched bfloat16 rows on Q4_0 / Q4_1 / Q8_0: dequantize, then the bf16 GEMM. At many rows the
+ * int8x2 dot products cost more than the weights' bytes save (the per-row, per-block scale work
+ * on top of as many vpdpbusd as the bf16 kernel's vdpbf16ps), so a call of bf16 activations with
+ * at least q_bf16_rows rows dequantizes each pair of 16-row panels once, into a thread's scratch
+ * in vc_linear_packed's bf16 layout [K/2][32][2], and runs mk_bf16 over the tile's rows. The
+ * values are the file's formula in float32 rounded to bf16 (Q4_0 d (q - 8), Q4_1 d q + m, Q8_0
+ * d q: gguf's dequantize, then torch's .to(bfloat16)) and the GEMM is the same micro-kernel, so
+ * the output equals --quantization none's in bfloat16, bit for bit. 0 rows: never. */
+static int q_bf16_rows = 24;
+#define QBF_MC 384 /* rows of one tile: each dequantized panel serves them all */
+static int q_x_quantized; /* q_buf holds the quantized activations of the last vc_linear_q call's x */
+
+void vc_quant_set_bf16_rows(int rows) { q_bf16_rows = rows < 0 ? 0 : rows; }
+
+/* the 16 x 4 u8 values of u (byte 4j + t: row j, k = kb + t) as weights, into half h of dst */
+static inline __attribute__((always_inline)) void dequant_group(
+    const int qtype, __m512i u, const __m512 *dp, const __m512 *mp, int kb, bf16 *dst, int h) {
+    const __m512 off = _mm512_set1_ps(qtype == Q4_0 ? 8.0f : qtype == Q8_0 ? 128.0f : 0.0f);
+    __m512 w[4];
+    for (int c = 0; c < 4; c++) {
+        __m512 q = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32(u, c)));
+        if (qtype != Q4_1) q = _mm512_sub_ps(q, off);
+        w[c] = _mm512_mul_ps(dp[c], q);
+        if (qtype == Q4_1) w[c] = _mm512_add_ps(w[c], mp[c]);
+    }
+    /* as 32-bit units (a pair of k of one row): row r, pair p at 2r + p (rows 0-7 in x, 8-15 in y) */
+    const __m512i x = (__m512i)_mm512_cvtne2ps_pbh(w[1], w[0]), y = (__m512i)_mm512_cvtne2ps_pbh(w[3], w[2]);
+    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+    _mm512_storeu_si512(dst + (long)(kb / 2) * 2 * NR + 16 * 2 * h, _mm512_permutex2var_epi32(x, even, y));
+    _mm512_storeu_si512(dst + (long)(kb / 2 + 1) * 2 * NR + 16 * 2 * h, _mm512_permutex2var_epi32(x, odd, y));
+}
+
+/* one packed 16-row panel (nb blocks) as bf16 weights into half h (columns 16h..16h+15) of dst */
+static void dequant_panel(const int qtype, const uint8_t *wp, int nb, bf16 *dst, int h) {
+    const int bb = q_block_bytes(qtype);
+    const __m512i lo4 = _mm512_set1_epi8(0x0f);
+    const __m512i rep = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
+    for (int b = 0; b < nb; b++) {
+        const uint8_t *blk = wp + (size_t)b * bb, *sc = blk + (qtype == Q8_0 ? 512 : 256);
+        const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)sc));
+        const __m512 m = qtype == Q4_1 ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(sc + 32))) : d;
+        __m512 dp[4], mp[4]; /* lane 4j + t of chunk c: row 4c + j */
+        for (int c = 0; c < 4; c++) {
+            const __m512i idx = _mm512_add_epi32(rep, _mm512_set1_epi32(4 * c));
+            dp[c] = _mm512_permutexvar_ps(idx, d);
+            mp[c] = _mm512_permutexvar_ps(idx, m);
+        }
+        const int k0 = b * QK;
+        if (qtype == Q8_0) {
+            for (int g = 0; g < 8; g++) dequant_group(Q8_0, _mm512_loadu_si512(blk + 64 * g), dp, mp, k0 + 4 * g, dst, h);
+        } else {
+            for (int v = 0; v < 4; v++) {
+                const __m512i raw = _mm512_loadu_si512(blk + 64 * v);
+                const __m512i lo = _mm512_and_si512(raw, lo4), hi = _mm512_and_si512(_mm512_srli_epi16(raw, 4), lo4);
+                if (qtype == Q4_0) {
+                    dequant_group(Q4_0, lo, dp, mp, k0 + 8 * v, dst, h);
+                    dequant_group(Q4_0, hi, dp, mp, k0 + 8 * v + 4, dst, h);
+                } else {
+                    dequant_group(Q4_1, lo, dp, mp, k0 + 8 * v, dst, h);
+                    dequant_group(Q4_1, hi, dp, mp, k0 + 8 * v + 4, dst, h);
+                }
+            }
+        }
+    }
+}
+
+typedef struct {
+    const uint8_t *wp;
+    const bf16 *x, *bias;
+    bf16 *y;
+    int M, N, K, qtype, tile_m, pairs_per_chunk, chunks_n;
+    long ldx, ldy;
+} qbf_args;
+
+static void qbf_task(void *p, int chunk) {
+    const qbf_args *a = p;
+    const int tm = chunk / a->chunks_n, tn = chunk % a->chunks_n;
+    const int m0 = tm * a->tile_m, m1 = m0 + a->tile_m < a->M ? m0 + a->tile_m : a->M;
+    const int K = a->K, nb = K / QK;
+    const long panels = (a->N + QR - 1) / QR, pairs = (panels + 1) / 2, p0 = (long)tn * a->pairs_per_chunk;
+    const long p1 = p0 + a->pairs_per_chunk < pairs ? p0 + a->pairs_per_chunk : pairs;
+    const size_t panel_bytes = (size_t)nb * q_block_bytes(a->qtype);
+    bf16 *wp = (bf16 *)scratch((size_t)K * NR / 2);
+    for (long pr = p0; pr < p1; pr++) {
+        const int n0 = (int)(pr * NR), nr = a->N - n0 < NR ? a->N - n0 : NR;
+        for (int h = 0; h < 2; h++) {
+            if (2 * pr + h < panels) dequant_panel(a->qtype, a->wp + (2 * pr + h) * panel_bytes, nb, wp, h);
+            else for (int k2 = 0; k2 < K / 2; k2++) memset(wp + (long)k2 * 2 * NR + 32 * h, 0, 64);
+        }
+        const bf16 *bias = a->bias ? a->bias + n0 : NULL;
+        for (int i0 = m0; i0 < m1; i0 += MR_MAX) {
+            const int mr = m1 - i0 < MR_MAX ? m1 - i0 : MR_MAX;
+            const bf16 *x = a->x + (long)i0 * a->ldx;
+            bf16 *y = a->y + (long)i0 * a->ldy + n0;
+            MK_CASES(CALL_BF16, 0)
+        }
+    }
+}
+
+static void linear_q_bf16(const bf16 *x, long ldx, const uint8_t *wp, const bf16 *bias, bf16 *y, long ldy,
+                          int M, int N, int K, int qtype) {
+    const long pairs = ((N + QR - 1) / QR + 1) / 2;
+    const int tile_m = M <= QBF_MC ? M : QBF_MC;
+    const int tiles_m = (M + tile_m - 1) / tile_m;
+    long per = pairs * tiles_m / (8L * vc_pool_size());
+    int ppc = per < 1 ? 1 : per > 8 ? 8 : (int)per;
+    const int chunks_n = (int)((pairs + ppc - 1) / ppc);
+    qbf_args a = {wp, x, bias, y, M, N, K, qtype, tile_m, ppc, chunks_n, ldx, ldy};
+    parallel_for(qbf_task, &a, tiles_m * chunks_n);
+}
+
 /* Repack n GGUF rows (raw: row_bytes apart, K / 32 blocks of the file format each) into the
  * panel layout above (out: ceil(n / 16) * K / 32 * q_block_bytes(qtype) bytes); rows past n are
  * zero blocks (d = 0). Returns 0, or -1 for an unknown qtype or K. */
@@ -784,6 +896,12 @@ int vc_pack_q(const void *raw, long row_bytes, int n, int K, int qtype, void *ou
 int vc_linear_q(const void *x, long ldx, const void *wp, const void *bias, void *y, long ldy,
                 int M, int N, int K, int qtype, int is_bf16, int x_ready, int prec) {
     if (qtype < Q4_0 || qtype > Q6_K || K % QK || M <= 0) return M == 0 ? 0 : -1;
+    if (is_bf16 && q_bf16_rows && M >= q_bf16_rows && qtype <= Q8_0) {
+        linear_q_bf16(x, ldx, wp, bias, y, ldy, M, N, K, qtype);
+        q_x_quantized = 0;
+        return 0;
+    }
+    if (!q_x_quantized) x_ready = 0; /* the previous part ran on the bf16 path: nothing to reuse */
     const int nb = K / QK, P = prec == 1 || prec == 2 ? prec : q_prec;
     const size_t need = (size_t)M * K * P + (size_t)M * nb * 4 * (1 + 3 * P) + 64;
     if (!x_ready) {
@@ -801,6 +919,7 @@ int vc_linear_q(const void *x, long ldx, const void *wp, const void *bias, void 
         qrow_args qa = {x, ldx, K, is_bf16, 16, M, P, xq, xd, xs, xh};
         if (M >= 64) parallel_for(quantize_task, &qa, (M + 15) / 16);
         else for (int c = 0; c < (M + 15) / 16; c++) quantize_task(&qa, c);
+        q_x_quantized = 1;
     }
     const long panels = (N + QR - 1) / QR;
     const int tile_m = M <= MC ? M : MC;
