@@ -123,6 +123,9 @@ def main() -> None:
     ap.add_argument("--max-loras", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cases", nargs="+", default=["base", "lora4"])
+    ap.add_argument("--warmup", action="store_true",
+                    help="run the first case once more before the timed ones, untimed (fills the Triton / compile "
+                         "caches on disk, which the first process of a fresh machine otherwise pays inside its timing)")
     ap.add_argument("--out", default=None, help="write the results as JSON")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -130,6 +133,8 @@ def main() -> None:
         print("RESULT " + json.dumps(child(args, args.child)), flush=True)
         return
     results = []
+    if args.warmup:
+        subprocess.run([sys.executable, __file__, *sys.argv[1:], "--child", args.cases[0]], capture_output=True)
     for case in args.cases:
         cmd = [sys.executable, __file__, *sys.argv[1:], "--child", case]
         proc = subprocess.run(cmd, capture_output=True, text=True)

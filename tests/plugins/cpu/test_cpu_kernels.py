@@ -279,3 +279,31 @@ def test_argmax_rows_match_torch(kernels: Kernels, mode: str, vocab: int) -> Non
     assert torch.equal(sampler.argmax(x), x.argmax(dim=-1))
     strided = torch.randn(5, vocab + 7, generator=g)[:, :vocab]
     assert torch.equal(sampler.argmax(strided), strided.argmax(dim=-1))
+
+
+@pytest.mark.parametrize("dtype_name", ["float32", "bfloat16"])
+def test_lora_rows_do_not_depend_on_their_batch(ops: CPUOps, dtype_name: str) -> None:
+    """``vc_lora`` groups the rows by adapter (a chunk shares each load of A and B among up to 4
+    rows of one slot): every row's result is bit for bit the one it gets alone, whatever rows of
+    its adapter share its chunk; base rows (-1) are untouched."""
+    dtype = getattr(torch, dtype_name)
+    g = torch.Generator().manual_seed(3)
+    t, k, r, slots, sizes = 29, 72, 16, 3, (40, 24, 24)
+    n = sum(sizes)
+    a = (torch.randn(len(sizes), slots, r, k, generator=g) / k**0.5).to(dtype)
+    a[:, 2, 8:] = 0  # slot 2 holds a rank-8 adapter, zero-padded to 16
+    b = (torch.randn(slots, r, n, generator=g) / r**0.5).to(dtype)
+    b[2, 8:] = 0
+    x = torch.randn(t, k, generator=g).to(dtype)
+    out0 = torch.randn(t, n, generator=g).to(dtype)
+    token_slots = torch.tensor([(i * 7) % 4 - 1 for i in range(t)], dtype=torch.int64)  # -1, 2, 1, 0, ...
+    scaling = torch.tensor([0.5, 2.0, 1.25])
+    together = out0.clone()
+    ops.add_lora(together, x, a, b, sizes, token_slots, scaling)
+    for i in range(t):
+        alone = out0[i : i + 1].clone()
+        ops.add_lora(alone, x[i : i + 1], a, b, sizes, token_slots[i : i + 1], scaling)
+        assert torch.equal(together[i], alone[0]), f"row {i} (slot {int(token_slots[i])})"
+    base = token_slots < 0
+    assert base.any() and torch.equal(together[base], out0[base])
+    assert not torch.equal(together[~base], out0[~base])

@@ -1617,7 +1617,8 @@ void vc_argmax_rows(const float *x, long ld, int R, int V, int64_t *out) {
  * else (base rows and the other slots are skipped), and the slots are read when the call runs, so
  * a recorded plan holding this call serves any mix of adapters. The shrink is rounded to the
  * dtype (as a matmul's output is), the expand accumulates in float32 and the sum is rounded once.
- * Rows in chunks of LORA_ROWS over the pool. */
+ * The rows are grouped by slot and a chunk of the pool is up to LORA_ROWS rows of one adapter,
+ * which share each load of A and B (the op is bound by those loads, from L2, not by its FMAs). */
 #define LORA_ROWS 4
 #define LORA_MAX_RANK 512
 typedef struct {
@@ -1628,6 +1629,8 @@ typedef struct {
     long ldx, ldo;
     int T, K, R, L, N, S, is_bf16;
     int off[4];
+    const int32_t *order;       /* the adapter rows, grouped by slot */
+    const int32_t *chunk_start; /* chunk c: order[chunk_start[c] .. chunk_start[c + 1]) */
 } lora_args;
 
 static inline __m512 load16(const void *p, long i, __mmask16 m, int is_bf16) {
@@ -1637,70 +1640,102 @@ static inline __m512 load16(const void *p, long i, __mmask16 m, int is_bf16) {
 static inline __mmask16 mask_upto(long n) { return n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1); }
 
 /* h[r] = x . A_rows[r] for r < R (rows K elements long), four rows per pass over x */
-static inline void lora_shrink(const void *x, long xi, const void *a, long ai, int K, int R, int bf, float *h) {
+/* h[i][r] = x_row(i) . A_r for G rows of one adapter (G <= LORA_ROWS), 4 ranks per pass over x:
+ * each A vector loaded once for the G rows. Per row the sums are those of one row alone. */
+static inline __attribute__((always_inline)) void lora_shrink(
+    const int G, const void *x, const long *xi, const void *a, long ai, int K, int R, int bf, float (*h)[LORA_MAX_RANK]) {
     int r = 0;
     for (; r + 4 <= R; r += 4) {
-        __m512 acc0 = _mm512_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
+        __m512 acc[LORA_ROWS][4];
+        for (int g = 0; g < G; g++) acc[g][0] = acc[g][1] = acc[g][2] = acc[g][3] = _mm512_setzero_ps();
         for (int k = 0; k < K; k += 16) {
             const __mmask16 m = mask_upto(K - k);
-            const __m512 xv = load16(x, xi + k, m, bf);
             const long ak = ai + (long)r * K + k;
-            acc0 = _mm512_fmadd_ps(xv, load16(a, ak, m, bf), acc0);
-            acc1 = _mm512_fmadd_ps(xv, load16(a, ak + K, m, bf), acc1);
-            acc2 = _mm512_fmadd_ps(xv, load16(a, ak + 2L * K, m, bf), acc2);
-            acc3 = _mm512_fmadd_ps(xv, load16(a, ak + 3L * K, m, bf), acc3);
+            const __m512 a0 = load16(a, ak, m, bf), a1 = load16(a, ak + K, m, bf);
+            const __m512 a2 = load16(a, ak + 2L * K, m, bf), a3 = load16(a, ak + 3L * K, m, bf);
+            for (int g = 0; g < G; g++) {
+                const __m512 xv = load16(x, xi[g] + k, m, bf);
+                acc[g][0] = _mm512_fmadd_ps(xv, a0, acc[g][0]);
+                acc[g][1] = _mm512_fmadd_ps(xv, a1, acc[g][1]);
+                acc[g][2] = _mm512_fmadd_ps(xv, a2, acc[g][2]);
+                acc[g][3] = _mm512_fmadd_ps(xv, a3, acc[g][3]);
+            }
         }
-        h[r] = hsum(acc0), h[r + 1] = hsum(acc1), h[r + 2] = hsum(acc2), h[r + 3] = hsum(acc3);
+        for (int g = 0; g < G; g++)
+            h[g][r] = hsum(acc[g][0]), h[g][r + 1] = hsum(acc[g][1]), h[g][r + 2] = hsum(acc[g][2]),
+            h[g][r + 3] = hsum(acc[g][3]);
     }
     for (; r < R; r++) {
-        __m512 acc = _mm512_setzero_ps();
-        for (int k = 0; k < K; k += 16) {
-            const __mmask16 m = mask_upto(K - k);
-            acc = _mm512_fmadd_ps(load16(x, xi + k, m, bf), load16(a, ai + (long)r * K + k, m, bf), acc);
+        for (int g = 0; g < G; g++) {
+            __m512 acc = _mm512_setzero_ps();
+            for (int k = 0; k < K; k += 16) {
+                const __mmask16 m = mask_upto(K - k);
+                acc = _mm512_fmadd_ps(load16(x, xi[g] + k, m, bf), load16(a, ai + (long)r * K + k, m, bf), acc);
+            }
+            h[g][r] = hsum(acc);
         }
-        h[r] = hsum(acc);
     }
     if (bf)
-        for (r = 0; r < R; r++) h[r] = round_bf16(h[r]);
+        for (int g = 0; g < G; g++)
+            for (r = 0; r < R; r++) h[g][r] = round_bf16(h[g][r]);
 }
 
-/* out[j0 .. j1) += sc * h @ B_rows (R rows, N elements apart), 64 columns at a time */
-static inline void lora_expand(const float *h, const void *b, long bi, long N, int R, int j0, int j1, float sc,
-                               void *out, long oi, int bf) {
+/* out_row(i)[j0 .. j1) += sc * h[i] @ B_rows (R rows, N elements apart) for G rows of one adapter,
+ * 32 columns at a time: each B vector loaded once for the G rows. A rank whose h is zero in
+ * every row (the zero-padded ranks of a lower-rank adapter) is skipped. */
+static inline __attribute__((always_inline)) void lora_expand(
+    const int G, float (*h)[LORA_MAX_RANK], const void *b, long bi, long N, int R, int j0, int j1, float sc,
+    void *out, const long *oi, int bf) {
     const __m512 scv = _mm512_set1_ps(sc);
-    for (int j = j0; j < j1; j += 64) {
-        __mmask16 m[4];
-        for (int v = 0; v < 4; v++) m[v] = j + 16 * v < j1 ? mask_upto(j1 - j - 16 * v) : 0;
-        __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+    for (int j = j0; j < j1; j += 32) {
+        const __mmask16 m0 = mask_upto(j1 - j), m1 = j + 16 < j1 ? mask_upto(j1 - j - 16) : 0;
+        __m512 acc[LORA_ROWS][2];
+        for (int g = 0; g < G; g++) acc[g][0] = acc[g][1] = _mm512_setzero_ps();
         for (int r = 0; r < R; r++) {
-            if (h[r] == 0.0f) continue; /* the zero-padded ranks of a lower-rank adapter */
-            const __m512 hr = _mm512_set1_ps(h[r]);
+            int any = 0;
+            for (int g = 0; g < G; g++) any |= h[g][r] != 0.0f;
+            if (!any) continue;
             const long br = bi + (long)r * N + j;
-            for (int v = 0; v < 4; v++)
-                if (m[v]) acc[v] = _mm512_fmadd_ps(hr, load16(b, br + 16 * v, m[v], bf), acc[v]);
+            const __m512 b0 = load16(b, br, m0, bf), b1 = m1 ? load16(b, br + 16, m1, bf) : _mm512_setzero_ps();
+            for (int g = 0; g < G; g++) {
+                const __m512 hr = _mm512_set1_ps(h[g][r]);
+                acc[g][0] = _mm512_fmadd_ps(hr, b0, acc[g][0]);
+                acc[g][1] = _mm512_fmadd_ps(hr, b1, acc[g][1]);
+            }
         }
-        for (int v = 0; v < 4; v++) {
-            if (!m[v]) continue;
-            const long o = oi + j + 16 * v;
-            const __m512 sum = _mm512_add_ps(load16(out, o, m[v], bf), _mm512_mul_ps(scv, acc[v]));
-            if (bf) _mm256_mask_storeu_epi16((bf16 *)out + o, m[v], f32_to_bf16x16(sum));
-            else _mm512_mask_storeu_ps((float *)out + o, m[v], sum);
-        }
+        for (int g = 0; g < G; g++)
+            for (int v = 0; v < 2; v++) {
+                const __mmask16 mv = v ? m1 : m0;
+                if (!mv) continue;
+                const long o = oi[g] + j + 16 * v;
+                const __m512 sum = _mm512_add_ps(load16(out, o, mv, bf), _mm512_mul_ps(scv, acc[g][v]));
+                if (bf) _mm256_mask_storeu_epi16((bf16 *)out + o, mv, f32_to_bf16x16(sum));
+                else _mm512_mask_storeu_ps((float *)out + o, mv, sum);
+            }
     }
 }
 
+static inline __attribute__((always_inline)) void lora_rows(const int G, const lora_args *a, const int32_t *rows) {
+    const int64_t l = a->slots[rows[0]];
+    float h[LORA_ROWS][LORA_MAX_RANK];
+    long xi[LORA_ROWS], oi[LORA_ROWS];
+    for (int g = 0; g < G; g++) xi[g] = (long)rows[g] * a->ldx, oi[g] = (long)rows[g] * a->ldo;
+    for (int s = 0; s < a->S; s++) {
+        lora_shrink(G, a->x, xi, a->a, ((long)s * a->L + l) * a->R * a->K, a->K, a->R, a->is_bf16, h);
+        lora_expand(G, h, a->b, l * a->R * (long)a->N, a->N, a->R, a->off[s], a->off[s + 1], a->scaling[l], a->out,
+                    oi, a->is_bf16);
+    }
+}
+
+/* a chunk: up to LORA_ROWS rows of one adapter (the rows sorted by slot, a->order) */
 static void lora_task(void *p, int chunk) {
     const lora_args *a = p;
-    const int t0 = chunk * LORA_ROWS, t1 = t0 + LORA_ROWS < a->T ? t0 + LORA_ROWS : a->T;
-    float h[LORA_MAX_RANK];
-    for (int t = t0; t < t1; t++) {
-        const int64_t l = a->slots[t];
-        if (l < 0 || l >= a->L) continue;
-        for (int s = 0; s < a->S; s++) {
-            lora_shrink(a->x, (long)t * a->ldx, a->a, ((long)s * a->L + l) * a->R * a->K, a->K, a->R, a->is_bf16, h);
-            lora_expand(h, a->b, l * a->R * (long)a->N, a->N, a->R, a->off[s], a->off[s + 1], a->scaling[l], a->out,
-                        (long)t * a->ldo, a->is_bf16);
-        }
+    const int32_t *rows = a->order + a->chunk_start[chunk];
+    switch (a->chunk_start[chunk + 1] - a->chunk_start[chunk]) {
+    case 1: lora_rows(1, a, rows); break;
+    case 2: lora_rows(2, a, rows); break;
+    case 3: lora_rows(3, a, rows); break;
+    default: lora_rows(4, a, rows); break;
     }
 }
 
@@ -1713,9 +1748,29 @@ int vc_lora(void *out, long ldo, const void *x, long ldx, const void *a, const v
                       .ldo = ldo, .T = T, .K = K, .R = R, .L = L, .N = N, .is_bf16 = is_bf16};
     args.S = n0 >= N ? 1 : n0 + n1 >= N ? 2 : 3;
     args.off[0] = 0, args.off[1] = n0 < N ? n0 : N, args.off[2] = n0 + n1 < N ? n0 + n1 : N, args.off[3] = N;
-    const int n_chunks = (T + LORA_ROWS - 1) / LORA_ROWS;
+    /* counting sort of the adapter rows by slot, then chunks of up to LORA_ROWS rows of one slot */
+    static int32_t *buf;
+    static size_t cap;
+    const size_t need = (size_t)2 * T + 2 + (size_t)L + 1;
+    if (need > cap) {
+        free(buf);
+        buf = malloc(need * sizeof(int32_t));
+        cap = need;
+    }
+    int32_t *order = buf, *chunk_start = buf + T, *count = buf + 2 * T + 2;
+    memset(count, 0, (size_t)(L + 1) * sizeof(int32_t));
+    for (int t = 0; t < T; t++)
+        if (slots[t] >= 0 && slots[t] < L) count[slots[t] + 1]++;
+    for (int l = 0; l < L; l++) count[l + 1] += count[l];
+    int n_chunks = 0;
+    for (int l = 0; l < L; l++)
+        for (int i = count[l]; i < count[l + 1]; i += LORA_ROWS) chunk_start[n_chunks++] = i;
+    chunk_start[n_chunks] = count[L];
+    for (int t = 0; t < T; t++)
+        if (slots[t] >= 0 && slots[t] < L) order[count[slots[t]]++] = t;
+    args.order = order, args.chunk_start = chunk_start;
     if (n_chunks == 1) lora_task(&args, 0);
-    else parallel_for(lora_task, &args, n_chunks);
+    else if (n_chunks > 1) parallel_for(lora_task, &args, n_chunks);
     return 0;
 }
 
