@@ -28,8 +28,8 @@ from tests.conftest import import_or_require
 
 import_or_require("vllm_cpu", "cpu")
 
-from vllm_cpu.kernels import GGUF_BF16_ROWS, Kernels, pack_weight, parse_bf16_rows  # noqa: E402
 from vllm_core.plugins.api import ConfigError  # noqa: E402
+from vllm_cpu.kernels import GGUF_BF16_ROWS, Kernels, pack_weight, parse_bf16_rows  # noqa: E402
 from vllm_cpu.ops import CPUOps  # noqa: E402
 from vllm_cpu.quant import FILE_BLOCK_BYTES, attach, build_quant_weight, dequantize_rows, pack_rows  # noqa: E402
 
