@@ -44,7 +44,12 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torc
 def _host(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     """``t`` as the source of a copy to ``device`` that does not make the host wait for the step
     in flight (pinned memory on accelerators; CUDA synchronises copies from pageable memory)."""
-    return t if device.type == "cpu" else t.pin_memory()
+    if device.type == "cpu":
+        return t
+    # a fresh block of PyTorch's pinned-host cache, not t.pin_memory(): that first asks the driver
+    # whether t is pinned already (a pointer-attribute query, ~40 us a call seen on an H100 host)
+    host = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+    return host.copy_(t)
 
 
 class LoRAExtension(RunnerExtension):
