@@ -1639,7 +1639,6 @@ static inline __m512 load16(const void *p, long i, __mmask16 m, int is_bf16) {
 
 static inline __mmask16 mask_upto(long n) { return n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1); }
 
-/* h[r] = x . A_rows[r] for r < R (rows K elements long), four rows per pass over x */
 /* h[i][r] = x_row(i) . A_r for G rows of one adapter (G <= LORA_ROWS), 4 ranks per pass over x:
  * each A vector loaded once for the G rows. Per row the sums are those of one row alone. */
 static inline __attribute__((always_inline)) void lora_shrink(
