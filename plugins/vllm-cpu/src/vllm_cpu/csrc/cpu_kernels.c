@@ -374,6 +374,20 @@ static float *scratch(size_t n) {
 
 static inline long panels_of(int N) { return (N + NR - 1) / NR; }
 
+/* A GEMM's pool chunks: tiles of tile_m rows x chunks_n groups of column units (panels). Chunk
+ * `chunk` covers rows [*m0, *m1) and returns its column group. */
+static inline int chunk_rows(int chunk, int chunks_n, int tile_m, int M, int *m0, int *m1) {
+    *m0 = chunk / chunks_n * tile_m;
+    *m1 = *m0 + tile_m < M ? *m0 + tile_m : M;
+    return chunk % chunks_n;
+}
+
+/* column units a chunk takes: about 8 chunks per thread, at least one unit and at most 8 each */
+static inline int units_per_chunk(long units, int tiles_m) {
+    const long per = units * tiles_m / (8L * vc_pool_size());
+    return per < 1 ? 1 : per > 8 ? 8 : (int)per;
+}
+
 static inline __attribute__((always_inline)) void mk_f32(
     const int MR, const float *x, long ldx, const float *wp, int K, const float *bias, float *y, long ldy, int nr) {
     __m512 c0[MR_MAX], c1[MR_MAX];
@@ -441,8 +455,8 @@ typedef struct {
 
 static void packed_task(void *p, int chunk) {
     const packed_args *a = p;
-    const int tm = chunk / a->chunks_n, tn = chunk % a->chunks_n;
-    const int m0 = tm * a->tile_m, m1 = m0 + a->tile_m < a->M ? m0 + a->tile_m : a->M;
+    int m0, m1;
+    const int tn = chunk_rows(chunk, a->chunks_n, a->tile_m, a->M, &m0, &m1);
     const long p0 = (long)tn * a->panels_per_chunk;
     long p1 = p0 + a->panels_per_chunk;
     if (p1 > panels_of(a->N)) p1 = panels_of(a->N);
@@ -476,9 +490,7 @@ void vc_linear_packed(const void *x, long ldx, const void *wp, const void *bias,
     const long panels = panels_of(N);
     const int tile_m = M <= MC ? M : MC;
     const int tiles_m = (M + tile_m - 1) / tile_m;
-    /* about 8 chunks per thread, at least one panel and at most 8 each */
-    long per = panels * tiles_m / (8L * vc_pool_size());
-    int ppc = per < 1 ? 1 : per > 8 ? 8 : (int)per;
+    const int ppc = units_per_chunk(panels, tiles_m);
     const int chunks_n = (int)((panels + ppc - 1) / ppc);
     packed_args a = {x, wp, bias, y, M, N, K, is_bf16, tile_m, ppc, chunks_n, ldx, ldy};
     parallel_for(packed_task, &a, tiles_m * chunks_n);
@@ -692,8 +704,8 @@ typedef struct {
 
 static void q_task(void *p, int chunk) {
     const q_args *a = p;
-    const int tm = chunk / a->chunks_n, tn = chunk % a->chunks_n;
-    const int m0 = tm * a->tile_m, m1 = m0 + a->tile_m < a->M ? m0 + a->tile_m : a->M;
+    int m0, m1;
+    const int tn = chunk_rows(chunk, a->chunks_n, a->tile_m, a->M, &m0, &m1);
     const long panels = (a->N + QR - 1) / QR, p0 = (long)tn * a->panels_per_chunk;
     const long p1 = p0 + a->panels_per_chunk < panels ? p0 + a->panels_per_chunk : panels;
     const int nb = a->K / QK, es = a->is_bf16 ? 2 : 4;
@@ -805,8 +817,8 @@ typedef struct {
 
 static void qbf_task(void *p, int chunk) {
     const qbf_args *a = p;
-    const int tm = chunk / a->chunks_n, tn = chunk % a->chunks_n;
-    const int m0 = tm * a->tile_m, m1 = m0 + a->tile_m < a->M ? m0 + a->tile_m : a->M;
+    int m0, m1;
+    const int tn = chunk_rows(chunk, a->chunks_n, a->tile_m, a->M, &m0, &m1);
     const int K = a->K, nb = K / QK;
     const long panels = (a->N + QR - 1) / QR, pairs = (panels + 1) / 2, p0 = (long)tn * a->pairs_per_chunk;
     const long p1 = p0 + a->pairs_per_chunk < pairs ? p0 + a->pairs_per_chunk : pairs;
@@ -833,8 +845,7 @@ static void linear_q_bf16(const bf16 *x, long ldx, const uint8_t *wp, const bf16
     const long pairs = ((N + QR - 1) / QR + 1) / 2;
     const int tile_m = M <= QBF_MC ? M : QBF_MC;
     const int tiles_m = (M + tile_m - 1) / tile_m;
-    long per = pairs * tiles_m / (8L * vc_pool_size());
-    int ppc = per < 1 ? 1 : per > 8 ? 8 : (int)per;
+    const int ppc = units_per_chunk(pairs, tiles_m);
     const int chunks_n = (int)((pairs + ppc - 1) / ppc);
     qbf_args a = {wp, x, bias, y, M, N, K, qtype, tile_m, ppc, chunks_n, ldx, ldy};
     parallel_for(qbf_task, &a, tiles_m * chunks_n);
@@ -924,8 +935,7 @@ int vc_linear_q(const void *x, long ldx, const void *wp, const void *bias, void 
     const long panels = (N + QR - 1) / QR;
     const int tile_m = M <= MC ? M : MC;
     const int tiles_m = (M + tile_m - 1) / tile_m;
-    long per = panels * tiles_m / (8L * vc_pool_size());
-    int ppc = per < 1 ? 1 : per > 8 ? 8 : (int)per;
+    const int ppc = units_per_chunk(panels, tiles_m);
     const int chunks_n = (int)((panels + ppc - 1) / ppc);
     q_args a = {wp, bias, y, xq, xd, xs, xh, M, N, K, qtype, is_bf16, tile_m, ppc, chunks_n, P, ldy};
     parallel_for(q_task, &a, tiles_m * chunks_n);
