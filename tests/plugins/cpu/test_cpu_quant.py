@@ -29,7 +29,7 @@ from tests.conftest import import_or_require
 import_or_require("vllm_cpu", "cpu")
 
 from vllm_core.plugins.api import ConfigError  # noqa: E402
-from vllm_cpu.kernels import GGUF_BF16_ROWS, Kernels, pack_weight, parse_bf16_rows  # noqa: E402
+from vllm_cpu.kernels import GGUF_BF16_ROWS, Kernels, gguf_bf16_rows_from_env, pack_weight  # noqa: E402
 from vllm_cpu.ops import CPUOps  # noqa: E402
 from vllm_cpu.quant import FILE_BLOCK_BYTES, attach, build_quant_weight, dequantize_rows, pack_rows  # noqa: E402
 
@@ -191,14 +191,16 @@ def test_bf16_rows_then_int8_part_requantizes(ops: CPUOps, kernels: Kernels) -> 
 
 
 @pytest.mark.parametrize("value,rows", [("", GGUF_BF16_ROWS), ("0", 0), (" 64 ", 64)])
-def test_bf16_rows_env(value: str, rows: int) -> None:
-    assert parse_bf16_rows(value) == rows
+def test_bf16_rows_env(value: str, rows: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VLLM_CPU_GGUF_BF16_ROWS", value)
+    assert gguf_bf16_rows_from_env() == rows
 
 
 @pytest.mark.parametrize("value", ["-1", "many", "1.5"])
-def test_bf16_rows_env_refuses(value: str) -> None:
+def test_bf16_rows_env_refuses(value: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VLLM_CPU_GGUF_BF16_ROWS", value)
     with pytest.raises(ConfigError, match="VLLM_CPU_GGUF_BF16_ROWS"):
-        parse_bf16_rows(value)
+        gguf_bf16_rows_from_env()
 
 
 def test_packed_is_smaller_than_dense() -> None:

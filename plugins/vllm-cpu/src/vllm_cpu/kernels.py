@@ -123,17 +123,16 @@ PLAN_KINDS = (
 """The kernels a recorded plan can hold (``vllm_cpu.plan``), in the order of ``vc_plan_run``'s kinds."""
 
 
-def parse_bf16_rows(value: str) -> int:
-    """``VLLM_CPU_GGUF_BF16_ROWS``: a row count >= 0 (0: never), empty for ``GGUF_BF16_ROWS``."""
-    value = value.strip()
-    if not value:
-        return GGUF_BF16_ROWS
-    if not value.isdigit():
-        raise ConfigError(
-            f"{ENV_GGUF_BF16_ROWS}={value!r} is not a row count; give an integer >= 0 (0 keeps bfloat16 "
-            f"GGUF layers on the int8 kernel at every batch size) or unset it for {GGUF_BF16_ROWS}"
-        )
-    return int(value)
+def gguf_bf16_rows_from_env() -> int:
+    """``VLLM_CPU_GGUF_BF16_ROWS`` (a row count >= 0, 0: never), else ``GGUF_BF16_ROWS``."""
+    from vllm_cpu.platform import int_from_env
+
+    value = int_from_env(
+        ENV_GGUF_BF16_ROWS, 0, "a row count",
+        lambda: f"give an integer >= 0 (0 keeps bfloat16 GGUF layers on the int8 kernel at every batch size) or "
+        f"unset it for {GGUF_BF16_ROWS}",
+    )
+    return GGUF_BF16_ROWS if value is None else value
 
 
 def cpu_flags() -> set[str]:
@@ -223,7 +222,7 @@ class Kernels:
         self.set_pool_mode(mode)
         self.set_pool_wait(wait)
         self.set_gguf_activations(os.environ.get(ENV_GGUF_ACTIVATIONS, "").strip() or "int8x2")
-        self.set_gguf_bf16_rows(parse_bf16_rows(os.environ.get(ENV_GGUF_BF16_ROWS, "")))
+        self.set_gguf_bf16_rows(gguf_bf16_rows_from_env())
 
     def set_gguf_activations(self, mode: str) -> None:
         """``int8`` or ``int8x2``: the activations' quantization of the GGUF kernel (``GGUF_ACTIVATIONS``)."""
